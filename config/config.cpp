@@ -1,0 +1,388 @@
+// YAML → Config. Strict: every map is checked against the keys it may hold, so a typo
+// is an error with its file:line instead of a silently ignored setting.
+#include "config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <initializer_list>
+#include <set>
+#include <sstream>
+
+namespace tresor::config {
+namespace {
+
+class Reader {
+ public:
+  explicit Reader(std::string file) : file_(std::move(file)) {}
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& msg) const {
+    std::ostringstream out;
+    out << file_;
+    if (node.IsDefined() && !node.Mark().is_null())
+      out << ':' << node.Mark().line + 1 << ':' << node.Mark().column + 1;
+    out << ": " << msg;
+    throw ConfigError(out.str());
+  }
+
+  // Every key of `map` must be in `allowed`.
+  void expect_map(const YAML::Node& map, const std::string& where,
+                  std::initializer_list<const char*> allowed) const {
+    if (!map.IsMap()) fail(map, where + " must be a mapping");
+    for (const auto& kv : map) {
+      const auto key = kv.first.as<std::string>();
+      if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }))
+        fail(kv.first, "unknown key '" + key + "' in " + where);
+    }
+  }
+
+  // Scalar text with ${VAR} substituted from the environment.
+  std::string text(const YAML::Node& node, const std::string& what) const {
+    if (!node.IsScalar()) fail(node, what + " must be a scalar");
+    const std::string raw = node.Scalar();
+    std::string out;
+    for (size_t i = 0; i < raw.size();) {
+      if (raw.compare(i, 2, "${") == 0) {
+        const auto end = raw.find('}', i + 2);
+        if (end == std::string::npos) fail(node, what + ": unterminated ${ in value");
+        const std::string var = raw.substr(i + 2, end - i - 2);
+        if (var.empty()) fail(node, what + ": empty ${} in value");
+        const char* value = std::getenv(var.c_str());
+        if (!value) fail(node, what + ": environment variable " + var + " is not set");
+        out += value;
+        i = end + 1;
+      } else {
+        out += raw[i++];
+      }
+    }
+    return out;
+  }
+
+  template <typename T>
+  T integer(const YAML::Node& node, const std::string& what, T min, T max) const {
+    const std::string s = text(node, what);
+    T value{};
+    const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+    if (ec != std::errc() || ptr != s.data() + s.size() || value < min || value > max)
+      fail(node, what + " must be an integer in [" + std::to_string(min) + ", " +
+                     std::to_string(max) + "], got '" + s + "'");
+    return value;
+  }
+
+  double number(const YAML::Node& node, const std::string& what) const {
+    const std::string s = text(node, what);
+    double value{};
+    const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+    if (ec != std::errc() || ptr != s.data() + s.size())
+      fail(node, what + " must be a number, got '" + s + "'");
+    return value;
+  }
+
+ private:
+  std::string file_;
+};
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+bool is_hex64(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](unsigned char c) {
+           return std::isxdigit(c);
+         });
+}
+
+bool is_segment(const std::string& s) {
+  return !s.empty() && std::none_of(s.begin(), s.end(), [](unsigned char c) {
+    return c == '/' || std::isspace(c) || std::iscntrl(c);
+  });
+}
+
+ListenAddress parse_listen(const Reader& r, const YAML::Node& node) {
+  const std::string s = r.text(node, "server.listen");
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    r.fail(node, "server.listen must be host:port, got '" + s + "'");
+  ListenAddress a;
+  a.host = s.substr(0, colon);
+  if (a.host.size() > 2 && a.host.front() == '[' && a.host.back() == ']')
+    a.host = a.host.substr(1, a.host.size() - 2);
+  const std::string port = s.substr(colon + 1);
+  unsigned value = 0;
+  const auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || ptr != port.data() + port.size() || value > 65535)
+    r.fail(node, "server.listen has an invalid port: '" + s + "'");
+  a.port = static_cast<uint16_t>(value);
+  return a;
+}
+
+void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
+  r.expect_map(n, "server",
+               {"listen", "threads", "max_body_bytes", "max_header_bytes",
+                "header_timeout_seconds", "body_timeout_seconds"});
+  if (auto l = n["listen"]) {
+    if (l.IsSequence()) {
+      for (const auto& item : l) s.listen.push_back(parse_listen(r, item));
+      if (s.listen.empty()) r.fail(l, "server.listen must not be empty");
+    } else {
+      s.listen.push_back(parse_listen(r, l));
+    }
+  }
+  if (auto v = n["threads"]) s.threads = r.integer<unsigned>(v, "server.threads", 0, 256);
+  if (auto v = n["max_body_bytes"])
+    s.max_body_bytes = r.integer<uint64_t>(v, "server.max_body_bytes", 1, uint64_t{1} << 40);
+  if (auto v = n["max_header_bytes"])
+    s.max_header_bytes = r.integer<uint64_t>(v, "server.max_header_bytes", 512, 1 << 24);
+  if (auto v = n["header_timeout_seconds"])
+    s.header_timeout_seconds = r.integer<unsigned>(v, "server.header_timeout_seconds", 1, 3600);
+  if (auto v = n["body_timeout_seconds"])
+    s.body_timeout_seconds = r.integer<unsigned>(v, "server.body_timeout_seconds", 1, 3600);
+}
+
+void load_timeouts(const Reader& r, const YAML::Node& n, TimeoutsConfig& t) {
+  r.expect_map(n, "timeouts",
+               {"default_seconds", "max_seconds", "connect_ms", "attempt_first_event_seconds",
+                "attempt_first_byte_seconds", "stream_idle_seconds"});
+  if (auto v = n["default_seconds"])
+    t.default_seconds = r.integer<unsigned>(v, "timeouts.default_seconds", 1, 86400);
+  if (auto v = n["max_seconds"])
+    t.max_seconds = r.integer<unsigned>(v, "timeouts.max_seconds", 1, 86400);
+  if (auto v = n["connect_ms"]) t.connect_ms = r.integer<unsigned>(v, "timeouts.connect_ms", 1, 600000);
+  if (auto v = n["attempt_first_event_seconds"])
+    t.attempt_first_event_seconds =
+        r.integer<unsigned>(v, "timeouts.attempt_first_event_seconds", 0, 86400);
+  if (auto v = n["attempt_first_byte_seconds"])
+    t.attempt_first_byte_seconds =
+        r.integer<unsigned>(v, "timeouts.attempt_first_byte_seconds", 0, 86400);
+  if (auto v = n["stream_idle_seconds"])
+    t.stream_idle_seconds = r.integer<unsigned>(v, "timeouts.stream_idle_seconds", 1, 86400);
+  if (t.default_seconds > t.max_seconds)
+    r.fail(n, "timeouts.default_seconds must not exceed timeouts.max_seconds");
+}
+
+void load_retry(const Reader& r, const YAML::Node& n, RetryConfig& c) {
+  r.expect_map(n, "retry", {"attempts_per_route", "backoff_ms", "max_retry_after_seconds"});
+  if (auto v = n["attempts_per_route"])
+    c.attempts_per_route = r.integer<unsigned>(v, "retry.attempts_per_route", 1, 10);
+  if (auto v = n["backoff_ms"]) c.backoff_ms = r.integer<unsigned>(v, "retry.backoff_ms", 0, 60000);
+  if (auto v = n["max_retry_after_seconds"])
+    c.max_retry_after_seconds = r.integer<unsigned>(v, "retry.max_retry_after_seconds", 0, 3600);
+}
+
+void load_breaker(const Reader& r, const YAML::Node& n, BreakerConfig& c) {
+  r.expect_map(n, "breaker", {"consecutive_failures", "cooldown_seconds"});
+  if (auto v = n["consecutive_failures"])
+    c.consecutive_failures = r.integer<unsigned>(v, "breaker.consecutive_failures", 1, 1000);
+  if (auto v = n["cooldown_seconds"])
+    c.cooldown_seconds = r.integer<unsigned>(v, "breaker.cooldown_seconds", 0, 86400);
+}
+
+void load_providers(const Reader& r, const YAML::Node& n, Config& c) {
+  if (!n.IsMap()) r.fail(n, "providers must be a mapping of name → provider");
+  for (const auto& kv : n) {
+    const auto name = kv.first.as<std::string>();
+    if (!is_segment(name) || name == "auto") r.fail(kv.first, "invalid provider name '" + name + "'");
+    const auto& p = kv.second;
+    const std::string where = "providers." + name;
+    r.expect_map(p, where, {"base_url", "api_key", "ca_file", "max_connections"});
+    ProviderConfig pc;
+    pc.name = name;
+    if (!p["base_url"]) r.fail(p, where + ".base_url is required");
+    pc.base_url = r.text(p["base_url"], where + ".base_url");
+    if (pc.base_url.rfind("http://", 0) != 0 && pc.base_url.rfind("https://", 0) != 0)
+      r.fail(p["base_url"], where + ".base_url must start with http:// or https://");
+    if (auto v = p["api_key"]) pc.api_key = r.text(v, where + ".api_key");
+    if (auto v = p["ca_file"]) {
+      pc.ca_file = r.text(v, where + ".ca_file");
+      if (!pc.ca_file.empty() && !std::ifstream(pc.ca_file))
+        r.fail(v, where + ".ca_file: cannot read '" + pc.ca_file + "'");
+    }
+    if (auto v = p["max_connections"])
+      pc.max_connections = r.integer<unsigned>(v, where + ".max_connections", 1, 100000);
+    c.providers.emplace(name, std::move(pc));
+  }
+}
+
+Pricing load_pricing(const Reader& r, const YAML::Node& n, const std::string& where) {
+  r.expect_map(n, where,
+               {"input_per_mtok", "output_per_mtok", "billing_unit", "unit_amount", "currency"});
+  Pricing p;
+  if (auto v = n["input_per_mtok"]) p.input_per_mtok = r.number(v, where + ".input_per_mtok");
+  if (auto v = n["output_per_mtok"]) p.output_per_mtok = r.number(v, where + ".output_per_mtok");
+  if (auto v = n["billing_unit"]) p.billing_unit = r.text(v, where + ".billing_unit");
+  if (auto v = n["unit_amount"]) p.unit_amount = r.number(v, where + ".unit_amount");
+  if (auto v = n["currency"]) p.currency = r.text(v, where + ".currency");
+  return p;
+}
+
+void load_routes(const Reader& r, const YAML::Node& n, Config& c) {
+  if (!n.IsSequence()) r.fail(n, "routes must be a list");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const auto& item = n[i];
+    const std::string where = "routes[" + std::to_string(i) + "]";
+    r.expect_map(item, where, {"id", "provider", "upstream_model", "type", "pricing"});
+    RouteConfig rc;
+    if (!item["id"]) r.fail(item, where + ".id is required");
+    const std::string id = r.text(item["id"], where + ".id");
+    const auto a = id.find('/');
+    const auto b = a == std::string::npos ? a : id.find('/', a + 1);
+    if (b == std::string::npos || id.find('/', b + 1) != std::string::npos)
+      r.fail(item["id"], where + ".id must be region/provider/model_key, got '" + id + "'");
+    rc.region = lower(id.substr(0, a));
+    rc.provider_segment = lower(id.substr(a + 1, b - a - 1));
+    rc.model_key = id.substr(b + 1);
+    if (!is_segment(rc.region) || !is_segment(rc.provider_segment) || !is_segment(rc.model_key) ||
+        rc.region == "auto" || rc.provider_segment == "auto" || rc.model_key == "auto")
+      r.fail(item["id"], where + ".id has an empty, reserved ('auto') or invalid segment: '" + id + "'");
+    rc.id = rc.region + '/' + rc.provider_segment + '/' + rc.model_key;
+    if (!seen.insert(rc.id).second) r.fail(item["id"], "duplicate route id '" + rc.id + "'");
+    if (!item["provider"]) r.fail(item, where + ".provider is required");
+    rc.provider = r.text(item["provider"], where + ".provider");
+    if (!c.providers.count(rc.provider))
+      r.fail(item["provider"], where + ".provider '" + rc.provider + "' is not in providers");
+    if (!item["upstream_model"]) r.fail(item, where + ".upstream_model is required");
+    rc.upstream_model = r.text(item["upstream_model"], where + ".upstream_model");
+    if (auto v = item["type"]) {
+      const auto t = r.text(v, where + ".type");
+      if (t == "chat") rc.type = RouteType::chat;
+      else if (t == "transcription") rc.type = RouteType::transcription;
+      else r.fail(v, where + ".type must be chat or transcription, got '" + t + "'");
+    }
+    if (auto v = item["pricing"]) rc.pricing = load_pricing(r, v, where + ".pricing");
+    c.routes.push_back(std::move(rc));
+  }
+}
+
+void load_auth(const Reader& r, const YAML::Node& n, Config& c) {
+  r.expect_map(n, "auth", {"keys", "customers"});
+  if (auto keys = n["keys"]) {
+    if (!keys.IsSequence()) r.fail(keys, "auth.keys must be a list");
+    std::set<std::string> seen;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const auto& k = keys[i];
+      const std::string where = "auth.keys[" + std::to_string(i) + "]";
+      r.expect_map(k, where, {"sha256", "customer", "limits"});
+      ApiKeyConfig key;
+      if (!k["sha256"]) r.fail(k, where + ".sha256 is required");
+      key.sha256_hex = lower(r.text(k["sha256"], where + ".sha256"));
+      if (!is_hex64(key.sha256_hex))
+        r.fail(k["sha256"], where + ".sha256 must be 64 hex characters (tresor-router hash-key tr-…)");
+      if (!seen.insert(key.sha256_hex).second) r.fail(k["sha256"], "duplicate key hash in " + where);
+      if (!k["customer"]) r.fail(k, where + ".customer is required");
+      key.customer = r.text(k["customer"], where + ".customer");
+      if (auto l = k["limits"]) {
+        r.expect_map(l, where + ".limits", {"per_minute", "per_day"});
+        if (auto v = l["per_minute"])
+          key.limits.per_minute = r.integer<uint64_t>(v, where + ".limits.per_minute", 1, UINT32_MAX);
+        if (auto v = l["per_day"])
+          key.limits.per_day = r.integer<uint64_t>(v, where + ".limits.per_day", 1, UINT32_MAX);
+      }
+      c.auth.keys.push_back(std::move(key));
+    }
+  }
+  if (auto customers = n["customers"]) {
+    if (!customers.IsMap()) r.fail(customers, "auth.customers must be a mapping");
+    for (const auto& kv : customers) {
+      const auto name = kv.first.as<std::string>();
+      const std::string where = "auth.customers." + name;
+      r.expect_map(kv.second, where, {"credit", "currency"});
+      CustomerConfig cc;
+      if (auto v = kv.second["credit"]) cc.credit = r.number(v, where + ".credit");
+      if (auto v = kv.second["currency"]) cc.currency = r.text(v, where + ".currency");
+      c.auth.customers.emplace(name, cc);
+    }
+  }
+}
+
+void load_receipts(const Reader& r, const YAML::Node& n, ReceiptsConfig& c) {
+  r.expect_map(n, "receipts", {"signing_key_file", "kid", "retired_keys", "ttl_seconds"});
+  if (auto v = n["signing_key_file"]) c.signing_key_file = r.text(v, "receipts.signing_key_file");
+  if (auto v = n["kid"]) c.kid = r.text(v, "receipts.kid");
+  if (auto v = n["ttl_seconds"])
+    c.ttl_seconds = r.integer<uint64_t>(v, "receipts.ttl_seconds", 1, uint64_t{10} * 365 * 86400);
+  if (auto list = n["retired_keys"]) {
+    if (!list.IsSequence()) r.fail(list, "receipts.retired_keys must be a list");
+    for (const auto& item : list) {
+      r.expect_map(item, "receipts.retired_keys[]", {"kid", "public_key_file"});
+      if (!item["kid"] || !item["public_key_file"])
+        r.fail(item, "receipts.retired_keys[] needs kid and public_key_file");
+      c.retired_keys.push_back({r.text(item["kid"], "kid"),
+                                r.text(item["public_key_file"], "public_key_file")});
+    }
+  }
+}
+
+void load_attestation(const Reader& r, const YAML::Node& n, AttestationConfig& c) {
+  r.expect_map(n, "attestation", {"mode", "trust_bundle_url"});
+  if (auto v = n["mode"]) {
+    c.mode = r.text(v, "attestation.mode");
+    if (c.mode != "dev") r.fail(v, "attestation.mode: only 'dev' is supported");
+  }
+  if (auto v = n["trust_bundle_url"]) c.trust_bundle_url = r.text(v, "attestation.trust_bundle_url");
+}
+
+std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& name) {
+  const Reader r(name);
+  if (!root.IsDefined() || root.IsNull()) r.fail(root, "config is empty");
+  r.expect_map(root, "the top level",
+               {"server", "timeouts", "retry", "breaker", "providers", "routes", "auth",
+                "receipts", "store", "attestation"});
+  auto c = std::make_shared<Config>();
+  c->source_file = name;
+  if (auto n = root["server"]) load_server(r, n, c->server);
+  if (c->server.listen.empty()) c->server.listen.push_back({"127.0.0.1", 8080});
+  if (auto n = root["timeouts"]) load_timeouts(r, n, c->timeouts);
+  if (auto n = root["retry"]) load_retry(r, n, c->retry);
+  if (auto n = root["breaker"]) load_breaker(r, n, c->breaker);
+  if (auto n = root["providers"]) load_providers(r, n, *c);
+  if (auto n = root["routes"]) load_routes(r, n, *c);
+  if (auto n = root["auth"]) load_auth(r, n, *c);
+  if (auto n = root["receipts"]) load_receipts(r, n, c->receipts);
+  if (auto n = root["store"]) {
+    c->store = r.text(n, "store");
+    if (c->store.rfind("sqlite:", 0) != 0 && c->store.rfind("redis://", 0) != 0)
+      r.fail(n, "store must be sqlite:PATH or redis://HOST:PORT/DB");
+  }
+  if (auto n = root["attestation"]) load_attestation(r, n, c->attestation);
+  return c;
+}
+
+std::shared_ptr<const Config> parse(const std::string& text, const std::string& name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    std::ostringstream out;
+    out << name;
+    if (!e.mark.is_null()) out << ':' << e.mark.line + 1 << ':' << e.mark.column + 1;
+    out << ": " << e.msg;
+    throw ConfigError(out.str());
+  }
+  try {
+    return load(root, name);
+  } catch (const YAML::Exception& e) {  // e.g. a key that is itself a map
+    throw ConfigError(name + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const Config> load_config_text(const std::string& text, const std::string& name) {
+  return parse(text, name);
+}
+
+std::shared_ptr<const Config> load_config_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open config file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path);
+}
+
+}  // namespace tresor::config

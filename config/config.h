@@ -1,0 +1,148 @@
+// The gateway's configuration: the YAML schema of ../shared/README.md as plain data.
+//
+// A Config is loaded once, validated completely, and then shared read-only as a
+// `std::shared_ptr<const Config>` snapshot (see ConfigHolder in snapshot.h). Nothing
+// else in the program reads YAML.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tresor::config {
+
+struct ListenAddress {
+  std::string host;
+  uint16_t port = 0;  // 0 = ephemeral (tests)
+};
+
+struct ServerConfig {
+  std::vector<ListenAddress> listen;
+  unsigned threads = 0;  // 0 = one per core
+  uint64_t max_body_bytes = 26214400;
+  uint64_t max_header_bytes = 16384;
+  // Not in the shared schema yet; every limit has a key. A client that sends nothing
+  // (idle keep-alive, or trickled headers) is cut off after this long.
+  unsigned header_timeout_seconds = 30;
+  // Longest silence while a request body is being received.
+  unsigned body_timeout_seconds = 60;
+};
+
+struct TimeoutsConfig {
+  unsigned default_seconds = 180;
+  unsigned max_seconds = 600;
+  unsigned connect_ms = 5000;
+  unsigned attempt_first_event_seconds = 10;
+  unsigned attempt_first_byte_seconds = 0;
+  unsigned stream_idle_seconds = 20;
+};
+
+struct RetryConfig {
+  unsigned attempts_per_route = 2;
+  unsigned backoff_ms = 250;
+  unsigned max_retry_after_seconds = 5;
+};
+
+struct BreakerConfig {
+  unsigned consecutive_failures = 5;
+  unsigned cooldown_seconds = 10;
+};
+
+struct ProviderConfig {
+  std::string name;
+  std::string base_url;
+  std::string api_key;  // secret: never logged, never in an error body
+  std::string ca_file;  // optional extra CA bundle (PEM)
+  unsigned max_connections = 256;
+};
+
+enum class RouteType { chat, transcription };
+
+struct Pricing {
+  std::optional<double> input_per_mtok;
+  std::optional<double> output_per_mtok;
+  std::optional<std::string> billing_unit;
+  std::optional<double> unit_amount;
+  std::string currency;
+};
+
+struct RouteConfig {
+  std::string id;  // region/provider/model_key, region and provider lower-case
+  std::string region;
+  std::string provider_segment;  // the id's middle segment
+  std::string model_key;
+  std::string provider;  // key into Config::providers
+  std::string upstream_model;
+  RouteType type = RouteType::chat;
+  std::optional<Pricing> pricing;
+};
+
+struct KeyLimits {
+  std::optional<uint64_t> per_minute;
+  std::optional<uint64_t> per_day;
+};
+
+struct ApiKeyConfig {
+  std::string sha256_hex;  // lower-case
+  std::string customer;
+  KeyLimits limits;
+};
+
+struct CustomerConfig {
+  double credit = 0;
+  std::string currency;
+};
+
+struct AuthConfig {
+  std::vector<ApiKeyConfig> keys;
+  std::map<std::string, CustomerConfig> customers;
+};
+
+struct RetiredKey {
+  std::string kid;
+  std::string public_key_file;
+};
+
+struct ReceiptsConfig {
+  std::string signing_key_file = "state/receipt-es256.pem";
+  std::string kid = "router-receipt-1";
+  std::vector<RetiredKey> retired_keys;
+  uint64_t ttl_seconds = 604800;
+};
+
+struct AttestationConfig {
+  std::string mode = "dev";
+  std::string trust_bundle_url;
+};
+
+struct Config {
+  std::string source_file;
+  ServerConfig server;
+  TimeoutsConfig timeouts;
+  RetryConfig retry;
+  BreakerConfig breaker;
+  std::map<std::string, ProviderConfig> providers;
+  std::vector<RouteConfig> routes;  // order = auto-resolution preference
+  AuthConfig auth;
+  ReceiptsConfig receipts;
+  std::string store = "sqlite:state/tresor.db";
+  AttestationConfig attestation;
+};
+
+// Thrown for any invalid config; what() is "FILE:LINE:COL: message" when a position is
+// known, so an operator can jump straight to it.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Loads, substitutes ${ENV} and validates. Throws ConfigError.
+std::shared_ptr<const Config> load_config_file(const std::string& path);
+// Same, from text (tests, fuzzing); `name` is used in error positions.
+std::shared_ptr<const Config> load_config_text(const std::string& text, const std::string& name);
+
+}  // namespace tresor::config

@@ -1,0 +1,28 @@
+// The OpenAI-compatible adapter: what goes on the wire to an upstream chat endpoint.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tresor::providers {
+
+// One top-level member of the client's JSON object, as raw bytes of the client's body.
+struct JsonMember {
+  std::string_view raw_key;    // the key with its quotes, exactly as received
+  std::string key;             // unescaped, for matching
+  std::string_view raw_value;  // the value's JSON text, exactly as received
+};
+
+// The members the router consumes and never forwards (spec §1.1, Tresor-only fields).
+bool is_tresor_only_field(std::string_view key);
+
+// Body for POST {base_url}/chat/completions: every member of the client's object in
+// order and byte-for-byte, except `model` (replaced by `upstream_model`) and the
+// Tresor-only fields (dropped). Only whitespace between members changes.
+std::string build_chat_body(const std::vector<JsonMember>& members, std::string_view upstream_model);
+
+// The path appended to a provider's base_url for chat completions.
+inline constexpr std::string_view kChatCompletionsPath = "/chat/completions";
+
+}  // namespace tresor::providers

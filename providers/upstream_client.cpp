@@ -1,0 +1,497 @@
+// Upstream HTTP(S) client. Shape follows the Beast client examples (one connection
+// object owning its stream and buffer), with C++20 coroutines for the sequential
+// protocol steps and beast::tcp_stream's per-operation expiry for every deadline.
+#include "providers/upstream_client.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <deque>
+#include <map>
+#include <stdexcept>
+#include <variant>
+#include <vector>
+
+namespace tresor::providers {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+// Connections idle longer than this are closed rather than reused: upstream servers
+// commonly drop idle keep-alive connections after 60-75 s, and a request written on a
+// connection the server is closing is a wasted attempt.
+constexpr auto kMaxIdle = std::chrono::seconds(50);
+// An upstream response head larger than this is a protocol error.
+constexpr uint32_t kMaxResponseHeaderBytes = 64 * 1024;
+// Size of one read from an upstream body (one SSE event usually fits many times).
+constexpr size_t kReadChunkBytes = 16 * 1024;
+
+using PlainStream = beast::tcp_stream;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+}  // namespace
+
+std::string_view to_string(TransportError e) {
+  switch (e) {
+    case TransportError::none: return "none";
+    case TransportError::connect_failed: return "connect_failed";
+    case TransportError::tls_failed: return "tls_failed";
+    case TransportError::timeout: return "timeout";
+    case TransportError::reset: return "reset";
+    case TransportError::cut: return "cut";
+    case TransportError::protocol: return "protocol";
+    case TransportError::too_large: return "too_large";
+  }
+  return "unknown";
+}
+
+// ---------------------------------------------------------------------------------
+// ProviderSet: parsed base URLs + TLS contexts
+
+struct ProviderSet::Entry {
+  std::string name;
+  bool tls = false;
+  std::string host;  // without brackets
+  std::string port;
+  std::string host_header;
+  std::string base_path;  // no trailing slash
+  std::string authorization;  // "Bearer <api_key>" or empty
+  std::unique_ptr<ssl::context> tls_context;
+  bool host_is_ip = false;
+};
+
+struct ProviderSet::Impl {
+  std::map<std::string, Entry> entries;
+};
+
+namespace {
+
+void parse_base_url(const std::string& url, ProviderSet::Entry& e) {
+  const auto scheme_end = url.find("://");
+  const std::string scheme = url.substr(0, scheme_end);
+  e.tls = scheme == "https";
+  std::string rest = url.substr(scheme_end + 3);
+  const auto slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  e.base_path = slash == std::string::npos ? "" : rest.substr(slash);
+  while (!e.base_path.empty() && e.base_path.back() == '/') e.base_path.pop_back();
+  if (authority.empty()) throw std::runtime_error("base_url has no host: " + url);
+  e.host_header = authority;
+  std::string port;
+  if (authority.front() == '[') {  // IPv6 literal
+    const auto close = authority.find(']');
+    if (close == std::string::npos) throw std::runtime_error("bad IPv6 host in base_url: " + url);
+    e.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size() && authority[close + 1] == ':') port = authority.substr(close + 2);
+  } else {
+    const auto colon = authority.rfind(':');
+    e.host = authority.substr(0, colon);
+    if (colon != std::string::npos) port = authority.substr(colon + 1);
+  }
+  e.port = port.empty() ? (e.tls ? "443" : "80") : port;
+  error_code ec;
+  asio::ip::make_address(e.host, ec);
+  e.host_is_ip = !ec;
+}
+
+}  // namespace
+
+ProviderSet::ProviderSet(const config::Config& cfg) : impl_(std::make_unique<Impl>()) {
+  for (const auto& [name, p] : cfg.providers) {
+    Entry e;
+    e.name = name;
+    parse_base_url(p.base_url, e);
+    if (!p.api_key.empty()) e.authorization = "Bearer " + p.api_key;
+    if (e.tls) {
+      e.tls_context = std::make_unique<ssl::context>(ssl::context::tls_client);
+      e.tls_context->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                                 ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                                 ssl::context::no_tlsv1_1);
+      e.tls_context->set_default_verify_paths();  // the system CA store
+      if (!p.ca_file.empty()) {
+        error_code ec;
+        e.tls_context->load_verify_file(p.ca_file, ec);
+        if (ec)
+          throw std::runtime_error("provider " + name + ": cannot load ca_file " + p.ca_file + ": " +
+                                   ec.message());
+      }
+      e.tls_context->set_verify_mode(ssl::verify_peer);
+    }
+    impl_->entries.emplace(name, std::move(e));
+  }
+}
+
+ProviderSet::~ProviderSet() = default;
+
+const ProviderSet::Entry* ProviderSet::find(const std::string& provider) const {
+  const auto it = impl_->entries.find(provider);
+  return it == impl_->entries.end() ? nullptr : &it->second;
+}
+
+// ---------------------------------------------------------------------------------
+// Connections and pools
+
+namespace {
+
+struct Connection {
+  std::variant<PlainStream, TlsStream> stream;
+  beast::flat_buffer buffer;
+  Clock::time_point idle_since{};
+
+  template <typename... Args>
+  explicit Connection(Args&&... args) : stream(std::forward<Args>(args)...) {}
+
+  beast::tcp_stream& tcp() {
+    if (auto* p = std::get_if<PlainStream>(&stream)) return *p;
+    return std::get<TlsStream>(stream).next_layer();
+  }
+
+  // The peer closed (or sent unsolicited bytes) while the connection sat idle: a
+  // non-blocking peek tells without consuming anything.
+  bool idle_connection_alive() {
+    auto& socket = tcp().socket();
+    if (!socket.is_open()) return false;
+    char byte;
+    const auto n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+
+  void close() {
+    error_code ignored;
+    tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp().close();
+  }
+};
+
+}  // namespace
+
+struct Pool {
+  const ProviderSet::Entry* entry = nullptr;  // identity of the provider config it serves
+  std::shared_ptr<const ProviderSet> providers;  // keeps `entry` alive
+  unsigned cap = 1;
+  unsigned open = 0;
+  std::vector<std::unique_ptr<Connection>> idle;
+  std::deque<asio::steady_timer*> waiters;
+
+  void wake_one() {
+    if (waiters.empty()) return;
+    waiters.front()->cancel();
+    waiters.pop_front();
+  }
+
+  void release(std::unique_ptr<Connection> conn, bool reusable) {
+    if (reusable) {
+      conn->idle_since = Clock::now();
+      idle.push_back(std::move(conn));
+    } else {
+      conn->close();
+      --open;
+    }
+    wake_one();
+  }
+};
+
+struct UpstreamClient::Impl {
+  asio::io_context& ioc;
+  unsigned workers;
+  std::map<std::string, std::shared_ptr<Pool>> pools;
+
+  std::shared_ptr<Pool> pool_for(const std::shared_ptr<const ProviderSet>& providers,
+                                 const ProviderSet::Entry* entry, unsigned max_connections) {
+    auto& pool = pools[entry->name];
+    if (!pool || pool->entry != entry) {  // first use, or the provider changed on reload
+      pool = std::make_shared<Pool>();
+      pool->entry = entry;
+      pool->providers = providers;
+      pool->cap = std::max(1u, (max_connections + workers - 1) / workers);
+    }
+    return pool;
+  }
+};
+
+struct UpstreamResponse::Impl {
+  std::unique_ptr<Connection> conn;
+  std::shared_ptr<Pool> pool;
+  http::response_parser<http::buffer_body> parser;
+  bool failed = false;
+
+  ~Impl() {
+    if (!conn) return;
+    pool->release(std::move(conn), !failed && parser.is_done() && parser.keep_alive());
+  }
+};
+
+namespace {
+
+bool past(Clock::time_point deadline) { return Clock::now() >= deadline; }
+
+TransportError classify_read_error(const error_code& ec, Clock::time_point deadline, bool in_body) {
+  if (ec == beast::error::timeout || past(deadline)) return TransportError::timeout;
+  if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+      ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+      ec == http::error::partial_message || ec == ssl::error::stream_truncated ||
+      ec == asio::error::connection_aborted)
+    return in_body ? TransportError::cut : TransportError::reset;
+  if (ec.category() == http::make_error_code(http::error::bad_version).category()) return TransportError::protocol;
+  return in_body ? TransportError::cut : TransportError::reset;
+}
+
+template <typename Fn>
+asio::awaitable<error_code> with_stream(Connection& c, Fn fn) {
+  if (auto* p = std::get_if<PlainStream>(&c.stream)) co_return co_await fn(*p);
+  co_return co_await fn(std::get<TlsStream>(c.stream));
+}
+
+// Opens a new connection (TCP, then TLS when the provider is https).
+asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e,
+                                                     Clock::time_point deadline,
+                                                     std::chrono::milliseconds connect_timeout,
+                                                     TransportError& error, std::string& detail) {
+  auto exec = co_await asio::this_coro::executor;
+  const auto connect_deadline = std::min(deadline, Clock::now() + connect_timeout);
+  error_code ec;
+  tcp::resolver resolver(exec);
+  const auto endpoints =
+      co_await resolver.async_resolve(e.host, e.port, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    error = TransportError::connect_failed;
+    detail = "cannot resolve " + e.host + ": " + ec.message();
+    co_return nullptr;
+  }
+  std::unique_ptr<Connection> conn;
+  if (e.tls)
+    conn = std::make_unique<Connection>(std::in_place_type<TlsStream>, exec, *e.tls_context);
+  else
+    conn = std::make_unique<Connection>(std::in_place_type<PlainStream>, exec);
+  auto& tcp_stream = conn->tcp();
+  tcp_stream.expires_at(connect_deadline);
+  co_await tcp_stream.async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) {
+    error = past(deadline) ? TransportError::timeout : TransportError::connect_failed;
+    detail = "connect to " + e.host + ":" + e.port + " failed: " + ec.message();
+    co_return nullptr;
+  }
+  tcp_stream.socket().set_option(tcp::no_delay(true), ec);
+  if (auto* tls = std::get_if<TlsStream>(&conn->stream)) {
+    SSL* ssl_handle = tls->native_handle();
+    // Certificate must name the host we dialled (IP SAN for IP literals).
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_handle);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const int ok = e.host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, e.host.c_str())
+                                : X509_VERIFY_PARAM_set1_host(param, e.host.c_str(), 0);
+    if (!e.host_is_ip) SSL_set_tlsext_host_name(ssl_handle, e.host.c_str());  // SNI
+    if (ok != 1) {
+      error = TransportError::tls_failed;
+      detail = "cannot set TLS host check for " + e.host;
+      co_return nullptr;
+    }
+    co_await tls->async_handshake(ssl::stream_base::client,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      error = past(connect_deadline) ? (past(deadline) ? TransportError::timeout
+                                                       : TransportError::connect_failed)
+                                     : TransportError::tls_failed;
+      std::string reason = ec.message();
+      const long verify = SSL_get_verify_result(ssl_handle);
+      if (verify != X509_V_OK) reason += " (" + std::string(X509_verify_cert_error_string(verify)) + ")";
+      detail = "TLS handshake with " + e.host + ":" + e.port + " failed: " + reason;
+      co_return nullptr;
+    }
+  }
+  co_return conn;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------
+// UpstreamResponse
+
+UpstreamResponse::UpstreamResponse(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+UpstreamResponse::~UpstreamResponse() = default;
+
+int UpstreamResponse::status() const { return impl_->parser.get().result_int(); }
+
+std::optional<std::string> UpstreamResponse::header(std::string_view name) const {
+  const auto& h = impl_->parser.get();
+  const auto it = h.find(beast::string_view(name.data(), name.size()));
+  if (it == h.end()) return std::nullopt;
+  return std::string(it->value());
+}
+
+bool UpstreamResponse::body_done() const { return impl_->parser.is_done(); }
+
+asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadline,
+                                                         TransportError& error) {
+  auto& im = *impl_;
+  error = TransportError::none;
+  if (im.failed) {
+    error = TransportError::cut;
+    co_return std::string();
+  }
+  std::string out;
+  while (!im.parser.is_done()) {
+    out.resize(kReadChunkBytes);
+    im.parser.get().body().data = out.data();
+    im.parser.get().body().size = out.size();
+    im.conn->tcp().expires_at(deadline);
+    const error_code ec = co_await with_stream(*im.conn, [&](auto& s) -> asio::awaitable<error_code> {
+      error_code e;
+      co_await http::async_read_some(s, im.conn->buffer, im.parser,
+                                     asio::redirect_error(asio::use_awaitable, e));
+      co_return e;
+    });
+    if (ec && ec != http::error::need_buffer) {
+      im.failed = true;
+      error = classify_read_error(ec, deadline, true);
+      co_return std::string();
+    }
+    out.resize(kReadChunkBytes - im.parser.get().body().size);
+    if (!out.empty()) break;  // else only framing was consumed (a chunk header): read on
+  }
+  if (im.parser.is_done()) im.conn->tcp().expires_never();
+  co_return out;
+}
+
+asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::time_point deadline,
+                                                        TransportError& error) {
+  std::string body;
+  if (const auto len = impl_->parser.content_length(); len && *len <= limit) body.reserve(*len);
+  while (!impl_->parser.is_done()) {
+    std::string piece = co_await read_some(deadline, error);
+    if (error != TransportError::none) co_return std::string();
+    body += piece;
+    if (body.size() > limit) {
+      impl_->failed = true;
+      error = TransportError::too_large;
+      co_return std::string();
+    }
+  }
+  co_return body;
+}
+
+// ---------------------------------------------------------------------------------
+// UpstreamClient
+
+UpstreamClient::UpstreamClient(asio::io_context& ioc, unsigned workers)
+    : impl_(std::make_unique<Impl>(Impl{ioc, std::max(1u, workers), {}})) {}
+UpstreamClient::~UpstreamClient() = default;
+
+asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const ProviderSet> providers,
+                                                     const config::ProviderConfig& provider,
+                                                     UpstreamRequest request,
+                                                     Clock::time_point deadline,
+                                                     std::chrono::milliseconds connect_timeout) {
+  UpstreamResult result;
+  const ProviderSet::Entry* entry = providers->find(provider.name);
+  if (!entry) {
+    result.error = TransportError::connect_failed;
+    result.detail = "provider " + provider.name + " is not configured";
+    co_return result;
+  }
+  auto pool = impl_->pool_for(providers, entry, provider.max_connections);
+
+  http::request<http::string_body> req{http::verb::post, entry->base_path + std::string(request.path), 11};
+  req.set(http::field::host, entry->host_header);
+  req.set(http::field::user_agent, "tresor-router");
+  if (!entry->authorization.empty()) req.set(http::field::authorization, entry->authorization);
+  req.set(http::field::content_type, request.content_type);
+  if (!request.accept.empty()) req.set(http::field::accept, request.accept);
+  req.keep_alive(true);
+  req.body() = std::move(request.body);
+  req.prepare_payload();
+
+  // A request written on a reused connection that the upstream had already closed
+  // fails before any response byte; that (and only that) is retried once on a fresh
+  // connection, as nginx and Envoy do.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_ptr<Connection> conn;
+    bool reused = false;
+    for (;;) {
+      while (!pool->idle.empty() && !conn) {
+        auto candidate = std::move(pool->idle.back());
+        pool->idle.pop_back();
+        if (Clock::now() - candidate->idle_since < kMaxIdle && candidate->idle_connection_alive()) {
+          conn = std::move(candidate);
+          reused = true;
+        } else {
+          candidate->close();
+          --pool->open;
+        }
+      }
+      if (conn) break;
+      if (pool->open < pool->cap) {
+        ++pool->open;
+        conn = co_await connect(*entry, deadline, connect_timeout, result.error, result.detail);
+        if (!conn) {
+          --pool->open;
+          pool->wake_one();
+          co_return result;
+        }
+        break;
+      }
+      // At the cap: wait for a connection to come back, until the deadline.
+      asio::steady_timer wait(co_await asio::this_coro::executor);
+      wait.expires_at(deadline);
+      pool->waiters.push_back(&wait);
+      error_code ec;
+      co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      std::erase(pool->waiters, &wait);
+      if (ec != asio::error::operation_aborted) {
+        result.error = TransportError::timeout;
+        result.detail = "no free connection to provider " + provider.name + " (max_connections)";
+        co_return result;
+      }
+    }
+
+    conn->tcp().expires_at(deadline);
+    error_code ec = co_await with_stream(*conn, [&](auto& s) -> asio::awaitable<error_code> {
+      error_code e;
+      co_await http::async_write(s, req, asio::redirect_error(asio::use_awaitable, e));
+      co_return e;
+    });
+    auto impl = std::make_unique<UpstreamResponse::Impl>();
+    impl->parser.header_limit(kMaxResponseHeaderBytes);
+    impl->parser.body_limit(boost::none);  // the caller enforces its own limit
+    if (!ec) {
+      ec = co_await with_stream(*conn, [&](auto& s) -> asio::awaitable<error_code> {
+        error_code e;
+        co_await http::async_read_header(s, conn->buffer, impl->parser,
+                                         asio::redirect_error(asio::use_awaitable, e));
+        co_return e;
+      });
+    }
+    if (ec) {
+      const auto error = classify_read_error(ec, deadline, false);
+      pool->release(std::move(conn), false);
+      if (reused && error == TransportError::reset && attempt == 0) continue;
+      result.error = error;
+      result.detail = "provider " + provider.name + ": " + std::string(to_string(error)) +
+                      " before the response head: " + ec.message();
+      co_return result;
+    }
+    impl->conn = std::move(conn);
+    impl->pool = pool;
+    result.response = std::make_unique<UpstreamResponse>(std::move(impl));
+    co_return result;
+  }
+  co_return result;  // unreachable: the loop returns
+}
+
+}  // namespace tresor::providers

@@ -1,0 +1,25 @@
+// The OpenAI error envelope (spec §6): every error a client sees goes through here.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace tresor::server {
+
+struct ApiError {
+  unsigned status = 500;
+  std::string type;
+  std::string code;
+  std::string message;
+  std::optional<std::string> param;  // null in the envelope when absent
+};
+
+// {"error":{"message":…,"type":…,"code":…,"param":…}}
+std::string error_body(const ApiError& e);
+
+ApiError invalid_request(std::string code, std::string message, std::optional<std::string> param = {});
+ApiError not_found_path();
+ApiError method_not_allowed();
+ApiError internal_error();
+
+}  // namespace tresor::server

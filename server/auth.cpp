@@ -1,0 +1,54 @@
+#include "server/auth.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cctype>
+
+namespace tresor::server {
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(len * 2);
+  for (unsigned i = 0; i < len; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+bool is_well_formed_key(std::string_view key) {
+  constexpr size_t kHexDigits = 96;
+  return key.size() == 3 + kHexDigits && key.substr(0, 3) == "tr-" &&
+         std::all_of(key.begin() + 3, key.end(), [](unsigned char c) { return std::isxdigit(c); });
+}
+
+KeyIndex::KeyIndex(const config::Config& cfg) {
+  for (const auto& k : cfg.auth.keys) by_hash_.emplace(k.sha256_hex, &k);
+}
+
+AuthResult KeyIndex::authenticate(std::string_view authorization, bool header_present) const {
+  auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+  };
+  authorization = trim(authorization);
+  if (!header_present || authorization.empty()) return {AuthStatus::missing, nullptr};
+  constexpr std::string_view kScheme = "bearer ";
+  if (authorization.size() <= kScheme.size() ||
+      !std::equal(kScheme.begin(), kScheme.end(), authorization.begin(),
+                  [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
+    return {AuthStatus::invalid, nullptr};
+  const std::string_view key = trim(authorization.substr(kScheme.size()));
+  if (!is_well_formed_key(key)) return {AuthStatus::invalid, nullptr};
+  const auto it = by_hash_.find(sha256_hex(key));
+  if (it == by_hash_.end()) return {AuthStatus::invalid, nullptr};
+  return {AuthStatus::ok, it->second};
+}
+
+}  // namespace tresor::server

@@ -1,0 +1,32 @@
+// POST /v1/chat/completions: validate → resolve → one upstream exchange → JSON or SSE
+// back to the client with the `tresor` object.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <string>
+#include <variant>
+
+#include "server/api_error.h"
+#include "server/http_types.h"
+#include "server/runtime.h"
+
+namespace tresor::server {
+
+// What the header phase settles before any body byte is read.
+struct ChatHead {
+  const config::ApiKeyConfig* key = nullptr;
+  std::chrono::seconds budget{0};  // X-Tresor-Timeout-Seconds or the default
+  bool receipt_opt_out = false;    // X-Tresor-Receipt: false|0
+};
+
+std::variant<ChatHead, ApiError> check_chat_head(const Runtime& rt, const RequestHead& head,
+                                                 const config::ApiKeyConfig* key);
+
+// `started` is when the request head arrived: the budget counts from there.
+boost::asio::awaitable<void> handle_chat(const Runtime& rt, providers::UpstreamClient& upstream,
+                                         const ChatHead& head, std::string body,
+                                         providers::Clock::time_point started, ResponseSink& sink);
+
+}  // namespace tresor::server

@@ -1,0 +1,204 @@
+#include "server/chat_request.h"
+
+#include <simdjson.h>
+
+#include <cmath>
+#include <set>
+
+namespace tresor::server {
+namespace {
+
+using simdjson::dom::element;
+using simdjson::dom::element_type;
+
+ApiError invalid_json(std::string message) {
+  return invalid_request("invalid_json", std::move(message));
+}
+
+ApiError invalid_param(const std::string& param, const std::string& message) {
+  return invalid_request("invalid_parameter", message, param);
+}
+
+simdjson::dom::parser& thread_parser() {
+  thread_local simdjson::dom::parser parser = [] {
+    simdjson::dom::parser p;
+    if (p.allocate(64 * 1024, kMaxJsonDepth) != simdjson::SUCCESS) throw std::bad_alloc();
+    return p;
+  }();
+  return parser;
+}
+
+std::optional<ApiError> validate_messages(element messages) {
+  if (!messages.is_array())
+    return invalid_param("messages", "messages must be a non-empty array of message objects");
+  size_t i = 0;
+  for (element msg : messages.get_array()) {
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!msg.is_object()) return invalid_param(where, where + " must be an object");
+    std::string_view role;
+    if (msg["role"].get(role) != simdjson::SUCCESS)
+      return invalid_param(where + ".role", where + ".role must be a string");
+    element content;
+    if (msg["content"].get(content) == simdjson::SUCCESS && !content.is_string() &&
+        !content.is_array() && !content.is_null())
+      return invalid_param(where + ".content", where + ".content must be a string, an array or null");
+    ++i;
+  }
+  if (i == 0) return invalid_param("messages", "messages must not be empty");
+  return std::nullopt;
+}
+
+std::optional<ApiError> parse_failover(element value, ChatRequest& out) {
+  auto bad = [](const std::string& message) {
+    return invalid_request("invalid_failover", message, std::string("failover"));
+  };
+  auto add = [&](element entry) -> std::optional<ApiError> {
+    std::string_view id;
+    if (entry.get(id) != simdjson::SUCCESS) return bad("failover entries must be strings");
+    auto parsed = router::parse_compound_id(id);
+    if (!parsed)
+      return bad("failover entry '" + std::string(id) + "' is not a route id region/provider/model_key");
+    out.failover.push_back(std::move(*parsed));
+    return std::nullopt;
+  };
+  if (value.is_string()) return add(value);  // S1 documents the type as "string"
+  if (!value.is_array()) return bad("failover must be an array of route ids");
+  if (value.get_array().size() > kMaxFailoverEntries)
+    return bad("failover accepts at most " + std::to_string(kMaxFailoverEntries) + " routes");
+  for (element entry : value.get_array())
+    if (auto err = add(entry)) return err;
+  return std::nullopt;
+}
+
+// Raw byte spans of the top-level members, for forwarding them unchanged.
+//
+// Runs only on a body the DOM parser has already validated, so it needs no error
+// handling beyond bounds. Written by hand because simdjson 3.0.1's on-demand front end
+// (the one that exposes raw spans) crashed in this build: Debian's library and the
+// header-compiled on-demand code disagree (SIGSEGV inside parser::iterate).
+class MemberScanner {
+ public:
+  explicit MemberScanner(std::string_view text) : s_(text) {}
+
+  void scan(std::vector<providers::JsonMember>& out, simdjson::dom::object object) {
+    skip_ws();
+    ++i_;  // '{'
+    auto keys = object.begin();
+    for (;;) {
+      skip_ws();
+      if (s_[i_] == '}') return;
+      if (s_[i_] == ',') {
+        ++i_;
+        skip_ws();
+      }
+      providers::JsonMember m;
+      const size_t key_start = i_;
+      skip_string();
+      m.raw_key = s_.substr(key_start, i_ - key_start);
+      m.key = std::string(keys.key());  // unescaped, from the DOM (same order)
+      ++keys;
+      skip_ws();
+      ++i_;  // ':'
+      skip_ws();
+      const size_t value_start = i_;
+      skip_value();
+      m.raw_value = s_.substr(value_start, i_ - value_start);
+      out.push_back(std::move(m));
+    }
+  }
+
+ private:
+  void skip_ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+  }
+  void skip_string() {
+    ++i_;  // opening quote
+    while (i_ < s_.size() && s_[i_] != '"') i_ += s_[i_] == '\\' ? 2 : 1;
+    ++i_;  // closing quote
+  }
+  void skip_value() {
+    if (s_[i_] == '"') return skip_string();
+    if (s_[i_] == '{' || s_[i_] == '[') {
+      size_t depth = 0;
+      do {
+        const char c = s_[i_];
+        if (c == '"') {
+          skip_string();
+          continue;
+        }
+        if (c == '{' || c == '[') ++depth;
+        if (c == '}' || c == ']') --depth;
+        ++i_;
+      } while (depth > 0 && i_ < s_.size());
+      return;
+    }
+    while (i_ < s_.size() && s_[i_] != ',' && s_[i_] != '}' && s_[i_] != ' ' && s_[i_] != '\t' &&
+           s_[i_] != '\n' && s_[i_] != '\r')
+      ++i_;
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
+  body.reserve(body.size() + simdjson::SIMDJSON_PADDING);
+  auto& parser = thread_parser();
+  element root;
+  const auto error = parser.parse(body.data(), body.size(), false).get(root);
+  if (error == simdjson::DEPTH_ERROR)
+    return invalid_json("request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+  if (error == simdjson::UTF8_ERROR) return invalid_json("request body is not valid UTF-8");
+  if (error) return invalid_json(std::string("request body is not valid JSON: ") + simdjson::error_message(error));
+  if (!root.is_object()) return invalid_json("request body must be a JSON object");
+
+  ChatRequest req;
+  std::set<std::string_view> seen;
+  bool has_model = false, has_messages = false;
+  for (auto [key, value] : root.get_object()) {
+    // Duplicate members are ambiguous (which one would an upstream honour?): reject.
+    if (!seen.insert(key).second)
+      return invalid_json("duplicate member '" + std::string(key) + "' in request body");
+    if (key == "model") {
+      std::string_view model;
+      if (value.get(model) || model.empty())
+        return invalid_param("model", "model must be a non-empty string");
+      req.model = std::string(model);
+      has_model = true;
+    } else if (key == "messages") {
+      if (auto err = validate_messages(value)) return *err;
+      has_messages = true;
+    } else if (key == "stream") {
+      if (value.get(req.stream)) return invalid_param("stream", "stream must be a boolean");
+    } else if (key == "temperature") {
+      double t;
+      if (!value.is_number() || value.get(t) || !std::isfinite(t) || t < 0 || t > 2)
+        return invalid_param("temperature", "temperature must be a number between 0 and 2");
+    } else if (key == "max_tokens") {
+      int64_t n;
+      if (!value.is_int64() || value.get(n) || n <= 0) {
+        // 5e2 or 1.0 are numbers but not integers; uint64 beyond int64 is absurd here.
+        return invalid_param("max_tokens", "max_tokens must be a positive integer");
+      }
+    } else if (key == "failover") {
+      if (auto err = parse_failover(value, req)) return *err;
+    } else if (key == "region" || key == "provider") {
+      std::string_view hint;
+      if (value.get(hint)) return invalid_param(std::string(key), std::string(key) + " must be a string");
+      (key == "region" ? req.region : req.provider) = std::string(hint);
+    } else if (key == "stream_options") {
+      bool include = false;
+      if (value.is_object() && value["include_usage"].get(include) == simdjson::SUCCESS)
+        req.include_usage = include;
+    }
+  }
+  if (!has_model) return invalid_request("missing_required_parameter", "model is required", std::string("model"));
+  if (!has_messages)
+    return invalid_request("missing_required_parameter", "messages is required", std::string("messages"));
+  MemberScanner(body).scan(req.members, root.get_object());
+  return req;
+}
+
+}  // namespace tresor::server

@@ -1,0 +1,40 @@
+// Validation of a POST /v1/chat/completions body (spec §1.1) with simdjson.
+//
+// The body is validated completely (DOM: structure, UTF-8, depth) and its top-level
+// members are kept as raw byte spans so the adapter can forward them unchanged.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "providers/openai_adapter.h"
+#include "router/route_resolution.h"
+#include "server/api_error.h"
+
+namespace tresor::server {
+
+// Nesting deeper than this is rejected (400 invalid_json): real requests, tool schemas
+// included, stay far below it, and it bounds the parser's work on hostile input.
+inline constexpr size_t kMaxJsonDepth = 128;
+// At most this many failover entries (spec §1.1).
+inline constexpr size_t kMaxFailoverEntries = 5;
+
+struct ChatRequest {
+  std::string model;
+  bool stream = false;
+  bool include_usage = false;
+  std::optional<std::string> region;
+  std::optional<std::string> provider;
+  std::vector<router::RouteId> failover;
+  // Views into the body passed to parse_chat_request: keep that string alive and
+  // unmodified while these are used.
+  std::vector<providers::JsonMember> members;
+};
+
+// `body` gets padding capacity appended (simdjson reads past the end); its contents
+// are not changed.
+std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body);
+
+}  // namespace tresor::server

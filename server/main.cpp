@@ -1,0 +1,77 @@
+// tresor-router: run the gateway, or one of the operator subcommands.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "config/config.h"
+#include "server/auth.h"
+#include "server/server.h"
+
+namespace {
+
+int usage() {
+  std::cerr << "usage:\n"
+               "  tresor-router [--config FILE]        run the gateway (or TRESOR_CONFIG=FILE)\n"
+               "  tresor-router check-config FILE      validate a config file and exit\n"
+               "  tresor-router hash-key tr-…          print the sha256 to put in auth.keys\n";
+  return 2;
+}
+
+int check_config(const std::string& path) {
+  try {
+    auto cfg = tresor::config::load_config_file(path);
+    tresor::server::Runtime runtime(cfg);  // also opens CA files and parses URLs
+    std::cout << path << ": OK (" << cfg->providers.size() << " providers, " << cfg->routes.size()
+              << " routes, " << cfg->auth.keys.size() << " keys)\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+}
+
+int hash_key(const std::string& key) {
+  if (!tresor::server::is_well_formed_key(key)) {
+    std::cerr << "not a tresor key: expected tr- followed by 96 hex characters\n";
+    return 1;
+  }
+  std::cout << tresor::server::sha256_hex(key) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Logs go to stderr: stdout stays free for subcommand output.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("tresor"));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
+  if (const char* level = std::getenv("TRESOR_LOG_LEVEL")) spdlog::set_level(spdlog::level::from_str(level));
+
+  std::string config_path = std::getenv("TRESOR_CONFIG") ? std::getenv("TRESOR_CONFIG") : "";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "check-config") return i + 1 < argc ? check_config(argv[i + 1]) : usage();
+    if (arg == "hash-key") return i + 1 < argc ? hash_key(argv[i + 1]) : usage();
+    if (arg == "--config" && i + 1 < argc) config_path = argv[++i];
+    else if (arg.rfind("--config=", 0) == 0) config_path = arg.substr(9);
+    else return usage();
+  }
+  if (config_path.empty()) return usage();
+
+  try {
+    tresor::server::RuntimeHolder holder(
+        std::make_shared<const tresor::server::Runtime>(tresor::config::load_config_file(config_path)));
+    tresor::server::Server server(holder);
+    server.listen();
+    server.run();
+    spdlog::info("stopped");
+    return 0;
+  } catch (const std::exception& e) {
+    spdlog::critical("{}", e.what());
+    return 1;
+  }
+}

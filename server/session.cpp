@@ -1,0 +1,286 @@
+// Shape borrowed from Boost.Beast's advanced_server example: one object per connection
+// owning its stream and buffer; each phase handles its errors before the next starts.
+#include "server/session.h"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include "server/api_error.h"
+#include "server/chat_endpoint.h"
+#include "server/http_types.h"
+
+namespace tresor::server {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// A client that stops reading our answer for this long is dropped.
+constexpr auto kWriteTimeout = std::chrono::seconds(60);
+// After an error answered without reading the request body, we keep discarding what the
+// client still sends for at most this long before closing (nginx's "lingering close"):
+// closing a socket with unread input makes the kernel send RST, and the client could
+// lose our error response.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+
+constexpr std::string_view kChatPath = "/v1/chat/completions";
+
+enum class Endpoint { health, ready, chat, unknown };
+
+struct RouteMatch {
+  Endpoint endpoint = Endpoint::unknown;
+  bool method_allowed = false;
+  const char* allow = "";
+};
+
+RouteMatch match(http::verb method, std::string_view target) {
+  const auto path = target.substr(0, target.find('?'));
+  const bool get = method == http::verb::get || method == http::verb::head;
+  if (path == "/healthz") return {Endpoint::health, get, "GET, HEAD"};
+  if (path == "/readyz") return {Endpoint::ready, get, "GET, HEAD"};
+  if (path == kChatPath) return {Endpoint::chat, method == http::verb::post, "POST"};
+  return {};
+}
+
+Response error_response(const ApiError& e, HeaderList headers = {}) {
+  Response r;
+  r.status = e.status;
+  r.headers = std::move(headers);
+  r.body = error_body(e);
+  return r;
+}
+
+class Session final : public ResponseSink {
+ public:
+  Session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream)
+      : stream_(std::move(socket)), runtime_(runtime), upstream_(upstream) {}
+
+  asio::awaitable<void> run() {
+    error_code ec;
+    stream_.socket().set_option(tcp::no_delay(true), ec);
+    while (co_await serve_one()) {
+    }
+    if (linger_) co_await lingering_close();
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  // ResponseSink ------------------------------------------------------------------
+  asio::awaitable<void> send(Response response) override {
+    http::response<http::string_body> res{static_cast<http::status>(response.status), version_};
+    res.set(http::field::server, "tresor-router");
+    res.set(http::field::content_type, response.content_type);
+    if (response.status == 405) res.set(http::field::allow, allow_);
+    for (auto& [name, value] : response.headers) res.set(name, value);
+    res.keep_alive(keep_alive_);
+    if (!head_only_) res.body() = std::move(response.body);
+    res.prepare_payload();
+    if (head_only_) res.content_length(response.body.size());
+    stream_.expires_after(kWriteTimeout);
+    error_code ec;
+    http::serializer<false, http::string_body> sr{res};
+    if (head_only_) {
+      co_await http::async_write_header(stream_, sr, asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await http::async_write(stream_, sr, asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (ec) client_gone_ = true;
+    responded_ = true;
+  }
+
+  asio::awaitable<bool> begin_stream(HeaderList headers) override {
+    http::response<http::empty_body> res{http::status::ok, version_};
+    res.set(http::field::server, "tresor-router");
+    res.set(http::field::content_type, "text/event-stream");
+    for (auto& [name, value] : headers) res.set(name, value);
+    // HTTP/1.0 has no chunked encoding: the stream then ends with the connection.
+    chunked_ = version_ >= 11;
+    if (chunked_) res.chunked(true);
+    else keep_alive_ = false;
+    res.keep_alive(keep_alive_);
+    stream_.expires_after(kWriteTimeout);
+    http::response_serializer<http::empty_body> sr{res};
+    error_code ec;
+    co_await http::async_write_header(stream_, sr, asio::redirect_error(asio::use_awaitable, ec));
+    responded_ = true;
+    if (ec) client_gone_ = true;
+    co_return !ec;
+  }
+
+  asio::awaitable<bool> write_stream(std::string_view bytes) override {
+    if (client_gone_) co_return false;
+    stream_.expires_after(kWriteTimeout);
+    error_code ec;
+    if (chunked_) {
+      co_await asio::async_write(stream_, http::make_chunk(asio::buffer(bytes.data(), bytes.size())),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    } else {
+      co_await asio::async_write(stream_, asio::buffer(bytes.data(), bytes.size()),
+                                 asio::redirect_error(asio::use_awaitable, ec));
+    }
+    if (ec) client_gone_ = true;
+    co_return !ec;
+  }
+
+  asio::awaitable<void> end_stream() override {
+    if (client_gone_ || !chunked_) co_return;
+    stream_.expires_after(kWriteTimeout);
+    error_code ec;
+    co_await asio::async_write(stream_, http::make_chunk_last(), asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) client_gone_ = true;
+  }
+
+ private:
+  // Serves one request; false when the connection must close afterwards.
+  asio::awaitable<bool> serve_one() {
+    const auto runtime = runtime_.current();  // this request's snapshot, to the end
+    const auto& server_cfg = runtime->config->server;
+    http::request_parser<http::empty_body> head_parser;
+    head_parser.header_limit(static_cast<uint32_t>(server_cfg.max_header_bytes));
+    head_parser.body_limit(boost::none);  // checked below, after authentication
+    responded_ = false;
+    version_ = 11;
+    keep_alive_ = false;
+    head_only_ = false;
+
+    // Phase 1: the request head, within header_timeout (slowloris, idle keep-alive).
+    stream_.expires_after(std::chrono::seconds(server_cfg.header_timeout_seconds));
+    error_code ec;
+    co_await http::async_read_header(stream_, buffer_, head_parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
+        ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
+      co_return false;
+    if (ec == http::error::header_limit) {
+      co_await send(error_response({431, "invalid_request_error", "request_header_too_large",
+                                    "Request headers exceed " + std::to_string(server_cfg.max_header_bytes) +
+                                        " bytes",
+                                    std::nullopt}));
+      linger_ = true;
+      co_return false;
+    }
+    if (ec) {
+      // Malformed HTTP, including ambiguous framing (Content-Length with chunked).
+      co_await send(error_response(invalid_request("bad_request", "Malformed HTTP request: " + ec.message())));
+      linger_ = true;
+      co_return false;
+    }
+    const auto started = providers::Clock::now();
+    auto& req = head_parser.get();
+    version_ = req.version();
+    keep_alive_ = req.keep_alive();
+    head_only_ = req.method() == http::verb::head;
+    const bool has_body = head_parser.chunked() || head_parser.content_length().value_or(0) > 0;
+
+    RequestHead head;
+    head.method = std::string(req.method_string());
+    head.target = std::string(req.target());
+    head.headers.reserve(16);
+    for (const auto& f : req) head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+
+    // Phase 2: route by path and method.
+    const RouteMatch route = match(req.method(), req.target());
+    allow_ = route.allow;
+    if (route.endpoint == Endpoint::unknown || !route.method_allowed) {
+      co_return co_await finish_without_body(route.endpoint == Endpoint::unknown ? not_found_path()
+                                                                                  : method_not_allowed(),
+                                             has_body);
+    }
+    if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready) {
+      Response r;
+      r.body = R"({"status":"ok"})";
+      co_await send(std::move(r));
+      co_return keep_alive_ && !has_body && !client_gone_;
+    }
+
+    // Phase 3: authentication, on the headers alone: an unauthenticated client is
+    // answered before a byte of its body is read.
+    const auto auth = runtime->keys.authenticate(head.value("Authorization"), head.has("Authorization"));
+    if (auth.status != AuthStatus::ok) {
+      const bool missing = auth.status == AuthStatus::missing;
+      const ApiError unauthorized{401, "authentication_error", missing ? "missing_api_key" : "invalid_api_key",
+                                  missing ? "Missing API key: send Authorization: Bearer tr-…" : "Invalid API key",
+                                  std::nullopt};
+      HeaderList challenge;
+      challenge.emplace_back("WWW-Authenticate", "Bearer");
+      co_return co_await finish_without_body(unauthorized, has_body, std::move(challenge));
+    }
+    auto chat_head = check_chat_head(*runtime, head, auth.key);
+    if (auto* err = std::get_if<ApiError>(&chat_head)) co_return co_await finish_without_body(*err, has_body);
+
+    // Phase 4: the body, capped at max_body_bytes without buffering past the cap.
+    const ApiError too_large{413, "invalid_request_error", "request_too_large",
+                             "Request body exceeds " + std::to_string(server_cfg.max_body_bytes) + " bytes",
+                             std::nullopt};
+    if (head_parser.content_length().value_or(0) > server_cfg.max_body_bytes)
+      co_return co_await finish_without_body(too_large, true);
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      http::response<http::empty_body> cont{http::status::continue_, version_};
+      stream_.expires_after(kWriteTimeout);
+      co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return false;
+    }
+    http::request_parser<http::string_body> body_parser{std::move(head_parser)};
+    body_parser.body_limit(server_cfg.max_body_bytes);
+    while (!body_parser.is_done()) {
+      stream_.expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
+      co_await http::async_read_some(stream_, buffer_, body_parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::body_limit) co_return co_await finish_without_body(too_large, true);
+      if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
+          ec == asio::error::connection_reset)
+        co_return false;
+      if (ec) co_return co_await finish_without_body(invalid_request("bad_request", "Malformed request body: " + ec.message()), true);
+    }
+
+    // Phase 5: the endpoint.
+    co_await handle_chat(*runtime, upstream_, std::get<ChatHead>(chat_head), std::move(body_parser.get().body()),
+                         started, *this);
+    if (!responded_) co_await send(error_response(internal_error()));
+    co_return keep_alive_ && !client_gone_;
+  }
+
+  // Answers an error while the request body (if any) is still unread; the connection
+  // cannot be reused then, so it closes after a lingering drain.
+  asio::awaitable<bool> finish_without_body(const ApiError& e, bool body_pending, HeaderList headers = {}) {
+    if (body_pending) keep_alive_ = false;
+    co_await send(error_response(e, std::move(headers)));
+    if (body_pending) linger_ = true;
+    co_return keep_alive_ && !client_gone_;
+  }
+
+  asio::awaitable<void> lingering_close() {
+    error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(kLingerTime);
+    char scratch[16 * 1024];
+    while (!ec) co_await stream_.async_read_some(asio::buffer(scratch), asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  RuntimeHolder& runtime_;
+  providers::UpstreamClient& upstream_;
+  unsigned version_ = 11;
+  bool keep_alive_ = false;
+  bool head_only_ = false;
+  bool responded_ = false;
+  bool client_gone_ = false;
+  bool chunked_ = false;
+  bool linger_ = false;
+  const char* allow_ = "";
+};
+
+}  // namespace
+
+asio::awaitable<void> run_session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream) {
+  Session session(std::move(socket), runtime, upstream);
+  co_await session.run();
+}
+
+}  // namespace tresor::server
