@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing tresor-router need, on Debian 12 (bookworm).
+# Idempotent and quick when everything is already there; works on a brand-new machine.
+set -euo pipefail
+
+packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-dev libsimdjson-dev
+          libspdlog-dev libyaml-cpp-dev catch2 libsqlite3-dev libhiredis-dev libssl-dev
+          redis-server openssl ca-certificates curl)
+command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
