@@ -407,7 +407,8 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
   }
   auto pool = impl_->pool_for(providers, entry, provider.max_connections);
 
-  http::request<http::string_body> req{http::verb::post, entry->base_path + std::string(request.path), 11};
+  const std::string target = entry->base_path + std::string(request.path);
+  http::request<http::string_body> req(http::verb::post, target, 11);
   req.set(http::field::host, entry->host_header);
   req.set(http::field::user_agent, "tresor-router");
   if (!entry->authorization.empty()) req.set(http::field::authorization, entry->authorization);

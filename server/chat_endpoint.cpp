@@ -115,18 +115,71 @@ struct Exchange {
   TresorInfo tresor;
 };
 
-boost::asio::awaitable<void> relay_json(Exchange& x, providers::UpstreamResponse& response,
-                                        Clock::time_point deadline, ResponseSink& sink) {
-  TransportError error = TransportError::none;
-  std::string body = co_await response.read_all(kMaxUpstreamBodyBytes, deadline, error);
+// Helpers below are plain functions on purpose: g++ 12 miscompiles braced temporaries
+// inside coroutines (double destruction), so coroutine bodies only use named values.
+
+Exchange make_exchange(const Runtime& rt, const ChatHead& head, const config::RouteConfig& route,
+                       const config::ProviderConfig& provider, const std::string& requested_route) {
+  TresorInfo info;
+  info.requested_route = requested_route;
+  info.routed_model = route.id;
+  info.failover = false;
+  return Exchange{rt, head, route, provider, std::move(info)};
+}
+
+HeaderList sse_headers() {
+  HeaderList h;
+  h.emplace_back("Cache-Control", "no-cache");
+  h.emplace_back("X-Accel-Buffering", "no");
+  return h;
+}
+
+bool is_event_stream(const providers::UpstreamResponse& response) {
+  return response.header("Content-Type").value_or("").find("text/event-stream") != std::string::npos;
+}
+
+void log_stream_failure(const Exchange& x, std::string_view what) {
+  spdlog::warn("upstream {} ({}) stream failed: {}", x.provider.name, x.route.id, what);
+}
+
+router::ResolveResult resolve(const Runtime& rt, const ChatRequest& req) {
+  router::RouteHints hints;
+  if (req.region) hints.region = *req.region;
+  if (req.provider) hints.provider = *req.provider;
+  return router::resolve_routes(*rt.config, req.model, hints, config::RouteType::chat, req.failover);
+}
+
+ApiError resolve_error(const router::ResolveResult& resolved) {
+  switch (resolved.error) {
+    case router::ResolveError::malformed:
+      return invalid_request("invalid_parameter", resolved.message, std::string("model"));
+    case router::ResolveError::wrong_type:
+      return invalid_request("model_not_supported", resolved.message, std::string("model"));
+    case router::ResolveError::not_found:
+      break;
+  }
+  return ApiError{404, "invalid_request_error", "model_not_found", resolved.message, std::string("model")};
+}
+
+providers::UpstreamRequest chat_upstream_request(const ChatRequest& req, const config::RouteConfig& route) {
+  providers::UpstreamRequest up;
+  up.path = providers::kChatCompletionsPath;
+  up.content_type = "application/json";
+  up.accept = req.stream ? "text/event-stream" : "application/json";
+  up.body = providers::build_chat_body(req.members, route.upstream_model);
+  return up;
+}
+
+// The client's answer to a complete upstream JSON exchange.
+Response json_answer(Exchange& x, unsigned status, std::string body, TransportError error) {
   if (error != TransportError::none) {
     spdlog::warn("upstream {} ({}) failed reading the answer: {}", x.provider.name, x.route.id,
                  providers::to_string(error));
-    co_return co_await sink.send(error_response(map_transport_error(error)));
+    return error_response(map_transport_error(error));
   }
-  if (response.status() != 200) {
-    spdlog::info("upstream {} ({}) answered HTTP {}", x.provider.name, x.route.id, response.status());
-    co_return co_await sink.send(error_response(map_upstream_status(response.status(), body, x.provider)));
+  if (status != 200) {
+    spdlog::info("upstream {} ({}) answered HTTP {}", x.provider.name, x.route.id, status);
+    return error_response(map_upstream_status(status, body, x.provider));
   }
   simdjson::dom::parser parser;
   simdjson::dom::element root;
@@ -134,19 +187,27 @@ boost::asio::awaitable<void> relay_json(Exchange& x, providers::UpstreamResponse
       !append_tresor_member(body, tresor_object_json(x.tresor))) {
     spdlog::warn("upstream {} ({}) answered 200 with a body that is not a JSON object", x.provider.name,
                  x.route.id);
-    co_return co_await sink.send(error_response(upstream_error("The upstream answered with invalid JSON")));
+    return error_response(upstream_error("The upstream answered with invalid JSON"));
   }
   Response r;
   r.body = std::move(body);
+  return r;
+}
+
+boost::asio::awaitable<void> relay_json(Exchange& x, providers::UpstreamResponse& response,
+                                        Clock::time_point deadline, ResponseSink& sink) {
+  TransportError error = TransportError::none;
+  std::string body = co_await response.read_all(kMaxUpstreamBodyBytes, deadline, error);
+  Response r = json_answer(x, response.status(), std::move(body), error);
   co_await sink.send(std::move(r));
 }
 
 boost::asio::awaitable<void> relay_stream(Exchange& x, providers::UpstreamResponse& response,
                                           Clock::time_point deadline, ResponseSink& sink) {
   if (response.status() != 200) co_return co_await relay_json(x, response, deadline, sink);
-  const auto content_type = response.header("Content-Type").value_or("");
-  if (content_type.find("text/event-stream") == std::string::npos) {
-    co_return co_await sink.send(error_response(upstream_error("The upstream did not answer with an event stream")));
+  if (!is_event_stream(response)) {
+    Response r = error_response(upstream_error("The upstream did not answer with an event stream"));
+    co_return co_await sink.send(std::move(r));
   }
   const auto idle = std::chrono::seconds(x.rt.config->timeouts.stream_idle_seconds);
   const std::string tresor = tresor_object_json(x.tresor);
@@ -158,9 +219,15 @@ boost::asio::awaitable<void> relay_stream(Exchange& x, providers::UpstreamRespon
   // events (spec §4): total stream length is not capped.
   Clock::time_point read_deadline = deadline;
 
-  auto fail_stream = [&](const ApiError& e) -> boost::asio::awaitable<void> {
-    if (!started) co_return co_await sink.send(error_response(e));
-    co_await sink.write_stream(sse_event(error_body(e)));
+  // Before the first event the failure is a plain HTTP error; after it, a final error
+  // event with no [DONE] (spec §1.1).
+  auto fail_stream = [&](ApiError e) -> boost::asio::awaitable<void> {
+    if (!started) {
+      Response r = error_response(e);
+      co_return co_await sink.send(std::move(r));
+    }
+    const std::string event = sse_event(error_body(e));
+    co_await sink.write_stream(event);
     co_await sink.end_stream();
   };
 
@@ -168,18 +235,21 @@ boost::asio::awaitable<void> relay_stream(Exchange& x, providers::UpstreamRespon
     TransportError error = TransportError::none;
     const std::string bytes = co_await response.read_some(read_deadline, error);
     if (error != TransportError::none) {
-      spdlog::warn("upstream {} ({}) stream failed: {}", x.provider.name, x.route.id, providers::to_string(error));
-      co_return co_await fail_stream(error == TransportError::timeout
-                                         ? upstream_timeout()
-                                         : upstream_error("The upstream stream failed before completion"));
+      log_stream_failure(x, providers::to_string(error));
+      ApiError e = error == TransportError::timeout ? upstream_timeout()
+                                                    : upstream_error("The upstream stream failed before completion");
+      co_return co_await fail_stream(std::move(e));
     }
     if (bytes.empty() && response.body_done()) {
-      spdlog::warn("upstream {} ({}) ended its stream without [DONE]", x.provider.name, x.route.id);
-      co_return co_await fail_stream(upstream_error("The upstream stream ended before completion"));
+      log_stream_failure(x, "ended without [DONE]");
+      ApiError e = upstream_error("The upstream stream ended before completion");
+      co_return co_await fail_stream(std::move(e));
     }
     events.clear();
     if (!sse.feed(bytes, events)) {
-      co_return co_await fail_stream(upstream_error("The upstream sent an oversized stream event"));
+      log_stream_failure(x, "oversized event");
+      ApiError e = upstream_error("The upstream sent an oversized stream event");
+      co_return co_await fail_stream(std::move(e));
     }
     std::string out;
     for (auto& data : events) {
@@ -203,7 +273,7 @@ boost::asio::awaitable<void> relay_stream(Exchange& x, providers::UpstreamRespon
       const auto kind = classify_chunk(chunk);
       if (kind == ChunkKind::error) {
         out += sse_event(data);
-        if (!started && !(started = co_await sink.begin_stream({}))) co_return;
+        if (!started && !(started = co_await sink.begin_stream(sse_headers()))) co_return;
         co_await sink.write_stream(out);
         co_return co_await sink.end_stream();
       }
@@ -215,8 +285,7 @@ boost::asio::awaitable<void> relay_stream(Exchange& x, providers::UpstreamRespon
     }
     if (out.empty()) continue;
     if (!started) {
-      HeaderList headers{{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};
-      if (!(started = co_await sink.begin_stream(std::move(headers)))) co_return;
+      if (!(started = co_await sink.begin_stream(sse_headers()))) co_return;
     }
     // A failed write means the client left: returning drops the upstream response,
     // which closes its connection and so cancels the upstream request.
@@ -243,46 +312,31 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, providers::UpstreamC
                                          const ChatHead& head, std::string body, Clock::time_point started,
                                          ResponseSink& sink) {
   auto parsed = parse_chat_request(body);
-  if (auto* err = std::get_if<ApiError>(&parsed)) co_return co_await sink.send(error_response(*err));
+  if (auto* err = std::get_if<ApiError>(&parsed)) {
+    Response r = error_response(*err);
+    co_return co_await sink.send(std::move(r));
+  }
   auto& req = std::get<ChatRequest>(parsed);
-
-  router::RouteHints hints;
-  if (req.region) hints.region = *req.region;
-  if (req.provider) hints.provider = *req.provider;
-  auto resolved = router::resolve_routes(*rt.config, req.model, hints, config::RouteType::chat, req.failover);
+  auto resolved = resolve(rt, req);
   if (!resolved.resolution) {
-    ApiError e;
-    switch (resolved.error) {
-      case router::ResolveError::malformed:
-        e = invalid_request("invalid_parameter", resolved.message, std::string("model"));
-        break;
-      case router::ResolveError::wrong_type:
-        e = invalid_request("model_not_supported", resolved.message, std::string("model"));
-        break;
-      case router::ResolveError::not_found:
-        e = {404, "invalid_request_error", "model_not_found", resolved.message, std::string("model")};
-        break;
-    }
-    co_return co_await sink.send(error_response(e));
+    Response r = error_response(resolve_error(resolved));
+    co_return co_await sink.send(std::move(r));
   }
   const auto& resolution = *resolved.resolution;
   // One attempt on the preferred route; ordered failover over the remaining candidates
   // is the routing issue's work (#4).
   const config::RouteConfig& route = *resolution.candidates.front();
   const config::ProviderConfig& provider = rt.config->providers.at(route.provider);
-  Exchange x{rt, head, route, provider, TresorInfo{std::nullopt, resolution.requested_route, route.id, false}};
+  Exchange x = make_exchange(rt, head, route, provider, resolution.requested_route);
 
   const auto deadline = started + head.budget;
-  providers::UpstreamRequest up;
-  up.path = providers::kChatCompletionsPath;
-  up.content_type = "application/json";
-  up.accept = req.stream ? "text/event-stream" : "application/json";
-  up.body = providers::build_chat_body(req.members, route.upstream_model);
-  auto result = co_await upstream.send(rt.providers, provider, std::move(up), deadline,
-                                       std::chrono::milliseconds(rt.config->timeouts.connect_ms));
+  providers::UpstreamRequest up = chat_upstream_request(req, route);
+  const auto connect_timeout = std::chrono::milliseconds(rt.config->timeouts.connect_ms);
+  auto result = co_await upstream.send(rt.providers, provider, std::move(up), deadline, connect_timeout);
   if (!result.response) {
     spdlog::error("upstream {} ({}) attempt failed: {}", provider.name, route.id, result.detail);
-    co_return co_await sink.send(error_response(map_transport_error(result.error)));
+    Response r = error_response(map_transport_error(result.error));
+    co_return co_await sink.send(std::move(r));
   }
   if (req.stream) co_await relay_stream(x, *result.response, deadline, sink);
   else co_await relay_json(x, *result.response, deadline, sink);

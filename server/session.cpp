@@ -49,11 +49,48 @@ RouteMatch match(http::verb method, std::string_view target) {
   return {};
 }
 
-Response error_response(const ApiError& e, HeaderList headers = {}) {
+Response error_response(const ApiError& e) {
   Response r;
   r.status = e.status;
-  r.headers = std::move(headers);
   r.body = error_body(e);
+  return r;
+}
+
+// Error values are built here, outside the coroutines: g++ 12 miscompiles braced
+// temporaries inside coroutines (double destruction), so coroutine bodies only use
+// named values.
+ApiError header_too_large(uint64_t limit) {
+  return ApiError{431, "invalid_request_error", "request_header_too_large",
+                  "Request headers exceed " + std::to_string(limit) + " bytes", std::nullopt};
+}
+
+ApiError body_too_large(uint64_t limit) {
+  return ApiError{413, "invalid_request_error", "request_too_large",
+                  "Request body exceeds " + std::to_string(limit) + " bytes", std::nullopt};
+}
+
+ApiError bad_http(std::string_view what, const error_code& ec) {
+  return invalid_request("bad_request", std::string(what) + ": " + ec.message());
+}
+
+ApiError unauthorized(AuthStatus status) {
+  const bool missing = status == AuthStatus::missing;
+  return ApiError{401, "authentication_error", missing ? "missing_api_key" : "invalid_api_key",
+                  missing ? "Missing API key: send Authorization: Bearer tr-…" : "Invalid API key", std::nullopt};
+}
+
+RequestHead make_head(const http::request<http::empty_body>& req) {
+  RequestHead head;
+  head.method = std::string(req.method_string());
+  head.target = std::string(req.target());
+  head.headers.reserve(16);
+  for (const auto& f : req) head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  return head;
+}
+
+Response health_response() {
+  Response r;
+  r.body = R"({"status":"ok"})";
   return r;
 }
 
@@ -157,19 +194,12 @@ class Session final : public ResponseSink {
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
         ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
       co_return false;
-    if (ec == http::error::header_limit) {
-      co_await send(error_response({431, "invalid_request_error", "request_header_too_large",
-                                    "Request headers exceed " + std::to_string(server_cfg.max_header_bytes) +
-                                        " bytes",
-                                    std::nullopt}));
-      linger_ = true;
-      co_return false;
-    }
     if (ec) {
-      // Malformed HTTP, including ambiguous framing (Content-Length with chunked).
-      co_await send(error_response(invalid_request("bad_request", "Malformed HTTP request: " + ec.message())));
-      linger_ = true;
-      co_return false;
+      // Oversized head, or malformed HTTP including ambiguous framing (Content-Length
+      // with chunked): answer, then close.
+      const ApiError e = ec == http::error::header_limit ? header_too_large(server_cfg.max_header_bytes)
+                                                         : bad_http("Malformed HTTP request", ec);
+      co_return co_await finish_without_body(e, true);
     }
     const auto started = providers::Clock::now();
     auto& req = head_parser.get();
@@ -178,23 +208,17 @@ class Session final : public ResponseSink {
     head_only_ = req.method() == http::verb::head;
     const bool has_body = head_parser.chunked() || head_parser.content_length().value_or(0) > 0;
 
-    RequestHead head;
-    head.method = std::string(req.method_string());
-    head.target = std::string(req.target());
-    head.headers.reserve(16);
-    for (const auto& f : req) head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    const RequestHead head = make_head(req);
 
     // Phase 2: route by path and method.
     const RouteMatch route = match(req.method(), req.target());
     allow_ = route.allow;
     if (route.endpoint == Endpoint::unknown || !route.method_allowed) {
-      co_return co_await finish_without_body(route.endpoint == Endpoint::unknown ? not_found_path()
-                                                                                  : method_not_allowed(),
-                                             has_body);
+      const ApiError e = route.endpoint == Endpoint::unknown ? not_found_path() : method_not_allowed();
+      co_return co_await finish_without_body(e, has_body);
     }
     if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready) {
-      Response r;
-      r.body = R"({"status":"ok"})";
+      Response r = health_response();
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
     }
@@ -203,21 +227,14 @@ class Session final : public ResponseSink {
     // answered before a byte of its body is read.
     const auto auth = runtime->keys.authenticate(head.value("Authorization"), head.has("Authorization"));
     if (auth.status != AuthStatus::ok) {
-      const bool missing = auth.status == AuthStatus::missing;
-      const ApiError unauthorized{401, "authentication_error", missing ? "missing_api_key" : "invalid_api_key",
-                                  missing ? "Missing API key: send Authorization: Bearer tr-…" : "Invalid API key",
-                                  std::nullopt};
-      HeaderList challenge;
-      challenge.emplace_back("WWW-Authenticate", "Bearer");
-      co_return co_await finish_without_body(unauthorized, has_body, std::move(challenge));
+      const ApiError e = unauthorized(auth.status);
+      co_return co_await finish_without_body(e, has_body);
     }
     auto chat_head = check_chat_head(*runtime, head, auth.key);
     if (auto* err = std::get_if<ApiError>(&chat_head)) co_return co_await finish_without_body(*err, has_body);
 
     // Phase 4: the body, capped at max_body_bytes without buffering past the cap.
-    const ApiError too_large{413, "invalid_request_error", "request_too_large",
-                             "Request body exceeds " + std::to_string(server_cfg.max_body_bytes) + " bytes",
-                             std::nullopt};
+    const ApiError too_large = body_too_large(server_cfg.max_body_bytes);
     if (head_parser.content_length().value_or(0) > server_cfg.max_body_bytes)
       co_return co_await finish_without_body(too_large, true);
     if (beast::iequals(req[http::field::expect], "100-continue")) {
@@ -235,21 +252,29 @@ class Session final : public ResponseSink {
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
           ec == asio::error::connection_reset)
         co_return false;
-      if (ec) co_return co_await finish_without_body(invalid_request("bad_request", "Malformed request body: " + ec.message()), true);
+      if (ec) {
+        const ApiError e = bad_http("Malformed request body", ec);
+        co_return co_await finish_without_body(e, true);
+      }
     }
 
     // Phase 5: the endpoint.
     co_await handle_chat(*runtime, upstream_, std::get<ChatHead>(chat_head), std::move(body_parser.get().body()),
                          started, *this);
-    if (!responded_) co_await send(error_response(internal_error()));
+    if (!responded_) {
+      Response r = error_response(internal_error());
+      co_await send(std::move(r));
+    }
     co_return keep_alive_ && !client_gone_;
   }
 
   // Answers an error while the request body (if any) is still unread; the connection
   // cannot be reused then, so it closes after a lingering drain.
-  asio::awaitable<bool> finish_without_body(const ApiError& e, bool body_pending, HeaderList headers = {}) {
+  asio::awaitable<bool> finish_without_body(const ApiError& e, bool body_pending) {
     if (body_pending) keep_alive_ = false;
-    co_await send(error_response(e, std::move(headers)));
+    Response r = error_response(e);
+    if (e.status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    co_await send(std::move(r));
     if (body_pending) linger_ = true;
     co_return keep_alive_ && !client_gone_;
   }
