@@ -1,0 +1,716 @@
+// Shared helpers for the end-to-end tests of tresor-router.
+//
+// Everything here talks to real processes over loopback:
+//   * startFakeUpstream()  spawns tresor-fake-upstream and parses `LISTENING <port>`;
+//   * startGateway()       writes a YAML config into a temp dir, spawns tresor-router,
+//                          parses `listening on http://HOST:PORT` and polls /readyz;
+//   * RawConnection        exact bytes over node:net (431, 413, chunked, slow requests);
+//   * readSse()/sseRequest SSE reading with per-event timestamps;
+//   * stopAll()            kills every process this module started (use it in after()).
+//
+// Imported by tests/integration/*.test.mjs and by tests/client/*.test.mjs (relative path),
+// so it uses nothing but Node built-ins.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+// A relative TRESOR_BUILD_DIR is relative to where the suite was started: the repo root for
+// `node --test tests/integration/`, and npm's INIT_CWD for `npm --prefix tests/client test`
+// (npm itself runs the script inside tests/client).
+export const BUILD_DIR = process.env.TRESOR_BUILD_DIR
+  ? path.resolve(process.env.INIT_CWD || process.cwd(), process.env.TRESOR_BUILD_DIR)
+  : path.join(REPO_ROOT, 'build');
+
+// Generous because CI shares 2 cores between the test runner, gateway, upstream and compiler.
+export const STARTUP_TIMEOUT_MS = 20_000;
+const VERBOSE = !!process.env.TRESOR_TEST_VERBOSE;
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+
+function findBinary(name, envVar) {
+  if (process.env[envVar]) return path.resolve(process.env[envVar]);
+  const candidates = [
+    path.join(BUILD_DIR, name),
+    path.join(BUILD_DIR, 'bin', name),
+    path.join(BUILD_DIR, 'server', name),
+    path.join(BUILD_DIR, 'router', name),
+    path.join(BUILD_DIR, 'tests', 'fake_upstream', name),
+  ];
+  for (const c of candidates) {
+    try {
+      if (statSync(c).isFile()) return c;
+    } catch { /* next */ }
+  }
+  throw new Error(`${name} not found (looked in ${candidates.join(', ')}); ` +
+    `build it or point TRESOR_BUILD_DIR / ${envVar} at it`);
+}
+
+export function routerBin() { return findBinary('tresor-router', 'TRESOR_ROUTER_BIN'); }
+export function fakeUpstreamBin() { return findBinary('tresor-fake-upstream', 'TRESOR_FAKE_UPSTREAM_BIN'); }
+
+// ---------------------------------------------------------------------------------------------
+// Keys and small utilities
+
+export function sha256Hex(s) {
+  return createHash('sha256').update(s, 'utf8').digest('hex');
+}
+
+/** A fresh well-formed client key: `tr-` + 96 lowercase hex chars. */
+export function makeKey() {
+  return 'tr-' + randomBytes(48).toString('hex');
+}
+
+/** A fresh provider (upstream) api key; never a `tr-` key. */
+export function makeProviderKey() {
+  return 'sk-provider-' + randomBytes(16).toString('hex');
+}
+
+export function tempDir(prefix = 'tresor-it-') {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** A loopback port on which nothing listens (bound, then closed). */
+export async function closedPort() {
+  const srv = net.createServer();
+  await new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', resolve);
+  });
+  const { port } = srv.address();
+  await new Promise((resolve) => srv.close(resolve));
+  return port;
+}
+
+/** Poll fn() until it returns a truthy value; throws with `what` after timeoutMs. */
+export async function waitFor(fn, { timeoutMs = 10_000, intervalMs = 25, what = 'condition' } = {}) {
+  const deadline = performance.now() + timeoutMs;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}` +
+        (last instanceof Error ? ` (last error: ${last.message})` : ''));
+    }
+    await delay(intervalMs);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process management
+
+const liveProcs = new Set();
+const tempDirs = [];
+
+process.on('exit', () => {
+  for (const p of liveProcs) {
+    try { p.child.kill('SIGKILL'); } catch { /* gone */ }
+  }
+  for (const d of tempDirs) {
+    try { rmSync(d, { recursive: true, force: true }); } catch { /* ignore */ }
+  }
+});
+
+class ManagedProcess {
+  constructor(name, bin, args, env) {
+    this.name = name;
+    this.bin = bin;
+    this.args = args;
+    this.stdout = '';
+    this.stderr = '';
+    this.stopping = false;
+    this.child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.exit = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        liveProcs.delete(this);
+        this.exitInfo = { code, signal };
+        if (!this.stopping) {
+          process.stderr.write(`[harness] ${name} exited unexpectedly (code=${code} signal=${signal}); ` +
+            `stderr tail:\n${this.stderr.slice(-4000)}\n`);
+        }
+        resolve(this.exitInfo);
+      });
+    });
+    this.spawnError = new Promise((resolve) => this.child.once('error', resolve));
+    liveProcs.add(this);
+    this.child.stdout.setEncoding('utf8');
+    this.child.stderr.setEncoding('utf8');
+    this.child.stdout.on('data', (d) => {
+      this.stdout += d;
+      if (VERBOSE) process.stderr.write(`[${name} out] ${d}`);
+    });
+    this.child.stderr.on('data', (d) => {
+      this.stderr += d;
+      if (VERBOSE) process.stderr.write(`[${name} err] ${d}`);
+    });
+  }
+
+  get alive() { return this.child.exitCode === null && this.child.signalCode === null; }
+  get pid() { return this.child.pid; }
+
+  /** Resolves with the match once `regex` matches stdout (or stderr); rejects on exit/timeout. */
+  waitForOutput(regex, { stream = 'both', timeoutMs = STARTUP_TIMEOUT_MS } = {}) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const texts = stream === 'stdout' ? [this.stdout] : stream === 'stderr' ? [this.stderr] : [this.stdout, this.stderr];
+        for (const t of texts) {
+          const m = regex.exec(t);
+          if (m) return m;
+        }
+        return null;
+      };
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.child.stdout.off('data', onData);
+        this.child.stderr.off('data', onData);
+      };
+      const onData = () => {
+        const m = check();
+        if (m) { cleanup(); resolve(m); }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`${this.name}: no output matching ${regex} within ${timeoutMs} ms.\n` +
+          `stdout: ${this.stdout.slice(-2000)}\nstderr: ${this.stderr.slice(-2000)}`));
+      }, timeoutMs);
+      this.child.stdout.on('data', onData);
+      this.child.stderr.on('data', onData);
+      this.exit.then(({ code, signal }) => {
+        const m = check();
+        cleanup();
+        if (m) resolve(m);
+        else reject(new Error(`${this.name} exited (code=${code} signal=${signal}) before printing ${regex}.\n` +
+          `stdout: ${this.stdout.slice(-2000)}\nstderr: ${this.stderr.slice(-4000)}`));
+      });
+      this.spawnError.then((err) => { cleanup(); reject(err); });
+      const m = check();
+      if (m) { cleanup(); resolve(m); }
+    });
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within graceMs. */
+  async stop(graceMs = 5000) {
+    this.stopping = true;
+    if (!this.alive) return this.exitInfo;
+    this.child.kill('SIGTERM');
+    const t = setTimeout(() => { if (this.alive) this.child.kill('SIGKILL'); }, graceMs);
+    const info = await this.exit;
+    clearTimeout(t);
+    return info;
+  }
+}
+
+/** Stops every process started through this module (use in after()). */
+export async function stopAll() {
+  await Promise.all([...liveProcs].map((p) => p.stop()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fake upstream
+
+/**
+ * Spawns tresor-fake-upstream. Options map to its flags: chunks, paceMs, requireKey, content,
+ * tlsCert, tlsKey (+ ca: PEM text to trust for the control endpoints); extraArgs are appended.
+ */
+export async function startFakeUpstream(opts = {}) {
+  const args = ['--listen', '127.0.0.1:0'];
+  if (opts.tlsCert) args.push('--tls-cert', opts.tlsCert, '--tls-key', opts.tlsKey);
+  if (opts.chunks !== undefined) args.push('--chunks', String(opts.chunks));
+  if (opts.paceMs !== undefined) args.push('--pace-ms', String(opts.paceMs));
+  if (opts.requireKey) args.push('--require-key', opts.requireKey);
+  if (opts.content !== undefined) args.push('--content', opts.content);
+  if (opts.extraArgs) args.push(...opts.extraArgs);
+  const proc = new ManagedProcess(opts.name || 'fake-upstream', fakeUpstreamBin(), args, { ...process.env });
+  const m = await proc.waitForOutput(/^LISTENING (\d+)\s*$/m, { stream: 'stdout' });
+  const port = Number(m[1]);
+  const scheme = opts.tlsCert ? 'https' : 'http';
+  // Control endpoints (/_fake/*) are served on the same port and scheme as the chat API.
+  const ctl = (p, method = 'GET') => controlRequest(`${scheme}://127.0.0.1:${port}${p}`, method, opts.ca);
+  const fake = {
+    proc,
+    port,
+    scheme,
+    /** URL to use as a provider base_url. */
+    baseUrl: (host = '127.0.0.1') => `${scheme}://${host}:${port}/v1`,
+    requests: async () => JSON.parse(await ctl('/_fake/requests')),
+    stats: async () => JSON.parse(await ctl('/_fake/stats')),
+    reset: async () => { await ctl('/_fake/reset', 'POST'); },
+    stop: () => proc.stop(),
+  };
+  return fake;
+}
+
+function controlRequest(url, method, ca) {
+  const mod = url.startsWith('https:') ? https : http;
+  return new Promise((resolve, reject) => {
+    // Test-internal control traffic: trust `ca` but skip the name check (one fake deliberately
+    // serves a certificate for another host name).
+    const req = mod.request(url, { method, ca, agent: false, timeout: 10_000, checkServerIdentity: () => undefined }, (res) => {
+      let data = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { data += d; });
+      res.on('end', () => {
+        if (res.statusCode >= 200 && res.statusCode < 300) resolve(data);
+        else reject(new Error(`${method} ${url} answered ${res.statusCode}: ${data.slice(0, 300)}`));
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway config
+
+/** Minimal YAML emitter for the config shape (maps, lists, scalars; strings JSON-quoted). */
+export function toYaml(value, indent = 0) {
+  const pad = ' '.repeat(indent);
+  const scalar = (v) => {
+    if (v === null) return 'null';
+    if (typeof v === 'string') return JSON.stringify(v);
+    if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+    throw new Error(`toYaml: unsupported scalar ${typeof v}`);
+  };
+  const isScalar = (v) => v === null || typeof v !== 'object';
+  if (Array.isArray(value)) {
+    if (value.length === 0) return `${pad}[]\n`;
+    let out = '';
+    for (const item of value) {
+      if (isScalar(item)) {
+        out += `${pad}- ${scalar(item)}\n`;
+      } else {
+        const inner = toYaml(item, indent + 2);
+        out += `${pad}- ${inner.slice(indent + 2)}`;
+      }
+    }
+    return out;
+  }
+  let out = '';
+  for (const [k, v] of Object.entries(value)) {
+    if (v === undefined) continue;
+    if (isScalar(v)) out += `${pad}${k}: ${scalar(v)}\n`;
+    else if (Array.isArray(v) && v.length === 0) out += `${pad}${k}: []\n`;
+    else if (!Array.isArray(v) && Object.keys(v).length === 0) out += `${pad}${k}: {}\n`;
+    else out += `${pad}${k}:\n${toYaml(v, indent + 2)}`;
+  }
+  return out;
+}
+
+export const ROUTE_GPT = 'eu/fake/gpt-oss-120b';
+export const ROUTE_GEMMA = 'eu/privatemode/gemma-4-31b';
+export const ROUTE_WHISPER = 'eu/fake/whisper-large-v3';
+export const UPSTREAM_GPT = 'openai/gpt-oss-120b';
+export const UPSTREAM_GEMMA = 'google/gemma-4-31b';
+
+/**
+ * The config of the brief, as an object. `fakeUrl` is the provider base_url of provider `fake`.
+ * keys: [{ sha256, customer }]. Use `extraProviders` / `extraRoutes` to add more, and
+ * server/timeouts to override single values.
+ */
+export function gatewayConfig({
+  fakeUrl, keys, server = {}, timeouts = {}, providerFake = {}, extraProviders = {}, extraRoutes = [],
+}) {
+  return {
+    server: { listen: '127.0.0.1:0', threads: 2, max_body_bytes: 1048576, max_header_bytes: 8192, ...server },
+    timeouts: { default_seconds: 180, max_seconds: 600, connect_ms: 2000, stream_idle_seconds: 5, ...timeouts },
+    providers: {
+      fake: { base_url: fakeUrl, api_key: '${FAKE_PROVIDER_KEY}', ca_file: '', max_connections: 16, ...providerFake },
+      ...extraProviders,
+    },
+    routes: [
+      { id: ROUTE_GPT, provider: 'fake', upstream_model: UPSTREAM_GPT, type: 'chat' },
+      { id: ROUTE_GEMMA, provider: 'fake', upstream_model: UPSTREAM_GEMMA, type: 'chat' },
+      { id: ROUTE_WHISPER, provider: 'fake', upstream_model: 'whisper', type: 'transcription' },
+      ...extraRoutes,
+    ],
+    auth: { keys },
+  };
+}
+
+/** Writes `config` (object or YAML text) to a fresh temp dir; returns the file path. */
+export function writeConfig(config, name = 'tresor.yaml') {
+  const dir = tempDir('tresor-cfg-');
+  const file = path.join(dir, name);
+  writeFileSync(file, typeof config === 'string' ? config : toYaml(config));
+  return file;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway
+
+/**
+ * Writes the config, spawns `tresor-router --config FILE` with `env` added to the environment,
+ * waits for the `listening on http://HOST:PORT` log line, then polls /readyz until 200.
+ */
+export async function startGateway({ config, env = {}, name = 'tresor-router' }) {
+  const configPath = writeConfig(config);
+  const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env });
+  const m = await proc.waitForOutput(/listening on http:\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/);
+  const host = m[1].replace(/^\[|\]$/g, '');
+  const port = Number(m[2]);
+  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  await waitFor(async () => {
+    if (!proc.alive) throw new Error(`${name} exited: ${proc.stderr.slice(-2000)}`);
+    const r = await fetch(`${origin}/readyz`);
+    await r.arrayBuffer();
+    return r.status === 200;
+  }, { timeoutMs: STARTUP_TIMEOUT_MS, what: `${name} /readyz` });
+  return {
+    proc,
+    host,
+    port,
+    origin,
+    configPath,
+    url: (p) => origin + p,
+    stop: () => proc.stop(),
+  };
+}
+
+/** Runs the router binary with args (e.g. check-config, hash-key); returns {status, stdout, stderr}. */
+export function runRouterCli(args, { env = process.env, timeoutMs = 20_000 } = {}) {
+  const r = spawnSync(routerBin(), args, { env, encoding: 'utf8', timeout: timeoutMs });
+  if (r.error) throw r.error;
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * A complete fixture: fake upstream (requiring the provider key) + gateway with one client key.
+ * Returns { fake, gw, key, providerKey, content, chat(), ... }.
+ */
+export async function startStack({
+  fakeOpts = {}, configOverrides = {}, content = 'Hello from the fake upstream.', configHook,
+} = {}) {
+  const providerKey = makeProviderKey();
+  const key = makeKey();
+  const fake = await startFakeUpstream({ requireKey: providerKey, content, ...fakeOpts });
+  let config = gatewayConfig({
+    fakeUrl: fake.baseUrl(),
+    keys: [{ sha256: sha256Hex(key), customer: 'acme' }],
+    ...configOverrides,
+  });
+  if (configHook) config = configHook(config) || config;
+  const gw = await startGateway({ config, env: { FAKE_PROVIDER_KEY: providerKey } });
+  const stack = {
+    fake, gw, key, providerKey, content,
+    authHeaders: (extra = {}) => ({ authorization: `Bearer ${key}`, 'content-type': 'application/json', ...extra }),
+    /** POST /v1/chat/completions with fetch; body may be an object (JSON-encoded) or a string/Buffer. */
+    chat: (body, { headers = {}, signal } = {}) => fetch(gw.url('/v1/chat/completions'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body),
+      signal,
+    }),
+    async healthy() {
+      const r = await fetch(gw.url('/healthz'));
+      await r.arrayBuffer();
+      return r.status === 200 && gw.proc.alive;
+    },
+  };
+  return stack;
+}
+
+export function chatBody(model = ROUTE_GPT, extra = {}) {
+  return { model, messages: [{ role: 'user', content: 'Hello!' }], ...extra };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error envelope helpers
+
+/**
+ * Reads a fetch Response (or a RawResponse) expected to be an error envelope; asserts the shape
+ * and returns the parsed `error` object. Throws a descriptive error (never returns) otherwise.
+ */
+export async function readErrorEnvelope(res, expect = {}) {
+  const text = typeof res.text === 'function' ? await res.text() : res.text;
+  const status = res.status;
+  const ctx = `status ${status}, body ${JSON.stringify(text.slice(0, 600))}`;
+  if (expect.status !== undefined && status !== expect.status) {
+    throw new Error(`expected status ${expect.status}, got ${ctx}`);
+  }
+  let json;
+  try { json = JSON.parse(text); } catch { throw new Error(`error body is not JSON: ${ctx}`); }
+  const err = json && json.error;
+  if (!err || typeof err !== 'object') throw new Error(`no error object: ${ctx}`);
+  if (typeof err.message !== 'string' || err.message.length === 0) throw new Error(`error.message missing: ${ctx}`);
+  if (typeof err.type !== 'string') throw new Error(`error.type missing: ${ctx}`);
+  if (!('code' in err)) throw new Error(`error.code missing: ${ctx}`);
+  if (!('param' in err)) throw new Error(`error.param missing (envelope must carry param, null or a name): ${ctx}`);
+  if (expect.type !== undefined && err.type !== expect.type) throw new Error(`expected type ${expect.type}: ${ctx}`);
+  if (expect.code !== undefined) {
+    const ok = Array.isArray(expect.code) ? expect.code.includes(err.code) : err.code === expect.code;
+    if (!ok) throw new Error(`expected code ${JSON.stringify(expect.code)}: ${ctx}`);
+  }
+  if (expect.param !== undefined) {
+    const ok = expect.param instanceof RegExp ? typeof err.param === 'string' && expect.param.test(err.param)
+      : err.param === expect.param;
+    if (!ok) throw new Error(`expected param ${expect.param}: ${ctx}`);
+  }
+  return { ...err, _status: status, _text: text };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP over node:net
+
+/**
+ * One client TCP connection with an incremental HTTP/1.1 response parser.
+ * write() never throws on a peer reset; the error is recorded in `this.error`.
+ */
+export class RawConnection {
+  static connect(port, host = '127.0.0.1') {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ port, host });
+      sock.once('connect', () => { sock.off('error', reject); resolve(new RawConnection(sock)); });
+      sock.once('error', reject);
+    });
+  }
+
+  constructor(sock) {
+    this.sock = sock;
+    this.sock.setNoDelay(true);
+    this.buf = Buffer.alloc(0);
+    this.ended = false; // peer sent FIN
+    this.closed = false;
+    this.error = null;
+    this.waiters = new Set();
+    this.firstByteAt = null;
+    sock.on('data', (d) => {
+      if (this.firstByteAt === null) this.firstByteAt = performance.now();
+      this.buf = Buffer.concat([this.buf, d]);
+      this.notify();
+    });
+    sock.on('end', () => { this.ended = true; this.notify(); });
+    sock.on('error', (e) => { this.error = e; this.notify(); });
+    sock.on('close', () => { this.closed = true; this.notify(); });
+  }
+
+  get localPort() { return this.sock.localPort; }
+
+  notify() { for (const w of [...this.waiters]) w(); }
+
+  /** Waits until pred() is true, or rejects after timeoutMs. */
+  waitUntil(pred, timeoutMs, what) {
+    return new Promise((resolve, reject) => {
+      if (pred()) return resolve(true);
+      const onChange = () => { if (pred()) { done(); resolve(true); } };
+      const timer = setTimeout(() => { done(); reject(new Error(`raw connection: timed out after ${timeoutMs} ms waiting for ${what}`)); }, timeoutMs);
+      const done = () => { clearTimeout(timer); this.waiters.delete(onChange); };
+      this.waiters.add(onChange);
+    });
+  }
+
+  /** Writes data; resolves true when flushed to the kernel, false if the socket failed. */
+  write(data) {
+    if (this.closed || this.sock.destroyed) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      try {
+        this.sock.write(data, (err) => resolve(!err));
+      } catch {
+        resolve(false);
+      }
+    });
+  }
+
+  end() { if (!this.sock.destroyed) this.sock.end(); }
+  destroy() { this.sock.destroy(); }
+
+  /** Resolves true once the peer has closed (FIN, reset or close) within timeoutMs, else false. */
+  async waitClosed(timeoutMs = 5000) {
+    try {
+      await this.waitUntil(() => this.ended || this.closed || this.error !== null, timeoutMs, 'close');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Parses the next complete response from the buffer, waiting for bytes as needed. */
+  async readResponse({ timeoutMs = 10_000, method = 'POST' } = {}) {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const parsed = tryParseResponse(this.buf, method, this.ended || this.closed || this.error !== null);
+      if (parsed && parsed.complete) {
+        this.buf = this.buf.subarray(parsed.consumed);
+        if (parsed.response.status >= 100 && parsed.response.status < 200) continue; // interim
+        return parsed.response;
+      }
+      if (parsed && parsed.invalid) throw new Error(`unparseable response: ${parsed.invalid}: ${JSON.stringify(this.buf.toString('latin1').slice(0, 300))}`);
+      if (this.ended || this.closed || this.error) {
+        throw new Error(`connection closed (${this.error ? this.error.code : 'FIN'}) before a complete response; ` +
+          `got ${this.buf.length} bytes: ${JSON.stringify(this.buf.toString('latin1').slice(0, 300))}`);
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new Error(`no complete response within ${timeoutMs} ms; got ${this.buf.length} bytes: ` +
+          JSON.stringify(this.buf.toString('latin1').slice(0, 300)));
+      }
+      const len = this.buf.length;
+      await this.waitUntil(() => this.buf.length !== len || this.ended || this.closed || this.error !== null, left, 'response bytes')
+        .catch(() => {});
+    }
+  }
+}
+
+function tryParseResponse(buf, method, eof) {
+  const headEnd = buf.indexOf('\r\n\r\n');
+  if (headEnd < 0) return null;
+  const head = buf.subarray(0, headEnd).toString('latin1');
+  const lines = head.split('\r\n');
+  const sm = /^HTTP\/(\d\.\d) (\d{3})(?: (.*))?$/.exec(lines[0]);
+  if (!sm) return { invalid: `bad status line ${JSON.stringify(lines[0])}` };
+  const status = Number(sm[2]);
+  const headers = {};
+  const headerList = [];
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(':');
+    if (i <= 0) return { invalid: `bad header line ${JSON.stringify(line)}` };
+    const name = line.slice(0, i).trim().toLowerCase();
+    const value = line.slice(i + 1).trim();
+    headerList.push([name, value]);
+    headers[name] = name in headers ? `${headers[name]}, ${value}` : value;
+  }
+  let pos = headEnd + 4;
+  let body;
+  const noBody = method === 'HEAD' || (status >= 100 && status < 200) || status === 204 || status === 304;
+  if (noBody) {
+    body = Buffer.alloc(0);
+  } else if (/\bchunked\b/i.test(headers['transfer-encoding'] || '')) {
+    const parts = [];
+    for (;;) {
+      const lineEnd = buf.indexOf('\r\n', pos);
+      if (lineEnd < 0) return null;
+      const size = parseInt(buf.subarray(pos, lineEnd).toString('latin1').split(';')[0].trim(), 16);
+      if (Number.isNaN(size)) return { invalid: 'bad chunk size' };
+      pos = lineEnd + 2;
+      if (size === 0) {
+        // trailers until an empty line
+        for (;;) {
+          const e = buf.indexOf('\r\n', pos);
+          if (e < 0) return null;
+          const empty = e === pos;
+          pos = e + 2;
+          if (empty) break;
+        }
+        break;
+      }
+      if (buf.length < pos + size + 2) return null;
+      parts.push(buf.subarray(pos, pos + size));
+      pos += size + 2;
+    }
+    body = Buffer.concat(parts);
+  } else if (headers['content-length'] !== undefined) {
+    const n = Number(headers['content-length']);
+    if (buf.length < pos + n) return null;
+    body = buf.subarray(pos, pos + n);
+    pos += n;
+  } else {
+    if (!eof) return null; // delimited by close
+    body = buf.subarray(pos);
+    pos = buf.length;
+  }
+  const text = body.toString('utf8');
+  return {
+    complete: true,
+    consumed: pos,
+    response: {
+      httpVersion: sm[1], status, statusText: sm[3] || '', headers, headerList, body, text,
+      json: () => JSON.parse(text),
+    },
+  };
+}
+
+/** Builds the bytes of a request head. headers: array of [name, value] or object. */
+export function requestHead(method, target, headers, { host = '127.0.0.1' } = {}) {
+  const list = Array.isArray(headers) ? headers : Object.entries(headers);
+  const hasHost = list.some(([n]) => n.toLowerCase() === 'host');
+  let s = `${method} ${target} HTTP/1.1\r\n`;
+  if (!hasHost) s += `Host: ${host}\r\n`;
+  for (const [n, v] of list) s += `${n}: ${v}\r\n`;
+  return s + '\r\n';
+}
+
+/** One request on a fresh connection; returns { res, conn } (conn still open unless the server closed it). */
+export async function rawRequest(port, { method = 'POST', target = '/v1/chat/completions', headers = [], body, timeoutMs = 10_000 } = {}) {
+  const conn = await RawConnection.connect(port);
+  const list = Array.isArray(headers) ? [...headers] : Object.entries(headers);
+  if (body !== undefined && !list.some(([n]) => /^(content-length|transfer-encoding)$/i.test(n))) {
+    list.push(['Content-Length', String(Buffer.byteLength(body))]);
+  }
+  const head = requestHead(method, target, list);
+  await conn.write(body === undefined ? head : Buffer.concat([Buffer.from(head, 'latin1'), Buffer.isBuffer(body) ? body : Buffer.from(body)]));
+  const res = await conn.readResponse({ timeoutMs, method });
+  return { res, conn };
+}
+
+/** Encodes one HTTP/1.1 chunk. */
+export function chunk(data) {
+  const b = Buffer.isBuffer(data) ? data : Buffer.from(data);
+  return Buffer.concat([Buffer.from(b.length.toString(16) + '\r\n', 'latin1'), b, Buffer.from('\r\n', 'latin1')]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSE
+
+/**
+ * Reads an SSE body from a fetch Response. Each event is { t, data, raw } where t is
+ * performance.now() when the event was complete at the client. Stops early when
+ * onEvent(ev) returns true. Returns { events, raw, endedCleanly }.
+ */
+export async function readSse(res, { onEvent, timeoutMs = 30_000 } = {}) {
+  const reader = res.body.getReader();
+  const dec = new TextDecoder();
+  let pending = '';
+  let raw = '';
+  const events = [];
+  const timer = setTimeout(() => reader.cancel(new Error('readSse timeout')).catch(() => {}), timeoutMs);
+  let stoppedEarly = false;
+  try {
+    outer: for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      const t = performance.now();
+      const s = dec.decode(value, { stream: true });
+      raw += s;
+      pending += s;
+      for (;;) {
+        const m = /\r?\n\r?\n/.exec(pending);
+        if (!m) break;
+        const block = pending.slice(0, m.index);
+        pending = pending.slice(m.index + m[0].length);
+        const dataLines = block.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, ''));
+        if (dataLines.length === 0) continue; // comment / keep-alive
+        const ev = { t, data: dataLines.join('\n'), raw: block };
+        events.push(ev);
+        if (onEvent && onEvent(ev)) { stoppedEarly = true; break outer; }
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    if (stoppedEarly) await reader.cancel().catch(() => {});
+  }
+  return { events, raw, trailing: pending, stoppedEarly };
+}
+
+export function parseEventJson(ev) {
+  try { return JSON.parse(ev.data); } catch { return undefined; }
+}
+
+export { delay, performance };
