@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <initializer_list>
@@ -33,11 +34,20 @@ class Reader {
   void expect_map(const YAML::Node& map, const std::string& where,
                   std::initializer_list<const char*> allowed) const {
     if (!map.IsMap()) fail(map, where + " must be a mapping");
+    std::set<std::string> seen;
     for (const auto& kv : map) {
-      const auto key = kv.first.as<std::string>();
+      const auto key = key_text(kv.first, where);
+      // yaml-cpp keeps the first of two equal keys; an operator would expect the last.
+      if (!seen.insert(key).second) fail(kv.first, "duplicate key '" + key + "' in " + where);
       if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; }))
         fail(kv.first, "unknown key '" + key + "' in " + where);
     }
+  }
+
+  // A mapping key; keys that are themselves lists or maps are errors, not crashes.
+  std::string key_text(const YAML::Node& key, const std::string& where) const {
+    if (!key.IsScalar()) fail(key, "keys in " + where + " must be plain strings");
+    return key.Scalar();
   }
 
   // Scalar text with ${VAR} substituted from the environment.
@@ -77,8 +87,8 @@ class Reader {
     const std::string s = text(node, what);
     double value{};
     const auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
-    if (ec != std::errc() || ptr != s.data() + s.size())
-      fail(node, what + " must be a number, got '" + s + "'");
+    if (ec != std::errc() || ptr != s.data() + s.size() || !std::isfinite(value))
+      fail(node, what + " must be a finite number, got '" + s + "'");
     return value;
   }
 
@@ -185,7 +195,7 @@ void load_breaker(const Reader& r, const YAML::Node& n, BreakerConfig& c) {
 void load_providers(const Reader& r, const YAML::Node& n, Config& c) {
   if (!n.IsMap()) r.fail(n, "providers must be a mapping of name → provider");
   for (const auto& kv : n) {
-    const auto name = kv.first.as<std::string>();
+    const auto name = r.key_text(kv.first, "providers");
     if (!is_segment(name) || name == "auto") r.fail(kv.first, "invalid provider name '" + name + "'");
     const auto& p = kv.second;
     const std::string where = "providers." + name;
@@ -289,7 +299,7 @@ void load_auth(const Reader& r, const YAML::Node& n, Config& c) {
   if (auto customers = n["customers"]) {
     if (!customers.IsMap()) r.fail(customers, "auth.customers must be a mapping");
     for (const auto& kv : customers) {
-      const auto name = kv.first.as<std::string>();
+      const auto name = r.key_text(kv.first, "auth.customers");
       const std::string where = "auth.customers." + name;
       r.expect_map(kv.second, where, {"credit", "currency"});
       CustomerConfig cc;

@@ -35,9 +35,10 @@ std::optional<ApiError> validate_messages(element messages) {
   for (element msg : messages.get_array()) {
     const std::string where = "messages[" + std::to_string(i) + "]";
     if (!msg.is_object()) return invalid_param(where, where + " must be an object");
-    std::string_view role;
+    element role;
     if (msg["role"].get(role) != simdjson::SUCCESS)
-      return invalid_param(where + ".role", where + ".role must be a string");
+      return invalid_request("missing_required_parameter", where + ".role is required", where + ".role");
+    if (!role.is_string()) return invalid_param(where + ".role", where + ".role must be a string");
     element content;
     if (msg["content"].get(content) == simdjson::SUCCESS && !content.is_string() &&
         !content.is_array() && !content.is_null())
@@ -151,6 +152,10 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
   if (error == simdjson::DEPTH_ERROR)
     return invalid_json("request body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   if (error == simdjson::UTF8_ERROR) return invalid_json("request body is not valid UTF-8");
+  // RFC 8259 §9 lets a parser limit number range: ours is IEEE double and 64-bit
+  // integers, anywhere in the body (pass-through fields included).
+  if (error == simdjson::NUMBER_ERROR)
+    return invalid_json("request body holds a number outside the double / 64-bit integer range");
   if (error) return invalid_json(std::string("request body is not valid JSON: ") + simdjson::error_message(error));
   if (!root.is_object()) return invalid_json("request body must be a JSON object");
 

@@ -29,7 +29,7 @@ const bodyCases = [
   ['messages is empty', { model: ROUTE_GPT, messages: [] }, 400, 'invalid_parameter', /^messages/],
   ['messages element is a string', { model: ROUTE_GPT, messages: ['hi'] }, 400, 'invalid_parameter', /^messages/],
   ['messages element is null', { model: ROUTE_GPT, messages: [null] }, 400, 'invalid_parameter', /^messages/],
-  ['message without role', { model: ROUTE_GPT, messages: [{ content: 'hi' }] }, 400, 'invalid_parameter', /^messages/],
+  ['message without role', { model: ROUTE_GPT, messages: [{ content: 'hi' }] }, 400, 'missing_required_parameter', /^messages\[0\]\.role$/],
   ['message role is a number', { model: ROUTE_GPT, messages: [{ role: 1, content: 'hi' }] }, 400, 'invalid_parameter', /^messages/],
   ['second message bad', { model: ROUTE_GPT, messages: [...MSG, { role: null }] }, 400, 'invalid_parameter', /^messages/],
   ['stream is a string', chatBody(ROUTE_GPT, { stream: 'true' }), 400, 'invalid_parameter', 'stream'],

@@ -1,0 +1,469 @@
+// The YAML config (schema in shared/README.md): what loads, what is refused and where
+// the error points.
+#include <catch2/catch.hpp>
+
+#include <cctype>
+#include <cstdlib>
+#include <string>
+
+#include "config/config.h"
+
+using tresor::config::ConfigError;
+using tresor::config::load_config_file;
+using tresor::config::load_config_text;
+using tresor::config::RouteType;
+
+namespace {
+
+// The message of the ConfigError thrown for `text`, or "" when it loads.
+std::string error_of(const std::string& text, const std::string& name = "cfg.yaml") {
+  try {
+    load_config_text(text, name);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// True when `e` starts with "NAME:LINE:COL: " for some column.
+bool has_position(const std::string& e, const std::string& name, int line) {
+  const std::string prefix = name + ":" + std::to_string(line) + ":";
+  if (!starts_with(e, prefix)) return false;
+  size_t i = prefix.size();
+  const size_t digits = i;
+  while (i < e.size() && std::isdigit(static_cast<unsigned char>(e[i]))) ++i;
+  return i > digits && e.compare(i, 2, ": ") == 0;
+}
+
+// Sets an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (value) setenv(name, value, 1);
+    else unsetenv(name);
+  }
+  ~ScopedEnv() { unsetenv(name_); }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+};
+
+const char* const kProviders =
+    "providers:\n"
+    "  pm:\n"
+    "    base_url: \"http://127.0.0.1:9/v1\"\n";
+
+}  // namespace
+
+TEST_CASE("config: the README example loads with every value") {
+  ScopedEnv key("TRESOR_UT_PM_KEY", "sk-upstream-secret");
+  const std::string yaml = R"(server:
+  listen: "127.0.0.1:8080"
+  threads: 0
+  max_body_bytes: 26214400
+  max_header_bytes: 16384
+timeouts:
+  default_seconds: 180
+  max_seconds: 600
+  connect_ms: 5000
+  attempt_first_event_seconds: 10
+  attempt_first_byte_seconds: 0
+  stream_idle_seconds: 20
+retry:
+  attempts_per_route: 2
+  backoff_ms: 250
+  max_retry_after_seconds: 5
+breaker:
+  consecutive_failures: 5
+  cooldown_seconds: 10
+providers:
+  privatemode:
+    base_url: "https://api.privatemode.example/v1"
+    api_key: "${TRESOR_UT_PM_KEY}"
+    ca_file: ""
+    max_connections: 256
+routes:
+  - id: "eu/privatemode/gpt-oss-120b"
+    provider: privatemode
+    upstream_model: "openai/gpt-oss-120b"
+    type: chat
+    pricing: {input_per_mtok: 0.2, output_per_mtok: 0.6, currency: eur}
+  - id: "eu/privatemode/whisper-large-v3"
+    provider: privatemode
+    upstream_model: "whisper-large-v3"
+    type: transcription
+    pricing: {billing_unit: audio_minute, unit_amount: 0.014, currency: eur}
+auth:
+  keys:
+    - sha256: "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+      customer: "acme"
+      limits: {per_minute: 600, per_day: 100000}
+  customers:
+    acme: {credit: 100.0, currency: eur}
+receipts:
+  signing_key_file: "state/receipt-es256.pem"
+  kid: "router-receipt-1"
+  retired_keys: []
+  ttl_seconds: 604800
+store: "sqlite:state/tresor.db"
+attestation:
+  mode: dev
+  trust_bundle_url: ""
+)";
+  const auto c = load_config_text(yaml, "example.yaml");
+  CHECK(c->source_file == "example.yaml");
+  REQUIRE(c->server.listen.size() == 1);
+  CHECK(c->server.listen[0].host == "127.0.0.1");
+  CHECK(c->server.listen[0].port == 8080);
+  CHECK(c->server.max_body_bytes == 26214400);
+  CHECK(c->timeouts.default_seconds == 180);
+  CHECK(c->timeouts.max_seconds == 600);
+  CHECK(c->timeouts.attempt_first_byte_seconds == 0);
+  CHECK(c->retry.backoff_ms == 250);
+  CHECK(c->breaker.cooldown_seconds == 10);
+  REQUIRE(c->providers.count("privatemode") == 1);
+  CHECK(c->providers.at("privatemode").api_key == "sk-upstream-secret");
+  CHECK(c->providers.at("privatemode").base_url == "https://api.privatemode.example/v1");
+  REQUIRE(c->routes.size() == 2);
+  CHECK(c->routes[0].id == "eu/privatemode/gpt-oss-120b");
+  CHECK(c->routes[0].provider == "privatemode");
+  CHECK(c->routes[0].upstream_model == "openai/gpt-oss-120b");
+  CHECK(c->routes[0].type == RouteType::chat);
+  REQUIRE(c->routes[0].pricing);
+  CHECK(c->routes[0].pricing->input_per_mtok == Approx(0.2));
+  CHECK(c->routes[0].pricing->output_per_mtok == Approx(0.6));
+  CHECK(c->routes[0].pricing->currency == "eur");
+  CHECK(c->routes[1].type == RouteType::transcription);
+  CHECK(c->routes[1].pricing->billing_unit == std::optional<std::string>("audio_minute"));
+  CHECK(c->routes[1].pricing->unit_amount == Approx(0.014));
+  REQUIRE(c->auth.keys.size() == 1);
+  CHECK(c->auth.keys[0].customer == "acme");
+  CHECK(c->auth.keys[0].limits.per_minute == std::optional<uint64_t>(600));
+  CHECK(c->auth.keys[0].limits.per_day == std::optional<uint64_t>(100000));
+  CHECK(c->auth.customers.at("acme").credit == Approx(100.0));
+  CHECK(c->receipts.ttl_seconds == 604800);
+  CHECK(c->store == "sqlite:state/tresor.db");
+  CHECK(c->attestation.mode == "dev");
+}
+
+TEST_CASE("config: an empty mapping gives the documented defaults") {
+  const auto c = load_config_text("{}", "min.yaml");
+  REQUIRE(c->server.listen.size() == 1);
+  CHECK(c->server.listen[0].host == "127.0.0.1");
+  CHECK(c->server.listen[0].port == 8080);
+  CHECK(c->server.max_body_bytes == 26214400);
+  CHECK(c->server.max_header_bytes == 16384);
+  CHECK(c->timeouts.default_seconds == 180);
+  CHECK(c->timeouts.max_seconds == 600);
+  CHECK(c->timeouts.connect_ms == 5000);
+  CHECK(c->timeouts.attempt_first_event_seconds == 10);
+  CHECK(c->timeouts.stream_idle_seconds == 20);
+  CHECK(c->retry.attempts_per_route == 2);
+  CHECK(c->retry.max_retry_after_seconds == 5);
+  CHECK(c->breaker.consecutive_failures == 5);
+  CHECK(c->receipts.kid == "router-receipt-1");
+  CHECK(c->store == "sqlite:state/tresor.db");
+  CHECK(c->routes.empty());
+}
+
+TEST_CASE("config: an empty file is an error naming the file") {
+  CHECK(starts_with(error_of("", "empty.yaml"), "empty.yaml"));
+  CHECK(contains(error_of("", "empty.yaml"), "empty"));
+  CHECK(starts_with(error_of("# only a comment\n", "c.yaml"), "c.yaml"));
+}
+
+TEST_CASE("config: unknown keys are errors with file:line:col") {
+  CHECK(error_of("server:\n  threads: 2\nlisten: \"0.0.0.0:1\"\n") ==
+        "cfg.yaml:3:1: unknown key 'listen' in the top level");
+  CHECK(error_of("server:\n  threads: 2\n  max_body_byte: 10\n") ==
+        "cfg.yaml:3:3: unknown key 'max_body_byte' in server");
+  CHECK(starts_with(error_of("timeouts:\n  default_second: 5\n"), "cfg.yaml:2:3: "));
+  CHECK(starts_with(error_of("retry: {attempts: 3}\n"), "cfg.yaml:1:9: "));
+  CHECK(starts_with(error_of("breaker:\n  cooldown: 1\n"), "cfg.yaml:2:3: "));
+  CHECK(starts_with(error_of(std::string(kProviders) + "    apikey: x\n"), "cfg.yaml:4:5: "));
+  CHECK(starts_with(error_of(std::string(kProviders) +
+                             "routes:\n  - id: eu/pm/m\n    provider: pm\n    upstream_model: m\n    typ: chat\n"),
+                    "cfg.yaml:8:5: "));
+  CHECK(starts_with(error_of("auth:\n  keys: []\n  customer: {}\n"), "cfg.yaml:3:3: "));
+  CHECK(starts_with(error_of("receipts:\n  ttl: 5\n"), "cfg.yaml:2:3: "));
+  CHECK(starts_with(error_of("attestation:\n  trust_bundle: x\n"), "cfg.yaml:2:3: "));
+  CHECK(contains(error_of("auth:\n  keys:\n    - sha256: \"" + std::string(64, 'a') +
+                          "\"\n      customer: a\n      limits: {per_hour: 5}\n"),
+                 "unknown key 'per_hour'"));
+  CHECK(contains(error_of(std::string(kProviders) +
+                          "routes:\n  - id: eu/pm/m\n    provider: pm\n    upstream_model: m\n"
+                          "    pricing: {input_per_mtok: 1, currenc: eur}\n"),
+                 "unknown key 'currenc'"));
+}
+
+TEST_CASE("config: YAML syntax errors carry file:line:col") {
+  const std::string e = error_of("server:\n  threads: [1, 2\n", "bad.yaml");
+  CHECK(starts_with(e, "bad.yaml:"));
+  CHECK(contains(e, ": "));
+  const std::string e2 = error_of("server:\n  threads: 1\n bad indent: 2\n", "bad.yaml");
+  CHECK(starts_with(e2, "bad.yaml:3:"));
+}
+
+TEST_CASE("config: a non-scalar key is a ConfigError with file:line:col, not a crash") {
+  const std::string e = error_of("? [a, b]\n: 1\n", "k.yaml");
+  INFO(e);
+  CHECK(has_position(e, "k.yaml", 1));
+  const std::string nested = error_of("server:\n  ? {x: 1}\n  : 2\n", "k.yaml");
+  INFO(nested);
+  CHECK(has_position(nested, "k.yaml", 2));
+}
+
+TEST_CASE("config: ${VAR} is substituted in strings and numbers") {
+  ScopedEnv a("TRESOR_UT_A", "alpha");
+  ScopedEnv b("TRESOR_UT_B", "beta");
+  ScopedEnv port("TRESOR_UT_PORT", "9090");
+  ScopedEnv threads("TRESOR_UT_THREADS", "3");
+  const auto c = load_config_text(
+      "server:\n"
+      "  listen: \"0.0.0.0:${TRESOR_UT_PORT}\"\n"
+      "  threads: ${TRESOR_UT_THREADS}\n"
+      "providers:\n"
+      "  pm:\n"
+      "    base_url: \"https://${TRESOR_UT_A}.example/v1\"\n"
+      "    api_key: \"k-${TRESOR_UT_A}-${TRESOR_UT_B}${TRESOR_UT_A}-$notavar-$\"\n",
+      "env.yaml");
+  CHECK(c->server.listen[0].port == 9090);
+  CHECK(c->server.threads == 3);
+  CHECK(c->providers.at("pm").base_url == "https://alpha.example/v1");
+  CHECK(c->providers.at("pm").api_key == "k-alpha-betaalpha-$notavar-$");
+}
+
+TEST_CASE("config: substituted values are not substituted again") {
+  ScopedEnv a("TRESOR_UT_A", "${TRESOR_UT_B}");
+  ScopedEnv b("TRESOR_UT_B", "nested");
+  const auto c = load_config_text(std::string(kProviders) + "    api_key: \"${TRESOR_UT_A}\"\n", "env.yaml");
+  CHECK(c->providers.at("pm").api_key == "${TRESOR_UT_B}");
+}
+
+TEST_CASE("config: an empty environment variable substitutes as empty") {
+  ScopedEnv a("TRESOR_UT_EMPTY", "");
+  const auto c = load_config_text(std::string(kProviders) + "    api_key: \"x${TRESOR_UT_EMPTY}y\"\n", "env.yaml");
+  CHECK(c->providers.at("pm").api_key == "xy");
+}
+
+TEST_CASE("config: a missing environment variable is an error naming it and its position") {
+  ScopedEnv gone("TRESOR_UT_MISSING", nullptr);
+  const std::string e = error_of(std::string(kProviders) + "    api_key: \"${TRESOR_UT_MISSING}\"\n", "env.yaml");
+  CHECK(starts_with(e, "env.yaml:4:14: "));
+  CHECK(contains(e, "TRESOR_UT_MISSING"));
+  CHECK(contains(e, "not set"));
+}
+
+TEST_CASE("config: malformed ${ } is an error") {
+  CHECK(contains(error_of(std::string(kProviders) + "    api_key: \"${TRESOR_UT_A\"\n"), "unterminated"));
+  CHECK(starts_with(error_of(std::string(kProviders) + "    api_key: \"a${}b\"\n"), "cfg.yaml:4:14: "));
+}
+
+TEST_CASE("config: server.listen forms") {
+  auto c = load_config_text("server:\n  listen: [\"127.0.0.1:1\", \"[::1]:8443\", \"example.org:0\"]\n", "l.yaml");
+  REQUIRE(c->server.listen.size() == 3);
+  CHECK(c->server.listen[0].port == 1);
+  CHECK(c->server.listen[1].host == "::1");
+  CHECK(c->server.listen[1].port == 8443);
+  CHECK(c->server.listen[2].host == "example.org");
+  CHECK(c->server.listen[2].port == 0);
+
+  for (const char* bad : {"\"127.0.0.1\"", "\":80\"", "\"h:\"", "\"h:65536\"", "\"h:-1\"", "\"h:8o\"", "[]",
+                          "\"h:80 \""}) {
+    INFO("listen: " << bad);
+    const std::string e = error_of(std::string("server:\n  listen: ") + bad + "\n");
+    CHECK(starts_with(e, "cfg.yaml:2:"));
+  }
+}
+
+TEST_CASE("config: integers outside their range or not integers are refused") {
+  const char* bad[] = {
+      "server: {threads: 257}",          "server: {threads: -1}",          "server: {threads: 1.5}",
+      "server: {threads: two}",          "server: {max_body_bytes: 0}",    "server: {max_header_bytes: 511}",
+      "timeouts: {max_seconds: 0}",      "timeouts: {connect_ms: 0}",      "retry: {attempts_per_route: 0}",
+      "retry: {attempts_per_route: 11}", "breaker: {consecutive_failures: 0}", "receipts: {ttl_seconds: 0}",
+      "server: {threads: 0x10}",         "server: {threads: \"\"}",        "server: {threads: 99999999999999999999}",
+  };
+  for (const char* yaml : bad) {
+    INFO(yaml);
+    const std::string e = error_of(yaml);
+    CHECK(starts_with(e, "cfg.yaml:1:"));
+    CHECK(contains(e, "must be an integer"));
+  }
+  CHECK(load_config_text("server: {threads: 256}", "ok.yaml")->server.threads == 256);
+  CHECK(load_config_text("server: {max_header_bytes: 512}", "ok.yaml")->server.max_header_bytes == 512);
+}
+
+TEST_CASE("config: default_seconds may not exceed max_seconds") {
+  CHECK(contains(error_of("timeouts: {default_seconds: 601, max_seconds: 600}"), "default_seconds"));
+  CHECK(contains(error_of("timeouts: {default_seconds: 700}"), "default_seconds"));
+  const auto c = load_config_text("timeouts: {default_seconds: 30, max_seconds: 30}", "t.yaml");
+  CHECK(c->timeouts.default_seconds == 30);
+}
+
+TEST_CASE("config: provider validation") {
+  CHECK(contains(error_of("providers:\n  pm: {api_key: x}\n"), "base_url is required"));
+  CHECK(starts_with(error_of("providers:\n  pm: {base_url: \"ftp://h/v1\"}\n"), "cfg.yaml:2:"));
+  CHECK(contains(error_of("providers:\n  pm: {base_url: \"ftp://h/v1\"}\n"), "http://"));
+  CHECK(contains(error_of("providers:\n  auto: {base_url: \"http://h\"}\n"), "invalid provider name"));
+  CHECK(contains(error_of("providers:\n  \"a/b\": {base_url: \"http://h\"}\n"), "invalid provider name"));
+  CHECK(contains(error_of("providers:\n  pm: {base_url: \"http://h\", ca_file: /nonexistent/ca.pem}\n"),
+                 "/nonexistent/ca.pem"));
+  CHECK(contains(error_of("providers:\n  pm: {base_url: \"http://h\", max_connections: 0}\n"), "max_connections"));
+  CHECK(contains(error_of("providers: [pm]\n"), "providers must be a mapping"));
+  const auto c = load_config_text("providers:\n  pm: {base_url: \"http://h\", ca_file: \"\"}\n", "p.yaml");
+  CHECK(c->providers.at("pm").ca_file.empty());
+  CHECK(c->providers.at("pm").max_connections == 256);
+}
+
+TEST_CASE("config: route ids are normalised and validated") {
+  const auto c = load_config_text(std::string(kProviders) +
+                                      "routes:\n"
+                                      "  - {id: \"EU/PrivateMode/Kimi-K2\", provider: pm, upstream_model: k}\n",
+                                  "r.yaml");
+  REQUIRE(c->routes.size() == 1);
+  CHECK(c->routes[0].id == "eu/privatemode/Kimi-K2");
+  CHECK(c->routes[0].region == "eu");
+  CHECK(c->routes[0].provider_segment == "privatemode");
+  CHECK(c->routes[0].model_key == "Kimi-K2");
+  CHECK(c->routes[0].type == RouteType::chat);  // default
+  CHECK_FALSE(c->routes[0].pricing);
+
+  const char* bad_ids[] = {"eu/pm", "eu/pm/m/x", "/pm/m", "eu//m", "eu/pm/", "auto/pm/m", "eu/AUTO/m",
+                           "eu/pm/auto", "e u/pm/m"};
+  for (const char* id : bad_ids) {
+    INFO("id: " << id);
+    const std::string e = error_of(std::string(kProviders) + "routes:\n  - {id: \"" + id +
+                                   "\", provider: pm, upstream_model: m}\n");
+    CHECK(starts_with(e, "cfg.yaml:5:"));
+    CHECK(contains(e, id));
+  }
+}
+
+TEST_CASE("config: duplicate route ids, case-insensitively in region and provider, are refused") {
+  const std::string e = error_of(std::string(kProviders) +
+                                 "routes:\n"
+                                 "  - {id: \"eu/pm/m\", provider: pm, upstream_model: m}\n"
+                                 "  - {id: \"EU/Pm/m\", provider: pm, upstream_model: m2}\n");
+  CHECK(starts_with(e, "cfg.yaml:6:"));
+  CHECK(contains(e, "duplicate route id 'eu/pm/m'"));
+  // The model key is case-sensitive: these are two routes.
+  const auto c = load_config_text(std::string(kProviders) +
+                                      "routes:\n"
+                                      "  - {id: \"eu/pm/m\", provider: pm, upstream_model: m}\n"
+                                      "  - {id: \"eu/pm/M\", provider: pm, upstream_model: m2}\n",
+                                  "r.yaml");
+  CHECK(c->routes.size() == 2);
+}
+
+TEST_CASE("config: route fields are required and checked") {
+  const std::string routes = std::string(kProviders) + "routes:\n";
+  CHECK(contains(error_of(routes + "  - {provider: pm, upstream_model: m}\n"), "id is required"));
+  CHECK(contains(error_of(routes + "  - {id: eu/pm/m, upstream_model: m}\n"), "provider is required"));
+  CHECK(contains(error_of(routes + "  - {id: eu/pm/m, provider: pm}\n"), "upstream_model is required"));
+  CHECK(contains(error_of(routes + "  - {id: eu/pm/m, provider: nope, upstream_model: m}\n"),
+                 "'nope' is not in providers"));
+  CHECK(contains(error_of(routes + "  - {id: eu/pm/m, provider: pm, upstream_model: m, type: embeddings}\n"),
+                 "chat or transcription"));
+  CHECK(contains(error_of(routes + "  - {id: eu/pm/m, provider: pm, upstream_model: m, pricing: {input_per_mtok: cheap}}\n"),
+                 "input_per_mtok must be"));
+  CHECK(contains(error_of("routes: {id: eu/pm/m}\n"), "routes must be a list"));
+}
+
+TEST_CASE("config: prices and credit must be finite numbers") {
+  const std::string routes = std::string(kProviders) + "routes:\n  - {id: eu/pm/m, provider: pm, upstream_model: m, ";
+  for (const char* value : {"nan", "NaN", "inf", "-inf", "infinity", "1e999"}) {
+    INFO("value: " << value);
+    CHECK(contains(error_of(routes + "pricing: {input_per_mtok: " + value + "}}\n"), "input_per_mtok"));
+    CHECK(contains(error_of(routes + "pricing: {output_per_mtok: " + value + "}}\n"), "output_per_mtok"));
+    CHECK(contains(error_of(routes + "pricing: {billing_unit: audio_minute, unit_amount: " + value + "}}\n"),
+                   "unit_amount"));
+    CHECK(contains(error_of(std::string("auth:\n  customers:\n    acme: {credit: ") + value + "}\n"), "credit"));
+  }
+  const auto c = load_config_text(routes + "pricing: {input_per_mtok: 1e-3, output_per_mtok: 2}}\n", "p.yaml");
+  CHECK(c->routes[0].pricing->input_per_mtok == Approx(0.001));
+  CHECK(c->routes[0].pricing->output_per_mtok == Approx(2.0));
+}
+
+TEST_CASE("config: routes may come before the providers they use") {
+  const auto c = load_config_text(
+      "routes:\n  - {id: eu/pm/m, provider: pm, upstream_model: m}\nproviders:\n  pm: {base_url: \"http://h\"}\n",
+      "order.yaml");
+  REQUIRE(c->routes.size() == 1);
+  CHECK(c->routes[0].provider == "pm");
+}
+
+TEST_CASE("config: route order is kept") {
+  const auto c = load_config_text(std::string(kProviders) +
+                                      "routes:\n"
+                                      "  - {id: z/pm/m, provider: pm, upstream_model: m}\n"
+                                      "  - {id: a/pm/m, provider: pm, upstream_model: m}\n"
+                                      "  - {id: m/pm/m, provider: pm, upstream_model: m}\n",
+                                  "order.yaml");
+  REQUIRE(c->routes.size() == 3);
+  CHECK(c->routes[0].id == "z/pm/m");
+  CHECK(c->routes[1].id == "a/pm/m");
+  CHECK(c->routes[2].id == "m/pm/m");
+}
+
+TEST_CASE("config: auth key hashes") {
+  const std::string upper(64, 'A');
+  auto c = load_config_text("auth:\n  keys:\n    - {sha256: \"" + upper + "\", customer: acme}\n", "a.yaml");
+  REQUIRE(c->auth.keys.size() == 1);
+  CHECK(c->auth.keys[0].sha256_hex == std::string(64, 'a'));
+  CHECK_FALSE(c->auth.keys[0].limits.per_minute);
+
+  CHECK(contains(error_of("auth:\n  keys:\n    - {sha256: \"" + std::string(63, 'a') + "\", customer: a}\n"),
+                 "64 hex"));
+  CHECK(contains(error_of("auth:\n  keys:\n    - {sha256: \"" + std::string(64, 'g') + "\", customer: a}\n"),
+                 "64 hex"));
+  CHECK(contains(error_of("auth:\n  keys:\n    - {sha256: \"" + std::string(64, 'a') + "\"}\n"),
+                 "customer is required"));
+  const std::string dup = error_of("auth:\n  keys:\n    - {sha256: \"" + std::string(64, 'a') +
+                                   "\", customer: a}\n    - {sha256: \"" + upper + "\", customer: b}\n");
+  CHECK(starts_with(dup, "cfg.yaml:4:"));
+  CHECK(contains(dup, "duplicate key hash"));
+  CHECK(contains(error_of("auth:\n  keys:\n    - {sha256: \"" + std::string(64, 'a') +
+                          "\", customer: a, limits: {per_minute: 0}}\n"),
+                 "per_minute"));
+}
+
+TEST_CASE("config: store and attestation values") {
+  CHECK(load_config_text("store: \"redis://127.0.0.1:6379/0\"", "s.yaml")->store == "redis://127.0.0.1:6379/0");
+  CHECK(contains(error_of("store: \"postgres://h/db\""), "store must be"));
+  CHECK(contains(error_of("store: \"state/tresor.db\""), "store must be"));
+  CHECK(contains(error_of("attestation: {mode: snp}"), "only 'dev'"));
+}
+
+TEST_CASE("config: a structural type error is reported with its position") {
+  CHECK(starts_with(error_of("server: 5\n"), "cfg.yaml:1:9: "));
+  CHECK(starts_with(error_of("server:\n  threads: [1]\n"), "cfg.yaml:2:12: "));
+  CHECK(starts_with(error_of("- a\n- b\n"), "cfg.yaml:1:1: "));
+  CHECK(contains(error_of("auth:\n  keys: {a: 1}\n"), "auth.keys must be a list"));
+  CHECK(contains(error_of("receipts:\n  retired_keys:\n    - {kid: old}\n"), "public_key_file"));
+}
+
+TEST_CASE("config: load_config_file reads a file and names it in errors") {
+  CHECK_THROWS_AS(load_config_file("/nonexistent/tresor.yaml"), ConfigError);
+  try {
+    load_config_file("/nonexistent/tresor.yaml");
+  } catch (const ConfigError& e) {
+    CHECK(starts_with(e.what(), "/nonexistent/tresor.yaml"));
+  }
+}
+
+TEST_CASE("config: a key given twice in one mapping is an error with its position") {
+  try {
+    tresor::config::load_config_text("server:\n  threads: 1\n  threads: 2\n", "dup.yaml");
+    FAIL("duplicate key accepted");
+  } catch (const tresor::config::ConfigError& e) {
+    const std::string what = e.what();
+    CHECK(what.rfind("dup.yaml:3:", 0) == 0);
+    CHECK(what.find("duplicate key 'threads'") != std::string::npos);
+  }
+}
