@@ -5,141 +5,46 @@
 
 #include <boost/beast/core/string.hpp>
 
-#include "providers/sse_parser.h"
+#include "router/failover.h"
 #include "router/timeout_override.h"
 #include "server/chat_request.h"
+#include "server/stream_relay.h"
 #include "server/tresor_member.h"
+#include "server/upstream_errors.h"
 
 namespace tresor::server {
 namespace {
 
 using providers::Clock;
 using providers::TransportError;
+using router::AttemptOutcome;
 
-// An upstream answer (JSON or error body) larger than this is refused: no chat
-// completion comes near it, and it bounds what one request can make us buffer.
+// An upstream answer larger than this is refused: no chat completion comes near it,
+// and it bounds what one request can make us buffer.
 constexpr size_t kMaxUpstreamBodyBytes = 64 * 1024 * 1024;
-// Upstream error messages are relayed to the client up to this length.
-constexpr size_t kMaxRelayedMessage = 1000;
+// Upstream error bodies are read up to this size (for their message and code).
+constexpr size_t kMaxErrorBodyBytes = 64 * 1024;
 
-ApiError upstream_error(std::string message) {
-  return {502, "upstream_error", "upstream_error", std::move(message), std::nullopt};
-}
+constexpr std::string_view kAttemptsHeader = "X-Tresor-Attempts";
 
-ApiError upstream_timeout() {
-  return {504, "timeout_error", "upstream_timeout", "The upstream did not answer within the request's time budget",
-          std::nullopt};
-}
-
-Response error_response(const ApiError& e) {
-  Response r;
-  r.status = e.status;
-  r.body = error_body(e);
-  return r;
-}
-
-// Removes any occurrence of the provider's key from text we relay (an upstream might
-// echo the credential in an error message).
-std::string scrub(std::string text, const std::string& secret) {
-  if (secret.size() >= 4)
-    for (size_t pos; (pos = text.find(secret)) != std::string::npos;) text.replace(pos, secret.size(), "[redacted]");
-  if (text.size() > kMaxRelayedMessage) text.resize(kMaxRelayedMessage);
-  return text;
-}
-
-std::string upstream_message(const std::string& body) {
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  std::string_view message;
-  if (!parser.parse(body).get(root) && !root["error"]["message"].get(message)) return std::string(message);
-  if (!parser.parse(body).get(root) && !root["message"].get(message)) return std::string(message);
-  return {};
-}
-
-// Upstream said no with an HTTP status (spec §3.2, §6.3).
-ApiError map_upstream_status(unsigned status, const std::string& body, const config::ProviderConfig& provider) {
-  if (status == 401 || status == 403) {
-    // The provider rejected *our* credentials: the client can do nothing about it, and
-    // the upstream's message may quote the key.
-    return upstream_error("The upstream provider rejected the router's credentials");
-  }
-  if (status >= 400 && status < 500 && status != 408 && status != 429) {
-    std::string message = scrub(upstream_message(body), provider.api_key);
-    if (message.empty()) message = "The upstream rejected the request (HTTP " + std::to_string(status) + ")";
-    return {status, "invalid_request_error", "upstream_rejected", std::move(message), std::nullopt};
-  }
-  return upstream_error("The upstream failed (HTTP " + std::to_string(status) + ")");
-}
-
-ApiError map_transport_error(TransportError error) {
-  if (error == TransportError::timeout) return upstream_timeout();
-  return upstream_error("The upstream could not be reached or failed mid-answer (" +
-                        std::string(providers::to_string(error)) + ")");
-}
+// Helpers below are plain functions on purpose: g++ 12 miscompiles braced temporaries
+// inside coroutines (double destruction), so coroutine bodies only use named values.
 
 bool receipt_opt_out(const RequestHead& head) {
   const auto v = head.value("X-Tresor-Receipt");
   return boost::beast::iequals(v, "false") || v == "0";
 }
 
-std::string sse_event(std::string_view data) {
-  std::string out;
-  out.reserve(data.size() + 8);
-  out += "data: ";
-  out.append(data);
-  out += "\n\n";
-  return out;
-}
-
-enum class ChunkKind { content, finish, usage, error };
-
-// Which OpenAI stream chunk this is: the tresor object goes on the finish chunk (and on
-// a trailing usage chunk), spec §1.1.
-ChunkKind classify_chunk(simdjson::dom::element chunk) {
-  simdjson::dom::element e;
-  if (!chunk["error"].get(e)) return ChunkKind::error;
-  simdjson::dom::array choices;
-  if (!chunk["choices"].get(choices)) {
-    if (choices.size() == 0) return chunk["usage"].error() ? ChunkKind::content : ChunkKind::usage;
-    simdjson::dom::element finish;
-    if (!choices.at(0)["finish_reason"].get(finish) && !finish.is_null()) return ChunkKind::finish;
-  }
-  return ChunkKind::content;
-}
-
-struct Exchange {
-  const Runtime& rt;
-  const ChatHead& head;
-  const config::RouteConfig& route;
-  const config::ProviderConfig& provider;
-  TresorInfo tresor;
-};
-
-// Helpers below are plain functions on purpose: g++ 12 miscompiles braced temporaries
-// inside coroutines (double destruction), so coroutine bodies only use named values.
-
-Exchange make_exchange(const Runtime& rt, const ChatHead& head, const config::RouteConfig& route,
-                       const config::ProviderConfig& provider, const std::string& requested_route) {
-  TresorInfo info;
-  info.requested_route = requested_route;
-  info.routed_model = route.id;
-  info.failover = false;
-  return Exchange{rt, head, route, provider, std::move(info)};
-}
-
-HeaderList sse_headers() {
+HeaderList sse_headers(const std::string& attempts) {
   HeaderList h;
   h.emplace_back("Cache-Control", "no-cache");
   h.emplace_back("X-Accel-Buffering", "no");
+  h.emplace_back(std::string(kAttemptsHeader), attempts);
   return h;
 }
 
 bool is_event_stream(const providers::UpstreamResponse& response) {
   return response.header("Content-Type").value_or("").find("text/event-stream") != std::string::npos;
-}
-
-void log_stream_failure(const Exchange& x, std::string_view what) {
-  spdlog::warn("upstream {} ({}) stream failed: {}", x.provider.name, x.route.id, what);
 }
 
 router::ResolveResult resolve(const Runtime& rt, const ChatRequest& req) {
@@ -170,129 +75,210 @@ providers::UpstreamRequest chat_upstream_request(const ChatRequest& req, const c
   return up;
 }
 
-// The client's answer to a complete upstream JSON exchange.
-Response json_answer(Exchange& x, unsigned status, std::string body, TransportError error) {
-  if (error != TransportError::none) {
-    spdlog::warn("upstream {} ({}) failed reading the answer: {}", x.provider.name, x.route.id,
-                 providers::to_string(error));
-    return error_response(map_transport_error(error));
+TresorInfo tresor_info(const std::string& requested_route, const router::AttemptPlan& plan) {
+  TresorInfo info;
+  info.requested_route = requested_route;
+  info.routed_model = plan.route->id;
+  info.failover = plan.candidate_index > 0;  // left the preferred route (spec §3.2)
+  return info;
+}
+
+// The attempts header as it stands when this attempt succeeds.
+std::string attempts_with_success(const router::AttemptPlan& plan, Clock::time_point attempt_start) {
+  auto attempts = *plan.history;
+  router::AttemptRecord ok;
+  ok.route = plan.route->id;
+  ok.outcome = AttemptOutcome::ok;
+  ok.ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - attempt_start).count();
+  attempts.push_back(std::move(ok));
+  return router::format_attempts(attempts);
+}
+
+AttemptOutcome transport_outcome(TransportError error, const router::AttemptPlan& plan, bool stream,
+                                 bool before_first_byte) {
+  switch (error) {
+    case TransportError::connect_failed: return AttemptOutcome::connect_failed;
+    case TransportError::tls_failed: return AttemptOutcome::tls_failed;
+    case TransportError::protocol:
+    case TransportError::too_large: return AttemptOutcome::bad_response;
+    case TransportError::timeout:
+      // Which clock ran out: the attempt's own timer, or the request's budget?
+      if (before_first_byte && plan.first_byte_deadline < plan.request_deadline &&
+          Clock::now() < plan.request_deadline)
+        return stream ? AttemptOutcome::first_event_timeout : AttemptOutcome::first_byte_timeout;
+      return AttemptOutcome::deadline;
+    case TransportError::reset:
+    case TransportError::cut:
+    case TransportError::none: break;
   }
-  if (status != 200) {
-    spdlog::info("upstream {} ({}) answered HTTP {}", x.provider.name, x.route.id, status);
-    return error_response(map_upstream_status(status, body, x.provider));
-  }
-  simdjson::dom::parser parser;
-  simdjson::dom::element root;
-  if (parser.parse(body).get(root) || !root.is_object() ||
-      !append_tresor_member(body, tresor_object_json(x.tresor))) {
-    spdlog::warn("upstream {} ({}) answered 200 with a body that is not a JSON object", x.provider.name,
-                 x.route.id);
-    return error_response(upstream_error("The upstream answered with invalid JSON"));
-  }
-  Response r;
-  r.body = std::move(body);
+  return AttemptOutcome::reset;
+}
+
+void log_refusal(const config::RouteConfig& route, const router::AttemptResult& r) {
+  spdlog::info("route {} answered HTTP {}{}{}", route.id, r.http_status, r.upstream_error_code.empty() ? "" : " ",
+               r.upstream_error_code);
+}
+
+router::AttemptResult outcome_only(AttemptOutcome outcome) {
+  router::AttemptResult r;
+  r.outcome = outcome;
   return r;
 }
 
-boost::asio::awaitable<void> relay_json(Exchange& x, providers::UpstreamResponse& response,
-                                        Clock::time_point deadline, ResponseSink& sink) {
-  TransportError error = TransportError::none;
-  std::string body = co_await response.read_all(kMaxUpstreamBodyBytes, deadline, error);
-  Response r = json_answer(x, response.status(), std::move(body), error);
-  co_await sink.send(std::move(r));
+// A complete non-stream upstream 200 body → the client's answer, or nullopt when it
+// is not a JSON object (then the attempt failed with bad_response).
+std::optional<Response> json_answer(std::string body, const TresorInfo& info, const std::string& attempts) {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (parser.parse(body).get(root) || !root.is_object() || !append_tresor_member(body, tresor_object_json(info)))
+    return std::nullopt;
+  Response r;
+  r.body = std::move(body);
+  r.headers.emplace_back(std::string(kAttemptsHeader), attempts);
+  return r;
 }
 
-boost::asio::awaitable<void> relay_stream(Exchange& x, providers::UpstreamResponse& response,
-                                          Clock::time_point deadline, ResponseSink& sink) {
-  if (response.status() != 200) co_return co_await relay_json(x, response, deadline, sink);
-  if (!is_event_stream(response)) {
-    Response r = error_response(upstream_error("The upstream did not answer with an event stream"));
-    co_return co_await sink.send(std::move(r));
-  }
-  const auto idle = std::chrono::seconds(x.rt.config->timeouts.stream_idle_seconds);
-  const std::string tresor = tresor_object_json(x.tresor);
-  providers::SseParser sse;
-  simdjson::dom::parser parser;
-  std::vector<std::string> events;
-  bool started = false, done = false, tresor_sent = false;
-  // Until the first event the request budget applies; after it, the idle limit between
-  // events (spec §4): total stream length is not capped.
-  Clock::time_point read_deadline = deadline;
+// One exchange per attempt, driven by router::run_failover.
+class ChatAttempts final : public router::AttemptRunner {
+ public:
+  ChatAttempts(const Runtime& rt, ChatServices services, const ChatRequest& req, std::string requested_route,
+               ResponseSink& sink)
+      : rt_(rt), services_(services), req_(req), requested_route_(std::move(requested_route)), sink_(sink) {}
 
-  // Before the first event the failure is a plain HTTP error; after it, a final error
-  // event with no [DONE] (spec §1.1).
-  auto fail_stream = [&](ApiError e) -> boost::asio::awaitable<void> {
-    if (!started) {
-      Response r = error_response(e);
-      co_return co_await sink.send(std::move(r));
+  boost::asio::awaitable<router::AttemptResult> attempt(const router::AttemptPlan& plan) override {
+    const auto attempt_start = Clock::now();
+    const config::RouteConfig& route = *plan.route;
+    const config::ProviderConfig& provider = rt_.config->providers.at(route.provider);
+    providers::UpstreamRequest up = chat_upstream_request(req_, route);
+    const auto connect_timeout = std::chrono::milliseconds(rt_.config->timeouts.connect_ms);
+    auto sent = co_await services_.upstream.send(rt_.providers, provider, std::move(up), plan.first_byte_deadline,
+                                                 connect_timeout);
+    if (!sent.response) {
+      spdlog::warn("route {} attempt failed: {}", route.id, sent.detail);
+      co_return outcome_only(transport_outcome(sent.error, plan, req_.stream, true));
     }
-    const std::string event = sse_event(error_body(e));
-    co_await sink.write_stream(event);
-    co_await sink.end_stream();
-  };
+    providers::UpstreamResponse& response = *sent.response;
+    if (response.status() != 200) co_return co_await upstream_refusal(plan, provider, response);
+    if (!req_.stream) co_return co_await answer_json(plan, response, attempt_start);
+    co_return co_await answer_stream(plan, response, attempt_start);
+  }
 
-  while (!done) {
+  // The upstream 4xx to relay when the loop ends in pass_through.
+  const std::optional<ApiError>& pass_through() const { return pass_through_; }
+  const std::optional<router::AttemptPlan>& served_by() const { return served_by_; }
+
+ private:
+  boost::asio::awaitable<router::AttemptResult> upstream_refusal(const router::AttemptPlan& plan,
+                                                                 const config::ProviderConfig& provider,
+                                                                 providers::UpstreamResponse& response) {
+    router::AttemptResult r;
+    r.outcome = AttemptOutcome::http_status;
+    r.http_status = static_cast<int>(response.status());
+    if (auto h = response.header("Retry-After"))
+      if (auto s = parse_retry_after(*h)) r.retry_after = std::chrono::seconds(*s);
     TransportError error = TransportError::none;
-    const std::string bytes = co_await response.read_some(read_deadline, error);
-    if (error != TransportError::none) {
-      log_stream_failure(x, providers::to_string(error));
-      ApiError e = error == TransportError::timeout ? upstream_timeout()
-                                                    : upstream_error("The upstream stream failed before completion");
-      co_return co_await fail_stream(std::move(e));
-    }
-    if (bytes.empty() && response.body_done()) {
-      log_stream_failure(x, "ended without [DONE]");
-      ApiError e = upstream_error("The upstream stream ended before completion");
-      co_return co_await fail_stream(std::move(e));
-    }
-    events.clear();
-    if (!sse.feed(bytes, events)) {
-      log_stream_failure(x, "oversized event");
-      ApiError e = upstream_error("The upstream sent an oversized stream event");
-      co_return co_await fail_stream(std::move(e));
-    }
-    std::string out;
-    for (auto& data : events) {
-      if (data == "[DONE]") {
-        if (!tresor_sent) {
-          // No finish chunk came: carry the tresor object on a chunk of its own.
-          std::string chunk = R"({"object":"chat.completion.chunk","choices":[]})";
-          append_tresor_member(chunk, tresor);
-          out += sse_event(chunk);
-        }
-        out += sse_event("[DONE]");
-        done = true;
-        break;
-      }
-      data.reserve(data.size() + simdjson::SIMDJSON_PADDING);
-      simdjson::dom::element chunk;
-      if (parser.parse(data.data(), data.size(), false).get(chunk) || !chunk.is_object()) {
-        spdlog::debug("dropping an invalid JSON event from upstream {}", x.provider.name);
-        continue;  // spec §3.2: invalid JSON events from upstream are dropped
-      }
-      const auto kind = classify_chunk(chunk);
-      if (kind == ChunkKind::error) {
-        out += sse_event(data);
-        if (!started && !(started = co_await sink.begin_stream(sse_headers()))) co_return;
-        co_await sink.write_stream(out);
-        co_return co_await sink.end_stream();
-      }
-      if (kind == ChunkKind::finish || kind == ChunkKind::usage) {
-        append_tresor_member(data, tresor);
-        tresor_sent = true;
-      }
-      out += sse_event(data);
-    }
-    if (out.empty()) continue;
-    if (!started) {
-      if (!(started = co_await sink.begin_stream(sse_headers()))) co_return;
-    }
-    // A failed write means the client left: returning drops the upstream response,
-    // which closes its connection and so cancels the upstream request.
-    if (!co_await sink.write_stream(out)) co_return;
-    read_deadline = Clock::now() + idle;
+    const std::string body = co_await response.read_all(kMaxErrorBodyBytes, plan.request_deadline, error);
+    r.upstream_error_code = upstream_error_code(body);
+    log_refusal(*plan.route, r);
+    if (r.http_status >= 400 && r.http_status < 500) pass_through_ = upstream_rejected(response.status(), body, provider);
+    co_return r;
   }
-  co_await sink.end_stream();
+
+  boost::asio::awaitable<router::AttemptResult> answer_json(const router::AttemptPlan& plan,
+                                                            providers::UpstreamResponse& response,
+                                                            Clock::time_point attempt_start) {
+    TransportError error = TransportError::none;
+    std::string body = co_await response.read_all(kMaxUpstreamBodyBytes, plan.request_deadline, error);
+    if (error != TransportError::none) {
+      spdlog::warn("route {} failed while sending its answer: {}", plan.route->id, providers::to_string(error));
+      co_return outcome_only(transport_outcome(error, plan, false, false));
+    }
+    const TresorInfo info = tresor_info(requested_route_, plan);
+    const std::string attempts = attempts_with_success(plan, attempt_start);
+    std::optional<Response> answer = json_answer(std::move(body), info, attempts);
+    if (!answer) {
+      spdlog::warn("route {} answered 200 with a body that is not a JSON object", plan.route->id);
+      co_return outcome_only(AttemptOutcome::bad_response);
+    }
+    served_by_ = plan;
+    co_await sink_.send(std::move(*answer));
+    co_return outcome_only(AttemptOutcome::ok);
+  }
+
+  boost::asio::awaitable<router::AttemptResult> answer_stream(const router::AttemptPlan& plan,
+                                                              providers::UpstreamResponse& response,
+                                                              Clock::time_point attempt_start) {
+    if (!is_event_stream(response)) {
+      spdlog::warn("route {} did not answer with an event stream", plan.route->id);
+      co_return outcome_only(AttemptOutcome::bad_response);
+    }
+    const std::string tresor = tresor_object_json(tresor_info(requested_route_, plan));
+    StreamRelay relay(tresor, req_.include_usage, std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
+    const auto first = co_await relay.await_first_event(response, plan.first_byte_deadline);
+    switch (first) {
+      case StreamRelay::FirstEvent::ready: break;
+      case StreamRelay::FirstEvent::timeout:
+        co_return outcome_only(transport_outcome(TransportError::timeout, plan, true, true));
+      case StreamRelay::FirstEvent::failed:
+      case StreamRelay::FirstEvent::empty:
+        co_return outcome_only(AttemptOutcome::reset);
+      case StreamRelay::FirstEvent::error_event:
+        co_return outcome_only(AttemptOutcome::bad_response);
+    }
+    // Commit: from here on the client has a 200 and no failover is possible.
+    served_by_ = plan;
+    const std::string attempts = attempts_with_success(plan, attempt_start);
+    if (co_await sink_.begin_stream(sse_headers(attempts))) co_await relay.relay(response, sink_);
+    if (relay.dropped_events() > 0)
+      spdlog::warn("route {}: dropped {} invalid JSON event(s)", plan.route->id, relay.dropped_events());
+    co_return outcome_only(AttemptOutcome::ok);
+  }
+
+  const Runtime& rt_;
+  ChatServices services_;
+  const ChatRequest& req_;
+  std::string requested_route_;
+  ResponseSink& sink_;
+  std::optional<ApiError> pass_through_;
+  std::optional<router::AttemptPlan> served_by_;
+};
+
+// The answer when the failover loop did not serve the request.
+Response failure_response(const router::FailoverResult& result, const ChatAttempts& attempts) {
+  ApiError e;
+  switch (result.kind) {
+    case router::FailoverResult::Kind::pass_through:
+      e = attempts.pass_through().value_or(upstream_error("The upstream rejected the request"));
+      break;
+    case router::FailoverResult::Kind::timed_out: e = upstream_timeout(); break;
+    case router::FailoverResult::Kind::no_route: e = no_route_available(); break;
+    case router::FailoverResult::Kind::served:
+    case router::FailoverResult::Kind::failed:
+      e = upstream_error("Every route for this model failed");
+      break;
+  }
+  Response r = error_response(e);
+  r.headers.emplace_back(std::string(kAttemptsHeader), router::format_attempts(result.attempts));
+  if (result.kind == router::FailoverResult::Kind::no_route)
+    r.headers.emplace_back("Retry-After", std::to_string(result.retry_after.count()));
+  return r;
+}
+
+router::FailoverPolicy failover_policy(const config::Config& cfg, bool stream) {
+  router::FailoverPolicy p;
+  p.stream = stream;
+  p.timeouts = &cfg.timeouts;
+  p.retry = &cfg.retry;
+  p.breaker = &cfg.breaker;
+  return p;
+}
+
+void log_access(const std::string& requested, const router::FailoverResult& result,
+                const std::optional<router::AttemptPlan>& served, bool stream, Clock::time_point started) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  spdlog::info(R"(access {{"endpoint":"/v1/chat/completions","stream":{},"requested_route":"{}","routed_model":"{}","result":"{}","attempts":"{}","duration_ms":{}}})",
+               stream, requested, served ? served->route->id : "", static_cast<int>(result.kind),
+               router::format_attempts(result.attempts), ms);
 }
 
 }  // namespace
@@ -308,38 +294,29 @@ std::variant<ChatHead, ApiError> check_chat_head(const Runtime& rt, const Reques
   return ChatHead{key, *budget, receipt_opt_out(head)};
 }
 
-boost::asio::awaitable<void> handle_chat(const Runtime& rt, providers::UpstreamClient& upstream,
-                                         const ChatHead& head, std::string body, Clock::time_point started,
-                                         ResponseSink& sink) {
+boost::asio::awaitable<void> handle_chat(const Runtime& rt, ChatServices services, const ChatHead& head,
+                                         std::string body, Clock::time_point started, ResponseSink& sink) {
   auto parsed = parse_chat_request(body);
   if (auto* err = std::get_if<ApiError>(&parsed)) {
     Response r = error_response(*err);
     co_return co_await sink.send(std::move(r));
   }
-  auto& req = std::get<ChatRequest>(parsed);
+  const auto& req = std::get<ChatRequest>(parsed);
   auto resolved = resolve(rt, req);
   if (!resolved.resolution) {
     Response r = error_response(resolve_error(resolved));
     co_return co_await sink.send(std::move(r));
   }
   const auto& resolution = *resolved.resolution;
-  // One attempt on the preferred route; ordered failover over the remaining candidates
-  // is the routing issue's work (#4).
-  const config::RouteConfig& route = *resolution.candidates.front();
-  const config::ProviderConfig& provider = rt.config->providers.at(route.provider);
-  Exchange x = make_exchange(rt, head, route, provider, resolution.requested_route);
-
+  ChatAttempts attempts(rt, services, req, resolution.requested_route, sink);
+  const auto policy = failover_policy(*rt.config, req.stream);
   const auto deadline = started + head.budget;
-  providers::UpstreamRequest up = chat_upstream_request(req, route);
-  const auto connect_timeout = std::chrono::milliseconds(rt.config->timeouts.connect_ms);
-  auto result = co_await upstream.send(rt.providers, provider, std::move(up), deadline, connect_timeout);
-  if (!result.response) {
-    spdlog::error("upstream {} ({}) attempt failed: {}", provider.name, route.id, result.detail);
-    Response r = error_response(map_transport_error(result.error));
-    co_return co_await sink.send(std::move(r));
-  }
-  if (req.stream) co_await relay_stream(x, *result.response, deadline, sink);
-  else co_await relay_json(x, *result.response, deadline, sink);
+  const auto result =
+      co_await router::run_failover(resolution.candidates, started, deadline, policy, services.health, attempts);
+  log_access(resolution.requested_route, result, attempts.served_by(), req.stream, started);
+  if (result.kind == router::FailoverResult::Kind::served) co_return;
+  Response r = failure_response(result, attempts);
+  co_await sink.send(std::move(r));
 }
 
 }  // namespace tresor::server

@@ -1,5 +1,5 @@
-// POST /v1/chat/completions: validate → resolve → one upstream exchange → JSON or SSE
-// back to the client with the `tresor` object.
+// POST /v1/chat/completions: validate → resolve candidates → failover loop (router/)
+// with one upstream exchange per attempt → JSON or SSE back with the `tresor` object.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -8,6 +8,7 @@
 #include <string>
 #include <variant>
 
+#include "router/route_health.h"
 #include "server/api_error.h"
 #include "server/http_types.h"
 #include "server/runtime.h"
@@ -24,9 +25,15 @@ struct ChatHead {
 std::variant<ChatHead, ApiError> check_chat_head(const Runtime& rt, const RequestHead& head,
                                                  const config::ApiKeyConfig* key);
 
+// Process-wide state the chat endpoint shares across workers and reloads.
+struct ChatServices {
+  providers::UpstreamClient& upstream;  // this worker's
+  router::RouteHealth& health;          // the process's
+};
+
 // `started` is when the request head arrived: the budget counts from there.
-boost::asio::awaitable<void> handle_chat(const Runtime& rt, providers::UpstreamClient& upstream,
-                                         const ChatHead& head, std::string body,
-                                         providers::Clock::time_point started, ResponseSink& sink);
+boost::asio::awaitable<void> handle_chat(const Runtime& rt, ChatServices services, const ChatHead& head,
+                                         std::string body, providers::Clock::time_point started,
+                                         ResponseSink& sink);
 
 }  // namespace tresor::server

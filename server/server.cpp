@@ -41,6 +41,7 @@ void log_exception(std::exception_ptr e, const char* what) {
 
 struct Server::Impl {
   RuntimeHolder& runtime;
+  router::RouteHealth health;  // process-wide: breakers outlive config reloads
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::unique_ptr<asio::signal_set> signals;
@@ -59,7 +60,7 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      asio::co_spawn(w.ioc, run_session(std::move(socket), runtime, *w.upstream),
+      asio::co_spawn(w.ioc, run_session(std::move(socket), runtime, *w.upstream, health),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
   }

@@ -96,8 +96,9 @@ Response health_response() {
 
 class Session final : public ResponseSink {
  public:
-  Session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream)
-      : stream_(std::move(socket)), runtime_(runtime), upstream_(upstream) {}
+  Session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream,
+          router::RouteHealth& health)
+      : stream_(std::move(socket)), runtime_(runtime), upstream_(upstream), health_(health) {}
 
   asio::awaitable<void> run() {
     error_code ec;
@@ -259,7 +260,8 @@ class Session final : public ResponseSink {
     }
 
     // Phase 5: the endpoint.
-    co_await handle_chat(*runtime, upstream_, std::get<ChatHead>(chat_head), std::move(body_parser.get().body()),
+    const ChatServices services{upstream_, health_};
+    co_await handle_chat(*runtime, services, std::get<ChatHead>(chat_head), std::move(body_parser.get().body()),
                          started, *this);
     if (!responded_) {
       Response r = error_response(internal_error());
@@ -291,6 +293,7 @@ class Session final : public ResponseSink {
   beast::flat_buffer buffer_;
   RuntimeHolder& runtime_;
   providers::UpstreamClient& upstream_;
+  router::RouteHealth& health_;
   unsigned version_ = 11;
   bool keep_alive_ = false;
   bool head_only_ = false;
@@ -303,8 +306,9 @@ class Session final : public ResponseSink {
 
 }  // namespace
 
-asio::awaitable<void> run_session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream) {
-  Session session(std::move(socket), runtime, upstream);
+asio::awaitable<void> run_session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream,
+                                  router::RouteHealth& health) {
+  Session session(std::move(socket), runtime, upstream, health);
   co_await session.run();
 }
 

@@ -6,11 +6,12 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "providers/upstream_client.h"
+#include "router/route_health.h"
 #include "server/runtime.h"
 
 namespace tresor::server {
 
 boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket, RuntimeHolder& runtime,
-                                         providers::UpstreamClient& upstream);
+                                         providers::UpstreamClient& upstream, router::RouteHealth& health);
 
 }  // namespace tresor::server

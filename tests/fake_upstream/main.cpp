@@ -20,6 +20,7 @@
 #include <ctime>
 #include <deque>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -47,8 +48,15 @@ struct Options {
 // What a single request asked us to do wrong. Unset = behave.
 struct Fault {
   std::optional<std::int64_t> status, retry_after, delay_ms, chunks, pace_ms, stall_after, cut_after,
-      reset, reset_after, bad_event_after, lag_first_ms;
+      reset, reset_after, bad_event_after, lag_first_ms, silent, no_done, no_done_close, no_finish,
+      error_event_after, usage_in_finish;
   std::optional<std::string> content, error_code;
+};
+
+// A runtime behaviour posted with "times": applies to the next `remaining` chat requests.
+struct QueuedBehaviour {
+  json::object spec;  // fault keys as posted, without "times"
+  std::int64_t remaining;
 };
 
 // Process-wide state; reachable from every coroutine (one thread, so plain members).
@@ -58,6 +66,9 @@ struct State {
   std::uint64_t request_count = 0, connections_accepted = 0, streams_completed = 0,
                 streams_aborted = 0, active_streams = 0;  // active_streams is a live gauge: never reset
   std::uint64_t next_connection_id = 0, next_completion_id = 0;
+  std::map<std::string, std::uint64_t> by_model;  // chat requests per model (without its ?suffix)
+  json::object behaviour;                         // POST /_fake/behaviour without "times"
+  std::deque<QueuedBehaviour> behaviour_queue;    // ... with "times", consumed front first
 } g;
 
 // What the connection loop does after a response.
@@ -81,22 +92,47 @@ std::optional<std::int64_t> to_int(const json::value& v) {
   return std::nullopt;
 }
 
-// Sets one fault key; v is a JSON value (body) or a JSON string (model query string).
-void set_fault(Fault& f, std::string_view key, const json::value& v) {
+bool on(const std::optional<std::int64_t>& flag) { return flag.value_or(0) != 0; }
+
+// The integer fault keys. first_event_delay_ms is an alias of lag_first_ms.
+std::optional<std::int64_t> Fault::*int_key(std::string_view key) {
   static const std::pair<std::string_view, std::optional<std::int64_t> Fault::*> ints[] = {
-      {"status", &Fault::status},           {"retry_after", &Fault::retry_after},
-      {"delay_ms", &Fault::delay_ms},       {"chunks", &Fault::chunks},
-      {"pace_ms", &Fault::pace_ms},         {"stall_after", &Fault::stall_after},
-      {"cut_after", &Fault::cut_after},     {"reset", &Fault::reset},
-      {"reset_after", &Fault::reset_after}, {"bad_event_after", &Fault::bad_event_after},
-      {"lag_first_ms", &Fault::lag_first_ms}};
+      {"status", &Fault::status},
+      {"retry_after", &Fault::retry_after},
+      {"delay_ms", &Fault::delay_ms},
+      {"chunks", &Fault::chunks},
+      {"pace_ms", &Fault::pace_ms},
+      {"stall_after", &Fault::stall_after},
+      {"cut_after", &Fault::cut_after},
+      {"reset", &Fault::reset},
+      {"reset_after", &Fault::reset_after},
+      {"bad_event_after", &Fault::bad_event_after},
+      {"lag_first_ms", &Fault::lag_first_ms},
+      {"first_event_delay_ms", &Fault::lag_first_ms},
+      {"silent", &Fault::silent},
+      {"no_done", &Fault::no_done},
+      {"no_done_close", &Fault::no_done_close},
+      {"no_finish", &Fault::no_finish},
+      {"error_event_after", &Fault::error_event_after},
+      {"usage_in_finish", &Fault::usage_in_finish}};
   for (auto& [name, member] : ints)
-    if (key == name) f.*member = to_int(v);
+    if (key == name) return member;
+  return nullptr;
+}
+
+bool string_key(std::string_view key) { return key == "content" || key == "error_code"; }
+
+// Sets one fault key; v is a JSON value (body, runtime behaviour) or a JSON string (model
+// query string). A later layer overrides an earlier one key by key; null (or, for an
+// integer key, anything that is not a number) unsets the key.
+void set_fault(Fault& f, std::string_view key, const json::value& v) {
+  if (auto member = int_key(key)) f.*member = to_int(v);
   if (f.status && (*f.status < 200 || *f.status > 599)) f.status.reset();  // keep the reply valid HTTP
-  if (key == "content" || key == "error_code") {
+  if (string_key(key)) {
     auto& dst = key == "content" ? f.content : f.error_code;
     if (v.is_string()) dst = std::string(v.get_string());
-    else if (!v.is_null()) dst = json::serialize(v);
+    else if (v.is_null()) dst.reset();
+    else dst = json::serialize(v);
   }
 }
 
@@ -250,7 +286,9 @@ struct Request {  // one parsed chat request, with everything it will send preco
   std::int64_t chunks = 0, pace_ms = 0;
   std::string error_body;            // when fault.status is set
   std::string completion_body;       // non-stream answer
-  std::vector<std::string> events;   // stream: role, content..., finish, [usage], [DONE]
+  std::vector<std::string> events;   // stream: role, content..., [finish], [usage], [DONE]
+  std::string error_event;           // stream: the error_event_after event
+  bool hold_open = false;            // stream: no_done without no_done_close: stall after the events
 };
 
 json::object chunk_object(std::uint64_t id, std::int64_t created, const std::string& model, json::object delta,
@@ -263,11 +301,34 @@ json::object chunk_object(std::uint64_t id, std::int64_t created, const std::str
                       {"choices", json::array{std::move(choice)}}};
 }
 
-Request prepare_chat(const json::object& body) {
+// The request's model as sent ("fake-model" if absent), suffix included.
+std::string_view raw_model(const json::object& body) {
+  if (auto* m = body.if_contains("model"); m && m->is_string()) return m->get_string();
+  return "fake-model";
+}
+
+std::string_view model_without_suffix(const json::object& body) {
+  std::string_view model = raw_model(body);
+  return model.substr(0, model.find('?'));
+}
+
+// The runtime behaviour for the next chat request: the front of the queue (used up after
+// its `times`), else the persistent spec.
+json::object take_behaviour() {
+  if (g.behaviour_queue.empty()) return g.behaviour;
+  QueuedBehaviour& front = g.behaviour_queue.front();
+  json::object spec = front.spec;
+  if (--front.remaining <= 0) g.behaviour_queue.pop_front();
+  return spec;
+}
+
+// Layers, each overriding the one before key by key: runtime behaviour, the model's
+// ?suffix, the body's "fake" object.
+Request prepare_chat(const json::object& body, const json::object& behaviour) {
   Request r;
   Fault& f = r.fault;
-  std::string_view model = "fake-model";
-  if (auto* m = body.if_contains("model"); m && m->is_string()) model = m->get_string();
+  for (auto& [k, v] : behaviour) set_fault(f, k, v);
+  std::string_view model = raw_model(body);
   if (auto q = model.find('?'); q != std::string_view::npos) {
     parse_fault_query(f, model.substr(q + 1));
     model = model.substr(0, q);  // echo the model without its fault suffix
@@ -310,14 +371,23 @@ Request prepare_chat(const json::object& body) {
   r.events.push_back(json::serialize(chunk_object(id, created, m, {{"role", "assistant"}, {"content", ""}}, nullptr)));
   for (auto& piece : split_pieces(content, r.chunks))
     r.events.push_back(json::serialize(chunk_object(id, created, m, {{"content", piece}}, nullptr)));
-  r.events.push_back(json::serialize(chunk_object(id, created, m, {}, "stop")));
-  if (include_usage) {
+  bool usage_on_finish = include_usage && on(f.usage_in_finish);
+  if (!on(f.no_finish)) {
+    auto finish = chunk_object(id, created, m, {}, "stop");
+    if (usage_on_finish) finish["usage"] = usage;
+    r.events.push_back(json::serialize(finish));
+  }
+  if (include_usage && !usage_on_finish) {
     auto u = chunk_object(id, created, m, {}, nullptr);
     u["choices"] = json::array{};
     u["usage"] = std::move(usage);
     r.events.push_back(json::serialize(u));
   }
-  r.events.push_back("[DONE]");
+  bool no_done = on(f.no_done) || on(f.no_done_close);
+  if (!no_done) r.events.push_back("[DONE]");
+  r.hold_open = no_done && !on(f.no_done_close);
+  r.error_event = json::serialize(json::object{
+      {"error", json::object{{"message", "fake mid-stream error"}, {"type", "server_error"}, {"code", nullptr}}}});
   return r;
 }
 
@@ -346,6 +416,10 @@ Intake intake(const http::request<http::string_body>& req, std::uint64_t connect
                                     {"connection_id", connection_id}});
   if (g.requests.size() > 1000) g.requests.pop_front();
   ++g.request_count;
+  boost::system::error_code ec;
+  json::value parsed = json::parse(req.body(), ec);
+  bool is_object = !ec && parsed.is_object();
+  if (is_object) ++g.by_model[std::string(model_without_suffix(parsed.get_object()))];
 
   Intake in;
   if (!g.opt.require_key.empty() && req[http::field::authorization] != "Bearer " + g.opt.require_key) {
@@ -353,14 +427,12 @@ Intake intake(const http::request<http::string_body>& req, std::uint64_t connect
     in.body = error_envelope("Incorrect API key provided", "invalid_request_error", "invalid_api_key");
     return in;
   }
-  boost::system::error_code ec;
-  json::value parsed = json::parse(req.body(), ec);
-  if (ec || !parsed.is_object()) {
+  if (!is_object) {
     in.status = 400;
     in.body = error_envelope("We could not parse the JSON body of your request.", "invalid_request_error", nullptr);
     return in;
   }
-  in.req = prepare_chat(parsed.get_object());
+  in.req = prepare_chat(parsed.get_object(), take_behaviour());
   return in;
 }
 
@@ -370,6 +442,64 @@ struct Reply {
   std::string type, body;
 };
 
+// GET /_fake/behaviour: {"persistent": {spec}, "queue": [{spec..., "times": remaining}, ...]}
+std::string behaviour_json() {
+  json::array queue;
+  for (auto& q : g.behaviour_queue) {
+    json::object entry = q.spec;
+    entry["times"] = q.remaining;
+    queue.push_back(std::move(entry));
+  }
+  return json::serialize(json::object{{"persistent", g.behaviour}, {"queue", std::move(queue)}});
+}
+
+Reply bad_request(const std::string& message) {
+  return {400, "application/json", error_envelope(message, "invalid_request_error", nullptr)};
+}
+
+// POST /_fake/behaviour: {} clears everything; a spec without "times" replaces the
+// persistent spec; with "times": N it is queued for the next N chat requests.
+Reply post_behaviour(const std::string& body) {
+  boost::system::error_code ec;
+  json::value parsed = json::parse(body.empty() ? std::string("{}") : body, ec);
+  if (ec || !parsed.is_object()) return bad_request("/_fake/behaviour wants a JSON object");
+  json::object spec = parsed.get_object();
+  if (spec.empty()) {
+    g.behaviour.clear();
+    g.behaviour_queue.clear();
+    return {200, "application/json", behaviour_json()};
+  }
+  std::optional<std::int64_t> times;
+  for (auto& [k, v] : spec) {
+    std::string key(k);
+    if (key == "times") {
+      times = to_int(v);
+      if (!times || *times < 1) return bad_request("\"times\" wants an integer >= 1");
+    } else if (int_key(key)) {
+      if (!v.is_null() && !to_int(v)) return bad_request("fake key \"" + key + "\" wants an integer");
+      if (key == "status" && !v.is_null() && (*to_int(v) < 200 || *to_int(v) > 599))
+        return bad_request("fake key \"status\" wants 200-599");
+    } else if (!string_key(key)) {
+      return bad_request("unknown fake key \"" + key + "\"");
+    }
+  }
+  spec.erase("times");
+  if (times) g.behaviour_queue.push_back(QueuedBehaviour{std::move(spec), *times});
+  else g.behaviour = std::move(spec);
+  return {200, "application/json", behaviour_json()};
+}
+
+std::string stats_json() {
+  json::object by_model;
+  for (auto& [model, n] : g.by_model) by_model[model] = n;
+  return json::serialize(json::object{{"requests", g.request_count},
+                                      {"connections_accepted", g.connections_accepted},
+                                      {"active_streams", g.active_streams},
+                                      {"streams_completed", g.streams_completed},
+                                      {"streams_aborted_by_client", g.streams_aborted},
+                                      {"by_model", std::move(by_model)}});
+}
+
 Reply small_endpoint(const http::request<http::string_body>& req) {
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
@@ -377,16 +507,15 @@ Reply small_endpoint(const http::request<http::string_body>& req) {
   if (method == http::verb::get && path == "/healthz") return {200, "text/plain", "ok"};
   if (method == http::verb::get && path == "/_fake/requests")
     return {200, "application/json", json::serialize(json::array(g.requests.begin(), g.requests.end()))};
-  if (method == http::verb::get && path == "/_fake/stats")
-    return {200, "application/json",
-            json::serialize(json::object{{"requests", g.request_count},
-                                         {"connections_accepted", g.connections_accepted},
-                                         {"active_streams", g.active_streams},
-                                         {"streams_completed", g.streams_completed},
-                                         {"streams_aborted_by_client", g.streams_aborted}})};
+  if (method == http::verb::get && path == "/_fake/stats") return {200, "application/json", stats_json()};
+  if (method == http::verb::get && path == "/_fake/behaviour") return {200, "application/json", behaviour_json()};
+  if (method == http::verb::post && path == "/_fake/behaviour") return post_behaviour(req.body());
   if (method == http::verb::post && path == "/_fake/reset") {
     g.requests.clear();
     g.request_count = g.connections_accepted = g.streams_completed = g.streams_aborted = 0;
+    g.by_model.clear();
+    g.behaviour.clear();
+    g.behaviour_queue.clear();
     return {200, "application/json", "{}"};
   }
   return {404, "application/json",
@@ -422,6 +551,7 @@ template <class Stream>
 awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& ending) {
   const Fault& f = r.fault;
   try {
+    if (on(f.silent)) co_await forever();  // never answer; ends when the client leaves
     if (f.delay_ms && *f.delay_ms > 0) co_await sleep_ms(*f.delay_ms);
 
     if (f.status) {
@@ -452,16 +582,26 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
     const std::string bad_event = "{not json";
 
     co_await events.send(r.events[0]);  // role
+    bool errored = false;
     for (std::int64_t sent = 0;; ++sent) {
       // Fault points sit between content chunks: "after N chunks" is checked with sent == N.
       if (f.bad_event_after == sent) co_await events.send(bad_event);
+      if (f.error_event_after == sent) {
+        co_await events.send(r.error_event);
+        errored = true;
+        break;
+      }
       if (f.reset_after == sent) { ending = Ending::reset; co_return; }
       if (f.cut_after == sent) { ending = Ending::cut; co_return; }
       if (f.stall_after == sent) co_await forever();
       if (sent == r.chunks) break;
       co_await events.send(r.events[1 + sent]);
     }
-    for (std::size_t i = 1 + r.chunks; i < r.events.size(); ++i) co_await events.send(r.events[i]);
+    if (!errored) {
+      // finish, usage and [DONE], as far as the faults left them in
+      for (std::size_t i = 1 + r.chunks; i < r.events.size(); ++i) co_await events.send(r.events[i]);
+      if (r.hold_open) co_await forever();  // no_done: silence until the client leaves
+    }
     const std::string last_chunk = "0\r\n\r\n";  // the terminating zero-length chunk
     co_await write(s, last_chunk);
     ending = Ending::complete;
@@ -488,7 +628,7 @@ awaitable<Next> chat(Stream& s, const http::request<http::string_body>& req, std
 
   // A stream counts from the moment we accept it, so a client leaving during delay_ms
   // counts as an aborted stream too.
-  bool is_stream = r.stream && !r.fault.status;
+  bool is_stream = r.stream && (!r.fault.status || on(r.fault.silent));
   if (is_stream) ++g.active_streams;
   Ending ending = Ending::write_failed;
   std::size_t winner = co_await first_of(produce(s, r, keep, ending), client_closed(beast::get_lowest_layer(s)));

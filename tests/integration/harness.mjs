@@ -230,7 +230,8 @@ export async function stopAll() {
  * tlsCert, tlsKey (+ ca: PEM text to trust for the control endpoints); extraArgs are appended.
  */
 export async function startFakeUpstream(opts = {}) {
-  const args = ['--listen', '127.0.0.1:0'];
+  // opts.port (optional): listen on this fixed port instead of an ephemeral one.
+  const args = ['--listen', `127.0.0.1:${opts.port ?? 0}`];
   if (opts.tlsCert) args.push('--tls-cert', opts.tlsCert, '--tls-key', opts.tlsKey);
   if (opts.chunks !== undefined) args.push('--chunks', String(opts.chunks));
   if (opts.paceMs !== undefined) args.push('--pace-ms', String(opts.paceMs));
@@ -242,7 +243,7 @@ export async function startFakeUpstream(opts = {}) {
   const port = Number(m[1]);
   const scheme = opts.tlsCert ? 'https' : 'http';
   // Control endpoints (/_fake/*) are served on the same port and scheme as the chat API.
-  const ctl = (p, method = 'GET') => controlRequest(`${scheme}://127.0.0.1:${port}${p}`, method, opts.ca);
+  const ctl = (p, method = 'GET', body) => controlRequest(`${scheme}://127.0.0.1:${port}${p}`, method, opts.ca, body);
   const fake = {
     proc,
     port,
@@ -252,17 +253,37 @@ export async function startFakeUpstream(opts = {}) {
     requests: async () => JSON.parse(await ctl('/_fake/requests')),
     stats: async () => JSON.parse(await ctl('/_fake/stats')),
     reset: async () => { await ctl('/_fake/reset', 'POST'); },
-    stop: () => proc.stop(),
+    /**
+     * POST /_fake/behaviour: a runtime fault spec for the next chat requests (`times: N` = the
+     * next N only, queued in order; without `times` persistent; `{}` clears). Returns the
+     * fake's view of its behaviour state.
+     */
+    behaviour: async (spec = {}) => JSON.parse(await ctl('/_fake/behaviour', 'POST', JSON.stringify(spec))),
+    stop: () => fake.proc.stop(),
+    /**
+     * Starts the (stopped) fake again on the same port with the same options, e.g. to let a
+     * "dead" provider recover. Replaces fake.proc; the counters start from zero.
+     */
+    restart: async () => {
+      if (fake.proc.alive) throw new Error(`${fake.proc.name} is still running; stop() it first`);
+      const again = new ManagedProcess(fake.proc.name, fakeUpstreamBin(),
+        ['--listen', `127.0.0.1:${port}`, ...args.slice(2)], { ...process.env });
+      await again.waitForOutput(/^LISTENING (\d+)\s*$/m, { stream: 'stdout' });
+      fake.proc = again;
+      return fake;
+    },
   };
   return fake;
 }
 
-function controlRequest(url, method, ca) {
+function controlRequest(url, method, ca, body) {
   const mod = url.startsWith('https:') ? https : http;
   return new Promise((resolve, reject) => {
     // Test-internal control traffic: trust `ca` but skip the name check (one fake deliberately
     // serves a certificate for another host name).
-    const req = mod.request(url, { method, ca, agent: false, timeout: 10_000, checkServerIdentity: () => undefined }, (res) => {
+    const headers = body === undefined ? undefined
+      : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
+    const req = mod.request(url, { method, headers, ca, agent: false, timeout: 10_000, checkServerIdentity: () => undefined }, (res) => {
       let data = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { data += d; });
@@ -274,7 +295,7 @@ function controlRequest(url, method, ca) {
     });
     req.on('timeout', () => req.destroy(new Error(`${method} ${url} timed out`)));
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }
 
@@ -711,6 +732,135 @@ export async function readSse(res, { onEvent, timeoutMs = 30_000 } = {}) {
 
 export function parseEventJson(ev) {
   try { return JSON.parse(ev.data); } catch { return undefined; }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing / failover: several providers, each served by its own fake upstream process
+
+/** The routing-related config defaults of the contract (README config schema). */
+export const ROUTING_DEFAULTS = Object.freeze({
+  timeouts: Object.freeze({
+    default_seconds: 180, max_seconds: 600, connect_ms: 2000,
+    attempt_first_event_seconds: 10, attempt_first_byte_seconds: 0, stream_idle_seconds: 20,
+  }),
+  retry: Object.freeze({ attempts_per_route: 2, backoff_ms: 250, max_retry_after_seconds: 5 }),
+  breaker: Object.freeze({ consecutive_failures: 5, cooldown_seconds: 10 }),
+});
+
+/**
+ * Starts one fake upstream per provider and a gateway routing over them.
+ *
+ *   providers: { name: { dead?: true, port?: number, fakeOpts?: {...} } } or an array of names.
+ *              `dead` = base_url on a loopback port nobody listens on (connection refused);
+ *              `port` = start that provider's fake on this fixed port (so it can be restarted).
+ *   routes:    [{ id, provider, upstream_model? }] in config order; upstream_model defaults to
+ *              `<provider>-<model_key>` so the top-level `model` tells the serving provider.
+ *   timeouts / retry / breaker: merged over ROUTING_DEFAULTS.
+ *
+ * Returns { fakes: {name: fake}, deadPorts: {name: port}, gw, key, config, chat(), clearFakes() }.
+ */
+export async function startRoutingStack({
+  providers, routes, timeouts = {}, retry = {}, breaker = {}, fakeOpts = {}, content, server = {}, configHook,
+} = {}) {
+  const provs = Array.isArray(providers) ? Object.fromEntries(providers.map((n) => [n, {}])) : providers;
+  const key = makeKey();
+  const env = {};
+  const fakes = {};
+  const deadPorts = {};
+  const providerCfg = {};
+  let i = 0;
+  await Promise.all(Object.entries(provs).map(async ([name, o]) => {
+    const envName = `TRESOR_TEST_PROVIDER_KEY_${i++}`;
+    const pk = makeProviderKey();
+    env[envName] = pk;
+    let baseUrl;
+    if (o.dead) {
+      deadPorts[name] = o.port ?? await closedPort();
+      baseUrl = `http://127.0.0.1:${deadPorts[name]}/v1`;
+    } else {
+      const fake = await startFakeUpstream({
+        name: `fake-${name}`, requireKey: pk, content, port: o.port, ...fakeOpts, ...(o.fakeOpts || {}),
+      });
+      fake.providerKey = pk;
+      fakes[name] = fake;
+      baseUrl = fake.baseUrl();
+    }
+    providerCfg[name] = { base_url: baseUrl, api_key: `\${${envName}}`, ca_file: '', max_connections: 32 };
+  }));
+  const routeCfg = routes.map((r) => ({
+    id: r.id,
+    provider: r.provider,
+    upstream_model: r.upstream_model ?? `${r.provider}-${r.id.split('/')[2]}`,
+    type: r.type ?? 'chat',
+  }));
+  let config = {
+    server: { listen: '127.0.0.1:0', threads: 2, max_body_bytes: 1048576, max_header_bytes: 8192, ...server },
+    timeouts: { ...ROUTING_DEFAULTS.timeouts, ...timeouts },
+    retry: { ...ROUTING_DEFAULTS.retry, ...retry },
+    breaker: { ...ROUTING_DEFAULTS.breaker, ...breaker },
+    providers: providerCfg,
+    routes: routeCfg,
+    auth: { keys: [{ sha256: sha256Hex(key), customer: 'acme' }] },
+  };
+  if (configHook) config = configHook(config) || config;
+  const gw = await startGateway({ config, env });
+  return {
+    fakes, deadPorts, gw, key, config,
+    /** POST /v1/chat/completions with fetch; body may be an object (JSON-encoded) or a string. */
+    chat: (body, { headers = {}, signal } = {}) => fetch(gw.url('/v1/chat/completions'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+      signal,
+    }),
+    /** Clears every live fake's runtime behaviour and counters. */
+    clearFakes: () => Promise.all(Object.values(fakes).filter((f) => f.proc.alive).map((f) => f.reset())),
+  };
+}
+
+/**
+ * Parses an X-Tresor-Attempts header (`route=outcome;ms, route=outcome;ms, …`) into
+ * [{ route, outcome, ms }]. Throws on a malformed entry; null/undefined → null.
+ */
+export function parseAttempts(header) {
+  if (header === null || header === undefined) return null;
+  return header.split(', ').map((entry) => {
+    const m = /^([^=,; ]+)=([^=,; ]+);(\d+)$/.exec(entry);
+    if (!m) throw new Error(`malformed X-Tresor-Attempts entry ${JSON.stringify(entry)} in ${JSON.stringify(header)}`);
+    return { route: m[1], outcome: m[2], ms: Number(m[3]) };
+  });
+}
+
+/**
+ * One timed chat request through a routing stack. Non-stream (or a non-SSE answer): reads the
+ * whole body. Stream: reads the SSE events (readSse) and reports when the first one arrived.
+ * Returns { status, headers, attempts, ms (until the body ended), firstEventMs, text, json,
+ * events, raw }.
+ */
+export async function timedChat(stack, body, { headers = {}, timeoutMs = 60_000 } = {}) {
+  const t0 = performance.now();
+  const res = await stack.chat(body, { headers });
+  const headersMs = performance.now() - t0;
+  const out = {
+    status: res.status,
+    headers: res.headers,
+    headersMs,
+    attemptsHeader: res.headers.get('x-tresor-attempts'),
+  };
+  try { out.attempts = parseAttempts(out.attemptsHeader); } catch (e) { out.attempts = e; }
+  if (/^text\/event-stream/i.test(res.headers.get('content-type') || '')) {
+    const { events, raw } = await readSse(res, { timeoutMs });
+    out.ms = performance.now() - t0;
+    out.events = events;
+    out.raw = raw;
+    out.firstEventMs = events.length ? events[0].t - t0 : undefined;
+    out.t0 = t0;
+  } else {
+    out.text = await res.text();
+    out.ms = performance.now() - t0;
+    try { out.json = JSON.parse(out.text); } catch { out.json = undefined; }
+  }
+  return out;
 }
 
 export { delay, performance };

@@ -1,0 +1,55 @@
+// Attempt outcomes and what the failover loop does with each (spec §3, issue #4).
+//
+// As in Envoy's retry policy: the decision is a pure function of the outcome
+// (`classify`), table-tested; the loop that acts on it (failover.h) is separate.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace tresor::router {
+
+// One enum feeds the X-Tresor-Attempts header, the access log and metrics labels.
+enum class AttemptOutcome {
+  ok,
+  http_status,          // the upstream answered with a non-success status (see http_status)
+  connect_failed,       // DNS, refused, unreachable, connect timeout
+  tls_failed,           // handshake or certificate verification
+  reset,                // connection reset/closed before a complete answer
+  bad_response,         // unparseable HTTP, a 200 that is not a JSON object / event stream
+  first_byte_timeout,   // non-stream attempt timer (attempt_first_byte_seconds)
+  first_event_timeout,  // stream attempt timer (attempt_first_event_seconds)
+  deadline,             // the request's budget ran out during this attempt
+  skipped_breaker,      // not attempted: circuit breaker open
+  skipped_retry_after,  // not attempted: the upstream asked us to stay away (Retry-After)
+};
+
+struct AttemptRecord {
+  std::string route;
+  AttemptOutcome outcome = AttemptOutcome::ok;
+  int http_status = 0;
+  long long ms = 0;
+};
+
+// "route=outcome;ms, …" — outcome is `ok`, the HTTP status, or the enum's name.
+std::string format_attempts(const std::vector<AttemptRecord>& attempts);
+std::string_view outcome_name(AttemptOutcome outcome);
+
+enum class Decision {
+  done,              // served (or the stream was committed to the client)
+  retry_same_route,  // transient: retry here while the route's attempt budget lasts
+  next_route,        // fail over at once
+  pass_through,      // the request itself is wrong: hand the upstream's 4xx to the client
+  stop,              // the deadline is gone: nothing more can be tried
+};
+
+// Pure: what the loop should do after an attempt ended with `outcome`.
+Decision classify(AttemptOutcome outcome, int http_status, std::string_view upstream_error_code);
+
+// Whether the outcome says the route is unhealthy (feeds the circuit breaker).
+bool is_route_failure(AttemptOutcome outcome, int http_status, std::string_view upstream_error_code);
+
+}  // namespace tresor::router

@@ -1,0 +1,164 @@
+#include "router/failover.h"
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <random>
+
+namespace tresor::router {
+namespace asio = boost::asio;
+
+namespace {
+
+long long ms_since(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+asio::awaitable<void> sleep_until(Clock::time_point when) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_at(when);
+  boost::system::error_code ec;
+  co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+}
+
+AttemptRecord record(const config::RouteConfig& route, AttemptOutcome outcome, int status, long long ms) {
+  AttemptRecord r;
+  r.route = route.id;
+  r.outcome = outcome;
+  r.http_status = status;
+  r.ms = ms;
+  return r;
+}
+
+// The per-attempt timer: streams must show a first event, non-stream answers a first
+// byte, within it; the last candidate gets whatever budget is left.
+Clock::time_point first_byte_deadline(const FailoverPolicy& p, bool last, Clock::time_point now,
+                                      Clock::time_point deadline) {
+  if (last) return deadline;
+  const unsigned seconds =
+      p.stream ? p.timeouts->attempt_first_event_seconds : p.timeouts->attempt_first_byte_seconds;
+  if (seconds == 0) return deadline;
+  return std::min(deadline, now + std::chrono::seconds(seconds));
+}
+
+}  // namespace
+
+std::chrono::milliseconds retry_backoff(unsigned backoff_ms, unsigned retry_number) {
+  thread_local std::mt19937 rng{std::random_device{}()};
+  std::uniform_real_distribution<double> jitter(0.75, 1.25);
+  const double base = static_cast<double>(backoff_ms) * static_cast<double>(1u << std::min(retry_number - 1, 10u));
+  return std::chrono::milliseconds(static_cast<long long>(base * jitter(rng)));
+}
+
+asio::awaitable<FailoverResult> run_failover(const std::vector<const config::RouteConfig*>& candidates,
+                                             Clock::time_point started, Clock::time_point deadline,
+                                             const FailoverPolicy& policy, RouteHealth& health,
+                                             AttemptRunner& runner) {
+  FailoverResult result;
+  bool attempted_any = false;
+  bool last_was_deadline = false;
+  std::optional<Clock::time_point> eligible;  // for a 503's Retry-After
+
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const auto& route = *candidates[i];
+    const bool last = i + 1 == candidates.size();
+    const auto now = Clock::now();
+    if (now >= deadline) {
+      last_was_deadline = true;
+      break;
+    }
+    const Admission admission = health.admit(route.id, now, *policy.breaker);
+    // The last candidate gets one real attempt even with an open breaker: a request
+    // never fails only because every breaker is open. A Retry-After hold is the
+    // upstream's explicit wish, so it is honoured even then.
+    if (admission == Admission::retry_after || (admission == Admission::breaker_open && !last)) {
+      const auto outcome = admission == Admission::retry_after ? AttemptOutcome::skipped_retry_after
+                                                               : AttemptOutcome::skipped_breaker;
+      result.attempts.push_back(record(route, outcome, 0, 0));
+      if (auto t = health.eligible_again(route.id); t && (!eligible || *t < *eligible)) eligible = t;
+      continue;
+    }
+
+    for (unsigned attempt = 1; attempt <= policy.retry->attempts_per_route; ++attempt) {
+      const auto attempt_start = Clock::now();
+      if (attempt_start >= deadline) {
+        last_was_deadline = true;
+        break;
+      }
+      AttemptPlan plan;
+      plan.route = &route;
+      plan.candidate_index = i;
+      plan.last_candidate = last;
+      plan.first_byte_deadline = first_byte_deadline(policy, last, attempt_start, deadline);
+      plan.request_deadline = deadline;
+      plan.started = started;
+      plan.history = &result.attempts;
+      attempted_any = true;
+      AttemptResult r = co_await runner.attempt(plan);
+      result.attempts.push_back(record(route, r.outcome, r.http_status, ms_since(attempt_start)));
+
+      if (is_route_failure(r.outcome, r.http_status, r.upstream_error_code))
+        health.record_failure(route.id, Clock::now(), *policy.breaker);
+      else if (r.outcome == AttemptOutcome::ok || r.outcome == AttemptOutcome::http_status)
+        health.record_success(route.id);  // it answered: the route is alive
+
+      const Decision decision = classify(r.outcome, r.http_status, r.upstream_error_code);
+      last_was_deadline = r.outcome == AttemptOutcome::deadline;
+      if (decision == Decision::done) {
+        result.kind = FailoverResult::Kind::served;
+        co_return result;
+      }
+      if (decision == Decision::pass_through) {
+        result.kind = FailoverResult::Kind::pass_through;
+        co_return result;
+      }
+      if (decision == Decision::stop) break;
+      if (decision == Decision::next_route) break;
+
+      // Transient: wait (Retry-After if the upstream gave one we accept, else backoff)
+      // and retry here while the route's attempt budget and the deadline allow.
+      if (r.retry_after) {
+        const auto max = std::chrono::seconds(policy.retry->max_retry_after_seconds);
+        if (*r.retry_after > max) {
+          health.hold_until(route.id, Clock::now() + *r.retry_after);
+          break;  // fail over at once
+        }
+      }
+      if (attempt == policy.retry->attempts_per_route) break;
+      const auto wait = r.retry_after ? std::chrono::duration_cast<std::chrono::milliseconds>(*r.retry_after)
+                                      : retry_backoff(policy.retry->backoff_ms, attempt);
+      const auto resume = Clock::now() + wait;
+      if (resume >= deadline) break;  // no time to come back here; try the next route
+      co_await sleep_until(resume);
+    }
+    if (last_was_deadline && Clock::now() >= deadline) break;
+  }
+
+  if (!attempted_any) {
+    result.kind = FailoverResult::Kind::no_route;
+    if (eligible) {
+      const auto wait = std::chrono::duration_cast<std::chrono::seconds>(*eligible - Clock::now()) +
+                        std::chrono::seconds(1);
+      result.retry_after = std::max(std::chrono::seconds(1), wait);
+    }
+    co_return result;
+  }
+  result.kind = last_was_deadline || Clock::now() >= deadline ? FailoverResult::Kind::timed_out
+                                                             : FailoverResult::Kind::failed;
+  // Failed over on a model-specific 4xx (context_length_exceeded) and nothing else
+  // served: the client learns the upstream's reason, not a generic 502.
+  const auto last_attempt = std::find_if(result.attempts.rbegin(), result.attempts.rend(), [](const auto& a) {
+    return a.outcome != AttemptOutcome::skipped_breaker && a.outcome != AttemptOutcome::skipped_retry_after;
+  });
+  if (result.kind == FailoverResult::Kind::failed && last_attempt != result.attempts.rend() &&
+      last_attempt->outcome == AttemptOutcome::http_status && last_attempt->http_status >= 400 &&
+      last_attempt->http_status < 500 && last_attempt->http_status != 401 && last_attempt->http_status != 403 &&
+      last_attempt->http_status != 408 && last_attempt->http_status != 429)
+    result.kind = FailoverResult::Kind::pass_through;
+  co_return result;
+}
+
+}  // namespace tresor::router

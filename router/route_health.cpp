@@ -1,0 +1,50 @@
+#include "router/route_health.h"
+
+namespace tresor::router {
+
+Admission RouteHealth::admit(const std::string& route, Clock::time_point now, const config::BreakerConfig& cfg) {
+  std::lock_guard lock(mutex_);
+  auto& s = routes_[route];
+  if (now < s.hold_until) return Admission::retry_after;
+  if (!s.open) return Admission::allowed;
+  if (now < s.open_until) return Admission::breaker_open;
+  // Cool-down over: this request probes; others stay away for another cool-down unless
+  // the probe reports first.
+  s.open_until = now + std::chrono::seconds(cfg.cooldown_seconds);
+  return Admission::probe;
+}
+
+void RouteHealth::record_success(const std::string& route) {
+  std::lock_guard lock(mutex_);
+  auto& s = routes_[route];
+  s.consecutive_failures = 0;
+  s.open = false;
+}
+
+void RouteHealth::record_failure(const std::string& route, Clock::time_point now,
+                                 const config::BreakerConfig& cfg) {
+  std::lock_guard lock(mutex_);
+  auto& s = routes_[route];
+  ++s.consecutive_failures;
+  if (s.open || s.consecutive_failures >= cfg.consecutive_failures) {
+    s.open = true;  // opens, or a failed probe re-opens
+    s.open_until = now + std::chrono::seconds(cfg.cooldown_seconds);
+  }
+}
+
+void RouteHealth::hold_until(const std::string& route, Clock::time_point until) {
+  std::lock_guard lock(mutex_);
+  auto& s = routes_[route];
+  if (until > s.hold_until) s.hold_until = until;
+}
+
+std::optional<Clock::time_point> RouteHealth::eligible_again(const std::string& route) const {
+  std::lock_guard lock(mutex_);
+  const auto it = routes_.find(route);
+  if (it == routes_.end()) return std::nullopt;
+  auto t = it->second.hold_until;
+  if (it->second.open && it->second.open_until > t) t = it->second.open_until;
+  return t;
+}
+
+}  // namespace tresor::router

@@ -1,0 +1,49 @@
+// Per-route health shared by all workers: the circuit breaker and Retry-After holds.
+//
+// Lives for the whole process (across config reloads), keyed by route id. A mutex
+// guards it: it is touched once per attempt, far from the per-byte hot path.
+#pragma once
+
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "config/config.h"
+
+namespace tresor::router {
+
+using Clock = std::chrono::steady_clock;
+
+enum class Admission {
+  allowed,      // breaker closed
+  probe,        // breaker half-open: this request is the one probe
+  breaker_open, // skip (unless it is the request's last candidate)
+  retry_after,  // the upstream asked us to stay away until later
+};
+
+class RouteHealth {
+ public:
+  // Decides whether `route` may be attempted now; a half-open breaker admits one probe
+  // at a time (another after `cooldown` if the probe never reports back).
+  Admission admit(const std::string& route, Clock::time_point now, const config::BreakerConfig& cfg);
+  void record_success(const std::string& route);
+  void record_failure(const std::string& route, Clock::time_point now, const config::BreakerConfig& cfg);
+  // Keep away from `route` until `until` (a Retry-After above max_retry_after_seconds).
+  void hold_until(const std::string& route, Clock::time_point until);
+  // The earliest time one of the routes becomes eligible again (for 503 Retry-After).
+  std::optional<Clock::time_point> eligible_again(const std::string& route) const;
+
+ private:
+  struct State {
+    unsigned consecutive_failures = 0;
+    bool open = false;
+    Clock::time_point open_until{};   // when open: the next probe may start then
+    Clock::time_point hold_until{};   // Retry-After
+  };
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, State> routes_;
+};
+
+}  // namespace tresor::router

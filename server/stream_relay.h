@@ -1,0 +1,64 @@
+// Relays one upstream chat event stream to the client (spec §1.1, issue #4 item 5).
+//
+// Two phases. Before commit, events are read until the first valid one: nothing has
+// reached the client, so the caller can still fail over. After commit (the client's
+// 200 is out), every failure becomes an in-band `data: {"error":…}` event and the stream
+// ends without [DONE]; never a finish_reason we did not receive.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "providers/sse_parser.h"
+#include "providers/upstream_client.h"
+#include "server/http_types.h"
+
+namespace tresor::server {
+
+class StreamRelay {
+ public:
+  // After the upstream sent its finish chunk (and usage, if the client asked for it),
+  // this much silence — or the upstream closing — completes the stream.
+  static constexpr auto kCompletionGrace = std::chrono::milliseconds(500);
+
+  enum class FirstEvent {
+    ready,        // a valid event is buffered: commit and relay()
+    timeout,      // no event before the deadline
+    failed,       // reset/cut/protocol error before the first event
+    empty,        // the upstream ended (or sent [DONE]) without any event
+    error_event,  // the upstream's first event was an error object
+  };
+
+  StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle);
+
+  boost::asio::awaitable<FirstEvent> await_first_event(providers::UpstreamResponse& upstream,
+                                                       providers::Clock::time_point deadline);
+  // Writes what is buffered and relays the rest; the client stream must have begun.
+  boost::asio::awaitable<void> relay(providers::UpstreamResponse& upstream, ResponseSink& sink);
+
+  size_t dropped_events() const { return dropped_events_; }
+  bool completed() const { return done_; }
+
+ private:
+  enum class Batch { more, done, error_event, oversized };
+  Batch consume(std::string_view bytes);
+  bool complete_without_done() const { return finish_seen_ && (usage_seen_ || !include_usage_); }
+
+  std::string tresor_;
+  bool include_usage_;
+  std::chrono::seconds idle_;
+  providers::SseParser sse_;
+  std::vector<std::string> events_;
+  std::string out_;  // client bytes not yet written
+  size_t dropped_events_ = 0;
+  bool any_event_ = false;
+  bool tresor_sent_ = false;
+  bool finish_seen_ = false;
+  bool usage_seen_ = false;
+  bool done_ = false;
+};
+
+}  // namespace tresor::server
