@@ -273,11 +273,22 @@ router::FailoverPolicy failover_policy(const config::Config& cfg, bool stream) {
   return p;
 }
 
+std::string_view kind_name(router::FailoverResult::Kind kind) {
+  switch (kind) {
+    case router::FailoverResult::Kind::served: return "served";
+    case router::FailoverResult::Kind::pass_through: return "pass_through";
+    case router::FailoverResult::Kind::failed: return "failed";
+    case router::FailoverResult::Kind::timed_out: return "timed_out";
+    case router::FailoverResult::Kind::no_route: return "no_route";
+  }
+  return "unknown";
+}
+
 void log_access(const std::string& requested, const router::FailoverResult& result,
                 const std::optional<router::AttemptPlan>& served, bool stream, Clock::time_point started) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
   spdlog::info(R"(access {{"endpoint":"/v1/chat/completions","stream":{},"requested_route":"{}","routed_model":"{}","result":"{}","attempts":"{}","duration_ms":{}}})",
-               stream, requested, served ? served->route->id : "", static_cast<int>(result.kind),
+               stream, requested, served ? served->route->id : "", kind_name(result.kind),
                router::format_attempts(result.attempts), ms);
 }
 

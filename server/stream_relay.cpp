@@ -49,6 +49,12 @@ ChunkInfo classify_chunk(simdjson::dom::element chunk) {
   return info;
 }
 
+ApiError stream_stalled(std::chrono::seconds idle) {
+  ApiError e = upstream_timeout();
+  e.message = "The upstream stream stalled for more than " + std::to_string(idle.count()) + " s";
+  return e;
+}
+
 std::string error_event(const ApiError& e) {
   std::string out;
   append_event(out, error_body(e));
@@ -141,9 +147,8 @@ boost::asio::awaitable<void> StreamRelay::relay(providers::UpstreamResponse& ups
       continue;
     }
     if (ended) {
-      const ApiError e = error == TransportError::timeout
-                             ? upstream_timeout()
-                             : upstream_error("The upstream stream ended before completion");
+      const ApiError e = error == TransportError::timeout ? stream_stalled(idle_)
+                                                          : upstream_error("The upstream stream ended before completion");
       spdlog::warn("upstream stream failed after the first event: {}",
                    error == TransportError::none ? "ended without [DONE]" : providers::to_string(error));
       const std::string event = error_event(e);
