@@ -81,8 +81,12 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
       if (auto t = health.eligible_again(route.id); t && (!eligible || *t < *eligible)) eligible = t;
       continue;
     }
+    // A half-open probe, or a last candidate let through an open breaker, gets one
+    // attempt, not the route's retry budget.
+    const unsigned attempts_here =
+        admission == Admission::allowed ? policy.retry->attempts_per_route : 1u;
 
-    for (unsigned attempt = 1; attempt <= policy.retry->attempts_per_route; ++attempt) {
+    for (unsigned attempt = 1; attempt <= attempts_here; ++attempt) {
       const auto attempt_start = Clock::now();
       if (attempt_start >= deadline) {
         last_was_deadline = true;
@@ -127,7 +131,9 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
           break;  // fail over at once
         }
       }
-      if (attempt == policy.retry->attempts_per_route) break;
+      if (attempt == attempts_here) break;
+      // Our own failures may just have opened the breaker: then stop hammering the route.
+      if (health.is_open(route.id, Clock::now())) break;
       const auto wait = r.retry_after ? std::chrono::duration_cast<std::chrono::milliseconds>(*r.retry_after)
                                       : retry_backoff(policy.retry->backoff_ms, attempt);
       const auto resume = Clock::now() + wait;
@@ -137,6 +143,10 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
     if (last_was_deadline && Clock::now() >= deadline) break;
   }
 
+  if (!attempted_any && (last_was_deadline || Clock::now() >= deadline)) {
+    result.kind = FailoverResult::Kind::timed_out;  // the budget was gone before any attempt
+    co_return result;
+  }
   if (!attempted_any) {
     result.kind = FailoverResult::Kind::no_route;
     if (eligible) {

@@ -38,6 +38,12 @@ void RouteHealth::hold_until(const std::string& route, Clock::time_point until) 
   if (until > s.hold_until) s.hold_until = until;
 }
 
+bool RouteHealth::is_open(const std::string& route, Clock::time_point now) const {
+  std::lock_guard lock(mutex_);
+  const auto it = routes_.find(route);
+  return it != routes_.end() && it->second.open && now < it->second.open_until;
+}
+
 std::optional<Clock::time_point> RouteHealth::eligible_again(const std::string& route) const {
   std::lock_guard lock(mutex_);
   const auto it = routes_.find(route);

@@ -32,6 +32,8 @@ class RouteHealth {
   void record_failure(const std::string& route, Clock::time_point now, const config::BreakerConfig& cfg);
   // Keep away from `route` until `until` (a Retry-After above max_retry_after_seconds).
   void hold_until(const std::string& route, Clock::time_point until);
+  // Whether the breaker is open at `now` (no side effect: does not start a probe).
+  bool is_open(const std::string& route, Clock::time_point now) const;
   // The earliest time one of the routes becomes eligible again (for 503 Retry-After).
   std::optional<Clock::time_point> eligible_again(const std::string& route) const;
 
