@@ -418,9 +418,11 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
   req.body() = std::move(request.body);
   req.prepare_payload();
 
-  // A request written on a reused connection that the upstream had already closed
-  // fails before any response byte; that (and only that) is retried once on a fresh
-  // connection, as nginx and Envoy do.
+  // A reused connection the upstream had already closed can fail the *write*; the
+  // request then never reached the upstream and is re-sent once on a fresh connection.
+  // Once written, a POST is not re-sent here (nginx's non_idempotent default): the
+  // upstream may have acted on it, and any retry is the failover loop's, visible in
+  // X-Tresor-Attempts.
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<Connection> conn;
     bool reused = false;
@@ -467,6 +469,10 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
       co_await http::async_write(s, req, asio::redirect_error(asio::use_awaitable, e));
       co_return e;
     });
+    if (ec && reused && attempt == 0 && !past(deadline)) {
+      pool->release(std::move(conn), false);
+      continue;
+    }
     auto impl = std::make_unique<UpstreamResponse::Impl>();
     impl->parser.header_limit(kMaxResponseHeaderBytes);
     impl->parser.body_limit(boost::none);  // the caller enforces its own limit
@@ -481,7 +487,6 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
     if (ec) {
       const auto error = classify_read_error(ec, deadline, false);
       pool->release(std::move(conn), false);
-      if (reused && error == TransportError::reset && attempt == 0) continue;
       result.error = error;
       result.detail = "provider " + provider.name + ": " + std::string(to_string(error)) +
                       " before the response head: " + ec.message();

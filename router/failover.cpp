@@ -133,7 +133,10 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
       }
       if (attempt == attempts_here) break;
       // Our own failures may just have opened the breaker: then stop hammering the route.
-      if (health.is_open(route.id, Clock::now())) break;
+      if (health.is_open(route.id, Clock::now())) {
+        result.attempts.push_back(record(route, AttemptOutcome::skipped_breaker, 0, 0));
+        break;
+      }
       const auto wait = r.retry_after ? std::chrono::duration_cast<std::chrono::milliseconds>(*r.retry_after)
                                       : retry_backoff(policy.retry->backoff_ms, attempt);
       const auto resume = Clock::now() + wait;

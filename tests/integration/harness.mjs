@@ -6,6 +6,10 @@
 //                          parses `listening on http://HOST:PORT` and polls /readyz;
 //   * RawConnection        exact bytes over node:net (431, 413, chunked, slow requests);
 //   * readSse()/sseRequest SSE reading with per-event timestamps;
+//   * startRoutingStack()  one fake upstream per provider + a gateway routing over them, with
+//                          timedChat()/parseAttempts()/expectAttempts() for X-Tresor-Attempts;
+//                          fakes take runtime faults via fake.behaviour(spec) and can be
+//                          stopped and restart()ed on the same port;
 //   * stopAll()            kills every process this module started (use it in after()).
 //
 // Imported by tests/integration/*.test.mjs and by tests/client/*.test.mjs (relative path),
@@ -227,7 +231,8 @@ export async function stopAll() {
 
 /**
  * Spawns tresor-fake-upstream. Options map to its flags: chunks, paceMs, requireKey, content,
- * tlsCert, tlsKey (+ ca: PEM text to trust for the control endpoints); extraArgs are appended.
+ * tlsCert, tlsKey (+ ca: PEM text to trust for the control endpoints); extraArgs are appended;
+ * port (optional) listens on that port instead of an ephemeral one.
  */
 export async function startFakeUpstream(opts = {}) {
   // opts.port (optional): listen on this fixed port instead of an ephemeral one.
@@ -829,6 +834,21 @@ export function parseAttempts(header) {
     if (!m) throw new Error(`malformed X-Tresor-Attempts entry ${JSON.stringify(entry)} in ${JSON.stringify(header)}`);
     return { route: m[1], outcome: m[2], ms: Number(m[3]) };
   });
+}
+
+/**
+ * Checks an X-Tresor-Attempts header against [[route, outcome], …] exactly, in order (an outcome
+ * may be a RegExp; numbers are compared as strings). Throws a descriptive Error otherwise;
+ * returns the parsed entries (with their ms) on success.
+ */
+export function expectAttempts(header, expected) {
+  const want = expected.map(([r, o]) => `${r}=${o instanceof RegExp ? o : String(o)}`).join(', ');
+  if (header === null || header === undefined) throw new Error(`X-Tresor-Attempts header missing; expected ${want}`);
+  const got = parseAttempts(header);
+  const ok = got.length === expected.length && expected.every(([r, o], i) => got[i].route === r &&
+    (o instanceof RegExp ? o.test(got[i].outcome) : got[i].outcome === String(o)));
+  if (!ok) throw new Error(`X-Tresor-Attempts ${JSON.stringify(header)} does not match the expected ${want}`);
+  return got;
 }
 
 /**
