@@ -112,6 +112,9 @@ struct ReceiptsConfig {
   std::string kid = "router-receipt-1";
   std::vector<RetiredKey> retired_keys;
   uint64_t ttl_seconds = 604800;
+  // sync: a receipt is durable before the bytes carrying its id leave the router.
+  // async: it is written right after (a crash can lose the last group commit, ~ms).
+  enum class Durability { sync, async } durability = Durability::sync;
 };
 
 struct AttestationConfig {

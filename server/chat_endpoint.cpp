@@ -8,6 +8,7 @@
 #include "router/failover.h"
 #include "router/timeout_override.h"
 #include "server/chat_request.h"
+#include "server/receipt_issuer.h"
 #include "server/stream_relay.h"
 #include "server/tresor_member.h"
 #include "server/upstream_errors.h"
@@ -125,25 +126,65 @@ router::AttemptResult outcome_only(AttemptOutcome outcome) {
   return r;
 }
 
-// A complete non-stream upstream 200 body → the client's answer, or nullopt when it
-// is not a JSON object (then the attempt failed with bad_response).
-std::optional<Response> json_answer(std::string body, const TresorInfo& info, const std::string& attempts) {
+// What a non-stream upstream 200 body holds, or nullopt when it is not a JSON object
+// (then the attempt failed with bad_response).
+struct JsonAnswer {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+};
+
+std::optional<JsonAnswer> inspect_answer(const std::string& body) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
-  if (parser.parse(body).get(root) || !root.is_object() || !append_tresor_member(body, tresor_object_json(info)))
-    return std::nullopt;
+  if (parser.parse(body).get(root) || !root.is_object()) return std::nullopt;
+  JsonAnswer a;
+  int64_t n = 0;
+  if (!root["usage"]["prompt_tokens"].get(n)) a.prompt_tokens = n;
+  if (!root["usage"]["completion_tokens"].get(n)) a.completion_tokens = n;
+  return a;
+}
+
+Response json_response(std::string body, const TresorInfo& info, const std::string& attempts) {
+  append_tresor_member(body, tresor_object_json(info));
   Response r;
   r.body = std::move(body);
   r.headers.emplace_back(std::string(kAttemptsHeader), attempts);
   return r;
 }
 
+receipts::Claims make_claims(const std::string& id, const TresorInfo& info, const std::string& request_sha256,
+                             std::string response_sha256, int64_t prompt_tokens, int64_t completion_tokens,
+                             const std::optional<std::string>& nonce) {
+  receipts::Claims c;
+  c.id = id;
+  c.issued_at = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  c.requested_route = info.requested_route;
+  c.routed_model = info.routed_model;
+  c.failover = info.failover;
+  c.endpoint = "/v1/chat/completions";
+  c.prompt_tokens = prompt_tokens;
+  c.completion_tokens = completion_tokens;
+  c.request_sha256 = request_sha256;
+  c.response_sha256 = std::move(response_sha256);
+  c.nonce = nonce;
+  return c;
+}
+
+std::string customer_of(const ChatHead& head) { return head.key ? head.key->customer : std::string(); }
+
 // One exchange per attempt, driven by router::run_failover.
 class ChatAttempts final : public router::AttemptRunner {
  public:
-  ChatAttempts(const Runtime& rt, ChatServices services, const ChatRequest& req, std::string requested_route,
-               ResponseSink& sink)
-      : rt_(rt), services_(services), req_(req), requested_route_(std::move(requested_route)), sink_(sink) {}
+  ChatAttempts(const Runtime& rt, ChatServices services, const ChatHead& head, const ChatRequest& req,
+               std::string request_sha256, std::string requested_route, ResponseSink& sink)
+      : rt_(rt),
+        services_(services),
+        head_(head),
+        req_(req),
+        request_sha256_(std::move(request_sha256)),
+        requested_route_(std::move(requested_route)),
+        sink_(sink) {}
 
   boost::asio::awaitable<router::AttemptResult> attempt(const router::AttemptPlan& plan) override {
     const auto attempt_start = Clock::now();
@@ -193,15 +234,28 @@ class ChatAttempts final : public router::AttemptRunner {
       spdlog::warn("route {} failed while sending its answer: {}", plan.route->id, providers::to_string(error));
       co_return outcome_only(transport_outcome(error, plan, false, false));
     }
-    const TresorInfo info = tresor_info(requested_route_, plan);
-    const std::string attempts = attempts_with_success(plan, attempt_start);
-    std::optional<Response> answer = json_answer(std::move(body), info, attempts);
+    const std::optional<JsonAnswer> answer = inspect_answer(body);
     if (!answer) {
       spdlog::warn("route {} answered 200 with a body that is not a JSON object", plan.route->id);
       co_return outcome_only(AttemptOutcome::bad_response);
     }
     served_by_ = plan;
-    co_await sink_.send(std::move(*answer));
+    TresorInfo info = tresor_info(requested_route_, plan);
+    if (!head_.receipt_opt_out) {
+      // The body as it stands is exactly what the client gets minus `,"tresor":{…}`.
+      const std::string id = receipts::new_receipt_id();
+      receipts::Claims claims = make_claims(id, info, request_sha256_, receipts::sha256_hex(body),
+                                            answer->prompt_tokens, answer->completion_tokens, head_.nonce);
+      // Durable before the id leaves the router (receipts.durability: sync).
+      std::string customer = customer_of(head_);
+      if (co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims)))
+        info.receipt_id = id;
+      else
+        spdlog::error("route {}: the receipt could not be stored; answering without receipt_id", plan.route->id);
+    }
+    const std::string attempts = attempts_with_success(plan, attempt_start);
+    Response reply = json_response(std::move(body), info, attempts);
+    co_await sink_.send(std::move(reply));
     co_return outcome_only(AttemptOutcome::ok);
   }
 
@@ -212,7 +266,11 @@ class ChatAttempts final : public router::AttemptRunner {
       spdlog::warn("route {} did not answer with an event stream", plan.route->id);
       co_return outcome_only(AttemptOutcome::bad_response);
     }
-    const std::string tresor = tresor_object_json(tresor_info(requested_route_, plan));
+    // The receipt id is reserved now and travels on the finish chunk; the receipt itself
+    // is stored once the stream completes, before [DONE].
+    TresorInfo info = tresor_info(requested_route_, plan);
+    if (!head_.receipt_opt_out) info.receipt_id = receipts::new_receipt_id();
+    const std::string tresor = tresor_object_json(info);
     StreamRelay relay(tresor, req_.include_usage, std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
     const auto first = co_await relay.await_first_event(response, plan.first_byte_deadline);
     switch (first) {
@@ -228,15 +286,33 @@ class ChatAttempts final : public router::AttemptRunner {
     // Commit: from here on the client has a 200 and no failover is possible.
     served_by_ = plan;
     const std::string attempts = attempts_with_success(plan, attempt_start);
-    if (co_await sink_.begin_stream(sse_headers(attempts))) co_await relay.relay(response, sink_);
+    if (co_await sink_.begin_stream(sse_headers(attempts))) {
+      const auto ending = co_await relay.relay(response, sink_);
+      if (ending == StreamRelay::Ending::completed) co_await complete_stream(info, relay);
+    }
     if (relay.dropped_events() > 0)
       spdlog::warn("route {}: dropped {} invalid JSON event(s)", plan.route->id, relay.dropped_events());
     co_return outcome_only(AttemptOutcome::ok);
   }
 
+  // A whole answer was relayed: store its receipt, then tell the client it is done.
+  boost::asio::awaitable<void> complete_stream(const TresorInfo& info, StreamRelay& relay) {
+    if (info.receipt_id) {
+      receipts::Claims claims = make_claims(*info.receipt_id, info, request_sha256_, relay.response_sha256(),
+                                            relay.prompt_tokens(), relay.completion_tokens(), head_.nonce);
+      std::string customer = customer_of(head_);
+      if (!co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims)))
+        spdlog::error("route {}: the stream's receipt could not be stored", info.routed_model);
+    }
+    const std::string done = "data: [DONE]\n\n";
+    if (co_await sink_.write_stream(done)) co_await sink_.end_stream();
+  }
+
   const Runtime& rt_;
   ChatServices services_;
+  const ChatHead& head_;
   const ChatRequest& req_;
+  std::string request_sha256_;
   std::string requested_route_;
   ResponseSink& sink_;
   std::optional<ApiError> pass_through_;
@@ -302,11 +378,22 @@ std::variant<ChatHead, ApiError> check_chat_head(const Runtime& rt, const Reques
   if (!budget)
     return invalid_request("invalid_timeout_override", "X-Tresor-Timeout-Seconds must be a positive integer",
                            std::string(router::kTimeoutHeader));
-  return ChatHead{key, *budget, receipt_opt_out(head)};
+  ChatHead chat;
+  chat.key = key;
+  chat.budget = *budget;
+  chat.receipt_opt_out = receipt_opt_out(head);
+  // The old docs' replay nonce, copied into the receipt; bounded so a client cannot
+  // inflate every receipt.
+  constexpr size_t kMaxNonceBytes = 256;
+  if (const auto nonce = head.value("X-Tresor-Nonce"); !nonce.empty() && nonce.size() <= kMaxNonceBytes)
+    chat.nonce = std::string(nonce);
+  return chat;
 }
 
 boost::asio::awaitable<void> handle_chat(const Runtime& rt, ChatServices services, const ChatHead& head,
                                          std::string body, Clock::time_point started, ResponseSink& sink) {
+  // The exact bytes received, before anything looks at them (the receipt's request_sha256).
+  std::string request_sha256 = head.receipt_opt_out ? std::string() : receipts::sha256_hex(body);
   auto parsed = parse_chat_request(body);
   if (auto* err = std::get_if<ApiError>(&parsed)) {
     Response r = error_response(*err);
@@ -319,7 +406,7 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, ChatServices service
     co_return co_await sink.send(std::move(r));
   }
   const auto& resolution = *resolved.resolution;
-  ChatAttempts attempts(rt, services, req, resolution.requested_route, sink);
+  ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink);
   const auto policy = failover_policy(*rt.config, req.stream);
   const auto deadline = started + head.budget;
   const auto result =

@@ -5,9 +5,11 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <variant>
 
+#include "receipts/receipt_service.h"
 #include "router/route_health.h"
 #include "server/api_error.h"
 #include "server/http_types.h"
@@ -20,6 +22,7 @@ struct ChatHead {
   const config::ApiKeyConfig* key = nullptr;
   std::chrono::seconds budget{0};  // X-Tresor-Timeout-Seconds or the default
   bool receipt_opt_out = false;    // X-Tresor-Receipt: false|0
+  std::optional<std::string> nonce;  // X-Tresor-Nonce, copied into the receipt
 };
 
 std::variant<ChatHead, ApiError> check_chat_head(const Runtime& rt, const RequestHead& head,
@@ -29,6 +32,7 @@ std::variant<ChatHead, ApiError> check_chat_head(const Runtime& rt, const Reques
 struct ChatServices {
   providers::UpstreamClient& upstream;  // this worker's
   router::RouteHealth& health;          // the process's
+  receipts::ReceiptService& receipts;   // the process's
 };
 
 // `started` is when the request head arrived: the budget counts from there.

@@ -13,6 +13,7 @@
 #include <exception>
 #include <thread>
 
+#include "receipts/receipt_service.h"
 #include "server/session.h"
 
 namespace tresor::server {
@@ -42,6 +43,8 @@ void log_exception(std::exception_ptr e, const char* what) {
 struct Server::Impl {
   RuntimeHolder& runtime;
   router::RouteHealth health;  // process-wide: breakers outlive config reloads
+  std::unique_ptr<receipts::ReceiptService> receipts;
+  std::string jwks;
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::unique_ptr<asio::signal_set> signals;
@@ -60,14 +63,29 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      asio::co_spawn(w.ioc, run_session(std::move(socket), runtime, *w.upstream, health),
+      const SessionServices services{runtime, *w.upstream, health, *receipts, jwks};
+      asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
   }
 };
 
+namespace {
+
+std::unique_ptr<receipts::ReceiptStore> open_store(const std::string& url) {
+  constexpr std::string_view kSqlite = "sqlite:";
+  if (url.rfind(kSqlite, 0) == 0) return receipts::open_sqlite_store(url.substr(kSqlite.size()));
+  throw std::runtime_error("store " + url + ": only sqlite: stores are implemented so far (redis:// is coming)");
+}
+
+}  // namespace
+
 Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) {
   const auto cfg = runtime.current()->config;
+  auto signer = receipts::Signer::load_or_create(cfg->receipts.signing_key_file, cfg->receipts.kid);
+  impl_->jwks = receipts::jwks_json(*signer, cfg->receipts.retired_keys);
+  impl_->receipts = std::make_unique<receipts::ReceiptService>(std::move(signer), open_store(cfg->store),
+                                                               static_cast<int64_t>(cfg->receipts.ttl_seconds));
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();

@@ -12,6 +12,10 @@
 #include "server/api_error.h"
 #include "server/chat_endpoint.h"
 #include "server/http_types.h"
+#include "server/receipt_issuer.h"
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 
 namespace tresor::server {
 namespace asio = boost::asio;
@@ -31,8 +35,9 @@ constexpr auto kWriteTimeout = std::chrono::seconds(60);
 constexpr auto kLingerTime = std::chrono::seconds(2);
 
 constexpr std::string_view kChatPath = "/v1/chat/completions";
+constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
 
-enum class Endpoint { health, ready, chat, unknown };
+enum class Endpoint { health, ready, chat, receipt, jwks, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -46,6 +51,10 @@ RouteMatch match(http::verb method, std::string_view target) {
   if (path == "/healthz") return {Endpoint::health, get, "GET, HEAD"};
   if (path == "/readyz") return {Endpoint::ready, get, "GET, HEAD"};
   if (path == kChatPath) return {Endpoint::chat, method == http::verb::post, "POST"};
+  if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
+    return {Endpoint::receipt, get, "GET, HEAD"};
+  // The old docs served the JWKS at /v1/verify/jwks.json: kept as an alias.
+  if (path == "/.well-known/jwks.json" || path == "/v1/verify/jwks.json") return {Endpoint::jwks, get, "GET, HEAD"};
   return {};
 }
 
@@ -88,6 +97,31 @@ RequestHead make_head(const http::request<http::empty_body>& req) {
   return head;
 }
 
+Response jwks_response(const std::string& jwks) {
+  Response r;
+  r.body = jwks;
+  r.headers.emplace_back("Cache-Control", "public, max-age=300");
+  return r;
+}
+
+ApiError receipt_not_found() {
+  return ApiError{404, "invalid_request_error", "receipt_not_found", "Receipt not found", std::nullopt};
+}
+
+// {"id":…,"receipt":"<JWS>"} exactly: tresor-verify reads this shape from stdin.
+Response receipt_response(const std::string& id, const std::string& jws) {
+  boost::json::object o;
+  o["id"] = id;
+  o["receipt"] = jws;
+  Response r;
+  r.body = boost::json::serialize(o);
+  return r;
+}
+
+Response receipt_answer(const std::string& id, const std::optional<std::string>& jws) {
+  return jws ? receipt_response(id, *jws) : error_response(receipt_not_found());
+}
+
 Response health_response() {
   Response r;
   r.body = R"({"status":"ok"})";
@@ -96,9 +130,8 @@ Response health_response() {
 
 class Session final : public ResponseSink {
  public:
-  Session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream,
-          router::RouteHealth& health)
-      : stream_(std::move(socket)), runtime_(runtime), upstream_(upstream), health_(health) {}
+  Session(tcp::socket socket, SessionServices services)
+      : stream_(std::move(socket)), services_(services), runtime_(services.runtime) {}
 
   asio::awaitable<void> run() {
     error_code ec;
@@ -218,8 +251,8 @@ class Session final : public ResponseSink {
       const ApiError e = route.endpoint == Endpoint::unknown ? not_found_path() : method_not_allowed();
       co_return co_await finish_without_body(e, has_body);
     }
-    if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready) {
-      Response r = health_response();
+    if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks) {
+      Response r = route.endpoint == Endpoint::jwks ? jwks_response(services_.jwks) : health_response();
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
     }
@@ -230,6 +263,10 @@ class Session final : public ResponseSink {
     if (auth.status != AuthStatus::ok) {
       const ApiError e = unauthorized(auth.status);
       co_return co_await finish_without_body(e, has_body);
+    }
+    if (route.endpoint == Endpoint::receipt) {
+      co_await send_receipt(req.target(), auth.key->customer);
+      co_return keep_alive_ && !has_body && !client_gone_;
     }
     auto chat_head = check_chat_head(*runtime, head, auth.key);
     if (auto* err = std::get_if<ApiError>(&chat_head)) co_return co_await finish_without_body(*err, has_body);
@@ -260,7 +297,7 @@ class Session final : public ResponseSink {
     }
 
     // Phase 5: the endpoint.
-    const ChatServices services{upstream_, health_};
+    const ChatServices services{services_.upstream, services_.health, services_.receipts};
     co_await handle_chat(*runtime, services, std::get<ChatHead>(chat_head), std::move(body_parser.get().body()),
                          started, *this);
     if (!responded_) {
@@ -268,6 +305,17 @@ class Session final : public ResponseSink {
       co_await send(std::move(r));
     }
     co_return keep_alive_ && !client_gone_;
+  }
+
+  // GET /v1/receipts/{id}: scoped to the caller's customer; unknown, expired, malformed
+  // or another customer's id are all the same 404, so existence does not leak.
+  asio::awaitable<void> send_receipt(std::string_view target, const std::string& customer) {
+    const auto path = target.substr(0, target.find('?'));
+    const std::string id(path.substr(kReceiptsPrefix.size()));
+    std::optional<std::string> jws;
+    if (receipts::is_receipt_id(id)) jws = co_await fetch_receipt(services_.receipts, id, customer);
+    Response r = receipt_answer(id, jws);
+    co_await send(std::move(r));
   }
 
   // Answers an error while the request body (if any) is still unread; the connection
@@ -291,9 +339,8 @@ class Session final : public ResponseSink {
 
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
+  SessionServices services_;
   RuntimeHolder& runtime_;
-  providers::UpstreamClient& upstream_;
-  router::RouteHealth& health_;
   unsigned version_ = 11;
   bool keep_alive_ = false;
   bool head_only_ = false;
@@ -306,9 +353,8 @@ class Session final : public ResponseSink {
 
 }  // namespace
 
-asio::awaitable<void> run_session(tcp::socket socket, RuntimeHolder& runtime, providers::UpstreamClient& upstream,
-                                  router::RouteHealth& health) {
-  Session session(std::move(socket), runtime, upstream, health);
+asio::awaitable<void> run_session(tcp::socket socket, SessionServices services) {
+  Session session(std::move(socket), services);
   co_await session.run();
 }
 

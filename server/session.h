@@ -6,12 +6,22 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "providers/upstream_client.h"
+#include "receipts/receipt_service.h"
 #include "router/route_health.h"
 #include "server/runtime.h"
 
 namespace tresor::server {
 
-boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket, RuntimeHolder& runtime,
-                                         providers::UpstreamClient& upstream, router::RouteHealth& health);
+// What a session needs besides its socket: process-wide services and its worker's
+// upstream client.
+struct SessionServices {
+  RuntimeHolder& runtime;
+  providers::UpstreamClient& upstream;  // the worker's
+  router::RouteHealth& health;
+  receipts::ReceiptService& receipts;
+  const std::string& jwks;  // the JWKS document, built at startup
+};
+
+boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket, SessionServices services);
 
 }  // namespace tresor::server

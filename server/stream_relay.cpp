@@ -24,6 +24,8 @@ enum class ChunkKind { content, finish, usage, error };
 struct ChunkInfo {
   ChunkKind kind = ChunkKind::content;
   bool has_usage = false;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
 };
 
 // Which OpenAI stream chunk this is: the tresor object goes on the finish chunk (and a
@@ -37,6 +39,11 @@ ChunkInfo classify_chunk(simdjson::dom::element chunk) {
   }
   simdjson::dom::element usage;
   info.has_usage = !chunk["usage"].get(usage) && usage.is_object();
+  if (info.has_usage) {
+    int64_t n = 0;
+    if (!usage["prompt_tokens"].get(n)) info.prompt_tokens = n;
+    if (!usage["completion_tokens"].get(n)) info.completion_tokens = n;
+  }
   simdjson::dom::array choices;
   if (!chunk["choices"].get(choices)) {
     if (choices.size() == 0) {
@@ -66,6 +73,18 @@ std::string error_event(const ApiError& e) {
 StreamRelay::StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle)
     : tresor_(std::move(tresor_object)), include_usage_(include_usage), idle_(idle) {}
 
+void StreamRelay::finish() {
+  if (!tresor_sent_) {
+    // No finish chunk came: carry the tresor object on a chunk of its own.
+    std::string chunk = R"({"object":"chat.completion.chunk","choices":[]})";
+    digest_.update(chunk);
+    append_tresor_member(chunk, tresor_);
+    append_event(out_, chunk);
+    tresor_sent_ = true;
+  }
+  done_ = true;
+}
+
 StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
   events_.clear();
   if (!sse_.feed(bytes, events_)) return Batch::oversized;
@@ -73,14 +92,7 @@ StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
   for (auto& data : events_) {
     if (data == "[DONE]") {
       if (!any_event_) return Batch::done;
-      if (!tresor_sent_) {
-        // No finish chunk came: carry the tresor object on a chunk of its own.
-        std::string chunk = R"({"object":"chat.completion.chunk","choices":[]})";
-        append_tresor_member(chunk, tresor_);
-        append_event(out_, chunk);
-      }
-      append_event(out_, "[DONE]");
-      done_ = true;
+      finish();
       return Batch::done;
     }
     data.reserve(data.size() + simdjson::SIMDJSON_PADDING);
@@ -95,12 +107,17 @@ StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
       if (any_event_) append_event(out_, data);  // mid-stream: relay the upstream's error as is
       return Batch::error_event;
     }
+    digest_.update(data);  // as the client gets it, minus the tresor member
     if (info.kind == ChunkKind::finish || info.kind == ChunkKind::usage) {
       append_tresor_member(data, tresor_);
       tresor_sent_ = true;
     }
     if (info.kind == ChunkKind::finish) finish_seen_ = true;
-    if (info.has_usage) usage_seen_ = true;
+    if (info.has_usage) {
+      usage_seen_ = true;
+      prompt_tokens_ = info.prompt_tokens;
+      completion_tokens_ = info.completion_tokens;
+    }
     append_event(out_, data);
     any_event_ = true;
   }
@@ -123,16 +140,17 @@ boost::asio::awaitable<StreamRelay::FirstEvent> StreamRelay::await_first_event(
   co_return FirstEvent::ready;
 }
 
-boost::asio::awaitable<void> StreamRelay::relay(providers::UpstreamResponse& upstream, ResponseSink& sink) {
+boost::asio::awaitable<StreamRelay::Ending> StreamRelay::relay(providers::UpstreamResponse& upstream,
+                                                              ResponseSink& sink) {
   for (;;) {
     if (!out_.empty()) {
       const std::string chunk = std::move(out_);
       out_.clear();
       // A failed write means the client left: returning drops the upstream response,
       // which closes its connection and so cancels the upstream request.
-      if (!co_await sink.write_stream(chunk)) co_return;
+      if (!co_await sink.write_stream(chunk)) co_return Ending::client_gone;
     }
-    if (done_) break;
+    if (done_) co_return Ending::completed;
     const auto grace = complete_without_done();
     const auto deadline = Clock::now() + (grace ? std::chrono::duration_cast<Clock::duration>(kCompletionGrace)
                                                 : std::chrono::duration_cast<Clock::duration>(idle_));
@@ -142,8 +160,7 @@ boost::asio::awaitable<void> StreamRelay::relay(providers::UpstreamResponse& ups
     if (ended && grace) {
       // Finish chunk (and any usage asked for) arrived; the upstream closed or went
       // quiet instead of sending [DONE]: the answer is complete.
-      append_event(out_, "[DONE]");
-      done_ = true;
+      finish();
       continue;
     }
     if (ended) {
@@ -153,7 +170,8 @@ boost::asio::awaitable<void> StreamRelay::relay(providers::UpstreamResponse& ups
                    error == TransportError::none ? "ended without [DONE]" : providers::to_string(error));
       const std::string event = error_event(e);
       co_await sink.write_stream(event);
-      co_return co_await sink.end_stream();
+      co_await sink.end_stream();
+      co_return Ending::failed;
     }
     const Batch batch = consume(bytes);
     if (batch == Batch::error_event || batch == Batch::oversized) {
@@ -165,10 +183,10 @@ boost::asio::awaitable<void> StreamRelay::relay(providers::UpstreamResponse& ups
       const std::string chunk = std::move(out_);
       out_.clear();
       co_await sink.write_stream(chunk);
-      co_return co_await sink.end_stream();
+      co_await sink.end_stream();
+      co_return Ending::failed;
     }
   }
-  co_await sink.end_stream();
 }
 
 }  // namespace tresor::server

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "providers/sse_parser.h"
+#include "receipts/claims.h"
 #include "providers/upstream_client.h"
 #include "server/http_types.h"
 
@@ -36,15 +37,26 @@ class StreamRelay {
 
   boost::asio::awaitable<FirstEvent> await_first_event(providers::UpstreamResponse& upstream,
                                                        providers::Clock::time_point deadline);
+  enum class Ending {
+    completed,    // the answer is whole: the caller issues the receipt, then writes [DONE]
+    failed,       // an in-band error event was written and the stream ended
+    client_gone,  // a write failed: nothing more to do
+  };
   // Writes what is buffered and relays the rest; the client stream must have begun.
-  boost::asio::awaitable<void> relay(providers::UpstreamResponse& upstream, ResponseSink& sink);
+  // Does not write [DONE] (the receipt must be stored first).
+  boost::asio::awaitable<Ending> relay(providers::UpstreamResponse& upstream, ResponseSink& sink);
 
   size_t dropped_events() const { return dropped_events_; }
-  bool completed() const { return done_; }
+  // SHA-256 over the data payloads the client received, each without its tresor member,
+  // [DONE] excluded (the receipt's response_sha256). Call once, after `completed`.
+  std::string response_sha256() { return digest_.hex(); }
+  int64_t prompt_tokens() const { return prompt_tokens_; }
+  int64_t completion_tokens() const { return completion_tokens_; }
 
  private:
   enum class Batch { more, done, error_event, oversized };
   Batch consume(std::string_view bytes);
+  void finish();  // the answer is complete: make sure the client got the tresor object
   bool complete_without_done() const { return finish_seen_ && (usage_seen_ || !include_usage_); }
 
   std::string tresor_;
@@ -59,6 +71,9 @@ class StreamRelay {
   bool finish_seen_ = false;
   bool usage_seen_ = false;
   bool done_ = false;
+  receipts::Sha256 digest_;
+  int64_t prompt_tokens_ = 0;
+  int64_t completion_tokens_ = 0;
 };
 
 }  // namespace tresor::server

@@ -133,14 +133,14 @@ process.on('exit', () => {
 });
 
 class ManagedProcess {
-  constructor(name, bin, args, env) {
+  constructor(name, bin, args, env, cwd = undefined) {
     this.name = name;
     this.bin = bin;
     this.args = args;
     this.stdout = '';
     this.stderr = '';
     this.stopping = false;
-    this.child = spawn(bin, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(bin, args, { env, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     this.exit = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         liveProcs.delete(this);
@@ -389,7 +389,10 @@ export function writeConfig(config, name = 'tresor.yaml') {
  */
 export async function startGateway({ config, env = {}, name = 'tresor-router' }) {
   const configPath = writeConfig(config);
-  const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env });
+  // The gateway runs in its config's temp dir, so its default state (receipt signing key,
+  // SQLite store under state/) is private to the test and removed with it.
+  const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env },
+    path.dirname(configPath));
   const m = await proc.waitForOutput(/listening on http:\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/);
   const host = m[1].replace(/^\[|\]$/g, '');
   const port = Number(m[2]);

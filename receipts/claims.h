@@ -1,0 +1,50 @@
+// What a receipt says (spec §5.3) and the digests a client can recompute.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <openssl/evp.h>
+
+namespace tresor::receipts {
+
+// A fresh random (v4) UUID: the receipt id and the JWS's jti.
+std::string new_receipt_id();
+bool is_receipt_id(std::string_view id);
+
+// Incremental SHA-256 (OpenSSL EVP), lowercase hex out.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(std::string_view bytes);
+  std::string hex();  // finalises; call once
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+std::string sha256_hex(std::string_view bytes);
+
+struct Claims {
+  std::string id;  // jti
+  int64_t issued_at = 0;  // iat: completion time, unix seconds
+  std::string requested_route;
+  std::string routed_model;
+  bool failover = false;
+  std::string endpoint;  // "/v1/chat/completions"
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  std::string request_sha256;
+  std::string response_sha256;
+  std::optional<std::string> nonce;  // X-Tresor-Nonce
+};
+
+// The JWS payload, compact JSON, claims in the order of spec §5.3.
+std::string claims_json(const Claims& c);
+
+}  // namespace tresor::receipts

@@ -1,0 +1,232 @@
+// One worker thread owns the signer calls and the store: requests only enqueue, so an
+// I/O thread never waits on ECDSA or fsync, and SQLite is only ever touched here.
+#include "receipts/receipt_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace tresor::receipts {
+namespace {
+
+// Expired rows are only unreachable (get() filters on expiry), so purging is just
+// housekeeping; once a minute keeps the table small without costing throughput.
+constexpr auto kPurgeInterval = std::chrono::seconds(60);
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct PendingIssue {
+  std::string id;
+  std::string customer;
+  std::string claims_json;
+  int64_t expires_at = 0;
+  std::function<void(bool)> done;
+};
+
+struct PendingFetch {
+  std::string id;
+  std::string customer;
+  std::function<void(std::optional<std::string>)> done;
+};
+
+// A callback that throws must not take the worker (and every later receipt) down.
+template <typename Fn, typename... Args>
+void run_callback(const Fn& fn, const char* what, Args&&... args) {
+  if (!fn) return;
+  try {
+    fn(std::forward<Args>(args)...);
+  } catch (const std::exception& e) {
+    spdlog::error("receipts: {} callback threw: {}", what, e.what());
+  } catch (...) {
+    spdlog::error("receipts: {} callback threw", what);
+  }
+}
+
+}  // namespace
+
+struct ReceiptService::Impl {
+  std::unique_ptr<Signer> signer;
+  std::unique_ptr<ReceiptStore> store;
+  int64_t ttl_seconds = 0;
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::vector<PendingIssue> issues;
+  std::vector<PendingFetch> fetches;
+  std::vector<std::function<void()>> tasks;  // e.g. stored_count(), run on this thread
+  bool stopping = false;
+  bool exited = false;  // the worker has left its loop; nothing queued now would run
+
+  std::thread worker;
+
+  void run() {
+    // Purge once at start-up too: rows that expired while the process was down.
+    auto next_purge = std::chrono::steady_clock::now();
+    for (;;) {
+      std::vector<PendingIssue> batch;
+      std::vector<PendingFetch> reads;
+      std::vector<std::function<void()>> jobs;
+      {
+        std::unique_lock lock(mutex);
+        wake.wait_until(lock, next_purge, [&] { return stopping || has_work(); });
+        if (stopping && !has_work()) {
+          exited = true;
+          return;
+        }
+        // Take everything at once: all issues that piled up while the previous
+        // transaction was fsyncing share the next one (group commit).
+        batch.swap(issues);
+        reads.swap(fetches);
+        jobs.swap(tasks);
+      }
+      if (!batch.empty()) commit(batch);
+      // Fetches after this round's issues, so a fetch queued behind its own issue sees it.
+      for (auto& f : reads) serve(f);
+      for (auto& job : jobs) job();
+      if (std::chrono::steady_clock::now() >= next_purge) {
+        purge();
+        next_purge = std::chrono::steady_clock::now() + kPurgeInterval;
+      }
+    }
+  }
+
+  bool has_work() const { return !issues.empty() || !fetches.empty() || !tasks.empty(); }
+
+  void commit(std::vector<PendingIssue>& batch) {
+    std::vector<StoredReceipt> rows;
+    std::vector<PendingIssue*> signed_issues;  // parallel to rows
+    rows.reserve(batch.size());
+    signed_issues.reserve(batch.size());
+    for (auto& p : batch) {
+      try {
+        rows.push_back(StoredReceipt{p.id, p.customer, signer->sign(p.claims_json), p.expires_at});
+        signed_issues.push_back(&p);
+      } catch (const std::exception& e) {
+        // One bad payload fails only its own receipt, not the whole batch.
+        spdlog::error("receipts: signing receipt {} failed: {}", p.id, e.what());
+        run_callback(p.done, "issue", false);
+      }
+    }
+    if (rows.empty()) return;
+    bool ok = false;
+    try {
+      ok = store->put_batch(rows);
+      if (!ok) spdlog::error("receipts: storing a batch of {} receipts failed", rows.size());
+    } catch (const std::exception& e) {
+      spdlog::error("receipts: storing a batch of {} receipts failed: {}", rows.size(), e.what());
+    }
+    for (auto* p : signed_issues) run_callback(p->done, "issue", ok);
+  }
+
+  void serve(PendingFetch& f) {
+    std::optional<std::string> jws;
+    try {
+      jws = store->get(f.id, f.customer, unix_now());
+    } catch (const std::exception& e) {
+      // Answered as not found; the endpoint cannot do better for a broken store.
+      spdlog::error("receipts: fetching receipt {} failed: {}", f.id, e.what());
+    }
+    run_callback(f.done, "fetch", std::move(jws));
+  }
+
+  void purge() {
+    try {
+      store->purge_expired(unix_now());
+    } catch (const std::exception& e) {
+      spdlog::error("receipts: purging expired receipts failed: {}", e.what());
+    }
+  }
+};
+
+ReceiptService::ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store,
+                               int64_t ttl_seconds)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->signer = std::move(signer);
+  impl_->store = std::move(store);
+  impl_->ttl_seconds = ttl_seconds;
+  impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
+}
+
+ReceiptService::~ReceiptService() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_one();
+  // The worker drains the queue before leaving, so no accepted issue is dropped.
+  impl_->worker.join();
+}
+
+void ReceiptService::issue(std::string id, std::string customer, std::string claims_json,
+                           std::function<void(bool)> done) {
+  // Expiry counts from issue time, not from when the worker gets to the receipt.
+  PendingIssue p{std::move(id), std::move(customer), std::move(claims_json), unix_now() + impl_->ttl_seconds,
+                 std::move(done)};
+  bool accepted = false;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->exited) {
+      impl_->issues.push_back(std::move(p));
+      accepted = true;
+    }
+  }
+  if (accepted) {
+    impl_->wake.notify_one();
+  } else {
+    run_callback(p.done, "issue", false);  // shut down: say so rather than never answering
+  }
+}
+
+void ReceiptService::fetch(std::string id, std::string customer,
+                           std::function<void(std::optional<std::string>)> done) {
+  PendingFetch f{std::move(id), std::move(customer), std::move(done)};
+  bool accepted = false;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->exited) {
+      impl_->fetches.push_back(std::move(f));
+      accepted = true;
+    }
+  }
+  if (accepted) {
+    impl_->wake.notify_one();
+  } else {
+    run_callback(f.done, "fetch", std::optional<std::string>());
+  }
+}
+
+const Signer& ReceiptService::signer() const { return *impl_->signer; }
+
+size_t ReceiptService::stored_count() {
+  auto count = [store = impl_->store.get()]() -> size_t {
+    try {
+      return store->count();
+    } catch (const std::exception& e) {
+      spdlog::error("receipts: counting receipts failed: {}", e.what());
+      return 0;
+    }
+  };
+  // Called from a callback on the worker itself: waiting for the worker would deadlock.
+  if (std::this_thread::get_id() == impl_->worker.get_id()) return count();
+  auto promise = std::make_shared<std::promise<size_t>>();
+  auto result = promise->get_future();
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->exited) return 0;
+    impl_->tasks.push_back([promise, count] { promise->set_value(count()); });
+  }
+  impl_->wake.notify_one();
+  return result.get();
+}
+
+}  // namespace tresor::receipts

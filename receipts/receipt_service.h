@@ -1,0 +1,34 @@
+// Signs and persists receipts on a thread of its own, many per transaction (group
+// commit), so neither ECDSA nor disk ever runs on an I/O thread.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "receipts/signer.h"
+#include "receipts/store.h"
+
+namespace tresor::receipts {
+
+class ReceiptService {
+ public:
+  ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store, int64_t ttl_seconds);
+  ~ReceiptService();  // drains pending work, then stops the thread
+
+  // Signs `claims_json` and stores it for `customer` under `id`; `done(ok)` runs on the
+  // service thread once the receipt is durable (or failed). Thread-safe.
+  void issue(std::string id, std::string customer, std::string claims_json, std::function<void(bool)> done);
+  // `done(jws or nullopt)` on the service thread. Thread-safe.
+  void fetch(std::string id, std::string customer, std::function<void(std::optional<std::string>)> done);
+
+  const Signer& signer() const;
+  size_t stored_count();  // for tests and metrics (runs on the service thread, blocks the caller)
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tresor::receipts

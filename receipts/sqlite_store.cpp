@@ -1,0 +1,179 @@
+// ReceiptStore on SQLite. Used from the ReceiptService's thread only, so one
+// connection and one set of prepared statements serve for the store's whole life.
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "receipts/store.h"
+
+namespace tresor::receipts {
+namespace {
+
+// Statements reset on scope exit so that an early return never leaves one mid-step,
+// which would hold a read transaction open and block WAL checkpoints.
+class StmtReset {
+ public:
+  explicit StmtReset(sqlite3_stmt* s) : s_(s) {}
+  ~StmtReset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  StmtReset(const StmtReset&) = delete;
+  StmtReset& operator=(const StmtReset&) = delete;
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+struct StmtDeleter {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+// SQLITE_TRANSIENT: the bound strings belong to the caller and may not outlive the call.
+bool bind_text(sqlite3_stmt* s, int index, const std::string& value) {
+  return sqlite3_bind_text(s, index, value.data(), static_cast<int>(value.size()), SQLITE_TRANSIENT) == SQLITE_OK;
+}
+
+class SqliteStore final : public ReceiptStore {
+ public:
+  explicit SqliteStore(const std::string& path) : path_(path) {
+    std::filesystem::path p(path);
+    if (p.has_parent_path()) {
+      std::error_code ec;
+      std::filesystem::create_directories(p.parent_path(), ec);
+      if (ec) throw std::runtime_error("receipt store " + path + ": cannot create folder: " + ec.message());
+    }
+    sqlite3* db = nullptr;
+    // NOMUTEX: the service thread is the only user, so SQLite's own locking is waste.
+    int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    db_ = db;  // even on failure sqlite hands back a handle that must be closed
+    if (rc != SQLITE_OK) fail("open");
+    // Another process (a backup, the sqlite3 CLI) may hold the lock briefly; wait
+    // rather than failing a batch of receipts on SQLITE_BUSY.
+    sqlite3_busy_timeout(db_, 5000);
+    // WAL + synchronous=FULL: COMMIT returns only once the WAL is fsynced, so a
+    // batch whose done(true) has run survives kill -9 and power loss.
+    exec("PRAGMA journal_mode=WAL");
+    exec("PRAGMA synchronous=FULL");
+    exec(
+        "CREATE TABLE IF NOT EXISTS receipts("
+        "id TEXT PRIMARY KEY, customer TEXT NOT NULL, jws TEXT NOT NULL, expires_at INTEGER NOT NULL)");
+    exec("CREATE INDEX IF NOT EXISTS receipts_expires_at ON receipts(expires_at)");
+    begin_ = prepare("BEGIN IMMEDIATE");
+    commit_ = prepare("COMMIT");
+    rollback_ = prepare("ROLLBACK");
+    insert_ = prepare("INSERT INTO receipts(id, customer, jws, expires_at) VALUES(?1, ?2, ?3, ?4)");
+    get_ = prepare("SELECT jws FROM receipts WHERE id = ?1 AND customer = ?2 AND expires_at > ?3");
+    purge_ = prepare("DELETE FROM receipts WHERE expires_at <= ?1");
+    count_ = prepare("SELECT count(*) FROM receipts");
+  }
+
+  // close_v2 defers the close until the member statements are finalized just after.
+  ~SqliteStore() override { sqlite3_close_v2(db_); }
+
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  bool put_batch(const std::vector<StoredReceipt>& batch) override {
+    if (batch.empty()) return true;
+    // IMMEDIATE takes the write lock up front, so a busy file shows up here (under the
+    // busy timeout) instead of as a deadlock-prone lock upgrade halfway through.
+    if (!step_done(begin_.get())) return false;
+    for (const auto& r : batch) {
+      if (!insert(r)) {
+        rollback();  // all or nothing: the caller reports every receipt of the batch as failed
+        return false;
+      }
+    }
+    if (!step_done(commit_.get())) {
+      rollback();
+      return false;
+    }
+    return true;
+  }
+
+  std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) override {
+    sqlite3_stmt* s = get_.get();
+    StmtReset reset(s);
+    // Customer and expiry are checked in SQL so that another customer's or an expired
+    // receipt is indistinguishable from a missing one (the endpoint returns 404 for all).
+    if (!bind_text(s, 1, id) || !bind_text(s, 2, customer) || sqlite3_bind_int64(s, 3, now) != SQLITE_OK)
+      return std::nullopt;
+    if (sqlite3_step(s) != SQLITE_ROW) return std::nullopt;
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+    if (text == nullptr) return std::nullopt;
+    return std::string(text, static_cast<size_t>(sqlite3_column_bytes(s, 0)));
+  }
+
+  size_t purge_expired(int64_t now) override {
+    sqlite3_stmt* s = purge_.get();
+    StmtReset reset(s);
+    if (sqlite3_bind_int64(s, 1, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) return 0;
+    return static_cast<size_t>(sqlite3_changes(db_));
+  }
+
+  size_t count() override {
+    sqlite3_stmt* s = count_.get();
+    StmtReset reset(s);
+    if (sqlite3_step(s) != SQLITE_ROW) return 0;
+    return static_cast<size_t>(sqlite3_column_int64(s, 0));
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    std::string msg = "receipt store " + path_ + ": " + what + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory");
+    // The destructor does not run for a throwing constructor; close_v2 lets the
+    // statements prepared so far be finalized afterwards by their own destructors.
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    throw std::runtime_error(msg);
+  }
+
+  void exec(const char* sql) {
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) fail(sql);
+  }
+
+  Stmt prepare(const char* sql) {
+    sqlite3_stmt* s = nullptr;
+    // PERSISTENT: these live as long as the connection.
+    if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK)
+      fail(std::string("prepare ") + sql);
+    return Stmt(s);
+  }
+
+  bool insert(const StoredReceipt& r) {
+    sqlite3_stmt* s = insert_.get();
+    StmtReset reset(s);  // reset before any ROLLBACK runs, so no statement is left pending
+    return bind_text(s, 1, r.id) && bind_text(s, 2, r.customer) && bind_text(s, 3, r.jws) &&
+           sqlite3_bind_int64(s, 4, r.expires_at) == SQLITE_OK && sqlite3_step(s) == SQLITE_DONE;
+  }
+
+  static bool step_done(sqlite3_stmt* s) {
+    StmtReset reset(s);
+    return sqlite3_step(s) == SQLITE_DONE;
+  }
+
+  void rollback() {
+    // SQLite may already have rolled back on its own (e.g. after SQLITE_FULL); only
+    // roll back while a transaction is still open.
+    if (!sqlite3_get_autocommit(db_)) step_done(rollback_.get());
+  }
+
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  Stmt begin_, commit_, rollback_, insert_, get_, purge_, count_;
+};
+
+}  // namespace
+
+std::unique_ptr<ReceiptStore> open_sqlite_store(const std::string& path) {
+  return std::make_unique<SqliteStore>(path);
+}
+
+}  // namespace tresor::receipts

@@ -1,0 +1,36 @@
+// Receipt storage. Implementations are synchronous and used from the ReceiptService's
+// own thread only (never from an I/O thread).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tresor::receipts {
+
+struct StoredReceipt {
+  std::string id;        // UUID, the JWS's jti
+  std::string customer;  // receipts are scoped to the customer, not the key
+  std::string jws;
+  int64_t expires_at = 0;  // unix seconds
+};
+
+class ReceiptStore {
+ public:
+  virtual ~ReceiptStore() = default;
+  // Persists all of `batch` durably in one transaction; false on failure (none stored).
+  virtual bool put_batch(const std::vector<StoredReceipt>& batch) = 0;
+  // The JWS when `id` exists, belongs to `customer` and has not expired at `now`.
+  virtual std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) = 0;
+  // Deletes expired rows; returns how many.
+  virtual size_t purge_expired(int64_t now) = 0;
+  virtual size_t count() = 0;
+};
+
+// SQLite in WAL mode at `path` (parent folder created if needed; synchronous=FULL so a
+// committed batch survives a crash). Throws std::runtime_error on open failure.
+std::unique_ptr<ReceiptStore> open_sqlite_store(const std::string& path);
+
+}  // namespace tresor::receipts

@@ -1,0 +1,355 @@
+// The SQLite receipt store (scoping, expiry, atomic batches, durability across reopen)
+// and the ReceiptService around it (group commit, drain on destruction).
+#include <catch2/catch.hpp>
+
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "receipts/receipt_service.h"
+#include "receipts/signer.h"
+#include "receipts/store.h"
+
+using tresor::receipts::open_sqlite_store;
+using tresor::receipts::ReceiptService;
+using tresor::receipts::ReceiptStore;
+using tresor::receipts::Signer;
+using tresor::receipts::StoredReceipt;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh folder under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "tresor-receipts-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+StoredReceipt receipt(const std::string& id, const std::string& customer, int64_t expires_at) {
+  return StoredReceipt{id, customer, "jws-of-" + id, expires_at};
+}
+
+// What the test watches of the store the service owns (the service takes the store by
+// unique_ptr, so the counters live outside it).
+struct StoreProbe {
+  std::atomic<int> put_batch_calls{0};
+  std::atomic<int> rows_put{0};
+  // While closed, put_batch waits: lets a test pile up work behind a transaction
+  // deterministically instead of relying on timing.
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool gate_open = true;
+  bool blocked = false;  // a put_batch is waiting at the gate
+
+  void close_gate() {
+    std::lock_guard lock(mutex);
+    gate_open = false;
+  }
+  void open_gate() {
+    {
+      std::lock_guard lock(mutex);
+      gate_open = true;
+    }
+    cv.notify_all();
+  }
+  void wait_until_blocked() {
+    std::unique_lock lock(mutex);
+    cv.wait(lock, [&] { return blocked; });
+  }
+};
+
+// Decorator counting transactions, so group commit is measured without timing.
+class CountingStore final : public ReceiptStore {
+ public:
+  CountingStore(std::unique_ptr<ReceiptStore> inner, StoreProbe& probe) : inner_(std::move(inner)), probe_(probe) {}
+  bool put_batch(const std::vector<StoredReceipt>& batch) override {
+    {
+      std::unique_lock lock(probe_.mutex);
+      probe_.blocked = true;
+      probe_.cv.notify_all();
+      probe_.cv.wait(lock, [&] { return probe_.gate_open; });
+      probe_.blocked = false;
+    }
+    ++probe_.put_batch_calls;
+    probe_.rows_put += static_cast<int>(batch.size());
+    return inner_->put_batch(batch);
+  }
+  std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) override {
+    return inner_->get(id, customer, now);
+  }
+  size_t purge_expired(int64_t now) override { return inner_->purge_expired(now); }
+  size_t count() override { return inner_->count(); }
+
+ private:
+  std::unique_ptr<ReceiptStore> inner_;
+  StoreProbe& probe_;
+};
+
+// Counts done() callbacks and lets the test wait for the expected number.
+struct DoneCounter {
+  std::mutex mutex;
+  std::condition_variable cv;
+  int ok = 0;
+  int failed = 0;
+
+  std::function<void(bool)> callback() {
+    return [this](bool success) {
+      {
+        std::lock_guard lock(mutex);
+        (success ? ok : failed)++;
+      }
+      cv.notify_all();
+    };
+  }
+  bool wait_for(int total) {
+    std::unique_lock lock(mutex);
+    return cv.wait_for(lock, std::chrono::seconds(10), [&] { return ok + failed >= total; });
+  }
+};
+
+std::string claims_for(const std::string& id) { return R"({"jti":")" + id + R"(","receipt_type":"message"})"; }
+
+}  // namespace
+
+TEST_CASE("receipt store: put and get round trip", "[receipts]") {
+  TempDir dir;
+  auto store = open_sqlite_store(dir.file("nested/folder/receipts.db"));  // parent made on open
+  const int64_t now = 1'000'000;
+  REQUIRE(store->put_batch({receipt("a", "cust-1", now + 60), receipt("b", "cust-2", now + 60)}));
+  CHECK(store->get("a", "cust-1", now) == std::optional<std::string>("jws-of-a"));
+  CHECK(store->get("b", "cust-2", now) == std::optional<std::string>("jws-of-b"));
+  CHECK_FALSE(store->get("missing", "cust-1", now).has_value());
+  CHECK(store->count() == 2);
+  CHECK(store->put_batch({}));  // nothing to do is not a failure
+}
+
+TEST_CASE("receipt store: another customer's receipt is not found", "[receipts]") {
+  TempDir dir;
+  auto store = open_sqlite_store(dir.file("r.db"));
+  REQUIRE(store->put_batch({receipt("a", "cust-1", 2000)}));
+  CHECK_FALSE(store->get("a", "cust-2", 1000).has_value());
+  CHECK_FALSE(store->get("a", "", 1000).has_value());
+}
+
+TEST_CASE("receipt store: an expired receipt is not found", "[receipts]") {
+  TempDir dir;
+  auto store = open_sqlite_store(dir.file("r.db"));
+  REQUIRE(store->put_batch({receipt("a", "cust-1", 2000)}));
+  CHECK(store->get("a", "cust-1", 1999).has_value());
+  CHECK_FALSE(store->get("a", "cust-1", 2000).has_value());  // expires_at is the first dead second
+  CHECK_FALSE(store->get("a", "cust-1", 5000).has_value());
+}
+
+TEST_CASE("receipt store: purge removes only expired rows", "[receipts]") {
+  TempDir dir;
+  auto store = open_sqlite_store(dir.file("r.db"));
+  REQUIRE(store->put_batch({receipt("old-1", "c", 100), receipt("old-2", "c", 200), receipt("edge", "c", 300),
+                            receipt("live", "c", 301)}));
+  CHECK(store->count() == 4);
+  CHECK(store->purge_expired(300) == 3);
+  CHECK(store->count() == 1);
+  CHECK(store->get("live", "c", 300) == std::optional<std::string>("jws-of-live"));
+  CHECK(store->purge_expired(300) == 0);
+}
+
+TEST_CASE("receipt store: committed rows survive reopening the file", "[receipts]") {
+  TempDir dir;
+  const auto path = dir.file("r.db");
+  {
+    auto store = open_sqlite_store(path);
+    REQUIRE(store->put_batch({receipt("a", "c", 2000), receipt("b", "c", 2000)}));
+    REQUIRE(store->put_batch({receipt("c", "c", 2000)}));
+  }
+  auto reopened = open_sqlite_store(path);
+  CHECK(reopened->count() == 3);
+  CHECK(reopened->get("c", "c", 1000) == std::optional<std::string>("jws-of-c"));
+}
+
+TEST_CASE("receipt store: a failing batch stores nothing", "[receipts]") {
+  TempDir dir;
+  auto store = open_sqlite_store(dir.file("r.db"));
+  SECTION("duplicate id inside one batch") {
+    CHECK_FALSE(store->put_batch({receipt("a", "c", 2000), receipt("b", "c", 2000), receipt("a", "c", 2000)}));
+    CHECK(store->count() == 0);
+    CHECK_FALSE(store->get("b", "c", 1000).has_value());
+  }
+  SECTION("id already stored by an earlier batch") {
+    REQUIRE(store->put_batch({receipt("a", "c", 2000)}));
+    CHECK_FALSE(store->put_batch({receipt("x", "c", 2000), receipt("a", "other", 2000)}));
+    CHECK(store->count() == 1);
+    CHECK(store->get("a", "c", 1000) == std::optional<std::string>("jws-of-a"));  // untouched
+  }
+  // The rollback leaves the connection usable.
+  REQUIRE(store->put_batch({receipt("z", "c", 2000)}));
+  CHECK(store->get("z", "c", 1000).has_value());
+}
+
+TEST_CASE("receipt store: an unopenable path throws naming the path", "[receipts]") {
+  TempDir dir;
+  const auto blocker = dir.file("file");
+  { auto s = open_sqlite_store(blocker); }  // a regular file where a folder is needed
+  try {
+    open_sqlite_store(blocker + "/sub/r.db");
+    FAIL("expected std::runtime_error");
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()).find(blocker) != std::string::npos);
+  }
+}
+
+TEST_CASE("receipt service: concurrent issues share transactions", "[receipts]") {
+  TempDir dir;
+  StoreProbe probe;
+  auto signer = Signer::load_or_create(dir.file("key.pem"), "router-receipt-1");
+  ReceiptService service(std::move(signer), std::make_unique<CountingStore>(open_sqlite_store(dir.file("r.db")), probe),
+                         3600);
+  DoneCounter done;
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 250;
+  std::vector<std::thread> producers;
+  for (int t = 0; t < kThreads; ++t) {
+    producers.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const auto id = "t" + std::to_string(t) + "-" + std::to_string(i);
+        service.issue(id, "cust-" + std::to_string(t), claims_for(id), done.callback());
+      }
+    });
+  }
+  for (auto& p : producers) p.join();
+  REQUIRE(done.wait_for(kThreads * kPerThread));
+  CHECK(done.ok == kThreads * kPerThread);
+  CHECK(done.failed == 0);
+  CHECK(service.stored_count() == kThreads * kPerThread);
+  CHECK(probe.rows_put == kThreads * kPerThread);
+  // Group commit: far fewer transactions than receipts. The exact figure depends on
+  // scheduling (printed with -s); a tenth is a generous ceiling.
+  CHECK(probe.put_batch_calls < kThreads * kPerThread / 10);
+  WARN("group commit: " << kThreads * kPerThread << " issues in " << probe.put_batch_calls << " put_batch calls");
+}
+
+TEST_CASE("receipt service: issues queued behind a transaction share the next one", "[receipts]") {
+  TempDir dir;
+  StoreProbe probe;
+  probe.close_gate();
+  ReceiptService service(Signer::load_or_create(dir.file("key.pem"), "router-receipt-1"),
+                         std::make_unique<CountingStore>(open_sqlite_store(dir.file("r.db")), probe), 3600);
+  DoneCounter done;
+  service.issue("first", "c", claims_for("first"), done.callback());
+  probe.wait_until_blocked();  // the first transaction is "fsyncing"
+  for (int i = 0; i < 100; ++i) {
+    const auto id = "queued-" + std::to_string(i);
+    service.issue(id, "c", claims_for(id), done.callback());
+  }
+  probe.open_gate();
+  REQUIRE(done.wait_for(101));
+  CHECK(done.ok == 101);
+  CHECK(probe.put_batch_calls == 2);  // the 100 that piled up went in one transaction
+  CHECK(service.stored_count() == 101);
+}
+
+TEST_CASE("receipt service: fetch returns the stored JWS to its customer only", "[receipts]") {
+  TempDir dir;
+  ReceiptService service(Signer::load_or_create(dir.file("key.pem"), "router-receipt-1"),
+                         open_sqlite_store(dir.file("r.db")), 3600);
+  const std::string claims = claims_for("r-1");
+  std::promise<bool> issued;
+  service.issue("r-1", "cust-1", claims, [&](bool ok) { issued.set_value(ok); });
+  REQUIRE(issued.get_future().get());
+
+  auto fetch = [&](const std::string& id, const std::string& customer) {
+    std::promise<std::optional<std::string>> result;
+    service.fetch(id, customer, [&](std::optional<std::string> jws) { result.set_value(std::move(jws)); });
+    return result.get_future().get();
+  };
+  const auto jws = fetch("r-1", "cust-1");
+  REQUIRE(jws.has_value());
+  const auto verified = tresor::receipts::verify_jws(*jws, tresor::receipts::jwks_json(service.signer(), {}));
+  INFO(verified.error);
+  CHECK(verified.ok);
+  CHECK(verified.kid == "router-receipt-1");
+  CHECK(verified.payload == claims);
+  CHECK_FALSE(fetch("r-1", "cust-2").has_value());
+  CHECK_FALSE(fetch("nope", "cust-1").has_value());
+}
+
+TEST_CASE("receipt service: a receipt expires after the TTL", "[receipts]") {
+  TempDir dir;
+  // A negative TTL stands in for waiting: the receipt is born expired.
+  ReceiptService service(Signer::load_or_create(dir.file("key.pem"), "router-receipt-1"),
+                         open_sqlite_store(dir.file("r.db")), -1);
+  std::promise<bool> issued;
+  service.issue("r-1", "c", claims_for("r-1"), [&](bool ok) { issued.set_value(ok); });
+  REQUIRE(issued.get_future().get());
+  std::promise<std::optional<std::string>> fetched;
+  service.fetch("r-1", "c", [&](std::optional<std::string> jws) { fetched.set_value(std::move(jws)); });
+  CHECK_FALSE(fetched.get_future().get().has_value());
+}
+
+TEST_CASE("receipt service: a failed transaction reports done(false) and the thread carries on", "[receipts]") {
+  TempDir dir;
+  ReceiptService service(Signer::load_or_create(dir.file("key.pem"), "router-receipt-1"),
+                         open_sqlite_store(dir.file("r.db")), 3600);
+  DoneCounter first;
+  service.issue("dup", "c", claims_for("dup"), first.callback());
+  REQUIRE(first.wait_for(1));
+  REQUIRE(first.ok == 1);
+  DoneCounter second;
+  service.issue("dup", "c", claims_for("dup"), second.callback());  // primary key clash
+  REQUIRE(second.wait_for(1));
+  CHECK(second.failed == 1);
+  DoneCounter third;
+  service.issue("fresh", "c", claims_for("fresh"), third.callback());
+  REQUIRE(third.wait_for(1));
+  CHECK(third.ok == 1);
+  CHECK(service.stored_count() == 2);
+}
+
+TEST_CASE("receipt service: destruction stores everything still queued", "[receipts]") {
+  TempDir dir;
+  const auto db = dir.file("r.db");
+  DoneCounter done;
+  constexpr int kIssues = 300;
+  {
+    StoreProbe probe;
+    probe.close_gate();
+    std::jthread opener;  // declared before the service so it is joined after it
+    ReceiptService service(Signer::load_or_create(dir.file("key.pem"), "router-receipt-1"),
+                           std::make_unique<CountingStore>(open_sqlite_store(db), probe), 3600);
+    service.issue("r-0", "c", claims_for("r-0"), done.callback());
+    probe.wait_until_blocked();  // hold the worker so the rest is still queued at destruction
+    for (int i = 1; i < kIssues; ++i) {
+      const auto id = "r-" + std::to_string(i);
+      service.issue(id, "c", claims_for(id), done.callback());
+    }
+    // Release the worker from another thread once the destructor is (about to be) waiting.
+    opener = std::jthread([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      probe.open_gate();
+    });
+    // ~ReceiptService runs here with kIssues - 1 receipts queued.
+  }
+  CHECK(done.ok == kIssues);  // every callback ran before the destructor returned
+  CHECK(open_sqlite_store(db)->count() == kIssues);
+}
