@@ -85,3 +85,38 @@ std::string claims_json(const Claims& c) {
 }
 
 }  // namespace tresor::receipts
+
+namespace tresor::receipts {
+
+std::string strip_tresor_member(std::string_view json) {
+  constexpr std::string_view kMember = ",\"tresor\":{";
+  const auto at = json.rfind(kMember);
+  if (at == std::string_view::npos) return std::string(json);
+  const auto close = json.find('}', at + kMember.size());
+  if (close == std::string_view::npos) return std::string(json);
+  std::string out(json.substr(0, at));
+  out.append(json.substr(close + 1));
+  return out;
+}
+
+std::string response_sha256_of_json(std::string_view body) { return sha256_hex(strip_tresor_member(body)); }
+
+std::string response_sha256_of_sse(std::string_view stream) {
+  Sha256 digest;
+  size_t pos = 0;
+  while (pos < stream.size()) {
+    auto end = stream.find('\n', pos);
+    if (end == std::string_view::npos) end = stream.size();
+    std::string_view line = stream.substr(pos, end - pos);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    constexpr std::string_view kData = "data: ";
+    if (line.substr(0, kData.size()) == kData) {
+      const auto payload = line.substr(kData.size());
+      if (payload != "[DONE]") digest.update(strip_tresor_member(payload));
+    }
+    pos = end + 1;
+  }
+  return digest.hex();
+}
+
+}  // namespace tresor::receipts

@@ -48,3 +48,16 @@ struct Claims {
 std::string claims_json(const Claims& c);
 
 }  // namespace tresor::receipts
+
+namespace tresor::receipts {
+
+// The response digests as a client recomputes them (spec §5.3, README "Receipts"):
+// remove the bytes `,"tresor":{…}` (always the last member, compact, no nested braces).
+std::string strip_tresor_member(std::string_view json);
+// SHA-256 of a JSON body as received, tresor member removed.
+std::string response_sha256_of_json(std::string_view body);
+// SHA-256 over the data payloads of an SSE stream as received, each stripped of its
+// tresor member, [DONE] excluded, concatenated without separators.
+std::string response_sha256_of_sse(std::string_view stream);
+
+}  // namespace tresor::receipts

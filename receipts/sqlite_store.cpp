@@ -1,5 +1,6 @@
 // ReceiptStore on SQLite. Used from the ReceiptService's thread only, so one
 // connection and one set of prepared statements serve for the store's whole life.
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
 #include <filesystem>
@@ -84,17 +85,12 @@ class SqliteStore final : public ReceiptStore {
     if (batch.empty()) return true;
     // IMMEDIATE takes the write lock up front, so a busy file shows up here (under the
     // busy timeout) instead of as a deadlock-prone lock upgrade halfway through.
-    if (!step_done(begin_.get())) return false;
+    if (!step_done(begin_.get())) return failed("BEGIN");
     for (const auto& r : batch) {
-      if (!insert(r)) {
-        rollback();  // all or nothing: the caller reports every receipt of the batch as failed
-        return false;
-      }
+      // All or nothing: the caller reports every receipt of the batch as failed.
+      if (!insert(r)) return failed("INSERT " + r.id);
     }
-    if (!step_done(commit_.get())) {
-      rollback();
-      return false;
-    }
+    if (!step_done(commit_.get())) return failed("COMMIT");
     return true;
   }
 
@@ -157,6 +153,14 @@ class SqliteStore final : public ReceiptStore {
   static bool step_done(sqlite3_stmt* s) {
     StmtReset reset(s);
     return sqlite3_step(s) == SQLITE_DONE;
+  }
+
+  // The interface only says false, so the reason (constraint, disk full, busy) goes to
+  // the log here, where sqlite3_errmsg still describes it.
+  bool failed(const std::string& what) {
+    spdlog::error("receipt store {}: {} failed: {}", path_, what, sqlite3_errmsg(db_));
+    rollback();
+    return false;
   }
 
   void rollback() {

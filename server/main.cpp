@@ -9,6 +9,7 @@
 
 #include "config/config.h"
 #include "server/auth.h"
+#include "server/cli.h"
 #include "server/server.h"
 
 namespace {
@@ -17,7 +18,9 @@ int usage() {
   std::cerr << "usage:\n"
                "  tresor-router [--config FILE]        run the gateway (or TRESOR_CONFIG=FILE)\n"
                "  tresor-router check-config FILE      validate a config file and exit\n"
-               "  tresor-router hash-key tr-…          print the sha256 to put in auth.keys\n";
+               "  tresor-router hash-key tr-…          print the sha256 to put in auth.keys\n"
+               "  tresor-router gen-signing-key [FILE] new P-256 receipt signing key (PEM, 0600)\n"
+               "  tresor-router verify-receipt --jwks FILE_OR_URL [-|FILE] [--request FILE] [--response FILE]\n";
   return 2;
 }
 
@@ -56,6 +59,8 @@ int main(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "check-config") return i + 1 < argc ? check_config(argv[i + 1]) : usage();
     if (arg == "hash-key") return i + 1 < argc ? hash_key(argv[i + 1]) : usage();
+    if (arg == "gen-signing-key") return tresor::server::cli_gen_signing_key(argc - i - 1, argv + i + 1);
+    if (arg == "verify-receipt") return tresor::server::cli_verify_receipt(argc - i - 1, argv + i + 1);
     if (arg == "--config" && i + 1 < argc) config_path = argv[++i];
     else if (arg.rfind("--config=", 0) == 0) config_path = arg.substr(9);
     else return usage();

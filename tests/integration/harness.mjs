@@ -17,6 +17,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -887,3 +888,197 @@ export async function timedChat(stack, body, { headers = {}, timeoutMs = 60_000 
 }
 
 export { delay, performance };
+
+// ---------------------------------------------------------------------------------------------
+// Receipts (spec §5): JWS decoding/verification with node:crypto, the digests a client can
+// recompute, the SQLite store, and restarting a gateway on the same config/state dir.
+
+/** A lowercase UUID v4, the shape of `tresor.receipt_id` / the receipt's `jti`. */
+export const RECEIPT_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/** The receipt payload's claims, in the order the gateway writes them (`nonce` only if sent). */
+export const RECEIPT_CLAIMS = Object.freeze(['jti', 'iat', 'receipt_type', 'requested_route', 'routed_model',
+  'failover', 'endpoint', 'prompt_tokens', 'completion_tokens', 'request_sha256', 'response_sha256']);
+
+/** SHA-256 of bytes (Buffer/Uint8Array) or a string (UTF-8), lowercase hex. */
+export function sha256HexBytes(data) {
+  return createHash('sha256').update(typeof data === 'string' ? Buffer.from(data, 'utf8') : data).digest('hex');
+}
+
+/** Strict base64url (no padding, RFC 7515 §2) to a Buffer; throws on anything else. */
+export function b64urlDecode(s) {
+  if (typeof s !== 'string' || !/^[A-Za-z0-9_-]*$/.test(s) || s.length % 4 === 1) {
+    throw new Error(`not base64url: ${JSON.stringify(String(s).slice(0, 80))}`);
+  }
+  return Buffer.from(s, 'base64url');
+}
+
+/**
+ * Splits a compact JWS: { parts, header, headerText, payload, payloadText, signature (Buffer),
+ * signingInput }. header/payload are parsed JSON. Throws on a malformed token.
+ */
+export function decodeJws(jws) {
+  const parts = String(jws).split('.');
+  if (parts.length !== 3) throw new Error(`a compact JWS has 3 parts, got ${parts.length}: ${String(jws).slice(0, 120)}`);
+  const headerText = b64urlDecode(parts[0]).toString('utf8');
+  const payloadText = b64urlDecode(parts[1]).toString('utf8');
+  return {
+    parts,
+    headerText,
+    header: JSON.parse(headerText),
+    payloadText,
+    payload: JSON.parse(payloadText),
+    signature: b64urlDecode(parts[2]),
+    signingInput: `${parts[0]}.${parts[1]}`,
+  };
+}
+
+/**
+ * Verifies an ES256 compact JWS against a JWKS ({keys:[…]}) with node:crypto: picks the key by
+ * the header's kid, requires alg ES256 and a raw R‖S (64-byte) signature. Returns the decoded
+ * JWS; throws when it does not verify.
+ */
+export function verifyJws(jws, jwks) {
+  const d = decodeJws(jws);
+  if (d.header.alg !== 'ES256') throw new Error(`alg ${d.header.alg}, want ES256`);
+  const jwk = (jwks.keys || []).find((k) => k.kid === d.header.kid);
+  if (!jwk) throw new Error(`no key with kid ${d.header.kid} in the JWKS`);
+  if (d.signature.length !== 64) throw new Error(`ES256 signature of ${d.signature.length} bytes (want raw R‖S, 64)`);
+  const { kty, crv, x, y } = jwk;
+  const key = createPublicKey({ key: { kty, crv, x, y }, format: 'jwk' });
+  const ok = cryptoVerify('sha256', Buffer.from(d.signingInput, 'ascii'),
+    { key, dsaEncoding: 'ieee-p1363' }, d.signature);
+  if (!ok) throw new Error(`the ES256 signature does not verify (kid ${d.header.kid})`);
+  return d;
+}
+
+/**
+ * Removes the gateway's `,"tresor":{…}` member (written last, compact) from one JSON text, as
+ * the receipt's response digest does. Returns { stripped, tresor } (tresor: the parsed object),
+ * or null when the text has no tresor member. Throws if the member is not the last one.
+ */
+export function stripTresorMember(text) {
+  let at = text.lastIndexOf(',"tresor":{');
+  let start = at;
+  if (at < 0) {
+    // `{"tresor":{…}}`: the only member, no comma before it.
+    at = text.lastIndexOf('"tresor":{');
+    if (at < 0) return null;
+    start = at;
+    if (!/^\s*\{\s*$/.test(text.slice(0, at))) throw new Error(`tresor member without a comma in ${text.slice(0, 200)}`);
+  }
+  const open = text.indexOf('{', at);
+  let depth = 0;
+  let inStr = false;
+  let end = -1;
+  for (let i = open; i < text.length; i++) {
+    const c = text[i];
+    if (inStr) {
+      if (c === '\\') i++;
+      else if (c === '"') inStr = false;
+    } else if (c === '"') {
+      inStr = true;
+    } else if (c === '{') {
+      depth++;
+    } else if (c === '}' && --depth === 0) {
+      end = i + 1;
+      break;
+    }
+  }
+  if (end < 0) throw new Error(`unbalanced tresor member in ${text.slice(-300)}`);
+  if (!/^\s*\}\s*$/.test(text.slice(end))) throw new Error(`the tresor member is not the last member: ${text.slice(-300)}`);
+  return { stripped: text.slice(0, start) + text.slice(end), tresor: JSON.parse(text.slice(open, end)) };
+}
+
+/** The data payloads of a raw SSE body (text after `data: ` to the line end), `[DONE]` excluded. */
+export function sseDataPayloads(raw) {
+  return raw.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, ''))
+    .filter((d) => d !== '[DONE]');
+}
+
+/**
+ * What a stream receipt's response_sha256 covers: every data payload without its tresor
+ * member, concatenated in order, no separator, [DONE] excluded. Returns the hex digest.
+ */
+export function streamResponseSha256(raw) {
+  const h = createHash('sha256');
+  for (const p of sseDataPayloads(raw)) h.update(Buffer.from(stripTresorMember(p)?.stripped ?? p, 'utf8'));
+  return h.digest('hex');
+}
+
+/** GET /v1/receipts/{id} (id inserted as given) with `key` (null: no Authorization). */
+export async function fetchReceipt(gw, key, id, { dispatcher } = {}) {
+  const res = await fetch(gw.url(`/v1/receipts/${id}`), {
+    headers: key ? { authorization: `Bearer ${key}` } : {},
+    dispatcher,
+  });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/** GET a JWKS path (no auth); returns { status, headers, text, json }. */
+export async function fetchJwks(gw, p = '/.well-known/jwks.json') {
+  const res = await fetch(gw.url(p));
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/** The default SQLite receipt store of a harness gateway (`state/tresor.db` in its config dir). */
+export function defaultStorePath(gw) {
+  return path.join(path.dirname(gw.configPath), 'state', 'tresor.db');
+}
+
+/**
+ * Runs one SQL query with the sqlite3 CLI (needs the `sqlite3` package) and returns stdout,
+ * trimmed. Safe next to a running gateway (WAL: readers do not block the writer).
+ */
+export function sqliteQuery(dbPath, sql) {
+  const r = spawnSync('sqlite3', ['-batch', '-noheader', dbPath, sql], { encoding: 'utf8', timeout: 20_000 });
+  if (r.error && r.error.code === 'ENOENT') {
+    throw new Error('the sqlite3 CLI is not installed (apt-get install -y sqlite3)');
+  }
+  if (r.error) throw r.error;
+  if (r.status !== 0) throw new Error(`sqlite3 ${dbPath} ${JSON.stringify(sql)} exited ${r.status}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+/** Rows in the receipts table of a SQLite store. */
+export function receiptRowCount(dbPath) {
+  return Number(sqliteQuery(dbPath, 'SELECT count(*) FROM receipts;'));
+}
+
+/**
+ * Starts tresor-router again on an existing gateway's config file and directory (the same
+ * relative state: store, signing key). `config` (object or YAML text), if given, overwrites
+ * the config file first. The old process must have exited. Returns a gateway like startGateway's
+ * (usually on a new port).
+ */
+export async function restartGateway(gw, { config, env = {}, name = 'tresor-router' } = {}) {
+  if (gw.proc.alive) throw new Error('restartGateway: the gateway is still running; stop or kill it first');
+  if (config !== undefined) writeFileSync(gw.configPath, typeof config === 'string' ? config : toYaml(config));
+  const configPath = gw.configPath;
+  const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env },
+    path.dirname(configPath));
+  const m = await proc.waitForOutput(/listening on http:\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/);
+  const host = m[1].replace(/^\[|\]$/g, '');
+  const port = Number(m[2]);
+  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  await waitFor(async () => {
+    if (!proc.alive) throw new Error(`${name} exited: ${proc.stderr.slice(-2000)}`);
+    const r = await fetch(`${origin}/readyz`);
+    await r.arrayBuffer();
+    return r.status === 200;
+  }, { timeoutMs: STARTUP_TIMEOUT_MS, what: `${name} /readyz` });
+  return { proc, host, port, origin, configPath, url: (p) => origin + p, stop: () => proc.stop() };
+}
+
+/** SIGKILLs a gateway (or any harness process holder with .proc) and waits for it to exit. */
+export async function killHard(gw) {
+  gw.proc.stopping = true; // expected: no "exited unexpectedly" note
+  if (gw.proc.alive) gw.proc.child.kill('SIGKILL');
+  return gw.proc.exit;
+}

@@ -1,0 +1,11 @@
+// Operator subcommands of tresor-router (besides running the gateway).
+#pragma once
+
+namespace tresor::server {
+
+// tresor-router gen-signing-key [FILE]
+int cli_gen_signing_key(int argc, char** argv);
+// tresor-router verify-receipt --jwks FILE_OR_URL [-|FILE] [--request FILE] [--response FILE]
+int cli_verify_receipt(int argc, char** argv);
+
+}  // namespace tresor::server
