@@ -44,6 +44,7 @@ struct Server::Impl {
   RuntimeHolder& runtime;
   router::RouteHealth health;  // process-wide: breakers outlive config reloads
   std::unique_ptr<receipts::ReceiptService> receipts;
+  RateLimiter limiter;
   std::string jwks;
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
@@ -63,7 +64,7 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      const SessionServices services{runtime, *w.upstream, health, *receipts, jwks};
+      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, jwks};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }

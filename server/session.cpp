@@ -82,6 +82,22 @@ ApiError bad_http(std::string_view what, const error_code& ec) {
   return invalid_request("bad_request", std::string(what) + ": " + ec.message());
 }
 
+ApiError rate_limited(const RateDecision& d) {
+  return ApiError{429, "rate_limit_error", "rate_limit_exceeded",
+                  "Rate limit of " + std::to_string(d.limit) + " requests exceeded; retry in " +
+                      std::to_string(d.retry_after) + " s",
+                  std::nullopt};
+}
+
+HeaderList rate_headers(const RateDecision& d) {
+  HeaderList h;
+  if (!d.limited) return h;
+  h.emplace_back("X-RateLimit-Limit", std::to_string(d.limit));
+  h.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
+  if (!d.allowed) h.emplace_back("Retry-After", std::to_string(d.retry_after));
+  return h;
+}
+
 ApiError unauthorized(AuthStatus status) {
   const bool missing = status == AuthStatus::missing;
   return ApiError{401, "authentication_error", missing ? "missing_api_key" : "invalid_api_key",
@@ -150,6 +166,7 @@ class Session final : public ResponseSink {
     res.set(http::field::content_type, response.content_type);
     if (response.status == 405) res.set(http::field::allow, allow_);
     for (auto& [name, value] : response.headers) res.set(name, value);
+    for (auto& [name, value] : request_headers_) res.set(name, value);
     res.keep_alive(keep_alive_);
     if (!head_only_) res.body() = std::move(response.body);
     res.prepare_payload();
@@ -171,6 +188,7 @@ class Session final : public ResponseSink {
     res.set(http::field::server, "tresor-router");
     res.set(http::field::content_type, "text/event-stream");
     for (auto& [name, value] : headers) res.set(name, value);
+    for (auto& [name, value] : request_headers_) res.set(name, value);
     // HTTP/1.0 has no chunked encoding: the stream then ends with the connection.
     chunked_ = version_ >= 11;
     if (chunked_) res.chunked(true);
@@ -217,6 +235,7 @@ class Session final : public ResponseSink {
     head_parser.header_limit(static_cast<uint32_t>(server_cfg.max_header_bytes));
     head_parser.body_limit(boost::none);  // checked below, after authentication
     responded_ = false;
+    request_headers_.clear();
     version_ = 11;
     keep_alive_ = false;
     head_only_ = false;
@@ -262,6 +281,14 @@ class Session final : public ResponseSink {
     const auto auth = runtime->keys.authenticate(head.value("Authorization"), head.has("Authorization"));
     if (auth.status != AuthStatus::ok) {
       const ApiError e = unauthorized(auth.status);
+      co_return co_await finish_without_body(e, has_body);
+    }
+    // Per-key limits, on every authenticated request; the headers go on whatever answer
+    // follows (spec §9.2).
+    const RateDecision rate = services_.limiter.admit(*auth.key, std::chrono::system_clock::now());
+    request_headers_ = rate_headers(rate);
+    if (!rate.allowed) {
+      const ApiError e = rate_limited(rate);
       co_return co_await finish_without_body(e, has_body);
     }
     if (route.endpoint == Endpoint::receipt) {
@@ -349,6 +376,7 @@ class Session final : public ResponseSink {
   bool chunked_ = false;
   bool linger_ = false;
   const char* allow_ = "";
+  HeaderList request_headers_;  // added to this request's answer (rate-limit headers)
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "providers/upstream_client.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
+#include "server/rate_limiter.h"
 #include "server/runtime.h"
 
 namespace tresor::server {
@@ -19,6 +20,7 @@ struct SessionServices {
   providers::UpstreamClient& upstream;  // the worker's
   router::RouteHealth& health;
   receipts::ReceiptService& receipts;
+  RateLimiter& limiter;
   const std::string& jwks;  // the JWKS document, built at startup
 };
 
