@@ -64,6 +64,7 @@ struct ReceiptService::Impl {
   std::vector<PendingIssue> issues;
   std::vector<PendingFetch> fetches;
   std::vector<std::function<void()>> tasks;  // e.g. stored_count(), run on this thread
+  std::vector<SpendEntry> charges;
   bool stopping = false;
   bool exited = false;  // the worker has left its loop; nothing queued now would run
 
@@ -76,6 +77,7 @@ struct ReceiptService::Impl {
       std::vector<PendingIssue> batch;
       std::vector<PendingFetch> reads;
       std::vector<std::function<void()>> jobs;
+      std::vector<SpendEntry> spend;
       {
         std::unique_lock lock(mutex);
         wake.wait_until(lock, next_purge, [&] { return stopping || has_work(); });
@@ -88,8 +90,10 @@ struct ReceiptService::Impl {
         batch.swap(issues);
         reads.swap(fetches);
         jobs.swap(tasks);
+        spend.swap(charges);
       }
       if (!batch.empty()) commit(batch);
+      if (!spend.empty()) persist(spend);
       // Fetches after this round's issues, so a fetch queued behind its own issue sees it.
       for (auto& f : reads) serve(f);
       for (auto& job : jobs) job();
@@ -100,7 +104,15 @@ struct ReceiptService::Impl {
     }
   }
 
-  bool has_work() const { return !issues.empty() || !fetches.empty() || !tasks.empty(); }
+  bool has_work() const { return !issues.empty() || !fetches.empty() || !tasks.empty() || !charges.empty(); }
+
+  void persist(const std::vector<SpendEntry>& spend) {
+    try {
+      if (!store->add_spend(spend)) spdlog::error("receipts: persisting {} charges failed", spend.size());
+    } catch (const std::exception& e) {
+      spdlog::error("receipts: persisting {} charges failed: {}", spend.size(), e.what());
+    }
+  }
 
   void commit(std::vector<PendingIssue>& batch) {
     std::vector<StoredReceipt> rows;
@@ -203,6 +215,34 @@ void ReceiptService::fetch(std::string id, std::string customer,
   } else {
     run_callback(f.done, "fetch", std::optional<std::string>());
   }
+}
+
+void ReceiptService::charge(SpendEntry entry) {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->exited) return;
+    impl_->charges.push_back(std::move(entry));
+  }
+  impl_->wake.notify_one();
+}
+
+std::vector<SpendEntry> ReceiptService::load_spend() {
+  auto promise = std::make_shared<std::promise<std::vector<SpendEntry>>>();
+  auto result = promise->get_future();
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (impl_->exited) return {};
+    impl_->tasks.push_back([promise, store = impl_->store.get()] {
+      try {
+        promise->set_value(store->load_spend());
+      } catch (const std::exception& e) {
+        spdlog::error("receipts: loading the spend ledger failed: {}", e.what());
+        promise->set_value({});
+      }
+    });
+  }
+  impl_->wake.notify_one();
+  return result.get();
 }
 
 const Signer& ReceiptService::signer() const { return *impl_->signer; }

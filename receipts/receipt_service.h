@@ -23,6 +23,11 @@ class ReceiptService {
   // `done(jws or nullopt)` on the service thread. Thread-safe.
   void fetch(std::string id, std::string customer, std::function<void(std::optional<std::string>)> done);
 
+  // Persists a charge (credits); many go in one transaction, like receipts. Thread-safe.
+  void charge(SpendEntry entry);
+  // Every persisted (customer, route) total; blocks the caller (start-up only).
+  std::vector<SpendEntry> load_spend();
+
   const Signer& signer() const;
   size_t stored_count();  // for tests and metrics (runs on the service thread, blocks the caller)
 

@@ -66,6 +66,8 @@ class SqliteStore final : public ReceiptStore {
         "CREATE TABLE IF NOT EXISTS receipts("
         "id TEXT PRIMARY KEY, customer TEXT NOT NULL, jws TEXT NOT NULL, expires_at INTEGER NOT NULL)");
     exec("CREATE INDEX IF NOT EXISTS receipts_expires_at ON receipts(expires_at)");
+    exec("CREATE TABLE IF NOT EXISTS spend(customer TEXT NOT NULL, route TEXT NOT NULL, amount REAL NOT NULL, "
+         "PRIMARY KEY(customer, route))");
     begin_ = prepare("BEGIN IMMEDIATE");
     commit_ = prepare("COMMIT");
     rollback_ = prepare("ROLLBACK");
@@ -73,6 +75,10 @@ class SqliteStore final : public ReceiptStore {
     get_ = prepare("SELECT jws FROM receipts WHERE id = ?1 AND customer = ?2 AND expires_at > ?3");
     purge_ = prepare("DELETE FROM receipts WHERE expires_at <= ?1");
     count_ = prepare("SELECT count(*) FROM receipts");
+    add_spend_ = prepare(
+        "INSERT INTO spend(customer, route, amount) VALUES(?1, ?2, ?3) "
+        "ON CONFLICT(customer, route) DO UPDATE SET amount = amount + excluded.amount");
+    load_spend_ = prepare("SELECT customer, route, amount FROM spend");
   }
 
   // close_v2 defers the close until the member statements are finalized just after.
@@ -112,6 +118,34 @@ class SqliteStore final : public ReceiptStore {
     StmtReset reset(s);
     if (sqlite3_bind_int64(s, 1, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) return 0;
     return static_cast<size_t>(sqlite3_changes(db_));
+  }
+
+  bool add_spend(const std::vector<SpendEntry>& entries) override {
+    if (entries.empty()) return true;
+    if (!step_done(begin_.get())) return failed("BEGIN");
+    for (const auto& e : entries) {
+      sqlite3_stmt* st = add_spend_.get();
+      StmtReset reset(st);
+      if (!bind_text(st, 1, e.customer) || !bind_text(st, 2, e.route) ||
+          sqlite3_bind_double(st, 3, e.amount) != SQLITE_OK || sqlite3_step(st) != SQLITE_DONE)
+        return failed("INSERT spend " + e.customer);
+    }
+    if (!step_done(commit_.get())) return failed("COMMIT");
+    return true;
+  }
+
+  std::vector<SpendEntry> load_spend() override {
+    std::vector<SpendEntry> out;
+    sqlite3_stmt* st = load_spend_.get();
+    StmtReset reset(st);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      SpendEntry e;
+      e.customer = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+      e.route = reinterpret_cast<const char*>(sqlite3_column_text(st, 1));
+      e.amount = sqlite3_column_double(st, 2);
+      out.push_back(std::move(e));
+    }
+    return out;
   }
 
   size_t count() override {
@@ -171,7 +205,7 @@ class SqliteStore final : public ReceiptStore {
 
   std::string path_;
   sqlite3* db_ = nullptr;
-  Stmt begin_, commit_, rollback_, insert_, get_, purge_, count_;
+  Stmt begin_, commit_, rollback_, insert_, get_, purge_, count_, add_spend_, load_spend_;
 };
 
 }  // namespace

@@ -17,6 +17,13 @@ struct StoredReceipt {
   int64_t expires_at = 0;  // unix seconds
 };
 
+// Money charged to a customer on one route (credits, spec §9.4).
+struct SpendEntry {
+  std::string customer;
+  std::string route;
+  double amount = 0;
+};
+
 class ReceiptStore {
  public:
   virtual ~ReceiptStore() = default;
@@ -27,6 +34,10 @@ class ReceiptStore {
   // Deletes expired rows; returns how many.
   virtual size_t purge_expired(int64_t now) = 0;
   virtual size_t count() = 0;
+  // Adds every entry to the customer's per-route total, in one transaction.
+  virtual bool add_spend(const std::vector<SpendEntry>& entries) = 0;
+  // Every (customer, route) total so far.
+  virtual std::vector<SpendEntry> load_spend() = 0;
 };
 
 // SQLite in WAL mode at `path` (parent folder created if needed; synchronous=FULL so a

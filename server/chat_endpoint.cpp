@@ -240,6 +240,7 @@ class ChatAttempts final : public router::AttemptRunner {
       co_return outcome_only(AttemptOutcome::bad_response);
     }
     served_by_ = plan;
+    bill(*plan.route, answer->prompt_tokens, answer->completion_tokens);
     TresorInfo info = tresor_info(requested_route_, plan);
     if (!head_.receipt_opt_out) {
       // The body as it stands is exactly what the client gets minus `,"tresor":{…}`.
@@ -288,15 +289,27 @@ class ChatAttempts final : public router::AttemptRunner {
     const std::string attempts = attempts_with_success(plan, attempt_start);
     if (co_await sink_.begin_stream(sse_headers(attempts))) {
       const auto ending = co_await relay.relay(response, sink_);
-      if (ending == StreamRelay::Ending::completed) co_await complete_stream(info, relay);
+      if (ending == StreamRelay::Ending::completed) co_await complete_stream(*plan.route, info, relay);
     }
     if (relay.dropped_events() > 0)
       spdlog::warn("route {}: dropped {} invalid JSON event(s)", plan.route->id, relay.dropped_events());
     co_return outcome_only(AttemptOutcome::ok);
   }
 
+  // Charges the customer for a served answer (in memory now, persisted by the store's
+  // thread with the next group commit).
+  void bill(const config::RouteConfig& route, int64_t prompt_tokens, int64_t completion_tokens) {
+    const double price = chat_price(route, prompt_tokens, completion_tokens);
+    if (price <= 0) return;
+    const std::string customer = customer_of(head_);
+    services_.credits.charge(customer, route.id, price);
+    services_.receipts.charge(receipts::SpendEntry{customer, route.id, price});
+  }
+
   // A whole answer was relayed: store its receipt, then tell the client it is done.
-  boost::asio::awaitable<void> complete_stream(const TresorInfo& info, StreamRelay& relay) {
+  boost::asio::awaitable<void> complete_stream(const config::RouteConfig& route, const TresorInfo& info,
+                                               StreamRelay& relay) {
+    bill(route, relay.prompt_tokens(), relay.completion_tokens());
     if (info.receipt_id) {
       receipts::Claims claims = make_claims(*info.receipt_id, info, request_sha256_, relay.response_sha256(),
                                             relay.prompt_tokens(), relay.completion_tokens(), head_.nonce);

@@ -12,6 +12,7 @@
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
 #include "server/api_error.h"
+#include "server/credit_ledger.h"
 #include "server/http_types.h"
 #include "server/runtime.h"
 
@@ -33,6 +34,7 @@ struct ChatServices {
   providers::UpstreamClient& upstream;  // this worker's
   router::RouteHealth& health;          // the process's
   receipts::ReceiptService& receipts;   // the process's
+  CreditLedger& credits;                // the process's
 };
 
 // `started` is when the request head arrived: the budget counts from there.

@@ -45,6 +45,7 @@ struct Server::Impl {
   router::RouteHealth health;  // process-wide: breakers outlive config reloads
   std::unique_ptr<receipts::ReceiptService> receipts;
   RateLimiter limiter;
+  std::unique_ptr<CreditLedger> credits;
   std::string jwks;
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
@@ -64,7 +65,7 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, jwks};
+      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits, jwks};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -87,6 +88,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   impl_->jwks = receipts::jwks_json(*signer, cfg->receipts.retired_keys);
   impl_->receipts = std::make_unique<receipts::ReceiptService>(std::move(signer), open_store(cfg->store),
                                                                static_cast<int64_t>(cfg->receipts.ttl_seconds));
+  impl_->credits = std::make_unique<CreditLedger>(impl_->receipts->load_spend());
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();

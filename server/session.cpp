@@ -37,7 +37,7 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
 
-enum class Endpoint { health, ready, chat, receipt, jwks, unknown };
+enum class Endpoint { health, ready, chat, receipt, jwks, usage, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -51,6 +51,7 @@ RouteMatch match(http::verb method, std::string_view target) {
   if (path == "/healthz") return {Endpoint::health, get, "GET, HEAD"};
   if (path == "/readyz") return {Endpoint::ready, get, "GET, HEAD"};
   if (path == kChatPath) return {Endpoint::chat, method == http::verb::post, "POST"};
+  if (path == "/v1/usage") return {Endpoint::usage, get, "GET, HEAD"};
   if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
     return {Endpoint::receipt, get, "GET, HEAD"};
   // The old docs served the JWKS at /v1/verify/jwks.json: kept as an alias.
@@ -96,6 +97,16 @@ HeaderList rate_headers(const RateDecision& d) {
   h.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
   if (!d.allowed) h.emplace_back("Retry-After", std::to_string(d.retry_after));
   return h;
+}
+
+ApiError balance_exceeded() {
+  return ApiError{402, "insufficient_funds", "balance_exceeded", "Insufficient credit balance", std::nullopt};
+}
+
+Response usage_response(const std::string& json) {
+  Response r;
+  r.body = json;
+  return r;
 }
 
 ApiError unauthorized(AuthStatus status) {
@@ -291,9 +302,20 @@ class Session final : public ResponseSink {
       const ApiError e = rate_limited(rate);
       co_return co_await finish_without_body(e, has_body);
     }
+    if (route.endpoint == Endpoint::usage) {
+      Response r = usage_response(services_.credits.usage_json(*runtime->config, auth.key->customer));
+      co_await send(std::move(r));
+      co_return keep_alive_ && !has_body && !client_gone_;
+    }
     if (route.endpoint == Endpoint::receipt) {
       co_await send_receipt(req.target(), auth.key->customer);
       co_return keep_alive_ && !has_body && !client_gone_;
+    }
+    // Refused before any upstream call (and before reading the body) when the customer's
+    // credit is used up.
+    if (!services_.credits.can_spend(*runtime->config, auth.key->customer)) {
+      const ApiError e = balance_exceeded();
+      co_return co_await finish_without_body(e, has_body);
     }
     auto chat_head = check_chat_head(*runtime, head, auth.key);
     if (auto* err = std::get_if<ApiError>(&chat_head)) co_return co_await finish_without_body(*err, has_body);
@@ -324,7 +346,7 @@ class Session final : public ResponseSink {
     }
 
     // Phase 5: the endpoint.
-    const ChatServices services{services_.upstream, services_.health, services_.receipts};
+    const ChatServices services{services_.upstream, services_.health, services_.receipts, services_.credits};
     co_await handle_chat(*runtime, services, std::get<ChatHead>(chat_head), std::move(body_parser.get().body()),
                          started, *this);
     if (!responded_) {

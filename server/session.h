@@ -8,6 +8,7 @@
 #include "providers/upstream_client.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
+#include "server/credit_ledger.h"
 #include "server/rate_limiter.h"
 #include "server/runtime.h"
 
@@ -21,6 +22,7 @@ struct SessionServices {
   router::RouteHealth& health;
   receipts::ReceiptService& receipts;
   RateLimiter& limiter;
+  CreditLedger& credits;
   const std::string& jwks;  // the JWKS document, built at startup
 };
 

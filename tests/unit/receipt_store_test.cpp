@@ -102,6 +102,10 @@ class CountingStore final : public ReceiptStore {
   }
   size_t purge_expired(int64_t now) override { return inner_->purge_expired(now); }
   size_t count() override { return inner_->count(); }
+  bool add_spend(const std::vector<tresor::receipts::SpendEntry>& entries) override {
+    return inner_->add_spend(entries);
+  }
+  std::vector<tresor::receipts::SpendEntry> load_spend() override { return inner_->load_spend(); }
 
  private:
   std::unique_ptr<ReceiptStore> inner_;

@@ -1,0 +1,66 @@
+#include "server/credit_ledger.h"
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+namespace tresor::server {
+
+double chat_price(const config::RouteConfig& route, int64_t prompt_tokens, int64_t completion_tokens) {
+  if (!route.pricing) return 0;
+  const auto& p = *route.pricing;
+  return (static_cast<double>(prompt_tokens) * p.input_per_mtok.value_or(0) +
+          static_cast<double>(completion_tokens) * p.output_per_mtok.value_or(0)) /
+         1e6;
+}
+
+CreditLedger::CreditLedger(const std::vector<receipts::SpendEntry>& persisted) {
+  for (const auto& e : persisted) spent_[e.customer][e.route] += e.amount;
+}
+
+bool CreditLedger::can_spend(const config::Config& cfg, const std::string& customer) const {
+  const auto it = cfg.auth.customers.find(customer);
+  if (it == cfg.auth.customers.end()) return true;  // not listed: no credit limit
+  double spent = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto c = spent_.find(customer); c != spent_.end())
+      for (const auto& [route, amount] : c->second) spent += amount;
+  }
+  return it->second.credit - spent > 0;
+}
+
+void CreditLedger::charge(const std::string& customer, const std::string& route, double amount) {
+  if (amount <= 0) return;
+  std::lock_guard lock(mutex_);
+  spent_[customer][route] += amount;
+}
+
+std::string CreditLedger::usage_json(const config::Config& cfg, const std::string& customer) const {
+  boost::json::object by_route;
+  double spent = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (const auto c = spent_.find(customer); c != spent_.end())
+      for (const auto& [route, amount] : c->second) {
+        by_route[route] = amount;
+        spent += amount;
+      }
+  }
+  boost::json::object o;
+  o["object"] = "usage";
+  o["customer"] = customer;
+  const auto it = cfg.auth.customers.find(customer);
+  if (it != cfg.auth.customers.end()) {
+    o["currency"] = it->second.currency;
+    o["credit"] = it->second.credit;
+    o["remaining"] = it->second.credit - spent;
+  } else {
+    o["credit"] = nullptr;  // unlimited
+    o["remaining"] = nullptr;
+  }
+  o["spent"] = spent;
+  o["by_route"] = std::move(by_route);
+  return boost::json::serialize(o);
+}
+
+}  // namespace tresor::server
