@@ -75,6 +75,7 @@ describe('receipts: durability across kill -9', { timeout: 120_000 }, () => {
     let non200 = 0;
     let withoutId = 0;
     let failed = 0; // requests that got no complete response (the crash)
+    const failedBeforeKill = []; // errors before the SIGKILL: none expected
     let inFlight = 0;
     let inFlightAtKill = -1;
     let killed = null; // the kill promise, once sent
@@ -101,8 +102,9 @@ describe('receipts: durability across kill -9', { timeout: 120_000 }, () => {
           killedAtMs = performance.now() - t0;
           killed = killHard(s.gw); // SIGKILL is sent synchronously, right here
         }
-      } catch {
+      } catch (e) {
         failed++;
+        if (!killed) failedBeforeKill.push(`${e.code ?? ''} ${e.message}`);
       } finally {
         inFlight--;
       }
@@ -111,11 +113,13 @@ describe('receipts: durability across kill -9', { timeout: 120_000 }, () => {
     agent.destroy();
     const loadMs = performance.now() - t0;
 
+    console.log(`crash: ${completed} complete responses (${ids.length} receipt ids, ${non200} non-200, ` +
+      `${withoutId} 200 without receipt_id), ${failed} requests without a complete response ` +
+      `(${failedBeforeKill.length} before the kill); ` +
+      `SIGKILL at ${killedAtMs.toFixed(0)} ms with ${inFlightAtKill} other requests in flight`);
+    assert.deepEqual(failedBeforeKill.slice(0, 5), [], `${failedBeforeKill.length} requests failed before the SIGKILL`);
     assert.ok(killed, 'the gateway was killed');
     assert.equal(exit.signal, 'SIGKILL', `gateway exit: ${JSON.stringify(exit)}`);
-    console.log(`crash: ${completed} complete responses (${ids.length} receipt ids, ${non200} non-200, ` +
-      `${withoutId} 200 without receipt_id), ${failed} requests lost in the crash; ` +
-      `SIGKILL at ${killedAtMs.toFixed(0)} ms with ${inFlightAtKill} other requests in flight`);
     assert.ok(inFlightAtKill > 0, 'requests were in flight when the gateway was killed');
     assert.equal(non200, 0, 'every complete response before the crash was a 200');
     assert.equal(withoutId, 0, 'every 200 carried a receipt_id (sync durability never drops one)');
