@@ -44,4 +44,10 @@ class ReceiptStore {
 // committed batch survives a crash). Throws std::runtime_error on open failure.
 std::unique_ptr<ReceiptStore> open_sqlite_store(const std::string& path);
 
+// Redis at `url` = redis://HOST:PORT[/DB] (DB defaults to 0). Several replicas may share
+// one Redis. Receipts expire through Redis's own EXPIREAT, so purge_expired() is a no-op.
+// Durability is the Redis server's persistence config (AOF appendfsync), not this
+// store's. Throws std::runtime_error on a malformed URL or when the first connect fails.
+std::unique_ptr<ReceiptStore> open_redis_store(const std::string& url);
+
 }  // namespace tresor::receipts

@@ -2,6 +2,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
@@ -49,6 +50,9 @@ int hash_key(const std::string& key) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A peer that vanishes mid-write must cost an error code, not the process (Asio sends
+  // with MSG_NOSIGNAL; hiredis and OpenSSL's BIO writes do not).
+  std::signal(SIGPIPE, SIG_IGN);
   // Logs go to stderr: stdout stays free for subcommand output.
   spdlog::set_default_logger(spdlog::stderr_color_mt("tresor"));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");

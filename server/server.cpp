@@ -77,7 +77,8 @@ namespace {
 std::unique_ptr<receipts::ReceiptStore> open_store(const std::string& url) {
   constexpr std::string_view kSqlite = "sqlite:";
   if (url.rfind(kSqlite, 0) == 0) return receipts::open_sqlite_store(url.substr(kSqlite.size()));
-  throw std::runtime_error("store " + url + ": only sqlite: stores are implemented so far (redis:// is coming)");
+  if (url.rfind("redis://", 0) == 0) return receipts::open_redis_store(url);
+  throw std::runtime_error("store " + url + ": expected sqlite:PATH or redis://HOST:PORT/DB");
 }
 
 }  // namespace

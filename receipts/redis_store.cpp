@@ -1,0 +1,511 @@
+// ReceiptStore on Redis (hiredis, blocking API). Like the SQLite store it is used from
+// the ReceiptService's thread only, so one connection serves for the store's whole life;
+// several gateway replicas may share one Redis and see each other's receipts.
+//
+// Layout:
+//   tresor:receipt:<id>          hash {customer, jws, exp}, EXPIREAT exp (Redis expires it)
+//   tresor:spend:<customer>      hash {route: total}, HINCRBYFLOAT
+//   tresor:spend-applied:<inst>  last add_spend sequence number this store instance applied
+//                                (lets a retry after a lost EXEC reply tell whether the
+//                                increments already happened, so they are never doubled)
+//
+// Durability: a write is acknowledged once Redis has applied it in memory. Whether it
+// survives a Redis crash is the operator's Redis configuration (appendonly yes with
+// appendfsync always for the same guarantee as the SQLite store's synchronous=FULL;
+// everysec loses up to a second; RDB snapshots only lose everything since the last one).
+// This store cannot check or enforce it.
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "receipts/store.h"
+
+namespace tresor::receipts {
+namespace {
+
+constexpr std::string_view kScheme = "redis://";
+constexpr std::string_view kReceiptPrefix = "tresor:receipt:";
+constexpr std::string_view kSpendPrefix = "tresor:spend:";
+constexpr std::string_view kSpendAppliedPrefix = "tresor:spend-applied:";
+constexpr timeval kConnectTimeout{2, 0};
+constexpr timeval kCommandTimeout{2, 0};
+// The spend marker only has to outlive one reconnect-and-retry, but it is a single key
+// per store instance, so a day costs nothing and covers any clock or timeout oddity.
+constexpr int kSpendMarkerTtlSeconds = 86400;
+
+struct ReplyDeleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+struct ContextDeleter {
+  void operator()(redisContext* c) const { redisFree(c); }
+};
+using Context = std::unique_ptr<redisContext, ContextDeleter>;
+
+// hiredis writes with write(2), and the gateway does not ignore SIGPIPE (Asio sends with
+// MSG_NOSIGNAL), so a write to a connection Redis has already reset would kill the
+// process. Blocking SIGPIPE in this thread turns it into EPIPE; a SIGPIPE raised meanwhile
+// stays pending and is consumed before the old mask comes back.
+class SigpipeGuard {
+ public:
+  SigpipeGuard() {
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old_);
+  }
+  ~SigpipeGuard() {
+    const int saved_errno = errno;
+    if (!was_pending_) {
+      sigset_t pending;
+      sigemptyset(&pending);
+      sigpending(&pending);
+      if (sigismember(&pending, SIGPIPE) == 1) {
+        sigset_t pipe;
+        sigemptyset(&pipe);
+        sigaddset(&pipe, SIGPIPE);
+        const timespec zero{0, 0};
+        while (sigtimedwait(&pipe, nullptr, &zero) == -1 && errno == EINTR) {
+        }
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+    errno = saved_errno;
+  }
+  SigpipeGuard(const SigpipeGuard&) = delete;
+  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
+
+ private:
+  sigset_t old_;
+  bool was_pending_ = false;
+};
+
+struct RedisUrl {
+  std::string host;
+  int port = 6379;
+  long db = 0;
+};
+
+// redis://HOST[:PORT][/DB], HOST may be a bracketed IPv6 address.
+RedisUrl parse_url(const std::string& url) {
+  auto bad = [&](const std::string& why) {
+    return std::runtime_error("receipt store " + url + ": " + why + " (expected redis://HOST:PORT/DB)");
+  };
+  if (url.rfind(kScheme, 0) != 0) throw bad("not a redis:// URL");
+  std::string_view rest(url);
+  rest.remove_prefix(kScheme.size());
+  if (rest.find('@') != std::string_view::npos) throw bad("credentials in the URL are not supported");
+  RedisUrl out;
+  std::string_view hostport = rest;
+  std::string_view db;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    hostport = rest.substr(0, slash);
+    db = rest.substr(slash + 1);
+  }
+  std::string_view port;
+  if (!hostport.empty() && hostport.front() == '[') {
+    auto close = hostport.find(']');
+    if (close == std::string_view::npos) throw bad("unterminated [IPv6] host");
+    out.host = std::string(hostport.substr(1, close - 1));
+    std::string_view after = hostport.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') throw bad("junk after ]");
+      port = after.substr(1);
+    }
+  } else if (auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
+    out.host = std::string(hostport.substr(0, colon));
+    port = hostport.substr(colon + 1);
+  } else {
+    out.host = std::string(hostport);
+  }
+  if (out.host.empty()) throw bad("missing host");
+  auto number = [](std::string_view s, long& v) {
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    return !s.empty() && ec == std::errc() && p == s.data() + s.size();
+  };
+  if (!port.empty()) {
+    long p = 0;
+    if (!number(port, p) || p < 1 || p > 65535) throw bad("bad port");
+    out.port = static_cast<int>(p);
+  }
+  if (!db.empty() && (!number(db, out.db) || out.db < 0)) throw bad("bad database number");
+  return out;
+}
+
+std::string receipt_key(const std::string& id) { return std::string(kReceiptPrefix) + id; }
+
+std::string format_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+
+std::string reply_text(const redisReply* r) { return r && r->str ? std::string(r->str, r->len) : std::string(); }
+
+bool is_ok(const redisReply* r) { return r && r->type == REDIS_REPLY_STATUS && reply_text(r) == "OK"; }
+
+std::string random_hex() {
+  std::random_device rd;
+  std::string out;
+  char buf[9];
+  for (int i = 0; i < 4; ++i) {
+    std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(rd()));
+    out += buf;
+  }
+  return out;
+}
+
+// What one attempt of an operation came to: done (with a value), or the connection
+// failed (retry after a reconnect).
+template <typename T>
+struct Attempt {
+  bool connection_lost = false;
+  T value{};
+  static Attempt lost() { return Attempt{true, T{}}; }
+  static Attempt ok(T v) { return Attempt{false, std::move(v)}; }
+};
+
+class RedisStore final : public ReceiptStore {
+ public:
+  explicit RedisStore(const std::string& url) : url_(url), addr_(parse_url(url)), instance_(random_hex()) {
+    std::string err;
+    if (!connect(err)) throw std::runtime_error("receipt store " + url_ + ": " + err);
+  }
+
+  RedisStore(const RedisStore&) = delete;
+  RedisStore& operator=(const RedisStore&) = delete;
+
+  bool put_batch(const std::vector<StoredReceipt>& batch) override {
+    if (batch.empty()) return true;
+    std::unordered_set<std::string_view> ids;
+    for (const auto& r : batch) {
+      if (!ids.insert(r.id).second) {
+        spdlog::error("receipt store {}: batch holds id {} twice", url_, r.id);
+        return false;
+      }
+    }
+    return run<bool>("put_batch", false, [&](bool retry) { return try_put_batch(batch, retry); });
+  }
+
+  std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) override {
+    return run<std::optional<std::string>>("get", std::nullopt, [&](bool) -> Attempt<std::optional<std::string>> {
+      Reply r = command({"HMGET", receipt_key(id), "customer", "jws", "exp"});
+      if (!r) return Attempt<std::optional<std::string>>::lost();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        log_unexpected("HMGET", r.get());
+        return Attempt<std::optional<std::string>>::ok(std::nullopt);
+      }
+      const redisReply* c = r->element[0];
+      const redisReply* j = r->element[1];
+      const redisReply* e = r->element[2];
+      // Another customer's, expired and missing receipts all look the same (404).
+      if (c->type != REDIS_REPLY_STRING || j->type != REDIS_REPLY_STRING || reply_text(c) != customer)
+        return Attempt<std::optional<std::string>>::ok(std::nullopt);
+      // Redis expires the key itself (EXPIREAT); exp also guards against clock skew between
+      // the gateway and Redis, so that expiry is the gateway's notion like with SQLite.
+      if (e->type == REDIS_REPLY_STRING && std::strtoll(reply_text(e).c_str(), nullptr, 10) <= now)
+        return Attempt<std::optional<std::string>>::ok(std::nullopt);
+      return Attempt<std::optional<std::string>>::ok(reply_text(j));
+    });
+  }
+
+  // Redis deletes expired receipts on its own (EXPIREAT).
+  size_t purge_expired(int64_t) override { return 0; }
+
+  size_t count() override {
+    return run<size_t>("count", 0, [&](bool) -> Attempt<size_t> {
+      std::vector<std::string> keys;
+      if (!scan(std::string(kReceiptPrefix) + "*", keys)) return Attempt<size_t>::lost();
+      return Attempt<size_t>::ok(keys.size());
+    });
+  }
+
+  bool add_spend(const std::vector<SpendEntry>& entries) override {
+    if (entries.empty()) return true;
+    const std::string seq = std::to_string(++spend_seq_);
+    return run<bool>("add_spend", false, [&](bool retry) { return try_add_spend(entries, seq, retry); });
+  }
+
+  std::vector<SpendEntry> load_spend() override {
+    using Result = std::vector<SpendEntry>;
+    return run<Result>("load_spend", {}, [&](bool) -> Attempt<Result> {
+      std::vector<std::string> keys;
+      if (!scan(std::string(kSpendPrefix) + "*", keys)) return Attempt<Result>::lost();
+      for (const auto& k : keys) append({"HGETALL", k});
+      Result out;
+      bool lost = false;
+      for (const auto& k : keys) {  // read every reply, even after a bad one, to stay in sync
+        Reply r = lost ? nullptr : read_reply();
+        if (!r) {
+          lost = true;
+          continue;
+        }
+        if (r->type != REDIS_REPLY_ARRAY) {
+          log_unexpected("HGETALL " + k, r.get());
+          continue;
+        }
+        const std::string customer = k.substr(kSpendPrefix.size());
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+          SpendEntry e;
+          e.customer = customer;
+          e.route = reply_text(r->element[i]);
+          e.amount = std::strtod(reply_text(r->element[i + 1]).c_str(), nullptr);
+          out.push_back(std::move(e));
+        }
+      }
+      if (lost) return Attempt<Result>::lost();
+      return Attempt<Result>::ok(std::move(out));
+    });
+  }
+
+ private:
+  // One operation: (re)connect if the last one left the connection broken, try, and on a
+  // lost connection reconnect once and try again before giving up with `failure`.
+  template <typename T, typename Fn>
+  T run(const char* what, T failure, Fn&& attempt) {
+    SigpipeGuard sigpipe;
+    bool reconnected = false;
+    if (!c_ || c_->err) {
+      reconnected = true;
+      if (!reconnect(what)) return failure;
+    }
+    Attempt<T> a = attempt(false);
+    if (a.connection_lost && !reconnected) {
+      spdlog::warn("receipt store {}: {}: connection lost ({}), reconnecting", url_, what, errstr());
+      if (!reconnect(what)) return failure;
+      a = attempt(true);
+    }
+    if (a.connection_lost) {
+      spdlog::error("receipt store {}: {} failed: {}", url_, what, errstr());
+      return failure;
+    }
+    return std::move(a.value);
+  }
+
+  Attempt<bool> try_put_batch(const std::vector<StoredReceipt>& batch, bool retry) {
+    std::vector<std::string> keys;
+    keys.reserve(batch.size());
+    for (const auto& r : batch) keys.push_back(receipt_key(r.id));
+
+    if (retry) {
+      // The previous attempt may have committed and only lost EXEC's reply. Receipts are
+      // unique (the JWS signs the id), so finding the whole batch stored as we wrote it
+      // means it was ours.
+      for (const auto& k : keys) append({"HMGET", k, "customer", "jws"});
+      size_t ours = 0;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        Reply r = read_reply();
+        if (!r) return Attempt<bool>::lost();
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && reply_text(r->element[0]) == batch[i].customer &&
+            reply_text(r->element[1]) == batch[i].jws)
+          ++ours;
+      }
+      if (ours == batch.size()) return Attempt<bool>::ok(true);
+    }
+
+    // Redis has no rollback, so refuse up front when an id exists. WATCH makes EXEC fail
+    // if another replica writes one of these keys between the check and the EXEC.
+    std::vector<std::string> watch{"WATCH"};
+    watch.insert(watch.end(), keys.begin(), keys.end());
+    std::vector<std::string> exists{"EXISTS"};
+    exists.insert(exists.end(), keys.begin(), keys.end());
+    append(watch);
+    append(exists);
+    Reply watched = read_reply();
+    if (!watched) return Attempt<bool>::lost();
+    Reply existing = read_reply();
+    if (!existing) return Attempt<bool>::lost();
+    if (!is_ok(watched.get()) || existing->type != REDIS_REPLY_INTEGER || existing->integer != 0) {
+      if (existing->type == REDIS_REPLY_INTEGER)
+        spdlog::error("receipt store {}: put_batch refused: {} of {} ids already exist", url_, existing->integer,
+                      batch.size());
+      else
+        log_unexpected("WATCH/EXISTS", is_ok(watched.get()) ? existing.get() : watched.get());
+      Reply unwatched = command({"UNWATCH"});
+      if (!unwatched) return Attempt<bool>::lost();
+      return Attempt<bool>::ok(false);
+    }
+
+    append({"MULTI"});
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const auto& r = batch[i];
+      const std::string exp = std::to_string(r.expires_at);
+      append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "exp", exp});
+      append({"EXPIREAT", keys[i], exp});
+    }
+    append({"EXEC"});
+    return finish_transaction("put_batch", 2 * batch.size());
+  }
+
+  Attempt<bool> try_add_spend(const std::vector<SpendEntry>& entries, const std::string& seq, bool retry) {
+    const std::string marker = std::string(kSpendAppliedPrefix) + instance_;
+    if (retry) {
+      // The increments and the marker commit together, so the marker says whether the
+      // attempt whose reply was lost already applied them.
+      Reply r = command({"GET", marker});
+      if (!r) return Attempt<bool>::lost();
+      if (r->type == REDIS_REPLY_STRING && reply_text(r.get()) == seq) return Attempt<bool>::ok(true);
+    }
+    append({"MULTI"});
+    for (const auto& e : entries)
+      append({"HINCRBYFLOAT", std::string(kSpendPrefix) + e.customer, e.route, format_double(e.amount)});
+    append({"SET", marker, seq, "EX", std::to_string(kSpendMarkerTtlSeconds)});
+    append({"EXEC"});
+    return finish_transaction("add_spend", entries.size() + 1);
+  }
+
+  // Reads the replies of MULTI, `queued` commands and EXEC appended just before.
+  Attempt<bool> finish_transaction(const char* what, size_t queued) {
+    bool ok = true;
+    for (size_t i = 0; i < queued + 1; ++i) {  // MULTI's OK, then a QUEUED per command
+      Reply r = read_reply();
+      if (!r) return Attempt<bool>::lost();
+      if (r->type == REDIS_REPLY_ERROR) {
+        if (ok) log_unexpected(std::string(what) + " (queueing)", r.get());
+        ok = false;  // EXEC will answer EXECABORT; nothing is applied
+      }
+    }
+    Reply exec = read_reply();
+    if (!exec) return Attempt<bool>::lost();
+    if (exec->type == REDIS_REPLY_NIL) {
+      spdlog::error("receipt store {}: {}: a watched key changed before EXEC; nothing stored", url_, what);
+      return Attempt<bool>::ok(false);
+    }
+    if (exec->type != REDIS_REPLY_ARRAY) {
+      log_unexpected(std::string(what) + " EXEC", exec.get());
+      return Attempt<bool>::ok(false);
+    }
+    // A command failing inside EXEC (e.g. WRONGTYPE) does not undo the others: Redis has
+    // no rollback. The checks before MULTI make that unreachable for our own keys.
+    for (size_t i = 0; i < exec->elements; ++i) {
+      if (exec->element[i]->type == REDIS_REPLY_ERROR) {
+        log_unexpected(std::string(what) + " EXEC", exec->element[i]);
+        ok = false;
+      }
+    }
+    return Attempt<bool>::ok(ok);
+  }
+
+  // SCAN with MATCH; false when the connection was lost. SCAN may repeat a key, hence the set.
+  bool scan(const std::string& pattern, std::vector<std::string>& keys) {
+    std::unordered_set<std::string> seen;
+    std::string cursor = "0";
+    do {
+      Reply r = command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+      if (!r) return false;
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY) {
+        log_unexpected("SCAN", r.get());
+        break;
+      }
+      cursor = reply_text(r->element[0]);
+      const redisReply* batch = r->element[1];
+      for (size_t i = 0; i < batch->elements; ++i) {
+        std::string k = reply_text(batch->element[i]);
+        if (seen.insert(k).second) keys.push_back(std::move(k));
+      }
+    } while (cursor != "0");
+    return true;
+  }
+
+  bool connect(std::string& err) {
+    c_.reset(redisConnectWithTimeout(addr_.host.c_str(), addr_.port, kConnectTimeout));
+    if (!c_) {
+      err = "cannot allocate a redis context";
+      return false;
+    }
+    if (c_->err) {
+      err = "connect to " + addr_.host + ":" + std::to_string(addr_.port) + " failed: " + c_->errstr;
+      c_.reset();
+      return false;
+    }
+    if (redisSetTimeout(c_.get(), kCommandTimeout) != REDIS_OK) {
+      err = std::string("setting the command timeout failed: ") + c_->errstr;
+      c_.reset();
+      return false;
+    }
+    redisEnableKeepAlive(c_.get());  // notice a silently vanished Redis on an idle link
+    if (addr_.db != 0) {
+      Reply r = command({"SELECT", std::to_string(addr_.db)});
+      if (!is_ok(r.get())) {
+        err = "SELECT " + std::to_string(addr_.db) + " failed: " + (r ? reply_text(r.get()) : errstr());
+        c_.reset();
+        return false;
+      }
+    }
+    return true;
+  }
+
+  bool reconnect(const char* what) {
+    std::string err;
+    if (connect(err)) return true;
+    spdlog::error("receipt store {}: {}: reconnect failed: {}", url_, what, err);
+    return false;
+  }
+
+  void append(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lens;
+    argv.reserve(args.size());
+    lens.reserve(args.size());
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    // Only fails on out of memory, which then shows as a failed read of its reply.
+    redisAppendCommandArgv(c_.get(), static_cast<int>(args.size()), argv.data(), lens.data());
+  }
+
+  // The next reply; null when the connection failed (c_->err says why).
+  Reply read_reply() {
+    if (c_->err) return nullptr;
+    void* r = nullptr;
+    if (redisGetReply(c_.get(), &r) != REDIS_OK) {
+      freeReplyObject(r);
+      return nullptr;
+    }
+    return Reply(static_cast<redisReply*>(r));
+  }
+
+  Reply command(const std::vector<std::string>& args) {
+    append(args);
+    return read_reply();
+  }
+
+  std::string errstr() const { return c_ ? std::string(c_->errstr) : std::string("not connected"); }
+
+  void log_unexpected(const std::string& what, const redisReply* r) {
+    spdlog::error("receipt store {}: {}: unexpected reply (type {}): {}", url_, what, r ? r->type : -1,
+                  reply_text(r));
+  }
+
+  std::string url_;
+  RedisUrl addr_;
+  std::string instance_;  // names this store's spend marker
+  uint64_t spend_seq_ = 0;
+  Context c_;
+};
+
+}  // namespace
+
+std::unique_ptr<ReceiptStore> open_redis_store(const std::string& url) { return std::make_unique<RedisStore>(url); }
+
+}  // namespace tresor::receipts
