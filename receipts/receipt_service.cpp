@@ -245,6 +245,26 @@ std::vector<SpendEntry> ReceiptService::load_spend() {
   return result.get();
 }
 
+void ReceiptService::with_store(std::function<void(ReceiptStore&)> job) {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->exited) {
+      impl_->tasks.push_back([job = std::move(job), store = impl_->store.get()] {
+        try {
+          job(*store);
+        } catch (const std::exception& e) {
+          spdlog::error("receipts: store job failed: {}", e.what());
+        }
+      });
+      impl_->wake.notify_one();
+      return;
+    }
+  }
+  job(*impl_->store);  // stopped: nothing else uses the store any more
+}
+
+bool ReceiptService::shared_store() const { return impl_->store->shared(); }
+
 const Signer& ReceiptService::signer() const { return *impl_->signer; }
 
 size_t ReceiptService::stored_count() {

@@ -28,6 +28,11 @@ class ReceiptService {
   // Every persisted (customer, route) total; blocks the caller (start-up only).
   std::vector<SpendEntry> load_spend();
 
+  // Runs `job` on the service thread with the store (shared counters, spend reads).
+  // Thread-safe; `job` must be quick.
+  void with_store(std::function<void(ReceiptStore&)> job);
+  bool shared_store() const;
+
   const Signer& signer() const;
   size_t stored_count();  // for tests and metrics (runs on the service thread, blocks the caller)
 

@@ -245,6 +245,42 @@ class RedisStore final : public ReceiptStore {
     return run<bool>("add_spend", false, [&](bool retry) { return try_add_spend(entries, seq, retry); });
   }
 
+  bool shared() const override { return true; }
+
+  std::optional<int64_t> add_to_counter(const std::string& name, int64_t delta, int64_t ttl_seconds) override {
+    using Result = std::optional<int64_t>;
+    return run<Result>("add_to_counter", std::nullopt, [&](bool) -> Attempt<Result> {
+      Reply r = command({"INCRBY", name, std::to_string(delta)});
+      if (!r) return Attempt<Result>::lost();
+      if (r->type != REDIS_REPLY_INTEGER) {
+        log_unexpected("INCRBY " + name, r.get());
+        return Attempt<Result>::ok(std::nullopt);
+      }
+      const int64_t value = r->integer;
+      // The first increment of a window gives it its lifetime (NX: never extend it).
+      if (value == delta && delta > 0) {
+        Reply e = command({"EXPIRE", name, std::to_string(ttl_seconds), "NX"});
+        if (!e) return Attempt<Result>::lost();
+      }
+      return Attempt<Result>::ok(value);
+    });
+  }
+
+  std::optional<double> customer_spend(const std::string& customer) override {
+    using Result = std::optional<double>;
+    return run<Result>("customer_spend", std::nullopt, [&](bool) -> Attempt<Result> {
+      Reply r = command({"HVALS", std::string(kSpendPrefix) + customer});
+      if (!r) return Attempt<Result>::lost();
+      if (r->type != REDIS_REPLY_ARRAY) {
+        log_unexpected("HVALS", r.get());
+        return Attempt<Result>::ok(std::nullopt);
+      }
+      double total = 0;
+      for (size_t i = 0; i < r->elements; ++i) total += std::strtod(reply_text(r->element[i]).c_str(), nullptr);
+      return Attempt<Result>::ok(total);
+    });
+  }
+
   std::vector<SpendEntry> load_spend() override {
     using Result = std::vector<SpendEntry>;
     return run<Result>("load_spend", {}, [&](bool) -> Attempt<Result> {

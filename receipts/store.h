@@ -38,6 +38,17 @@ class ReceiptStore {
   virtual bool add_spend(const std::vector<SpendEntry>& entries) = 0;
   // Every (customer, route) total so far.
   virtual std::vector<SpendEntry> load_spend() = 0;
+
+  // For stores several replicas share (Redis): counters for rate limits and the
+  // customer's spend as all replicas see it. A local store answers nullopt and the
+  // process keeps its own counts.
+  virtual bool shared() const { return false; }
+  // Adds `delta` to counter `name` (created with a `ttl_seconds` lifetime); the new value.
+  virtual std::optional<int64_t> add_to_counter(const std::string& /*name*/, int64_t /*delta*/,
+                                                int64_t /*ttl_seconds*/) {
+    return std::nullopt;
+  }
+  virtual std::optional<double> customer_spend(const std::string& /*customer*/) { return std::nullopt; }
 };
 
 // SQLite in WAL mode at `path` (parent folder created if needed; synchronous=FULL so a

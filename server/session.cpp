@@ -13,6 +13,7 @@
 #include "server/chat_endpoint.h"
 #include "server/http_types.h"
 #include "server/receipt_issuer.h"
+#include "server/shared_limits.h"
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -296,7 +297,11 @@ class Session final : public ResponseSink {
     }
     // Per-key limits, on every authenticated request; the headers go on whatever answer
     // follows (spec §9.2).
-    const RateDecision rate = services_.limiter.admit(*auth.key, std::chrono::system_clock::now());
+    const bool shared = services_.receipts.shared_store();  // several replicas on one Redis
+    const auto now = std::chrono::system_clock::now();
+    RateDecision rate;
+    if (shared) rate = co_await shared_rate_admit(services_.receipts, *auth.key, now);
+    else rate = services_.limiter.admit(*auth.key, now);
     request_headers_ = rate_headers(rate);
     if (!rate.allowed) {
       const ApiError e = rate_limited(rate);
@@ -313,7 +318,10 @@ class Session final : public ResponseSink {
     }
     // Refused before any upstream call (and before reading the body) when the customer's
     // credit is used up.
-    if (!services_.credits.can_spend(*runtime->config, auth.key->customer)) {
+    bool can_spend = true;
+    if (shared) can_spend = co_await shared_can_spend(services_.receipts, *runtime->config, auth.key->customer);
+    else can_spend = services_.credits.can_spend(*runtime->config, auth.key->customer);
+    if (!can_spend) {
       const ApiError e = balance_exceeded();
       co_return co_await finish_without_body(e, has_body);
     }

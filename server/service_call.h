@@ -1,0 +1,54 @@
+// A one-shot rendezvous between the receipt/store service thread and an I/O coroutine:
+// the service thread calls back, the value is posted to the coroutine's executor, and
+// the coroutine resumes there (never on the service thread).
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <functional>
+#include <memory>
+#include <optional>
+
+namespace tresor::server {
+namespace asio = boost::asio;
+
+// The callback posts the value to the coroutine's executor and cancels the timer the
+// coroutine waits on.
+// (A timer rather than async_initiate: g++ 12 double-destroys the initiation lambda's
+// captures in use_awaitable's coroutine frame.)
+template <typename Result>
+struct Rendezvous {
+  explicit Rendezvous(asio::any_io_executor exec) : executor(exec), timer(exec) {
+    timer.expires_at(asio::steady_timer::time_point::max());
+  }
+  asio::any_io_executor executor;
+  asio::steady_timer timer;
+  std::optional<Result> value;
+};
+
+template <typename Result>
+std::function<void(Result)> resume_on(const std::shared_ptr<Rendezvous<Result>>& r) {
+  return [r](Result value) {
+    asio::post(r->executor, [r, value = std::move(value)]() mutable {
+      r->value = std::move(value);
+      r->timer.cancel();
+    });
+  };
+}
+
+template <typename Result>
+asio::awaitable<Result> wait_for(std::shared_ptr<Rendezvous<Result>> r) {
+  while (!r->value) {
+    boost::system::error_code ec;
+    co_await r->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return std::move(*r->value);
+}
+
+
+}  // namespace tresor::server

@@ -1,0 +1,158 @@
+// Receipts shared across replicas through Redis: two gateway processes on one real
+// redis-server (started here, on loopback) — a receipt issued by one is fetched from
+// the other, and stays scoped to its customer there; a per-minute limit and a credit
+// balance hold across both replicas.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import {
+  startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, waitFor, tempDir,
+  ROUTE_GPT,
+} from './harness.mjs';
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.once('error', () => resolve(false));
+    sock.once('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
+    sock.once('connect', () => sock.write('PING\r\n'));
+  });
+}
+
+let redis;
+let gwA;
+let gwB;
+let key;
+let otherCustomerKey;
+let limitedKey;
+let payingKey;
+let redisPort;
+const LIMIT = 6;
+
+// One RESP command over a fresh socket; resolves with the raw reply text.
+function redisCommand(port, ...args) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let buf = '';
+    sock.once('error', reject);
+    sock.on('data', (d) => { buf += d.toString(); if (buf.endsWith('\r\n')) { sock.destroy(); resolve(buf); } });
+    sock.once('connect', () => sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
+  });
+}
+
+before(async () => {
+  const port = await freePort();
+  redisPort = port;
+  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' });
+  await waitFor(() => redisPing(port), { what: 'redis-server PING' });
+  const providerKey = makeProviderKey();
+  const fake = await startFakeUpstream({ requireKey: providerKey });
+  key = makeKey();
+  otherCustomerKey = makeKey();
+  limitedKey = makeKey();
+  payingKey = makeKey();
+  const config = gatewayConfig({
+    fakeUrl: fake.baseUrl(),
+    keys: [
+      { sha256: sha256Hex(key), customer: 'acme' },
+      { sha256: sha256Hex(otherCustomerKey), customer: 'globex' },
+      { sha256: sha256Hex(limitedKey), customer: 'initech', limits: { per_minute: LIMIT } },
+      { sha256: sha256Hex(payingKey), customer: 'hooli' },
+    ],
+  });
+  // The fake's usage (1 prompt, 5 completion tokens) costs 1.1 per answer at these prices.
+  config.routes[0].pricing = { input_per_mtok: 100000, output_per_mtok: 200000, currency: 'eur' };
+  config.auth.customers = { hooli: { credit: 3.0, currency: 'eur' } };
+  config.store = `redis://127.0.0.1:${port}/0`;
+  // Both replicas sign with the same key file, as replicas of one deployment do.
+  const shared = { signing_key_file: `${tempDir('tresor-redis-key-')}/receipt-es256.pem`, kid: 'router-receipt-1' };
+  config.receipts = shared;
+  gwA = await startGateway({ config, env: { FAKE_PROVIDER_KEY: providerKey }, name: 'gateway-A' });
+  gwB = await startGateway({ config, env: { FAKE_PROVIDER_KEY: providerKey }, name: 'gateway-B' });
+});
+
+after(async () => {
+  await stopAll();
+  if (redis) redis.kill('SIGKILL');
+});
+
+describe('receipts on Redis, two replicas', { timeout: 30_000 }, () => {
+  test('a receipt issued by one gateway is fetched from the other; another customer gets 404', async () => {
+    const r = await fetch(gwA.url('/v1/chat/completions'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: ROUTE_GPT, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    const answer = await r.json();
+    assert.equal(r.status, 200);
+    const id = answer.tresor.receipt_id;
+    assert.ok(id, 'a receipt id');
+    const fromB = await fetch(gwB.url(`/v1/receipts/${id}`), { headers: { authorization: `Bearer ${key}` } });
+    const body = await fromB.json();
+    assert.equal(fromB.status, 200);
+    assert.equal(body.id, id);
+    assert.equal(body.receipt.split('.').length, 3);
+    const stranger = await fetch(gwB.url(`/v1/receipts/${id}`),
+      { headers: { authorization: `Bearer ${otherCustomerKey}` } });
+    const err = await stranger.json();
+    assert.equal(stranger.status, 404);
+    assert.equal(err.error.code, 'receipt_not_found');
+  });
+
+  const chatVia = (gw, k) => fetch(gw.url('/v1/chat/completions'), {
+    method: 'POST',
+    headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: ROUTE_GPT, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+
+  test('a per-minute limit holds across both replicas', async () => {
+    const secondsLeft = 60 - (Math.floor(Date.now() / 1000) % 60);
+    if (secondsLeft < 5) await new Promise((r) => setTimeout(r, secondsLeft * 1000 + 100)); // pacing, not sync
+    for (let i = 1; i <= LIMIT; i++) {
+      const r = await chatVia(i % 2 ? gwA : gwB, limitedKey);
+      await r.arrayBuffer();
+      assert.equal(r.status, 200, `request ${i}`);
+      assert.equal(r.headers.get('x-ratelimit-remaining'), String(LIMIT - i));
+    }
+    for (const gw of [gwA, gwB]) {
+      const r = await chatVia(gw, limitedKey);
+      const json = await r.json();
+      assert.equal(r.status, 429, 'over the limit on either replica');
+      assert.equal(json.error.code, 'rate_limit_exceeded');
+      assert.match(r.headers.get('retry-after'), /^\d+$/);
+    }
+  });
+
+  test('two replicas draw down one credit balance', async () => {
+    const spent = async () => {
+      const reply = await redisCommand(redisPort, 'HVALS', 'tresor:spend:hooli');
+      return [...reply.matchAll(/\r\n([0-9.eE+-]+)\r\n/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    };
+    for (let i = 1; i <= 3; i++) {
+      const r = await chatVia(i % 2 ? gwA : gwB, payingKey);
+      await r.arrayBuffer();
+      assert.equal(r.status, 200, `answer ${i}`);
+      // Charges reach Redis with the serving replica's next group commit: wait for it.
+      await waitFor(async () => Math.abs((await spent()) - 1.1 * i) < 1e-9, { what: `charge ${i} in Redis` });
+    }
+    for (const gw of [gwA, gwB]) {
+      const r = await chatVia(gw, payingKey);
+      const json = await r.json();
+      assert.equal(r.status, 402, 'the balance is gone on both replicas');
+      assert.equal(json.error.code, 'balance_exceeded');
+    }
+  });
+});
