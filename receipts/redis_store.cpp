@@ -266,18 +266,20 @@ class RedisStore final : public ReceiptStore {
     });
   }
 
-  std::optional<double> customer_spend(const std::string& customer) override {
-    using Result = std::optional<double>;
+  std::optional<std::vector<SpendEntry>> customer_spend(const std::string& customer) override {
+    using Result = std::optional<std::vector<SpendEntry>>;
     return run<Result>("customer_spend", std::nullopt, [&](bool) -> Attempt<Result> {
-      Reply r = command({"HVALS", std::string(kSpendPrefix) + customer});
+      Reply r = command({"HGETALL", std::string(kSpendPrefix) + customer});
       if (!r) return Attempt<Result>::lost();
       if (r->type != REDIS_REPLY_ARRAY) {
-        log_unexpected("HVALS", r.get());
+        log_unexpected("HGETALL", r.get());
         return Attempt<Result>::ok(std::nullopt);
       }
-      double total = 0;
-      for (size_t i = 0; i < r->elements; ++i) total += std::strtod(reply_text(r->element[i]).c_str(), nullptr);
-      return Attempt<Result>::ok(total);
+      std::vector<SpendEntry> out;
+      for (size_t i = 0; i + 1 < r->elements; i += 2)
+        out.push_back(SpendEntry{customer, reply_text(r->element[i]),
+                                 std::strtod(reply_text(r->element[i + 1]).c_str(), nullptr)});
+      return Attempt<Result>::ok(std::move(out));
     });
   }
 

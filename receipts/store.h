@@ -48,7 +48,10 @@ class ReceiptStore {
                                                 int64_t /*ttl_seconds*/) {
     return std::nullopt;
   }
-  virtual std::optional<double> customer_spend(const std::string& /*customer*/) { return std::nullopt; }
+  // The customer's spend per route as all replicas recorded it.
+  virtual std::optional<std::vector<SpendEntry>> customer_spend(const std::string& /*customer*/) {
+    return std::nullopt;
+  }
 };
 
 // SQLite in WAL mode at `path` (parent folder created if needed; synchronous=FULL so a

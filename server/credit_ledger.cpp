@@ -36,15 +36,22 @@ void CreditLedger::charge(const std::string& customer, const std::string& route,
 }
 
 std::string CreditLedger::usage_json(const config::Config& cfg, const std::string& customer) const {
-  boost::json::object by_route;
-  double spent = 0;
+  std::vector<receipts::SpendEntry> spend;
   {
     std::lock_guard lock(mutex_);
     if (const auto c = spent_.find(customer); c != spent_.end())
-      for (const auto& [route, amount] : c->second) {
-        by_route[route] = amount;
-        spent += amount;
-      }
+      for (const auto& [route, amount] : c->second) spend.push_back(receipts::SpendEntry{customer, route, amount});
+  }
+  return usage_json(cfg, customer, spend);
+}
+
+std::string CreditLedger::usage_json(const config::Config& cfg, const std::string& customer,
+                                     const std::vector<receipts::SpendEntry>& spend) {
+  boost::json::object by_route;
+  double spent = 0;
+  for (const auto& e : spend) {
+    by_route[e.route] = e.amount;
+    spent += e.amount;
   }
   boost::json::object o;
   o["object"] = "usage";

@@ -27,6 +27,9 @@ class CreditLedger {
   void charge(const std::string& customer, const std::string& route, double amount);
   // GET /v1/usage: {"customer","currency","credit","spent","remaining","by_route":{…}}
   std::string usage_json(const config::Config& cfg, const std::string& customer) const;
+  // The same from spend read out of a shared store.
+  static std::string usage_json(const config::Config& cfg, const std::string& customer,
+                                const std::vector<receipts::SpendEntry>& spend);
 
  private:
   mutable std::mutex mutex_;

@@ -308,7 +308,12 @@ class Session final : public ResponseSink {
       co_return co_await finish_without_body(e, has_body);
     }
     if (route.endpoint == Endpoint::usage) {
-      Response r = usage_response(services_.credits.usage_json(*runtime->config, auth.key->customer));
+      std::string usage = services_.credits.usage_json(*runtime->config, auth.key->customer);
+      if (shared) {  // every replica's spend, not just this one's
+        const auto spend = co_await shared_spend(services_.receipts, auth.key->customer);
+        if (spend) usage = CreditLedger::usage_json(*runtime->config, auth.key->customer, *spend);
+      }
+      Response r = usage_response(usage);
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
     }

@@ -73,9 +73,21 @@ asio::awaitable<bool> shared_can_spend(receipts::ReceiptService& service, const 
   auto rendezvous = std::make_shared<Rendezvous<bool>>(co_await asio::this_coro::executor);
   auto done = resume_on(rendezvous);
   service.with_store([customer, credit, done](receipts::ReceiptStore& store) {
-    const auto spent = store.customer_spend(customer);
-    done(!spent || credit - *spent > 0);  // unreachable store: fail open
+    const auto spend = store.customer_spend(customer);
+    double spent = 0;
+    if (spend)
+      for (const auto& e : *spend) spent += e.amount;
+    done(!spend || credit - spent > 0);  // unreachable store: fail open
   });
+  co_return co_await wait_for(rendezvous);
+}
+
+asio::awaitable<std::optional<std::vector<receipts::SpendEntry>>> shared_spend(receipts::ReceiptService& service,
+                                                                               const std::string& customer) {
+  using Result = std::optional<std::vector<receipts::SpendEntry>>;
+  auto rendezvous = std::make_shared<Rendezvous<Result>>(co_await asio::this_coro::executor);
+  auto done = resume_on(rendezvous);
+  service.with_store([customer, done](receipts::ReceiptStore& store) { done(store.customer_spend(customer)); });
   co_return co_await wait_for(rendezvous);
 }
 

@@ -24,4 +24,8 @@ boost::asio::awaitable<RateDecision> shared_rate_admit(receipts::ReceiptService&
 boost::asio::awaitable<bool> shared_can_spend(receipts::ReceiptService& service, const config::Config& cfg,
                                               const std::string& customer);
 
+// The customer's spend per route as every replica recorded it (GET /v1/usage).
+boost::asio::awaitable<std::optional<std::vector<receipts::SpendEntry>>> shared_spend(receipts::ReceiptService& service,
+                                                                                      const std::string& customer);
+
 }  // namespace tresor::server

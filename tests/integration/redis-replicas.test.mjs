@@ -154,5 +154,11 @@ describe('receipts on Redis, two replicas', { timeout: 30_000 }, () => {
       assert.equal(r.status, 402, 'the balance is gone on both replicas');
       assert.equal(json.error.code, 'balance_exceeded');
     }
+    // Either replica reports the spend of both.
+    for (const gw of [gwA, gwB]) {
+      const u = await (await fetch(gw.url('/v1/usage'), { headers: { authorization: `Bearer ${payingKey}` } })).json();
+      assert.ok(Math.abs(u.spent - 3.3) < 1e-9, `spent ${u.spent}`);
+      assert.ok(Math.abs(u.by_route[ROUTE_GPT] - 3.3) < 1e-9);
+    }
   });
 });
