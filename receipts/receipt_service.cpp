@@ -104,6 +104,19 @@ struct ReceiptService::Impl {
     }
   }
 
+  // Queues `item` (moved from) and wakes the worker; false, leaving `item` intact, once
+  // the worker has exited (nothing queued then would ever run).
+  template <typename T>
+  bool enqueue(std::vector<T>& queue, T& item) {
+    {
+      std::lock_guard lock(mutex);
+      if (exited) return false;
+      queue.push_back(std::move(item));
+    }
+    wake.notify_one();
+    return true;
+  }
+
   bool has_work() const { return !issues.empty() || !fetches.empty() || !tasks.empty() || !charges.empty(); }
 
   void persist(const std::vector<SpendEntry>& spend) {
@@ -184,37 +197,13 @@ void ReceiptService::issue(std::string id, std::string customer, std::string cla
   // Expiry counts from issue time, not from when the worker gets to the receipt.
   PendingIssue p{std::move(id), std::move(customer), std::move(claims_json), unix_now() + impl_->ttl_seconds,
                  std::move(done)};
-  bool accepted = false;
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (!impl_->exited) {
-      impl_->issues.push_back(std::move(p));
-      accepted = true;
-    }
-  }
-  if (accepted) {
-    impl_->wake.notify_one();
-  } else {
-    run_callback(p.done, "issue", false);  // shut down: say so rather than never answering
-  }
+  if (!impl_->enqueue(impl_->issues, p)) run_callback(p.done, "issue", false);  // shut down: say so
 }
 
 void ReceiptService::fetch(std::string id, std::string customer,
                            std::function<void(std::optional<std::string>)> done) {
   PendingFetch f{std::move(id), std::move(customer), std::move(done)};
-  bool accepted = false;
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (!impl_->exited) {
-      impl_->fetches.push_back(std::move(f));
-      accepted = true;
-    }
-  }
-  if (accepted) {
-    impl_->wake.notify_one();
-  } else {
-    run_callback(f.done, "fetch", std::optional<std::string>());
-  }
+  if (!impl_->enqueue(impl_->fetches, f)) run_callback(f.done, "fetch", std::optional<std::string>());
 }
 
 void ReceiptService::charge(SpendEntry entry) {

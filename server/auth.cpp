@@ -1,25 +1,13 @@
 #include "server/auth.h"
 
-#include <openssl/evp.h>
+#include "receipts/claims.h"
 
 #include <algorithm>
 #include <cctype>
 
 namespace tresor::server {
 
-std::string sha256_hex(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(len * 2);
-  for (unsigned i = 0; i < len; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 0xf];
-  }
-  return out;
-}
+std::string sha256_hex(std::string_view data) { return receipts::sha256_hex(data); }
 
 bool is_well_formed_key(std::string_view key) {
   constexpr size_t kHexDigits = 96;
