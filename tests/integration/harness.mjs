@@ -389,7 +389,11 @@ export function writeConfig(config, name = 'tresor.yaml') {
  * waits for the `listening on http://HOST:PORT` log line, then polls /readyz until 200.
  */
 export async function startGateway({ config, env = {}, name = 'tresor-router' }) {
-  const configPath = writeConfig(config);
+  return launchGateway(writeConfig(config), env, name);
+}
+
+// Spawns `tresor-router --config configPath`, waits for its listening line and /readyz.
+async function launchGateway(configPath, env, name) {
   // The gateway runs in its config's temp dir, so its default state (receipt signing key,
   // SQLite store under state/) is private to the test and removed with it.
   const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env },
@@ -1060,20 +1064,7 @@ export function receiptRowCount(dbPath) {
 export async function restartGateway(gw, { config, env = {}, name = 'tresor-router' } = {}) {
   if (gw.proc.alive) throw new Error('restartGateway: the gateway is still running; stop or kill it first');
   if (config !== undefined) writeFileSync(gw.configPath, typeof config === 'string' ? config : toYaml(config));
-  const configPath = gw.configPath;
-  const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env },
-    path.dirname(configPath));
-  const m = await proc.waitForOutput(/listening on http:\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/);
-  const host = m[1].replace(/^\[|\]$/g, '');
-  const port = Number(m[2]);
-  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  await waitFor(async () => {
-    if (!proc.alive) throw new Error(`${name} exited: ${proc.stderr.slice(-2000)}`);
-    const r = await fetch(`${origin}/readyz`);
-    await r.arrayBuffer();
-    return r.status === 200;
-  }, { timeoutMs: STARTUP_TIMEOUT_MS, what: `${name} /readyz` });
-  return { proc, host, port, origin, configPath, url: (p) => origin + p, stop: () => proc.stop() };
+  return launchGateway(gw.configPath, env, name);
 }
 
 /** SIGKILLs a gateway (or any harness process holder with .proc) and waits for it to exit. */
