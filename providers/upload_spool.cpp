@@ -1,0 +1,134 @@
+#include "providers/upload_spool.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace tresor::providers {
+
+namespace {
+
+[[noreturn]] void throw_errno(const std::string& what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+}  // namespace
+
+int open_unlinked_temp_file(const std::filesystem::path& dir, bool try_o_tmpfile) {
+  if (try_o_tmpfile) {
+    const int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0) return fd;
+    // These mean "no O_TMPFILE here" (old kernel, or a file system without it such as
+    // some FUSE/overlay setups); anything else (ENOENT, EACCES...) is a real error.
+    if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) throw_errno("open(O_TMPFILE) in " + dir.string());
+  }
+  std::string path = (dir / "tresor-upload-XXXXXX").string();
+  std::vector<char> templ(path.begin(), path.end());
+  templ.push_back('\0');
+  const int fd = ::mkostemp(templ.data(), O_CLOEXEC);  // mkstemp creates it 0600
+  if (fd < 0) throw_errno("mkstemp in " + dir.string());
+  if (::unlink(templ.data()) != 0) {
+    const int err = errno;
+    ::close(fd);
+    throw std::system_error(err, std::generic_category(), "unlink temporary upload file");
+  }
+  return fd;
+}
+
+void UploadSpool::DigestDeleter::operator()(evp_md_ctx_st* ctx) const { EVP_MD_CTX_free(ctx); }
+
+UploadSpool::UploadSpool(size_t max_bytes, size_t memory_threshold, std::filesystem::path dir)
+    : max_bytes_(max_bytes), memory_threshold_(memory_threshold), dir_(std::move(dir)), digest_(EVP_MD_CTX_new()) {
+  if (!digest_ || EVP_DigestInit_ex(digest_.get(), EVP_sha256(), nullptr) != 1) {
+    throw std::runtime_error("SHA-256 init failed");
+  }
+}
+
+UploadSpool::~UploadSpool() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void UploadSpool::write_all(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write temporary upload file");
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+}
+
+bool UploadSpool::append(std::string_view bytes) {
+  if (sealed_ || rejected_) return false;
+  if (bytes.size() > max_bytes_ - size_) {  // size_ <= max_bytes_ always, so no overflow
+    rejected_ = true;
+    return false;
+  }
+  if (bytes.empty()) return true;
+  if (fd_ < 0 && size_ + bytes.size() > memory_threshold_) {
+    // Crossing the threshold: move what is in memory to the file once, then stream.
+    fd_ = open_unlinked_temp_file(dir_);
+    write_all(memory_);
+    std::string().swap(memory_);  // give the memory back, not just clear()
+  }
+  if (fd_ >= 0) {
+    write_all(bytes);
+  } else {
+    memory_.append(bytes);
+  }
+  if (EVP_DigestUpdate(digest_.get(), bytes.data(), bytes.size()) != 1) throw std::runtime_error("SHA-256 update failed");
+  size_ += bytes.size();
+  return true;
+}
+
+void UploadSpool::seal() {
+  if (sealed_) return;
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(digest_.get(), md, &len) != 1) throw std::runtime_error("SHA-256 final failed");
+  static constexpr char kHex[] = "0123456789abcdef";
+  sha256_hex_.clear();
+  for (unsigned int i = 0; i < len; ++i) {
+    sha256_hex_.push_back(kHex[md[i] >> 4]);
+    sha256_hex_.push_back(kHex[md[i] & 0xf]);
+  }
+  digest_.reset();  // no further appends, so the context is dead weight
+  sealed_ = true;
+}
+
+size_t UploadSpool::Reader::read(char* buf, size_t n) {
+  const UploadSpool& s = *spool_;
+  if (offset_ >= s.size_ || n == 0) return 0;
+  n = std::min(n, s.size_ - offset_);
+  if (s.fd_ < 0) {
+    std::memcpy(buf, s.memory_.data() + offset_, n);
+    offset_ += n;
+    return n;
+  }
+  while (true) {
+    const ssize_t got = ::pread(s.fd_, buf, n, static_cast<off_t>(offset_));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("pread temporary upload file");
+    }
+    if (got == 0) {
+      // The file is shorter than what we wrote: someone truncated it. Fail loudly rather
+      // than replaying a short upload.
+      throw std::runtime_error("temporary upload file shrank");
+    }
+    offset_ += static_cast<size_t>(got);
+    return static_cast<size_t>(got);
+  }
+}
+
+}  // namespace tresor::providers

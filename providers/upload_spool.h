@@ -1,0 +1,87 @@
+// Holds one uploaded file (the audio part of a transcription request) so that it can be
+// sent upstream more than once (failover replays) without keeping 25 MiB per request in
+// RAM: small uploads stay in memory, larger ones go to an anonymous temporary file that
+// is unlinked from the moment it exists, so a crash or kill never leaves audio on disk.
+// SHA-256 is computed while appending (receipts need it, and a second pass would cost
+// another read of the file). Plain synchronous code.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+// OpenSSL's EVP_MD_CTX, declared here so that the header does not pull in OpenSSL.
+struct evp_md_ctx_st;
+
+namespace tresor::providers {
+
+// Opens an anonymous read-write file in `dir` that has no name from the start
+// (O_TMPFILE). When O_TMPFILE is not supported by the kernel or file system (or
+// try_o_tmpfile is false, for tests) it falls back to mkstemp + immediate unlink, which
+// leaves a name for a few microseconds. Returns the fd; throws std::system_error.
+int open_unlinked_temp_file(const std::filesystem::path& dir, bool try_o_tmpfile = true);
+
+class UploadSpool {
+ public:
+  static constexpr size_t kDefaultMemoryThreshold = 256 * 1024;
+
+  // max_bytes: the upload cap (bytes beyond it are refused). memory_threshold: uploads
+  // up to this size never touch the disk.
+  explicit UploadSpool(size_t max_bytes, size_t memory_threshold = kDefaultMemoryThreshold,
+                       std::filesystem::path dir = std::filesystem::temp_directory_path());
+  ~UploadSpool();
+  UploadSpool(const UploadSpool&) = delete;  // readers point at the spool
+  UploadSpool& operator=(const UploadSpool&) = delete;
+
+  // Appends bytes. Returns false, storing none of them, when they would take the size
+  // past max_bytes (the caller answers 413); from then on, or after seal(), every
+  // append returns false. Throws std::system_error on a file-system failure.
+  bool append(std::string_view bytes);
+  // Ends the upload and finalises the digest. Idempotent.
+  void seal();
+
+  size_t size() const { return size_; }
+  bool sealed() const { return sealed_; }
+  bool rejected() const { return rejected_; }  // the cap was hit
+  bool on_disk() const { return fd_ >= 0; }
+  // Lower-case hex SHA-256 of the bytes; empty before seal().
+  const std::string& sha256_hex() const { return sha256_hex_; }
+
+  // An independent cursor over the stored bytes. Any number may exist and run at once
+  // (on other threads too, once sealed): file reads use pread, so no shared offset.
+  // Must not outlive the spool.
+  class Reader {
+   public:
+    // Copies up to n bytes into buf; returns 0 at the end. Throws std::system_error.
+    size_t read(char* buf, size_t n);
+    size_t offset() const { return offset_; }
+
+   private:
+    friend class UploadSpool;
+    explicit Reader(const UploadSpool& spool) : spool_(&spool) {}
+    const UploadSpool* spool_;
+    size_t offset_ = 0;
+  };
+  Reader reader() const { return Reader(*this); }
+
+ private:
+  struct DigestDeleter {
+    void operator()(evp_md_ctx_st* ctx) const;
+  };
+  void write_all(std::string_view bytes);
+
+  size_t max_bytes_;
+  size_t memory_threshold_;
+  std::filesystem::path dir_;
+  std::string memory_;
+  int fd_ = -1;
+  size_t size_ = 0;
+  bool sealed_ = false;
+  bool rejected_ = false;
+  std::unique_ptr<evp_md_ctx_st, DigestDeleter> digest_;
+  std::string sha256_hex_;
+};
+
+}  // namespace tresor::providers
