@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "config/config.h"
 
@@ -22,6 +23,21 @@ struct RateDecision {
   unsigned retry_after = 0;    // seconds until the exhausted window resets (429)
 };
 
+// One of a key's limited windows: fixed, aligned to UTC minutes or days.
+struct RateWindow {
+  uint64_t limit = 0;
+  int64_t length = 0;  // seconds
+  int slot = 0;        // 0 = per minute, 1 = per day
+  const char* tag = "";  // names the window in shared counters
+};
+
+// The key's limited windows (none: the key is unlimited).
+std::vector<RateWindow> rate_windows(const config::ApiKeyConfig& key);
+// The answer when window `w` is full at unix time `t`.
+RateDecision refused_by(const RateWindow& w, int64_t t);
+// Reports `remaining` of window `w` if it is the tightest so far.
+void note_remaining(RateDecision& d, const RateWindow& w, uint64_t remaining);
+
 class RateLimiter {
  public:
   // Counts the request against `key`'s windows when it is allowed; a refused request
@@ -34,8 +50,7 @@ class RateLimiter {
     uint64_t count = 0;
   };
   struct Counters {
-    Window minute;
-    Window day;
+    Window windows[2];  // indexed by RateWindow::slot
   };
   std::mutex mutex_;
   std::unordered_map<std::string, Counters> by_key_;  // key hash → counters

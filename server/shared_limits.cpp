@@ -9,46 +9,24 @@
 namespace tresor::server {
 namespace {
 
-struct WindowSpec {
-  std::optional<uint64_t> limit;
-  int64_t length;  // seconds
-  const char* tag;
-};
-
 // Runs on the store's thread: increments every limited window, and undoes them all when
 // one is over its limit.
 RateDecision count_request(receipts::ReceiptStore& store, const config::ApiKeyConfig& key, int64_t t) {
   RateDecision d;
   d.limited = true;
-  const WindowSpec specs[2] = {{key.limits.per_minute, 60, "m"}, {key.limits.per_day, 86400, "d"}};
-  std::string names[2];
-  int64_t counts[2] = {0, 0};
-  bool incremented[2] = {false, false};
-  bool first = true;
-  for (int i = 0; i < 2; ++i) {
-    if (!specs[i].limit) continue;
-    const int64_t index = t / specs[i].length;
-    names[i] = "tresor:rl:" + key.sha256_hex + ":" + specs[i].tag + ":" + std::to_string(index);
-    const auto value = store.add_to_counter(names[i], 1, specs[i].length + 60);
+  std::vector<std::string> incremented;
+  for (const auto& w : rate_windows(key)) {
+    const std::string name =
+        "tresor:rl:" + key.sha256_hex + ":" + w.tag + ":" + std::to_string(t / w.length);
+    const int64_t ttl = w.length + 60;
+    const auto value = store.add_to_counter(name, 1, ttl);
     if (!value) continue;  // store unreachable: fail open rather than refuse everyone
-    incremented[i] = true;
-    counts[i] = *value;
-    const auto limit = static_cast<int64_t>(*specs[i].limit);
-    if (counts[i] > limit) {
-      for (int j = 0; j <= i; ++j)
-        if (incremented[j]) store.add_to_counter(names[j], -1, specs[j].length + 60);
-      d.allowed = false;
-      d.limit = *specs[i].limit;
-      d.remaining = 0;
-      d.retry_after = static_cast<unsigned>(std::max<int64_t>(1, (index + 1) * specs[i].length - t));
-      return d;
+    incremented.push_back(name);
+    if (*value > static_cast<int64_t>(w.limit)) {
+      for (const auto& n : incremented) store.add_to_counter(n, -1, ttl);
+      return refused_by(w, t);
     }
-    const uint64_t remaining = static_cast<uint64_t>(limit - counts[i]);
-    if (first || remaining < d.remaining) {
-      d.limit = *specs[i].limit;
-      d.remaining = remaining;
-      first = false;
-    }
+    note_remaining(d, w, w.limit - static_cast<uint64_t>(*value));
   }
   return d;
 }
