@@ -17,6 +17,13 @@ std::string error_body(const ApiError& e) {
   return boost::json::serialize(outer);
 }
 
+Response error_response(const ApiError& e) {
+  Response r;
+  r.status = e.status;
+  r.body = error_body(e);
+  return r;
+}
+
 ApiError invalid_request(std::string code, std::string message, std::optional<std::string> param) {
   return {400, "invalid_request_error", std::move(code), std::move(message), std::move(param)};
 }

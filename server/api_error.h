@@ -4,6 +4,8 @@
 #include <optional>
 #include <string>
 
+#include "server/http_types.h"
+
 namespace tresor::server {
 
 struct ApiError {
@@ -16,6 +18,8 @@ struct ApiError {
 
 // {"error":{"message":…,"type":…,"code":…,"param":…}}
 std::string error_body(const ApiError& e);
+// The whole answer: the error's status with error_body.
+Response error_response(const ApiError& e);
 
 ApiError invalid_request(std::string code, std::string message, std::optional<std::string> param = {});
 ApiError not_found_path();

@@ -8,6 +8,7 @@
 #include "router/failover.h"
 #include "router/timeout_override.h"
 #include "server/chat_request.h"
+#include "server/json_parser.h"
 #include "server/receipt_issuer.h"
 #include "server/stream_relay.h"
 #include "server/tresor_member.h"
@@ -134,9 +135,8 @@ struct JsonAnswer {
 };
 
 std::optional<JsonAnswer> inspect_answer(const std::string& body) {
-  simdjson::dom::parser parser;
   simdjson::dom::element root;
-  if (parser.parse(body).get(root) || !root.is_object()) return std::nullopt;
+  if (upstream_json_parser().parse(body).get(root) || !root.is_object()) return std::nullopt;
   JsonAnswer a;
   int64_t n = 0;
   if (!root["usage"]["prompt_tokens"].get(n)) a.prompt_tokens = n;

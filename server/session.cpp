@@ -60,13 +60,6 @@ RouteMatch match(http::verb method, std::string_view target) {
   return {};
 }
 
-Response error_response(const ApiError& e) {
-  Response r;
-  r.status = e.status;
-  r.body = error_body(e);
-  return r;
-}
-
 // Error values are built here, outside the coroutines: g++ 12 miscompiles braced
 // temporaries inside coroutines (double destruction), so coroutine bodies only use
 // named values.

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/api_error.h"
+#include "server/json_parser.h"
 #include "server/tresor_member.h"
 #include "server/upstream_errors.h"
 
@@ -88,7 +89,6 @@ void StreamRelay::finish() {
 StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
   events_.clear();
   if (!sse_.feed(bytes, events_)) return Batch::oversized;
-  thread_local simdjson::dom::parser parser;
   for (auto& data : events_) {
     if (data == "[DONE]") {
       if (!any_event_) return Batch::done;
@@ -97,7 +97,7 @@ StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
     }
     data.reserve(data.size() + simdjson::SIMDJSON_PADDING);
     simdjson::dom::element chunk;
-    if (parser.parse(data.data(), data.size(), false).get(chunk) || !chunk.is_object()) {
+    if (upstream_json_parser().parse(data.data(), data.size(), false).get(chunk) || !chunk.is_object()) {
       ++dropped_events_;  // spec §3.2: invalid JSON events are dropped, not relayed
       spdlog::debug("dropped an invalid JSON event from the upstream stream");
       continue;

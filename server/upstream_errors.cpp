@@ -1,6 +1,6 @@
 #include "server/upstream_errors.h"
 
-#include <simdjson.h>
+#include "server/json_parser.h"
 
 #include <charconv>
 
@@ -20,10 +20,9 @@ std::string scrub(std::string text, const std::string& secret) {
 }
 
 std::string error_field(const std::string& body, const char* field) {
-  simdjson::dom::parser parser;
   simdjson::dom::element root;
   std::string_view value;
-  if (parser.parse(body).get(root)) return {};
+  if (upstream_json_parser().parse(body).get(root)) return {};
   if (!root["error"][field].get(value)) return std::string(value);
   if (!root[field].get(value)) return std::string(value);
   return {};
@@ -60,13 +59,6 @@ std::optional<unsigned> parse_retry_after(std::string_view value) {
   const auto [ptr, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
   if (ec != std::errc() || ptr != value.data() + value.size() || value.empty()) return std::nullopt;
   return seconds;
-}
-
-Response error_response(const ApiError& e) {
-  Response r;
-  r.status = e.status;
-  r.body = error_body(e);
-  return r;
 }
 
 }  // namespace tresor::server

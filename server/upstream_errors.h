@@ -7,7 +7,6 @@
 
 #include "config/config.h"
 #include "server/api_error.h"
-#include "server/http_types.h"
 
 namespace tresor::server {
 
@@ -25,6 +24,5 @@ std::string upstream_error_code(const std::string& body);
 // Retry-After in seconds (the delta-seconds form; HTTP dates are ignored).
 std::optional<unsigned> parse_retry_after(std::string_view value);
 
-Response error_response(const ApiError& e);
 
 }  // namespace tresor::server
