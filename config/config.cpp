@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <initializer_list>
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -134,7 +135,7 @@ ListenAddress parse_listen(const Reader& r, const YAML::Node& node) {
 void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
   r.expect_map(n, "server",
                {"listen", "threads", "max_body_bytes", "max_header_bytes",
-                "header_timeout_seconds", "body_timeout_seconds"});
+                "header_timeout_seconds", "body_timeout_seconds", "upload_spool_dir", "upload_memory_bytes"});
   if (auto l = n["listen"]) {
     if (l.IsSequence()) {
       for (const auto& item : l) s.listen.push_back(parse_listen(r, item));
@@ -152,6 +153,14 @@ void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
     s.header_timeout_seconds = r.integer<unsigned>(v, "server.header_timeout_seconds", 1, 3600);
   if (auto v = n["body_timeout_seconds"])
     s.body_timeout_seconds = r.integer<unsigned>(v, "server.body_timeout_seconds", 1, 3600);
+  if (auto v = n["upload_spool_dir"]) {
+    s.upload_spool_dir = r.text(v, "server.upload_spool_dir");
+    std::error_code ec;
+    if (!s.upload_spool_dir.empty() && !std::filesystem::is_directory(s.upload_spool_dir, ec))
+      r.fail(v, "server.upload_spool_dir '" + s.upload_spool_dir + "' is not a directory");
+  }
+  if (auto v = n["upload_memory_bytes"])
+    s.upload_memory_bytes = r.integer<uint64_t>(v, "server.upload_memory_bytes", 0, 64ull << 20);
 }
 
 void load_timeouts(const Reader& r, const YAML::Node& n, TimeoutsConfig& t) {
@@ -224,7 +233,12 @@ Pricing load_pricing(const Reader& r, const YAML::Node& n, const std::string& wh
   Pricing p;
   if (auto v = n["input_per_mtok"]) p.input_per_mtok = r.number(v, where + ".input_per_mtok");
   if (auto v = n["output_per_mtok"]) p.output_per_mtok = r.number(v, where + ".output_per_mtok");
-  if (auto v = n["billing_unit"]) p.billing_unit = r.text(v, where + ".billing_unit");
+  if (auto v = n["billing_unit"]) {
+    p.billing_unit = r.text(v, where + ".billing_unit");
+    if (*p.billing_unit != "audio_minute" && *p.billing_unit != "request")
+      r.fail(v, where + ".billing_unit must be audio_minute or request, got '" + *p.billing_unit + "'");
+    if (!n["unit_amount"]) r.fail(n, where + ".billing_unit needs unit_amount");
+  }
   if (auto v = n["unit_amount"]) p.unit_amount = r.number(v, where + ".unit_amount");
   if (auto v = n["currency"]) p.currency = r.text(v, where + ".currency");
   return p;

@@ -30,6 +30,10 @@ struct ServerConfig {
   unsigned header_timeout_seconds = 30;
   // Longest silence while a request body is being received.
   unsigned body_timeout_seconds = 60;
+  // Where transcription uploads larger than upload_memory_bytes are spooled (as unlinked
+  // temporary files, so failover can replay them). Empty: $TMPDIR, else /tmp.
+  std::string upload_spool_dir;
+  uint64_t upload_memory_bytes = 256 * 1024;
 };
 
 struct TimeoutsConfig {

@@ -42,6 +42,8 @@ constexpr auto kMaxIdle = std::chrono::seconds(50);
 constexpr uint32_t kMaxResponseHeaderBytes = 64 * 1024;
 // Size of one read from an upstream body (one SSE event usually fits many times).
 constexpr size_t kReadChunkBytes = 16 * 1024;
+// Size of one write of a streamed request body.
+constexpr size_t kWriteChunkBytes = 64 * 1024;
 
 using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
@@ -318,6 +320,38 @@ asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e
   co_return conn;
 }
 
+// Writes the request: whole, or its head and then the streamed body one buffer at a time
+// (the buffer is the only copy of the body in memory).
+template <typename Stream>
+asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_body>& req, BodySource* streamed) {
+  error_code ec;
+  if (!streamed) {
+    co_await http::async_write(s, req, asio::redirect_error(asio::use_awaitable, ec));
+    co_return ec;
+  }
+  http::request_serializer<http::string_body> head{req};
+  co_await http::async_write_header(s, head, asio::redirect_error(asio::use_awaitable, ec));
+  if (ec) co_return ec;
+  std::vector<char> buffer(kWriteChunkBytes);
+  uint64_t written = 0;
+  try {
+    streamed->rewind();
+    for (;;) {
+      const size_t n = streamed->read(buffer.data(), buffer.size());
+      if (n == 0) break;
+      co_await asio::async_write(s, asio::buffer(buffer.data(), n), asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return ec;
+      written += n;
+    }
+  } catch (const std::exception&) {
+    co_return make_error_code(boost::system::errc::io_error);
+  }
+  // A source shorter than its declared size would leave the upstream waiting for bytes
+  // that never come: fail the attempt instead.
+  if (written != streamed->size()) co_return make_error_code(boost::system::errc::io_error);
+  co_return ec;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------
@@ -415,8 +449,12 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
   req.set(http::field::content_type, request.content_type);
   if (!request.accept.empty()) req.set(http::field::accept, request.accept);
   req.keep_alive(true);
-  req.body() = std::move(request.body);
-  req.prepare_payload();
+  if (request.streamed_body) {
+    req.content_length(request.streamed_body->size());
+  } else {
+    req.body() = std::move(request.body);
+    req.prepare_payload();
+  }
 
   // A reused connection the upstream had already closed can fail the *write*; the
   // request then never reached the upstream and is re-sent once on a fresh connection.
@@ -465,9 +503,7 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
 
     conn->tcp().expires_at(deadline);
     error_code ec = co_await with_stream(*conn, [&](auto& s) -> asio::awaitable<error_code> {
-      error_code e;
-      co_await http::async_write(s, req, asio::redirect_error(asio::use_awaitable, e));
-      co_return e;
+      co_return co_await write_request(s, req, request.streamed_body);
     });
     if (ec && reused && attempt == 0 && !past(deadline)) {
       pool->release(std::move(conn), false);

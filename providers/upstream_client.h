@@ -15,6 +15,7 @@
 #include <string_view>
 
 #include "config/config.h"
+#include "providers/body_source.h"
 
 namespace tresor::providers {
 
@@ -81,6 +82,9 @@ struct UpstreamRequest {
   std::string_view content_type;
   std::string_view accept;
   std::string body;
+  // When set, the body is streamed from here instead (and `body` is ignored). Not owned:
+  // it must outlive the send() call.
+  BodySource* streamed_body = nullptr;
 };
 
 struct UpstreamResult {

@@ -78,6 +78,7 @@ std::string claims_json(const Claims& c) {
   o["endpoint"] = c.endpoint;
   o["prompt_tokens"] = c.prompt_tokens;
   o["completion_tokens"] = c.completion_tokens;
+  if (c.audio_seconds) o["audio_seconds"] = *c.audio_seconds;
   o["request_sha256"] = c.request_sha256;
   o["response_sha256"] = c.response_sha256;
   if (c.nonce) o["nonce"] = *c.nonce;

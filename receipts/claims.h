@@ -39,6 +39,7 @@ struct Claims {
   std::string endpoint;  // "/v1/chat/completions"
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  std::optional<int64_t> audio_seconds;  // transcriptions billed by duration
   std::string request_sha256;
   std::string response_sha256;
   std::optional<std::string> nonce;  // X-Tresor-Nonce

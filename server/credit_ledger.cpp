@@ -13,6 +13,27 @@ double chat_price(const config::RouteConfig& route, int64_t prompt_tokens, int64
          1e6;
 }
 
+TranscriptionBilling transcription_billing(const config::RouteConfig& route) {
+  if (!route.pricing) return TranscriptionBilling::free;
+  const auto& p = *route.pricing;
+  if (p.billing_unit == "audio_minute") return TranscriptionBilling::duration;
+  if (p.billing_unit == "request") return TranscriptionBilling::request;
+  if (p.input_per_mtok || p.output_per_mtok) return TranscriptionBilling::tokens;
+  return TranscriptionBilling::free;
+}
+
+double transcription_price(const config::RouteConfig& route, int64_t audio_seconds, int64_t input_tokens,
+                           int64_t output_tokens) {
+  switch (transcription_billing(route)) {
+    case TranscriptionBilling::duration:
+      return route.pricing->unit_amount.value_or(0) * static_cast<double>(audio_seconds) / 60.0;
+    case TranscriptionBilling::request: return route.pricing->unit_amount.value_or(0);
+    case TranscriptionBilling::tokens: return chat_price(route, input_tokens, output_tokens);
+    case TranscriptionBilling::free: break;
+  }
+  return 0;
+}
+
 CreditLedger::CreditLedger(const std::vector<receipts::SpendEntry>& persisted) {
   for (const auto& e : persisted) spent_[e.customer][e.route] += e.amount;
 }

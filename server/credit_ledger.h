@@ -17,6 +17,16 @@ namespace tresor::server {
 // Price of an answer from the route's per-million-token prices (0 when unpriced).
 double chat_price(const config::RouteConfig& route, int64_t prompt_tokens, int64_t completion_tokens);
 
+// How a transcription route bills (spec §7.5): by audio duration (billing_unit
+// audio_minute), per request (billing_unit request), or by tokens (per-mtok prices).
+enum class TranscriptionBilling { duration, request, tokens, free };
+TranscriptionBilling transcription_billing(const config::RouteConfig& route);
+
+// Price of a transcription: unit_amount per started second's share of a minute
+// (audio_minute), unit_amount per request, or the token prices.
+double transcription_price(const config::RouteConfig& route, int64_t audio_seconds, int64_t input_tokens,
+                           int64_t output_tokens);
+
 class CreditLedger {
  public:
   explicit CreditLedger(const std::vector<receipts::SpendEntry>& persisted);

@@ -14,6 +14,7 @@
 #include "server/http_types.h"
 #include "server/receipt_issuer.h"
 #include "server/shared_limits.h"
+#include "server/transcription_endpoint.h"
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -34,11 +35,13 @@ constexpr auto kWriteTimeout = std::chrono::seconds(60);
 // closing a socket with unread input makes the kernel send RST, and the client could
 // lose our error response.
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// One read of an upload body: the only part of a file upload the session holds.
+constexpr size_t kUploadReadBytes = 64 * 1024;
 
 constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
 
-enum class Endpoint { health, ready, chat, receipt, jwks, usage, unknown };
+enum class Endpoint { health, ready, chat, transcription, receipt, jwks, usage, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -52,6 +55,7 @@ RouteMatch match(http::verb method, std::string_view target) {
   if (path == "/healthz") return {Endpoint::health, get, "GET, HEAD"};
   if (path == "/readyz") return {Endpoint::ready, get, "GET, HEAD"};
   if (path == kChatPath) return {Endpoint::chat, method == http::verb::post, "POST"};
+  if (path == kTranscriptionsPath) return {Endpoint::transcription, method == http::verb::post, "POST"};
   if (path == "/v1/usage") return {Endpoint::usage, get, "GET, HEAD"};
   if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
     return {Endpoint::receipt, get, "GET, HEAD"};
@@ -95,6 +99,27 @@ HeaderList rate_headers(const RateDecision& d) {
 
 ApiError balance_exceeded() {
   return ApiError{402, "insufficient_funds", "balance_exceeded", "Insufficient credit balance", std::nullopt};
+}
+
+ApiError upload_too_large(uint64_t limit) {
+  return ApiError{413, "invalid_request_error", "file_too_large",
+                  "The upload exceeds the limit of " + std::to_string(limit) + " bytes", std::string("file")};
+}
+
+ApiError not_multipart() {
+  return invalid_request("invalid_multipart",
+                         "Content-Type must be multipart/form-data with a boundary parameter");
+}
+
+UploadLimits upload_limits(const config::ServerConfig& cfg) {
+  UploadLimits l;
+  l.max_bytes = cfg.max_body_bytes;
+  l.memory_bytes = cfg.upload_memory_bytes;
+  std::error_code ec;
+  l.spool_dir = cfg.upload_spool_dir.empty() ? std::filesystem::temp_directory_path(ec)
+                                             : std::filesystem::path(cfg.upload_spool_dir);
+  if (l.spool_dir.empty()) l.spool_dir = "/tmp";
+  return l;
 }
 
 Response usage_response(const std::string& json) {
@@ -323,11 +348,21 @@ class Session final : public ResponseSink {
       const ApiError e = balance_exceeded();
       co_return co_await finish_without_body(e, has_body);
     }
-    auto chat_head = check_chat_head(*runtime, head, auth.key);
+    auto chat_head = check_control_headers(*runtime, head, auth.key);
     if (auto* err = std::get_if<ApiError>(&chat_head)) co_return co_await finish_without_body(*err, has_body);
 
     // Phase 4: the body, capped at max_body_bytes without buffering past the cap.
-    const ApiError too_large = body_too_large(server_cfg.max_body_bytes);
+    const bool upload = route.endpoint == Endpoint::transcription;
+    const ApiError too_large = upload ? upload_too_large(server_cfg.max_body_bytes)
+                                      : body_too_large(server_cfg.max_body_bytes);
+    std::optional<std::string> boundary;
+    if (upload) {
+      boundary = providers::boundary_from_content_type(req[http::field::content_type]);
+      if (!boundary) {
+        const ApiError e = not_multipart();
+        co_return co_await finish_without_body(e, has_body);
+      }
+    }
     if (head_parser.content_length().value_or(0) > server_cfg.max_body_bytes)
       co_return co_await finish_without_body(too_large, true);
     if (beast::iequals(req[http::field::expect], "100-continue")) {
@@ -335,6 +370,13 @@ class Session final : public ResponseSink {
       stream_.expires_after(kWriteTimeout);
       co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
+    }
+    const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.credits};
+    const auto& controls = std::get<ControlHeaders>(chat_head);
+    if (upload) {
+      const UploadLimits limits = upload_limits(server_cfg);
+      co_return co_await serve_upload(*runtime, services, controls, head_parser, *boundary, limits,
+                                      started);
     }
     http::request_parser<http::string_body> body_parser{std::move(head_parser)};
     body_parser.body_limit(server_cfg.max_body_bytes);
@@ -352,9 +394,47 @@ class Session final : public ResponseSink {
     }
 
     // Phase 5: the endpoint.
-    const ChatServices services{services_.upstream, services_.health, services_.receipts, services_.credits};
-    co_await handle_chat(*runtime, services, std::get<ChatHead>(chat_head), std::move(body_parser.get().body()),
-                         started, *this);
+    co_await handle_chat(*runtime, services, controls, std::move(body_parser.get().body()), started, *this);
+    if (!responded_) {
+      Response r = error_response(internal_error());
+      co_await send(std::move(r));
+    }
+    co_return keep_alive_ && !client_gone_;
+  }
+
+  // Phases 4 and 5 of a transcription: the multipart body streams through the upload
+  // (fields kept, the file spooled, at most one read buffer of it in memory here), then
+  // the endpoint runs on the spooled upload.
+  asio::awaitable<bool> serve_upload(const Runtime& runtime, EndpointServices services, const ControlHeaders& controls,
+                                     http::request_parser<http::empty_body>& head_parser, std::string boundary,
+                                     UploadLimits limits, providers::Clock::time_point started) {
+    const auto& server_cfg = runtime.config->server;
+    const ApiError too_large = upload_too_large(server_cfg.max_body_bytes);
+    TranscriptionUpload upload(boundary, limits);
+    http::request_parser<http::buffer_body> body_parser{std::move(head_parser)};
+    body_parser.body_limit(server_cfg.max_body_bytes);
+    std::vector<char> piece(kUploadReadBytes);
+    error_code ec;
+    while (!body_parser.is_done()) {
+      body_parser.get().body().data = piece.data();
+      body_parser.get().body().size = piece.size();
+      stream_.expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
+      co_await http::async_read_some(stream_, buffer_, body_parser, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec == http::error::body_limit) co_return co_await finish_without_body(too_large, true);
+      if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
+          ec == asio::error::connection_reset || ec == http::error::partial_message)
+        co_return false;  // the client left mid-upload: the spool goes with `upload`
+      if (ec) {
+        const ApiError e = bad_http("Malformed request body", ec);
+        co_return co_await finish_without_body(e, true);
+      }
+      const size_t got = piece.size() - body_parser.get().body().size;
+      if (auto err = upload.feed(std::string_view(piece.data(), got)))
+        co_return co_await finish_without_body(*err, !body_parser.is_done());
+    }
+    if (auto err = upload.finish()) co_return co_await finish_without_body(*err, false);
+    co_await handle_transcription(runtime, services, controls, upload, started, *this);
     if (!responded_) {
       Response r = error_response(internal_error());
       co_await send(std::move(r));

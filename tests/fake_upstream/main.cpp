@@ -1,12 +1,14 @@
-// tresor-fake-upstream: a small OpenAI chat-completions server with per-request fault
-// injection, used by the gateway's integration tests and the demo. See README.md for the
-// fault protocol. Single-threaded: all state lives on one io_context, so no locking.
+// tresor-fake-upstream: a small OpenAI chat-completions and audio-transcriptions server
+// with per-request fault injection, used by the gateway's integration tests and the demo.
+// See README.md for the fault protocol. Single-threaded: all state lives on one io_context, so no locking.
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
+
+#include <openssl/evp.h>
 
 #include <poll.h>
 
@@ -49,7 +51,8 @@ struct Options {
 struct Fault {
   std::optional<std::int64_t> status, retry_after, delay_ms, chunks, pace_ms, stall_after, cut_after,
       reset, reset_after, bad_event_after, lag_first_ms, silent, no_done, no_done_close, no_finish,
-      error_event_after, usage_in_finish;
+      error_event_after, usage_in_finish,
+      audio_ms, usage_tokens, no_usage;  // transcriptions only
   std::optional<std::string> content, error_code;
 };
 
@@ -114,7 +117,10 @@ std::optional<std::int64_t> Fault::*int_key(std::string_view key) {
       {"no_done_close", &Fault::no_done_close},
       {"no_finish", &Fault::no_finish},
       {"error_event_after", &Fault::error_event_after},
-      {"usage_in_finish", &Fault::usage_in_finish}};
+      {"usage_in_finish", &Fault::usage_in_finish},
+      {"audio_ms", &Fault::audio_ms},
+      {"usage_tokens", &Fault::usage_tokens},
+      {"no_usage", &Fault::no_usage}};
   for (auto& [name, member] : ints)
     if (key == name) return member;
   return nullptr;
@@ -286,6 +292,7 @@ struct Request {  // one parsed chat request, with everything it will send preco
   std::int64_t chunks = 0, pace_ms = 0;
   std::string error_body;            // when fault.status is set
   std::string completion_body;       // non-stream answer
+  std::string content_type = "application/json";  // of completion_body
   std::vector<std::string> events;   // stream: role, content..., [finish], [usage], [DONE]
   std::string error_event;           // stream: the error_event_after event
   bool hold_open = false;            // stream: no_done without no_done_close: stall after the events
@@ -322,6 +329,13 @@ json::object take_behaviour() {
   return spec;
 }
 
+// The error envelope for the `status` fault.
+std::string status_error_body(const Fault& f) {
+  json::value code = f.error_code ? json::value(*f.error_code) : json::value(nullptr);
+  return error_envelope("fake upstream error " + std::to_string(*f.status),
+                        *f.status >= 500 ? "server_error" : "invalid_request_error", code);
+}
+
 // Layers, each overriding the one before key by key: runtime behaviour, the model's
 // ?suffix, the body's "fake" object.
 Request prepare_chat(const json::object& body, const json::object& behaviour) {
@@ -346,9 +360,7 @@ Request prepare_chat(const json::object& body, const json::object& behaviour) {
   r.pace_ms = f.pace_ms.value_or(g.opt.pace_ms);
 
   if (f.status) {
-    json::value code = f.error_code ? json::value(*f.error_code) : json::value(nullptr);
-    r.error_body = error_envelope("fake upstream error " + std::to_string(*f.status),
-                                  *f.status >= 500 ? "server_error" : "invalid_request_error", code);
+    r.error_body = status_error_body(f);
     return r;
   }
 
@@ -399,8 +411,9 @@ struct Intake {
   Request req;
 };
 
-Intake intake(const http::request<http::string_body>& req, std::uint64_t connection_id) {
-  // Record first, so that even requests answered with a fault (or a reset) are visible.
+// The shape of a /_fake/requests entry; the caller adds members and calls record().
+json::object request_entry(const http::request<http::string_body>& req, std::uint64_t connection_id,
+                           json::value body) {
   json::object headers;
   for (auto& field : req) {
     std::string name(field.name_string());
@@ -409,22 +422,40 @@ Intake intake(const http::request<http::string_body>& req, std::uint64_t connect
     std::string value(field.value());
     headers[name] = prev ? std::string(prev->get_string()) + ", " + value : value;
   }
-  g.requests.push_back(json::object{{"method", std::string(req.method_string())},
-                                    {"target", std::string(req.target())},
-                                    {"headers", std::move(headers)},
-                                    {"body", req.body()},
-                                    {"connection_id", connection_id}});
+  return json::object{{"method", std::string(req.method_string())},
+                      {"target", std::string(req.target())},
+                      {"headers", std::move(headers)},
+                      {"body", std::move(body)},
+                      {"connection_id", connection_id}};
+}
+
+void record(json::object entry) {
+  g.requests.push_back(std::move(entry));
   if (g.requests.size() > 1000) g.requests.pop_front();
   ++g.request_count;
+}
+
+bool key_refused(const http::request<http::string_body>& req) {
+  return !g.opt.require_key.empty() && req[http::field::authorization] != "Bearer " + g.opt.require_key;
+}
+
+std::string bad_key_body() {
+  return error_envelope("Incorrect API key provided", "invalid_request_error", "invalid_api_key");
+}
+
+Intake intake(const http::request<http::string_body>& req, std::uint64_t connection_id) {
+  // Record first, so that even requests answered with a fault (or a reset) are visible.
+  json::value raw_body(req.body());
+  record(request_entry(req, connection_id, std::move(raw_body)));
   boost::system::error_code ec;
   json::value parsed = json::parse(req.body(), ec);
   bool is_object = !ec && parsed.is_object();
   if (is_object) ++g.by_model[std::string(model_without_suffix(parsed.get_object()))];
 
   Intake in;
-  if (!g.opt.require_key.empty() && req[http::field::authorization] != "Bearer " + g.opt.require_key) {
+  if (key_refused(req)) {
     in.status = 401;
-    in.body = error_envelope("Incorrect API key provided", "invalid_request_error", "invalid_api_key");
+    in.body = bad_key_body();
     return in;
   }
   if (!is_object) {
@@ -433,6 +464,388 @@ Intake intake(const http::request<http::string_body>& req, std::uint64_t connect
     return in;
   }
   in.req = prepare_chat(parsed.get_object(), take_behaviour());
+  return in;
+}
+
+// ---------------------------------------------------------------- audio transcriptions
+//
+// POST …/audio/transcriptions with a multipart/form-data body (RFC 7578, RFC 2046 §5.1).
+// The multipart parser here is deliberately written independently of the gateway's own
+// (providers/multipart_parser): the fake exists to check what the gateway sent. It works on
+// the whole body, which the connection loop has already read (64 MiB limit).
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+bool blank(char c) { return c == ' ' || c == '\t'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && blank(s.front())) s.remove_prefix(1);
+  while (!s.empty() && blank(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// A header value with parameters: `type; name=token; name="quoted \" string"`. Parameter
+// names are lower-cased; quoted strings lose their quotes and the backslash of a \" or
+// \\ pair (any other backslash stays, as browsers send it). No percent-decoding: browsers
+// send a quote in a filename as %22, which is recorded as is. `ok` is false when the
+// parameter syntax is broken.
+struct HeaderValue {
+  std::string type;
+  std::vector<std::pair<std::string, std::string>> params;
+  bool ok = true;
+
+  std::optional<std::string> param(std::string_view name) const {
+    for (auto& [n, v] : params)
+      if (n == name) return v;
+    return std::nullopt;
+  }
+};
+
+HeaderValue parse_header_value(std::string_view v) {
+  HeaderValue out;
+  std::size_t i = v.find(';');
+  out.type = lower(trim(v.substr(0, i)));
+  if (i == std::string_view::npos) return out;
+  while (i < v.size()) {
+    while (i < v.size() && (blank(v[i]) || v[i] == ';')) ++i;
+    if (i >= v.size()) break;
+    std::size_t eq = v.find('=', i), semi = v.find(';', i);
+    if (eq == std::string_view::npos || (semi != std::string_view::npos && semi < eq)) {
+      out.ok = false;  // a parameter without "=value"
+      i = semi == std::string_view::npos ? v.size() : semi;
+      continue;
+    }
+    std::string name = lower(trim(v.substr(i, eq - i)));
+    if (name.empty()) out.ok = false;
+    i = eq + 1;
+    while (i < v.size() && blank(v[i])) ++i;
+    std::string value;
+    if (i < v.size() && v[i] == '"') {
+      bool closed = false;
+      for (++i; i < v.size();) {
+        char c = v[i++];
+        if (c == '\\' && i < v.size() && (v[i] == '"' || v[i] == '\\')) value += v[i++];
+        else if (c == '"') { closed = true; break; }
+        else value += c;
+      }
+      if (!closed) out.ok = false;
+      for (; i < v.size() && v[i] != ';'; ++i)
+        if (!blank(v[i])) out.ok = false;  // junk after the closing quote
+    } else {
+      std::size_t end = v.find(';', i);
+      value = std::string(trim(v.substr(i, end == std::string_view::npos ? std::string_view::npos : end - i)));
+      i = end == std::string_view::npos ? v.size() : end;
+    }
+    out.params.emplace_back(std::move(name), std::move(value));
+  }
+  return out;
+}
+
+// The boundary from the request's Content-Type, or why there is none usable.
+std::string multipart_boundary(std::string_view content_type, std::string& boundary) {
+  if (trim(content_type).empty()) return "Content-Type must be multipart/form-data (no Content-Type header)";
+  HeaderValue hv = parse_header_value(content_type);
+  if (hv.type != "multipart/form-data")
+    return "Content-Type must be multipart/form-data, got \"" + hv.type + "\"";
+  if (!hv.ok) return "malformed parameters in the multipart/form-data Content-Type";
+  auto b = hv.param("boundary");
+  if (!b) return "multipart/form-data Content-Type without a boundary parameter";
+  // RFC 2046: 1-70 of DIGIT ALPHA '()+_,-./:=? and space, not ending in a space.
+  static const std::string_view specials = "'()+_,-./:=? ";
+  bool valid = !b->empty() && b->size() <= 70 && b->back() != ' ';
+  for (char c : *b)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && specials.find(c) == std::string_view::npos) valid = false;
+  if (!valid)
+    return "invalid multipart boundary \"" + *b +
+           "\" (RFC 2046: 1-70 characters of letters, digits and '()+_,-./:=? or space, not ending in a space)";
+  boundary = *b;
+  return {};
+}
+
+struct Part {
+  std::string name;
+  std::optional<std::string> filename, content_type;
+  std::string_view data;  // points into the request body
+};
+
+struct Multipart {
+  std::string error;  // non-empty: the body is malformed, and why
+  std::vector<Part> parts;
+};
+
+// A "--boundary" that ends at `after` really is a delimiter when it is followed by "--"
+// (the close delimiter), by optional white space and CRLF, or by the end of the body
+// (then the closing delimiter is missing, which the caller reports).
+bool delimiter_ends_well(std::string_view body, std::size_t after) {
+  if (body.substr(after, 2) == "--") return true;
+  while (after < body.size() && blank(body[after])) ++after;
+  return after >= body.size() || body.substr(after, 2) == "\r\n";
+}
+
+// Where the next "\r\n--boundary" delimiter at or after `from` starts, or npos.
+std::size_t find_delimiter(std::string_view body, std::string_view crlf_dash_boundary, std::size_t from) {
+  for (std::size_t at = from;; ++at) {
+    at = body.find(crlf_dash_boundary, at);
+    if (at == std::string_view::npos || delimiter_ends_well(body, at + crlf_dash_boundary.size())) return at;
+  }
+}
+
+// One part's header block (lines without the final empty line) -> name, filename, type.
+std::string parse_part_headers(std::string_view block, std::size_t number, Part& part) {
+  std::string where = "multipart part #" + std::to_string(number);
+  std::optional<HeaderValue> disposition;
+  while (!block.empty()) {
+    std::size_t eol = block.find("\r\n");
+    std::string_view line = block.substr(0, eol);
+    block = eol == std::string_view::npos ? std::string_view{} : block.substr(eol + 2);
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos || trim(line.substr(0, colon)).empty())
+      return where + ": malformed header line \"" + std::string(line) + "\"";
+    std::string name = lower(trim(line.substr(0, colon)));
+    std::string_view value = trim(line.substr(colon + 1));
+    if (name == "content-disposition" && !disposition) disposition = parse_header_value(value);
+    else if (name == "content-type" && !part.content_type) part.content_type = std::string(value);
+  }
+  if (!disposition) return where + " has no Content-Disposition header (so no name)";
+  if (disposition->type != "form-data")
+    return where + ": Content-Disposition is \"" + disposition->type + "\", not form-data";
+  if (!disposition->ok) return where + ": malformed Content-Disposition parameters";
+  auto name = disposition->param("name");
+  if (!name || name->empty()) return where + ": Content-Disposition form-data without a name";
+  part.name = *name;
+  part.filename = disposition->param("filename");
+  return {};
+}
+
+Multipart parse_multipart(std::string_view body, const std::string& boundary) {
+  Multipart m;
+  const std::string crlf_dash = "\r\n--" + boundary;
+  const std::string_view dash = std::string_view(crlf_dash).substr(2);
+  const std::string closing = "--" + boundary + "--";
+  // The first delimiter may start the body; otherwise everything before it is preamble.
+  std::size_t pos = 0;
+  if (body.starts_with(dash) && delimiter_ends_well(body, dash.size())) {
+    pos = dash.size();
+  } else {
+    std::size_t at = find_delimiter(body, crlf_dash, 0);
+    if (at == std::string_view::npos) {
+      m.error = "multipart body has no delimiter line for boundary \"" + boundary + "\"";
+      return m;
+    }
+    pos = at + crlf_dash.size();
+  }
+  for (std::size_t number = 1;; ++number) {
+    if (body.substr(pos, 2) == "--") return m;  // close delimiter; the epilogue is ignored
+    while (pos < body.size() && blank(body[pos])) ++pos;
+    if (pos >= body.size()) {
+      m.error = "multipart body ends without the closing delimiter \"" + closing + "\"";
+      return m;
+    }
+    pos += 2;  // the CRLF that delimiter_ends_well saw
+    std::size_t next = find_delimiter(body, crlf_dash, pos);
+    if (next == std::string_view::npos) {
+      m.error = "multipart body ends without the closing delimiter \"" + closing + "\" (truncated?)";
+      return m;
+    }
+    std::string_view whole = body.substr(pos, next - pos);  // headers, empty line, data
+    Part part;
+    std::string_view headers;
+    if (whole.starts_with("\r\n")) {
+      part.data = whole.substr(2);  // no headers at all
+    } else if (!whole.empty()) {
+      std::size_t end = whole.find("\r\n\r\n");
+      if (end == std::string_view::npos) {
+        m.error = "multipart part #" + std::to_string(number) + ": headers not followed by an empty line";
+        return m;
+      }
+      headers = whole.substr(0, end);
+      part.data = whole.substr(end + 4);
+    }
+    m.error = parse_part_headers(headers, number, part);
+    if (!m.error.empty()) return m;
+    m.parts.push_back(std::move(part));
+    pos = next + crlf_dash.size();
+  }
+}
+
+std::string sha256_hex(std::string_view data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1) return "sha256-failed";
+  static const char digits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned i = 0; i < len; ++i) {
+    hex += digits[md[i] >> 4];
+    hex += digits[md[i] & 0xF];
+  }
+  return hex;
+}
+
+// JSON text pieces written by hand: Boost.JSON would print 3.25 as 3.25E0.
+std::string json_text(std::string_view s) { return json::serialize(json::string(s)); }
+
+std::string json_number(double d) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d);
+  std::string out(buf, end);
+  if (out.find_first_of(".eE") == std::string::npos) out += ".0";  // 3 -> 3.0: still a double
+  return out;
+}
+
+// The answer's "usage": audio seconds by default, tokens with usage_tokens.
+std::string transcription_usage(const Fault& f, std::size_t file_size, std::string_view text, double seconds) {
+  if (!on(f.usage_tokens)) return "{\"type\":\"duration\",\"seconds\":" + json_number(seconds) + "}";
+  std::size_t in = (file_size + 999) / 1000, out = count_words(text);
+  return "{\"type\":\"tokens\",\"input_tokens\":" + std::to_string(in) + ",\"output_tokens\":" + std::to_string(out) +
+         ",\"total_tokens\":" + std::to_string(in + out) + ",\"input_token_details\":{\"audio_tokens\":" +
+         std::to_string(in) + ",\"text_tokens\":0}}";
+}
+
+// The fields a transcription answer depends on (first occurrence of each).
+struct TranscriptionAsk {
+  std::string format = "json", language = "english";
+  std::optional<std::string> prompt;
+  std::optional<std::string> filename, content_type;
+  std::size_t size = 0;
+  std::string sha256;
+};
+
+void transcription_answer(Request& r, const TranscriptionAsk& a) {
+  const Fault& f = r.fault;
+  std::string text = "fake transcript of " + a.filename.value_or("none") + " (" + a.content_type.value_or("none") +
+                     "): bytes=" + std::to_string(a.size) + " sha256=" + a.sha256;
+  if (a.prompt) text += " prompt=" + *a.prompt;
+  if (a.format == "text" || a.format == "srt" || a.format == "vtt") {
+    r.content_type = a.format == "text" ? "text/plain; charset=utf-8" : "text/plain";
+    r.completion_body = text;
+    return;
+  }
+  double seconds = static_cast<double>(f.audio_ms.value_or(3250)) / 1000.0;
+  std::string usage = on(f.no_usage) ? "" : ",\"usage\":" + transcription_usage(f, a.size, text, seconds);
+  std::string t = json_text(text);
+  if (a.format == "json") {
+    r.completion_body = "{\"text\":" + t + usage + "}";
+    return;
+  }
+  std::string d = json_number(seconds);  // verbose_json
+  r.completion_body = "{\"task\":\"transcribe\",\"language\":" + json_text(a.language) + ",\"duration\":" + d +
+                      ",\"text\":" + t + ",\"segments\":[{\"id\":0,\"seek\":0,\"start\":0.0,\"end\":" + d +
+                      ",\"text\":" + t +
+                      ",\"tokens\":[1,2,3],\"temperature\":0.0,\"avg_logprob\":-0.2,\"compression_ratio\":1.0,"
+                      "\"no_speech_prob\":0.01}]" +
+                      usage + "}";
+}
+
+// Records a transcription request (body null, the parsed form in "transcription"), then
+// decides its fate like intake() does for chat.
+Intake transcription_intake(const http::request<http::string_body>& req, std::uint64_t connection_id) {
+  std::string boundary;
+  std::string error = multipart_boundary(req[http::field::content_type], boundary);
+  Multipart mp;
+  if (error.empty()) {
+    mp = parse_multipart(req.body(), boundary);
+    error = mp.error;
+  }
+
+  json::value no_body(nullptr);
+  json::object entry = request_entry(req, connection_id, std::move(no_body));
+  std::optional<std::string> model, format, language, prompt;
+  const Part* file = nullptr;
+  std::size_t file_parts = 0;
+  std::string sha;
+  if (!error.empty()) {
+    entry["transcription"] = nullptr;
+    entry["multipart_error"] = error;
+  } else {
+    json::object fields;
+    json::array order;
+    for (auto& p : mp.parts) {
+      order.emplace_back(p.name);
+      if (p.name == "file") {
+        if (++file_parts == 1) file = &p;
+        continue;
+      }
+      std::string value(p.data);
+      if (auto* prev = fields.if_contains(p.name)) {
+        if (!prev->is_array()) {
+          json::array both;
+          both.push_back(*prev);
+          *prev = std::move(both);
+        }
+        prev->get_array().emplace_back(value);
+      } else {
+        fields[p.name] = value;
+      }
+      auto first = [&](const char* name, std::optional<std::string>& dst) {
+        if (p.name == name && !dst) dst = value;
+      };
+      first("model", model);
+      first("response_format", format);
+      first("language", language);
+      first("prompt", prompt);
+    }
+    json::object t;
+    t["fields"] = std::move(fields);
+    t["field_order"] = std::move(order);
+    if (file) {
+      sha = sha256_hex(file->data);
+      json::object fo;
+      fo["name"] = "file";
+      fo["filename"] = file->filename ? json::value(*file->filename) : json::value(nullptr);
+      fo["content_type"] = file->content_type ? json::value(*file->content_type) : json::value(nullptr);
+      fo["size"] = file->data.size();
+      fo["sha256"] = sha;
+      t["file"] = std::move(fo);
+    } else {
+      t["file"] = nullptr;
+    }
+    entry["transcription"] = std::move(t);
+  }
+  record(std::move(entry));
+  if (model) ++g.by_model[model->substr(0, model->find('?'))];
+
+  Intake in;
+  auto refuse = [&](int status, std::string body) {
+    in.status = status;
+    in.body = std::move(body);
+    return in;
+  };
+  if (key_refused(req)) return refuse(401, bad_key_body());
+  if (!error.empty()) return refuse(400, error_envelope(error, "invalid_request_error", nullptr));
+  if (file_parts == 0)
+    return refuse(400, error_envelope("missing the \"file\" part (the audio file)", "invalid_request_error", nullptr));
+  if (file_parts > 1)
+    return refuse(400, error_envelope("more than one \"file\" part (" + std::to_string(file_parts) + ")",
+                                      "invalid_request_error", nullptr));
+  if (!model)
+    return refuse(400, error_envelope("missing the \"model\" field", "invalid_request_error", nullptr));
+  TranscriptionAsk ask;
+  if (format) ask.format = *format;
+  static const std::string_view formats[] = {"json", "text", "srt", "verbose_json", "vtt"};
+  if (std::find(std::begin(formats), std::end(formats), ask.format) == std::end(formats))
+    return refuse(400, error_envelope("unsupported response_format \"" + ask.format +
+                                          "\": use one of json, text, srt, verbose_json, vtt",
+                                      "invalid_request_error", nullptr));
+
+  // Fault layers: runtime behaviour, then the model's ?suffix (no body "fake" object here).
+  Request& r = in.req;
+  for (auto& [k, v] : take_behaviour()) set_fault(r.fault, k, v);
+  if (auto q = model->find('?'); q != std::string::npos) parse_fault_query(r.fault, std::string_view(*model).substr(q + 1));
+  if (r.fault.status) {
+    r.error_body = status_error_body(r.fault);
+    return in;
+  }
+  if (language) ask.language = *language;
+  ask.prompt = prompt;
+  ask.filename = file->filename;
+  ask.content_type = file->content_type;
+  ask.size = file->data.size();
+  ask.sha256 = sha;
+  transcription_answer(r, ask);
   return in;
 }
 
@@ -565,7 +978,7 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
 
     if (!r.stream) {
       const std::string& body = r.completion_body;
-      std::string type = "application/json";
+      const std::string& type = r.content_type;
       std::string bytes = head(200, type, body.size(), keep_alive);
       bool partial = f.stall_after || f.cut_after || f.reset_after;  // any value: half the body
       bytes += partial ? body.substr(0, body.size() / 2) : body;
@@ -610,11 +1023,15 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
   }
 }
 
+// A chat or transcription request: record it, then answer it, faults included.
 template <class Stream>
-awaitable<Next> chat(Stream& s, const http::request<http::string_body>& req, std::uint64_t connection_id) {
+awaitable<Next> answer(Stream& s, const http::request<http::string_body>& req, std::uint64_t connection_id,
+                       bool transcription) {
   bool keep = req.keep_alive();
   Next after = keep ? Next::keep : Next::close;
-  Intake in = intake(req, connection_id);
+  Intake in;
+  if (transcription) in = transcription_intake(req, connection_id);
+  else in = intake(req, connection_id);
   if (in.status) {
     std::string type = "application/json";
     co_await write(s, head(in.status, type, in.body.size(), keep) + in.body);
@@ -652,7 +1069,9 @@ awaitable<Next> handle(Stream& s, const http::request<http::string_body>& req, s
   std::string_view target = req.target();
   std::string_view path = target.substr(0, target.find('?'));
   if (req.method() == http::verb::post && path.ends_with("/chat/completions"))
-    co_return co_await chat(s, req, connection_id);
+    co_return co_await answer(s, req, connection_id, false);
+  if (req.method() == http::verb::post && path.ends_with("/audio/transcriptions"))
+    co_return co_await answer(s, req, connection_id, true);
   bool keep = req.keep_alive();
   Reply reply = small_endpoint(req);
   co_await write(s, head(reply.status, reply.type, reply.body.size(), keep) + reply.body);
@@ -725,7 +1144,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     if (a == "--help" || a == "-h") {
-      usage("an OpenAI chat-completions fake with fault injection (see README.md)");
+      usage("an OpenAI chat-completions and audio-transcriptions fake with fault injection (see README.md)");
       return 0;
     }
     static const std::string_view known[] = {"--listen",  "--tls-cert", "--tls-key",     "--chunks",

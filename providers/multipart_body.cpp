@@ -1,0 +1,101 @@
+#include "providers/multipart_body.h"
+
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace tresor::providers {
+
+std::string random_multipart_boundary() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("RAND_bytes failed");
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string b = "tresor-";
+  for (unsigned char c : bytes) {
+    b.push_back(kHex[c >> 4]);
+    b.push_back(kHex[c & 0xf]);
+  }
+  return b;
+}
+
+std::string quote_disposition_value(std::string_view value) {
+  std::string out = "\"";
+  for (char c : value) {
+    if (c == '"') out += "%22";
+    else if (c == '\r') out += "%0D";
+    else if (c == '\n') out += "%0A";
+    else out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+MultipartUploadBody::MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file,
+                                         const UploadSpool& spool)
+    : spool_(spool), reader_(spool.reader()) {
+  for (;;) {
+    boundary_ = random_multipart_boundary();
+    const bool clash = std::any_of(fields.begin(), fields.end(), [&](const FormField& f) {
+      return f.value.find(boundary_) != std::string::npos;
+    });
+    if (!clash) break;
+  }
+  build(fields, file);
+}
+
+void MultipartUploadBody::build(const std::vector<FormField>& fields, const FilePart& file) {
+  const std::string delimiter = "--" + boundary_ + "\r\n";
+  for (const auto& f : fields) {
+    head_ += delimiter;
+    head_ += "Content-Disposition: form-data; name=" + quote_disposition_value(f.name) + "\r\n\r\n";
+    head_ += f.value;
+    head_ += "\r\n";
+  }
+  head_ += delimiter;
+  head_ += "Content-Disposition: form-data; name=" + quote_disposition_value(file.field_name) +
+           "; filename=" + quote_disposition_value(file.filename) + "\r\n";
+  head_ += "Content-Type: " + file.content_type + "\r\n\r\n";
+  tail_ = "\r\n--" + boundary_ + "--\r\n";
+}
+
+std::string MultipartUploadBody::content_type() const { return "multipart/form-data; boundary=" + boundary_; }
+
+uint64_t MultipartUploadBody::size() const { return head_.size() + spool_.size() + tail_.size(); }
+
+void MultipartUploadBody::rewind() {
+  reader_ = spool_.reader();
+  position_ = 0;
+}
+
+size_t MultipartUploadBody::read(char* buf, size_t n) {
+  size_t copied = 0;
+  // The body is three consecutive regions: head_, the spool, tail_.
+  while (copied < n) {
+    if (position_ < head_.size()) {
+      const size_t k = std::min(n - copied, static_cast<size_t>(head_.size() - position_));
+      std::memcpy(buf + copied, head_.data() + position_, k);
+      copied += k;
+      position_ += k;
+      continue;
+    }
+    const uint64_t file_end = head_.size() + spool_.size();
+    if (position_ < file_end) {
+      const size_t k = reader_.read(buf + copied, std::min<uint64_t>(n - copied, file_end - position_));
+      if (k == 0) break;  // the spool ended early; size() no longer holds, the caller sees it
+      copied += k;
+      position_ += k;
+      continue;
+    }
+    const uint64_t tail_pos = position_ - file_end;
+    if (tail_pos >= tail_.size()) break;
+    const size_t k = std::min(n - copied, static_cast<size_t>(tail_.size() - tail_pos));
+    std::memcpy(buf + copied, tail_.data() + tail_pos, k);
+    copied += k;
+    position_ += k;
+  }
+  return copied;
+}
+
+}  // namespace tresor::providers

@@ -1,0 +1,60 @@
+// The multipart/form-data body a transcription attempt sends upstream: our own boundary,
+// the form fields, then the file part streamed from the UploadSpool. Built fresh per
+// attempt (each attempt may use another route's upstream_model), so failover replays
+// the identical file bytes without a second copy in memory.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "providers/body_source.h"
+#include "providers/upload_spool.h"
+
+namespace tresor::providers {
+
+struct FormField {
+  std::string name;
+  std::string value;
+};
+
+struct FilePart {
+  std::string field_name = "file";
+  std::string filename;
+  std::string content_type;
+};
+
+// A random 32-hex-digit boundary (128 bits): a collision with file content is not a
+// practical concern, and field values are checked against it.
+std::string random_multipart_boundary();
+
+// Quotes a Content-Disposition parameter value the way browsers and the WHATWG form
+// encoding do: `"`, CR and LF become %22, %0D and %0A.
+std::string quote_disposition_value(std::string_view value);
+
+class MultipartUploadBody final : public BodySource {
+ public:
+  // `spool` must be sealed and outlive this object. A field value that contains the
+  // boundary makes the constructor pick another boundary.
+  MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file, const UploadSpool& spool);
+
+  // "multipart/form-data; boundary=…", for the request's Content-Type.
+  std::string content_type() const;
+  const std::string& boundary() const { return boundary_; }
+
+  uint64_t size() const override;
+  void rewind() override;
+  size_t read(char* buf, size_t n) override;
+
+ private:
+  void build(const std::vector<FormField>& fields, const FilePart& file);
+
+  const UploadSpool& spool_;
+  std::string boundary_;
+  std::string head_;  // every field part, then the file part's headers
+  std::string tail_;  // CRLF and the closing delimiter
+  UploadSpool::Reader reader_;
+  uint64_t position_ = 0;
+};
+
+}  // namespace tresor::providers

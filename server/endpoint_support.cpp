@@ -1,0 +1,196 @@
+#include "server/endpoint_support.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/beast/core/string.hpp>
+
+#include "router/timeout_override.h"
+#include "server/upstream_errors.h"
+
+namespace tresor::server {
+
+using providers::Clock;
+using providers::TransportError;
+using router::AttemptOutcome;
+
+namespace {
+
+// Upstream error bodies are read up to this size (for their message and code).
+constexpr size_t kMaxErrorBodyBytes = 64 * 1024;
+
+bool receipt_opt_out(const RequestHead& head) {
+  const auto v = head.value("X-Tresor-Receipt");
+  return boost::beast::iequals(v, "false") || v == "0";
+}
+
+std::string_view kind_name(router::FailoverResult::Kind kind) {
+  switch (kind) {
+    case router::FailoverResult::Kind::served: return "served";
+    case router::FailoverResult::Kind::pass_through: return "pass_through";
+    case router::FailoverResult::Kind::failed: return "failed";
+    case router::FailoverResult::Kind::timed_out: return "timed_out";
+    case router::FailoverResult::Kind::no_route: return "no_route";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+std::variant<ControlHeaders, ApiError> check_control_headers(const Runtime& rt, const RequestHead& head,
+                                                             const config::ApiKeyConfig* key) {
+  const auto& t = rt.config->timeouts;
+  const auto budget = router::parse_timeout_override(head.values(router::kTimeoutHeader), t.default_seconds,
+                                                     t.max_seconds);
+  if (!budget)
+    return invalid_request("invalid_timeout_override", "X-Tresor-Timeout-Seconds must be a positive integer",
+                           std::string(router::kTimeoutHeader));
+  ControlHeaders controls;
+  controls.key = key;
+  controls.budget = *budget;
+  controls.receipt_opt_out = receipt_opt_out(head);
+  // The old docs' replay nonce, copied into the receipt; bounded so a client cannot
+  // inflate every receipt.
+  constexpr size_t kMaxNonceBytes = 256;
+  if (const auto nonce = head.value("X-Tresor-Nonce"); !nonce.empty() && nonce.size() <= kMaxNonceBytes)
+    controls.nonce = std::string(nonce);
+  return controls;
+}
+
+ApiError resolve_error(const router::ResolveResult& resolved) {
+  switch (resolved.error) {
+    case router::ResolveError::malformed:
+      return invalid_request("invalid_parameter", resolved.message, std::string("model"));
+    case router::ResolveError::wrong_type:
+      return invalid_request("model_not_supported", resolved.message, std::string("model"));
+    case router::ResolveError::not_found:
+      break;
+  }
+  return ApiError{404, "invalid_request_error", "model_not_found", resolved.message, std::string("model")};
+}
+
+TresorInfo tresor_info(const std::string& requested_route, const router::AttemptPlan& plan) {
+  TresorInfo info;
+  info.requested_route = requested_route;
+  info.routed_model = plan.route->id;
+  info.failover = plan.candidate_index > 0;  // left the preferred route (spec §3.2)
+  return info;
+}
+
+std::string attempts_with_success(const router::AttemptPlan& plan, Clock::time_point attempt_start) {
+  auto attempts = *plan.history;
+  router::AttemptRecord ok;
+  ok.route = plan.route->id;
+  ok.outcome = AttemptOutcome::ok;
+  ok.ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - attempt_start).count();
+  attempts.push_back(std::move(ok));
+  return router::format_attempts(attempts);
+}
+
+AttemptOutcome transport_outcome(TransportError error, const router::AttemptPlan& plan, bool stream,
+                                 bool before_first_byte) {
+  switch (error) {
+    case TransportError::connect_failed: return AttemptOutcome::connect_failed;
+    case TransportError::tls_failed: return AttemptOutcome::tls_failed;
+    case TransportError::protocol:
+    case TransportError::too_large: return AttemptOutcome::bad_response;
+    case TransportError::timeout:
+      // Which clock ran out: the attempt's own timer, or the request's budget?
+      if (before_first_byte && plan.first_byte_deadline < plan.request_deadline &&
+          Clock::now() < plan.request_deadline)
+        return stream ? AttemptOutcome::first_event_timeout : AttemptOutcome::first_byte_timeout;
+      return AttemptOutcome::deadline;
+    case TransportError::reset:
+    case TransportError::cut:
+    case TransportError::none: break;
+  }
+  return AttemptOutcome::reset;
+}
+
+router::AttemptResult outcome_only(AttemptOutcome outcome) {
+  router::AttemptResult r;
+  r.outcome = outcome;
+  return r;
+}
+
+boost::asio::awaitable<router::AttemptResult> upstream_refusal(const router::AttemptPlan& plan,
+                                                               const config::ProviderConfig& provider,
+                                                               providers::UpstreamResponse& response,
+                                                               std::optional<ApiError>& pass_through) {
+  router::AttemptResult r;
+  r.outcome = AttemptOutcome::http_status;
+  r.http_status = static_cast<int>(response.status());
+  if (auto h = response.header("Retry-After"))
+    if (auto s = parse_retry_after(*h)) r.retry_after = std::chrono::seconds(*s);
+  TransportError error = TransportError::none;
+  const std::string body = co_await response.read_all(kMaxErrorBodyBytes, plan.request_deadline, error);
+  r.upstream_error_code = upstream_error_code(body);
+  spdlog::info("route {} answered HTTP {}{}{}", plan.route->id, r.http_status, r.upstream_error_code.empty() ? "" : " ",
+               r.upstream_error_code);
+  if (r.http_status >= 400 && r.http_status < 500) pass_through = upstream_rejected(response.status(), body, provider);
+  co_return r;
+}
+
+Response failure_response(const router::FailoverResult& result, const std::optional<ApiError>& pass_through) {
+  ApiError e;
+  switch (result.kind) {
+    case router::FailoverResult::Kind::pass_through:
+      e = pass_through.value_or(upstream_error("The upstream rejected the request"));
+      break;
+    case router::FailoverResult::Kind::timed_out: e = upstream_timeout(); break;
+    case router::FailoverResult::Kind::no_route: e = no_route_available(); break;
+    case router::FailoverResult::Kind::served:
+    case router::FailoverResult::Kind::failed:
+      e = upstream_error("Every route for this model failed");
+      break;
+  }
+  Response r = error_response(e);
+  r.headers.emplace_back(std::string(kAttemptsHeader), router::format_attempts(result.attempts));
+  if (result.kind == router::FailoverResult::Kind::no_route)
+    r.headers.emplace_back("Retry-After", std::to_string(result.retry_after.count()));
+  return r;
+}
+
+router::FailoverPolicy failover_policy(const config::Config& cfg, bool stream) {
+  router::FailoverPolicy p;
+  p.stream = stream;
+  p.timeouts = &cfg.timeouts;
+  p.retry = &cfg.retry;
+  p.breaker = &cfg.breaker;
+  return p;
+}
+
+receipts::Claims make_claims(const std::string& id, const TresorInfo& info, ClaimFigures figures,
+                             const std::optional<std::string>& nonce) {
+  receipts::Claims c;
+  c.id = id;
+  c.issued_at = std::chrono::duration_cast<std::chrono::seconds>(
+                    std::chrono::system_clock::now().time_since_epoch()).count();
+  c.requested_route = info.requested_route;
+  c.routed_model = info.routed_model;
+  c.failover = info.failover;
+  c.endpoint = std::move(figures.endpoint);
+  c.prompt_tokens = figures.prompt_tokens;
+  c.completion_tokens = figures.completion_tokens;
+  c.audio_seconds = figures.audio_seconds;
+  c.request_sha256 = std::move(figures.request_sha256);
+  c.response_sha256 = std::move(figures.response_sha256);
+  c.nonce = nonce;
+  return c;
+}
+
+void charge_customer(const EndpointServices& services, const std::string& customer, const config::RouteConfig& route,
+                     double price) {
+  if (price <= 0) return;
+  services.credits.charge(customer, route.id, price);
+  services.receipts.charge(receipts::SpendEntry{customer, route.id, price});
+}
+
+void log_access(std::string_view endpoint, const std::string& requested, const router::FailoverResult& result,
+                const std::optional<router::AttemptPlan>& served, bool stream, Clock::time_point started) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  spdlog::info(R"(access {{"endpoint":"{}","stream":{},"requested_route":"{}","routed_model":"{}","result":"{}","attempts":"{}","duration_ms":{}}})",
+               endpoint, stream, requested, served ? served->route->id : "", kind_name(result.kind),
+               router::format_attempts(result.attempts), ms);
+}
+
+}  // namespace tresor::server

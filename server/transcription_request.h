@@ -1,0 +1,90 @@
+// The POST /v1/audio/transcriptions request (spec §7.1, §7.2): the multipart upload as it
+// streams in (fields collected, the file spooled, the exact body bytes hashed), then the
+// form validated into what the endpoint routes and forwards. No I/O of its own besides
+// the spool's temporary file; the session feeds it.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "providers/multipart_body.h"
+#include "providers/multipart_parser.h"
+#include "providers/upload_spool.h"
+#include "receipts/claims.h"
+#include "server/api_error.h"
+
+namespace tresor::server {
+
+// The accepted media type for a file part (spec §7.2): from its Content-Type, or from the
+// filename extension when that is missing or application/octet-stream; aliases
+// normalised (audio/x-wav → audio/wav, audio/mp3 → audio/mpeg, video/webm → audio/webm,
+// …). nullopt when the type is not accepted.
+std::optional<std::string> accepted_audio_type(std::string_view part_content_type,
+                                               const std::optional<std::string>& filename);
+
+enum class TranscriptFormat { json, text, verbose_json };
+
+struct UploadLimits {
+  uint64_t max_bytes = 26214400;  // server.max_body_bytes: the whole request body
+  size_t memory_bytes = providers::UploadSpool::kDefaultMemoryThreshold;
+  std::filesystem::path spool_dir;
+};
+
+// Receives the request body piece by piece.
+class TranscriptionUpload final : private providers::MultipartHandler {
+ public:
+  TranscriptionUpload(std::string_view boundary, const UploadLimits& limits);
+  ~TranscriptionUpload() override;
+
+  // The next piece of the body. An error means: stop reading and answer it now (400 for
+  // a malformed or refused part, 413 file_too_large, 500 when the spool failed).
+  std::optional<ApiError> feed(std::string_view bytes);
+  // The body ended. An error when the multipart was incomplete or malformed.
+  std::optional<ApiError> finish();
+
+  // After finish(): SHA-256 of the exact body bytes received (the receipt's request_sha256).
+  const std::string& body_sha256() const { return body_sha256_; }
+  const providers::UploadSpool& spool() const { return spool_; }
+  const std::vector<providers::FormField>& fields() const { return fields_; }
+  // The file part's headers (type already normalised), once a file part began.
+  const std::optional<providers::FilePart>& file() const { return file_; }
+
+ private:
+  void on_part_begin(const providers::PartHeaders& headers) override;
+  void on_part_data(std::string_view bytes) override;
+  void on_part_end() override;
+  void fail(ApiError error);
+
+  UploadLimits limits_;
+  providers::UploadSpool spool_;
+  std::unique_ptr<providers::MultipartParser> parser_;
+  receipts::Sha256 body_digest_;
+  std::string body_sha256_;
+  std::vector<providers::FormField> fields_;
+  std::optional<providers::FilePart> file_;
+  enum class Part { none, field, file } current_ = Part::none;
+  std::string field_name_;
+  std::string field_value_;
+  std::optional<ApiError> error_;
+};
+
+struct TranscriptionRequest {
+  std::string model;
+  std::optional<std::string> region;
+  std::optional<std::string> provider;
+  TranscriptFormat format = TranscriptFormat::json;
+  // Sent upstream as they came (language, prompt, temperature, timestamp_granularities[]…),
+  // in arrival order; model and response_format are added per attempt.
+  std::vector<providers::FormField> forwarded;
+  providers::FilePart file;
+};
+
+// Validates the collected form (spec §7.1, §6.3): exact codes and params per field.
+std::variant<TranscriptionRequest, ApiError> validate_transcription(const TranscriptionUpload& upload);
+
+}  // namespace tresor::server
