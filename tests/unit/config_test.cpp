@@ -467,3 +467,24 @@ TEST_CASE("config: a key given twice in one mapping is an error with its positio
     CHECK(what.find("duplicate key 'threads'") != std::string::npos);
   }
 }
+
+TEST_CASE("config: billing_unit is audio_minute or request and needs unit_amount") {
+  const std::string routes = std::string(kProviders) +
+                             "routes:\n  - {id: eu/pm/w, provider: pm, upstream_model: w, type: transcription, ";
+  CHECK(contains(error_of(routes + "pricing: {billing_unit: audio_hour, unit_amount: 1}}\n"),
+                 "billing_unit must be audio_minute or request"));
+  CHECK(contains(error_of(routes + "pricing: {billing_unit: request}}\n"), "needs unit_amount"));
+  const auto c = load_config_text(routes + "pricing: {billing_unit: request, unit_amount: 0.002}}\n", "b.yaml");
+  CHECK(c->routes[0].pricing->billing_unit == "request");
+}
+
+TEST_CASE("config: the upload spool directory must exist; the memory threshold is bounded") {
+  CHECK(contains(error_of("server:\n  upload_spool_dir: /nonexistent/tresor-spool\n"), "is not a directory"));
+  CHECK(contains(error_of("server:\n  upload_memory_bytes: 999999999999\n"), "upload_memory_bytes"));
+  const auto c = load_config_text("server:\n  upload_spool_dir: /tmp\n  upload_memory_bytes: 0\n", "s.yaml");
+  CHECK(c->server.upload_spool_dir == "/tmp");
+  CHECK(c->server.upload_memory_bytes == 0);
+  const auto d = load_config_text("server: {}\n", "d.yaml");
+  CHECK(d->server.upload_spool_dir.empty());
+  CHECK(d->server.upload_memory_bytes == 262144);
+}
