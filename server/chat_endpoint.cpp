@@ -78,7 +78,7 @@ Response json_response(std::string body, const TresorInfo& info, const std::stri
 }
 
 // One exchange per attempt, driven by router::run_failover.
-class ChatAttempts final : public router::AttemptRunner {
+class ChatAttempts final : public EndpointAttempts {
  public:
   ChatAttempts(const Runtime& rt, EndpointServices services, const ControlHeaders& head, const ChatRequest& req,
                std::string request_sha256, std::string requested_route, ResponseSink& sink)
@@ -108,9 +108,6 @@ class ChatAttempts final : public router::AttemptRunner {
     co_return co_await answer_stream(plan, response, attempt_start);
   }
 
-  // The upstream 4xx to relay when the loop ends in pass_through.
-  const std::optional<ApiError>& pass_through() const { return pass_through_; }
-  const std::optional<router::AttemptPlan>& served_by() const { return served_by_; }
 
  private:
   boost::asio::awaitable<router::AttemptResult> answer_json(const router::AttemptPlan& plan,
@@ -222,8 +219,6 @@ class ChatAttempts final : public router::AttemptRunner {
   std::string request_sha256_;
   std::string requested_route_;
   ResponseSink& sink_;
-  std::optional<ApiError> pass_through_;
-  std::optional<router::AttemptPlan> served_by_;
 };
 
 }  // namespace
@@ -233,26 +228,16 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, EndpointServices ser
   // The exact bytes received, before anything looks at them (the receipt's request_sha256).
   std::string request_sha256 = head.receipt_opt_out ? std::string() : receipts::sha256_hex(body);
   auto parsed = parse_chat_request(body);
-  if (auto* err = std::get_if<ApiError>(&parsed)) {
-    Response r = error_response(*err);
-    co_return co_await sink.send(std::move(r));
-  }
+  if (auto* err = std::get_if<ApiError>(&parsed)) co_return co_await send_error(sink, *err);
   const auto& req = std::get<ChatRequest>(parsed);
   auto resolved = resolve(rt, req);
   if (!resolved.resolution) {
-    Response r = error_response(resolve_error(resolved));
-    co_return co_await sink.send(std::move(r));
+    const ApiError e = resolve_error(resolved);
+    co_return co_await send_error(sink, e);
   }
   const auto& resolution = *resolved.resolution;
   ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink);
-  const auto policy = failover_policy(*rt.config, req.stream);
-  const auto deadline = started + head.budget;
-  const auto result =
-      co_await router::run_failover(resolution.candidates, started, deadline, policy, services.health, attempts);
-  log_access("/v1/chat/completions", resolution.requested_route, result, attempts.served_by(), req.stream, started);
-  if (result.kind == router::FailoverResult::Kind::served) co_return;
-  Response r = failure_response(result, attempts.pass_through());
-  co_await sink.send(std::move(r));
+  co_await serve_with_failover("/v1/chat/completions", rt, services, resolution, req.stream, started, head.budget, attempts, sink);
 }
 
 }  // namespace tresor::server

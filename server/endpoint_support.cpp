@@ -193,4 +193,23 @@ void log_access(std::string_view endpoint, const std::string& requested, const r
                router::format_attempts(result.attempts), ms);
 }
 
+boost::asio::awaitable<void> send_error(ResponseSink& sink, const ApiError& error) {
+  Response r = error_response(error);
+  co_await sink.send(std::move(r));
+}
+
+boost::asio::awaitable<void> serve_with_failover(std::string_view endpoint, const Runtime& rt,
+                                                 EndpointServices services, const router::Resolution& resolution,
+                                                 bool stream, Clock::time_point started, std::chrono::seconds budget,
+                                                 EndpointAttempts& attempts, ResponseSink& sink) {
+  const auto policy = failover_policy(*rt.config, stream);
+  const auto deadline = started + budget;
+  const auto result =
+      co_await router::run_failover(resolution.candidates, started, deadline, policy, services.health, attempts);
+  log_access(endpoint, resolution.requested_route, result, attempts.served_by(), stream, started);
+  if (result.kind == router::FailoverResult::Kind::served) co_return;
+  Response r = failure_response(result, attempts.pass_through());
+  co_await sink.send(std::move(r));
+}
+
 }  // namespace tresor::server

@@ -93,4 +93,27 @@ void charge_customer(const EndpointServices& services, const std::string& custom
 void log_access(std::string_view endpoint, const std::string& requested, const router::FailoverResult& result,
                 const std::optional<router::AttemptPlan>& served, bool stream, providers::Clock::time_point started);
 
+// An endpoint's AttemptRunner: besides running attempts it remembers which plan served
+// and the upstream 4xx to relay if the loop ends in pass_through.
+class EndpointAttempts : public router::AttemptRunner {
+ public:
+  const std::optional<ApiError>& pass_through() const { return pass_through_; }
+  const std::optional<router::AttemptPlan>& served_by() const { return served_by_; }
+
+ protected:
+  std::optional<ApiError> pass_through_;
+  std::optional<router::AttemptPlan> served_by_;
+};
+
+// Sends `error` in the envelope (a coroutine, so callers need no braced temporaries).
+boost::asio::awaitable<void> send_error(ResponseSink& sink, const ApiError& error);
+
+// The failover loop over the resolved candidates inside the request's one deadline
+// (started + budget), the access log line, and the failure answer when nothing served.
+boost::asio::awaitable<void> serve_with_failover(std::string_view endpoint, const Runtime& rt,
+                                                 EndpointServices services, const router::Resolution& resolution,
+                                                 bool stream, providers::Clock::time_point started,
+                                                 std::chrono::seconds budget, EndpointAttempts& attempts,
+                                                 ResponseSink& sink);
+
 }  // namespace tresor::server

@@ -173,7 +173,7 @@ providers::UpstreamRequest upstream_request(providers::MultipartUploadBody& body
   return up;
 }
 
-class TranscriptionAttempts final : public router::AttemptRunner {
+class TranscriptionAttempts final : public EndpointAttempts {
  public:
   TranscriptionAttempts(const Runtime& rt, EndpointServices services, const ControlHeaders& head,
                         const TranscriptionRequest& req, const TranscriptionUpload& upload,
@@ -234,8 +234,6 @@ class TranscriptionAttempts final : public router::AttemptRunner {
     co_return outcome_only(AttemptOutcome::ok);
   }
 
-  const std::optional<ApiError>& pass_through() const { return pass_through_; }
-  const std::optional<router::AttemptPlan>& served_by() const { return served_by_; }
 
  private:
   const Runtime& rt_;
@@ -245,8 +243,6 @@ class TranscriptionAttempts final : public router::AttemptRunner {
   const TranscriptionUpload& upload_;
   std::string requested_route_;
   ResponseSink& sink_;
-  std::optional<ApiError> pass_through_;
-  std::optional<router::AttemptPlan> served_by_;
 };
 
 }  // namespace
@@ -255,26 +251,16 @@ boost::asio::awaitable<void> handle_transcription(const Runtime& rt, EndpointSer
                                                   const ControlHeaders& head, const TranscriptionUpload& upload,
                                                   Clock::time_point started, ResponseSink& sink) {
   auto validated = validate_transcription(upload);
-  if (auto* err = std::get_if<ApiError>(&validated)) {
-    Response r = error_response(*err);
-    co_return co_await sink.send(std::move(r));
-  }
+  if (auto* err = std::get_if<ApiError>(&validated)) co_return co_await send_error(sink, *err);
   const auto& req = std::get<TranscriptionRequest>(validated);
   auto resolved = resolve(rt, req);
   if (!resolved.resolution) {
-    Response r = error_response(resolve_error(resolved));
-    co_return co_await sink.send(std::move(r));
+    const ApiError e = resolve_error(resolved);
+    co_return co_await send_error(sink, e);
   }
   const auto& resolution = *resolved.resolution;
   TranscriptionAttempts attempts(rt, services, head, req, upload, resolution.requested_route, sink);
-  const auto policy = failover_policy(*rt.config, false);
-  const auto deadline = started + head.budget;
-  const auto result =
-      co_await router::run_failover(resolution.candidates, started, deadline, policy, services.health, attempts);
-  log_access(kTranscriptionsPath, resolution.requested_route, result, attempts.served_by(), false, started);
-  if (result.kind == router::FailoverResult::Kind::served) co_return;
-  Response r = failure_response(result, attempts.pass_through());
-  co_await sink.send(std::move(r));
+  co_await serve_with_failover(kTranscriptionsPath, rt, services, resolution, false, started, head.budget, attempts, sink);
 }
 
 }  // namespace tresor::server

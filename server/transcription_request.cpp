@@ -212,7 +212,12 @@ std::variant<TranscriptionRequest, ApiError> validate_transcription(const Transc
   }
   if (!upload.file()) return missing_param("file");
   if (upload.spool().size() == 0) return invalid_param("file", "the file is empty");
-  if (single.count("failover"))
+  // SDKs send a list as `failover[]` (openai-node) or `failover[0]` fields: all of them
+  // are the failover list the client asked for.
+  const auto is_failover = [](const providers::FormField& f) {
+    return f.name == "failover" || f.name.starts_with("failover[");
+  };
+  if (std::any_of(upload.fields().begin(), upload.fields().end(), is_failover))
     return invalid_request("failover_not_supported",
                            "Transcriptions do not accept a failover list: use a bare model key or auto/auto/<key> "
                            "and the router fails over between eligible routes",

@@ -152,6 +152,8 @@ TEST_CASE("validation table: exact status, code and param") {
   expect_error({field("model", ""), file_part()}, 400, "invalid_parameter", "model");
   expect_error({model, model, file_part()}, 400, "invalid_parameter", "model");
   expect_error({model, file_part(), field("failover", "[\"eu/x/y\"]")}, 400, "failover_not_supported", "failover");
+  expect_error({model, file_part(), field("failover[]", "eu/x/y")}, 400, "failover_not_supported", "failover");
+  expect_error({model, file_part(), field("failover[0]", "eu/x/y")}, 400, "failover_not_supported", "failover");
   expect_error({model, file_part(), field("response_format", "srt")}, 400, "invalid_parameter", "response_format");
   expect_error({model, file_part(), field("response_format", "vtt")}, 400, "invalid_parameter", "response_format");
   expect_error({model, file_part(), field("response_format", "verbose_json")}, 400, "missing_required_parameter",
