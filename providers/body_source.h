@@ -2,6 +2,8 @@
 // string: a transcription upload is sent from its spool, at most one buffer at a time.
 #pragma once
 
+#include <boost/asio/awaitable.hpp>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -16,8 +18,9 @@ class BodySource {
   // turned out to be closed.
   virtual void rewind() = 0;
   // Copies up to n bytes into buf; 0 at the end. Throws std::exception on a local read
-  // failure (the attempt then fails like a broken connection).
-  virtual size_t read(char* buf, size_t n) = 0;
+  // failure (the attempt then fails like a broken connection). A coroutine, so a source
+  // backed by a file can read it off the I/O thread.
+  virtual boost::asio::awaitable<size_t> read(char* buf, size_t n) = 0;
 };
 
 }  // namespace tresor::providers

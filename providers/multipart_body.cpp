@@ -33,8 +33,8 @@ std::string quote_disposition_value(std::string_view value) {
 }
 
 MultipartUploadBody::MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file,
-                                         const UploadSpool& spool)
-    : spool_(spool), reader_(spool.reader()) {
+                                         const UploadSpool& spool, FileIoPool* file_io)
+    : spool_(spool), file_io_(file_io), reader_(spool.reader()) {
   for (;;) {
     boundary_ = random_multipart_boundary();
     const bool clash = std::any_of(fields.begin(), fields.end(), [&](const FormField& f) {
@@ -69,33 +69,48 @@ void MultipartUploadBody::rewind() {
   position_ = 0;
 }
 
-size_t MultipartUploadBody::read(char* buf, size_t n) {
-  size_t copied = 0;
-  // The body is three consecutive regions: head_, the spool, tail_.
-  while (copied < n) {
-    if (position_ < head_.size()) {
-      const size_t k = std::min(n - copied, static_cast<size_t>(head_.size() - position_));
-      std::memcpy(buf + copied, head_.data() + position_, k);
-      copied += k;
-      position_ += k;
-      continue;
-    }
-    const uint64_t file_end = head_.size() + spool_.size();
-    if (position_ < file_end) {
-      const size_t k = reader_.read(buf + copied, std::min<uint64_t>(n - copied, file_end - position_));
-      if (k == 0) break;  // the spool ended early; size() no longer holds, the caller sees it
-      copied += k;
-      position_ += k;
-      continue;
-    }
-    const uint64_t tail_pos = position_ - file_end;
-    if (tail_pos >= tail_.size()) break;
-    const size_t k = std::min(n - copied, static_cast<size_t>(tail_.size() - tail_pos));
-    std::memcpy(buf + copied, tail_.data() + tail_pos, k);
-    copied += k;
-    position_ += k;
+size_t MultipartUploadBody::copy_framing(char* buf, size_t n) {
+  const uint64_t file_end = head_.size() + spool_.size();
+  const std::string* region = nullptr;
+  uint64_t offset = 0;
+  if (position_ < head_.size()) {
+    region = &head_;
+    offset = position_;
+  } else if (position_ >= file_end && position_ - file_end < tail_.size()) {
+    region = &tail_;
+    offset = position_ - file_end;
   }
-  return copied;
+  if (!region) return 0;
+  const size_t k = std::min<uint64_t>(n, region->size() - offset);
+  std::memcpy(buf, region->data() + offset, k);
+  position_ += k;
+  return k;
+}
+
+std::function<void()> MultipartUploadBody::file_read_job(char* buf, size_t n, size_t& got) {
+  return [this, buf, n, &got] { got = reader_.read(buf, n); };
+}
+
+// The body is three consecutive regions: head_, the spool, tail_.
+boost::asio::awaitable<size_t> MultipartUploadBody::read(char* buf, size_t n) {
+  size_t copied = 0;
+  while (copied < n) {
+    const uint64_t file_end = head_.size() + spool_.size();
+    if (position_ >= head_.size() && position_ < file_end) {
+      const size_t want = std::min<uint64_t>(n - copied, file_end - position_);
+      size_t got = 0;
+      if (file_io_ && spool_.on_disk()) co_await file_io_->run(file_read_job(buf + copied, want, got));
+      else got = reader_.read(buf + copied, want);
+      if (got == 0) break;  // the spool ended early; size() no longer holds, the caller sees it
+      copied += got;
+      position_ += got;
+      continue;
+    }
+    const size_t k = copy_framing(buf + copied, n - copied);
+    if (k == 0) break;
+    copied += k;
+  }
+  co_return copied;
 }
 
 }  // namespace tresor::providers

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "providers/body_source.h"
+#include "providers/file_io_pool.h"
 #include "providers/upload_spool.h"
 
 namespace tresor::providers {
@@ -35,8 +36,10 @@ std::string quote_disposition_value(std::string_view value);
 class MultipartUploadBody final : public BodySource {
  public:
   // `spool` must be sealed and outlive this object. A field value that contains the
-  // boundary makes the constructor pick another boundary.
-  MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file, const UploadSpool& spool);
+  // boundary makes the constructor pick another boundary. File reads of a spool on disk
+  // run on `file_io` when given (inline otherwise: tests).
+  MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file, const UploadSpool& spool,
+                      FileIoPool* file_io = nullptr);
 
   // "multipart/form-data; boundary=…", for the request's Content-Type.
   std::string content_type() const;
@@ -44,12 +47,16 @@ class MultipartUploadBody final : public BodySource {
 
   uint64_t size() const override;
   void rewind() override;
-  size_t read(char* buf, size_t n) override;
+  boost::asio::awaitable<size_t> read(char* buf, size_t n) override;
 
  private:
   void build(const std::vector<FormField>& fields, const FilePart& file);
+  // Copies from head_ or tail_ at position_ (whichever it is in); 0 inside the file.
+  size_t copy_framing(char* buf, size_t n);
+  std::function<void()> file_read_job(char* buf, size_t n, size_t& got);
 
   const UploadSpool& spool_;
+  FileIoPool* file_io_;
   std::string boundary_;
   std::string head_;  // every field part, then the file part's headers
   std::string tail_;  // CRLF and the closing delimiter

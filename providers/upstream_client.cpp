@@ -337,7 +337,7 @@ asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_
   try {
     streamed->rewind();
     for (;;) {
-      const size_t n = streamed->read(buffer.data(), buffer.size());
+      const size_t n = co_await streamed->read(buffer.data(), buffer.size());
       if (n == 0) break;
       co_await asio::async_write(s, asio::buffer(buffer.data(), n), asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return ec;

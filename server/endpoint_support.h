@@ -12,6 +12,7 @@
 #include <string_view>
 #include <variant>
 
+#include "providers/file_io_pool.h"
 #include "providers/upstream_client.h"
 #include "receipts/claims.h"
 #include "receipts/receipt_service.h"
@@ -47,6 +48,7 @@ struct EndpointServices {
   router::RouteHealth& health;          // the process's
   receipts::ReceiptService& receipts;   // the process's
   CreditLedger& credits;                // the process's
+  providers::FileIoPool& file_io;       // the process's: spool reads off the I/O threads
 };
 
 // 400 / 404 for a model that does not resolve (spec §2.2).

@@ -1,5 +1,5 @@
 #include "server/receipt_issuer.h"
-#include "server/service_call.h"
+#include "common/rendezvous.h"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -13,6 +13,10 @@
 #include <memory>
 
 namespace tresor::server {
+
+using common::Rendezvous;
+using common::resume_on;
+using common::wait_for;
 namespace asio = boost::asio;
 
 

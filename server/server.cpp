@@ -22,6 +22,10 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
+// Upload spool reads and writes are sequential, mostly into the page cache: two threads
+// keep one slow disk operation from holding up every other upload.
+constexpr unsigned kFileIoThreads = 2;
+
 struct Worker {
   asio::io_context ioc{1};  // one thread per io_context: concurrency hint 1 skips locking
   asio::executor_work_guard<asio::io_context::executor_type> guard{ioc.get_executor()};
@@ -48,6 +52,9 @@ struct Server::Impl {
   std::unique_ptr<CreditLedger> credits;
   std::string jwks;
   std::vector<std::unique_ptr<Worker>> workers;
+  // Declared after the workers, so it is joined (its queued jobs finished) before the
+  // workers' io_contexts, and the sessions that wait on those jobs, are destroyed.
+  providers::FileIoPool file_io{kFileIoThreads};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::unique_ptr<asio::signal_set> signals;
   size_t next = 0;  // accept loops all run on worker 0's thread
@@ -65,7 +72,7 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits, jwks};
+      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits, file_io, jwks};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }

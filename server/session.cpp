@@ -122,6 +122,11 @@ UploadLimits upload_limits(const config::ServerConfig& cfg) {
   return l;
 }
 
+// Built outside the coroutine (g++ 12 and captures in coroutines, see above).
+std::function<void()> feed_job(TranscriptionUpload& upload, std::string_view bytes, std::optional<ApiError>& err) {
+  return [&upload, bytes, &err] { err = upload.feed(bytes); };
+}
+
 Response usage_response(const std::string& json) {
   Response r;
   r.body = json;
@@ -371,7 +376,8 @@ class Session final : public ResponseSink {
       co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
     }
-    const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.credits};
+    const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.credits,
+                                    services_.file_io};
     const auto& controls = std::get<ControlHeaders>(chat_head);
     if (upload) {
       const UploadLimits limits = upload_limits(server_cfg);
@@ -429,9 +435,11 @@ class Session final : public ResponseSink {
         const ApiError e = bad_http("Malformed request body", ec);
         co_return co_await finish_without_body(e, true);
       }
-      const size_t got = piece.size() - body_parser.get().body().size;
-      if (auto err = upload.feed(std::string_view(piece.data(), got)))
-        co_return co_await finish_without_body(*err, !body_parser.is_done());
+      const std::string_view bytes(piece.data(), piece.size() - body_parser.get().body().size);
+      std::optional<ApiError> err;
+      if (upload.stays_in_memory(bytes.size())) err = upload.feed(bytes);
+      else co_await services_.file_io.run(feed_job(upload, bytes, err));  // spool writes: off this thread
+      if (err) co_return co_await finish_without_body(*err, !body_parser.is_done());
     }
     if (auto err = upload.finish()) co_return co_await finish_without_body(*err, false);
     co_await handle_transcription(runtime, services, controls, upload, started, *this);

@@ -5,6 +5,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "providers/file_io_pool.h"
 #include "providers/upstream_client.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
@@ -23,6 +24,7 @@ struct SessionServices {
   receipts::ReceiptService& receipts;
   RateLimiter& limiter;
   CreditLedger& credits;
+  providers::FileIoPool& file_io;  // blocking file work (upload spools)
   const std::string& jwks;  // the JWKS document, built at startup
 };
 

@@ -4,9 +4,14 @@
 
 #include <algorithm>
 
-#include "server/service_call.h"
+#include "common/rendezvous.h"
 
 namespace tresor::server {
+
+using common::Rendezvous;
+using common::resume_on;
+using common::wait_for;
+namespace asio = boost::asio;
 namespace {
 
 // Runs on the store's thread: increments every limited window, and undoes them all when

@@ -70,10 +70,13 @@ struct TranscriptAnswer {
   int64_t output_tokens = 0;
 };
 
-std::optional<double> number_at(simdjson::dom::element e) {
+// A non-negative finite number, or nullopt (also for a missing member: the lookup result
+// is checked, never converted, since converting a failed lookup throws).
+std::optional<double> number_at(simdjson::simdjson_result<simdjson::dom::element> lookup) {
+  simdjson::dom::element e;
   double d = 0;
-  if (e.is_number() && !e.get(d) && std::isfinite(d) && d >= 0) return d;
-  return std::nullopt;
+  if (lookup.get(e) || !e.is_number() || e.get(d) || !std::isfinite(d) || d < 0) return std::nullopt;
+  return d;
 }
 
 std::string usage_json(TranscriptionBilling billing, const TranscriptAnswer& a, bool upstream_tokens) {
@@ -191,7 +194,7 @@ class TranscriptionAttempts final : public EndpointAttempts {
     const config::RouteConfig& route = *plan.route;
     const config::ProviderConfig& provider = rt_.config->providers.at(route.provider);
     const std::vector<providers::FormField> fields = upstream_fields(req_, route);
-    providers::MultipartUploadBody body(fields, req_.file, upload_.spool());
+    providers::MultipartUploadBody body(fields, req_.file, upload_.spool(), &services_.file_io);
     const std::string content_type = body.content_type();
     providers::UpstreamRequest up = upstream_request(body, content_type);
     const auto connect_timeout = std::chrono::milliseconds(rt_.config->timeouts.connect_ms);

@@ -44,6 +44,11 @@ class TranscriptionUpload final : private providers::MultipartHandler {
   // The next piece of the body. An error means: stop reading and answer it now (400 for
   // a malformed or refused part, 413 file_too_large, 500 when the spool failed).
   std::optional<ApiError> feed(std::string_view bytes);
+  // True when feeding `incoming` more bytes cannot touch the disk (the spool stays in
+  // memory), so the caller may feed on its I/O thread.
+  bool stays_in_memory(size_t incoming) const {
+    return !spool_.on_disk() && spool_.size() + incoming <= limits_.memory_bytes;
+  }
   // The body ended. An error when the multipart was incomplete or malformed.
   std::optional<ApiError> finish();
 

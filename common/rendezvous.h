@@ -1,6 +1,6 @@
-// A one-shot rendezvous between the receipt/store service thread and an I/O coroutine:
-// the service thread calls back, the value is posted to the coroutine's executor, and
-// the coroutine resumes there (never on the service thread).
+// A one-shot rendezvous between a thread of our own (the receipt/store service thread, the
+// file I/O pool) and an I/O coroutine: the other thread calls back, the value is posted to
+// the coroutine's executor, and the coroutine resumes there (never on the other thread).
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
@@ -14,7 +14,7 @@
 #include <memory>
 #include <optional>
 
-namespace tresor::server {
+namespace tresor::common {
 namespace asio = boost::asio;
 
 // The callback posts the value to the coroutine's executor and cancels the timer the
@@ -50,5 +50,4 @@ asio::awaitable<Result> wait_for(std::shared_ptr<Rendezvous<Result>> r) {
   co_return std::move(*r->value);
 }
 
-
-}  // namespace tresor::server
+}  // namespace tresor::common
