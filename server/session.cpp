@@ -381,8 +381,7 @@ class Session final : public ResponseSink {
     const auto& controls = std::get<ControlHeaders>(chat_head);
     if (upload) {
       const UploadLimits limits = upload_limits(server_cfg);
-      co_return co_await serve_upload(*runtime, services, controls, head_parser, *boundary, limits,
-                                      started);
+      co_return co_await serve_upload(*runtime, services, controls, head_parser, *boundary, limits);
     }
     http::request_parser<http::string_body> body_parser{std::move(head_parser)};
     body_parser.body_limit(server_cfg.max_body_bytes);
@@ -413,7 +412,7 @@ class Session final : public ResponseSink {
   // the endpoint runs on the spooled upload.
   asio::awaitable<bool> serve_upload(const Runtime& runtime, EndpointServices services, const ControlHeaders& controls,
                                      http::request_parser<http::empty_body>& head_parser, std::string boundary,
-                                     UploadLimits limits, providers::Clock::time_point started) {
+                                     UploadLimits limits) {
     const auto& server_cfg = runtime.config->server;
     const ApiError too_large = upload_too_large(server_cfg.max_body_bytes);
     TranscriptionUpload upload(boundary, limits);
@@ -442,7 +441,11 @@ class Session final : public ResponseSink {
       if (err) co_return co_await finish_without_body(*err, !body_parser.is_done());
     }
     if (auto err = upload.finish()) co_return co_await finish_without_body(*err, false);
-    co_await handle_transcription(runtime, services, controls, upload, started, *this);
+    // The budget (X-Tresor-Timeout-Seconds) counts from here, not from the request head: it
+    // bounds the upstream's work, and a 25 MiB upload over a slow link must not use it up
+    // before any route is tried (the upload itself is bounded by body_timeout_seconds).
+    const auto uploaded = providers::Clock::now();
+    co_await handle_transcription(runtime, services, controls, upload, uploaded, *this);
     if (!responded_) {
       Response r = error_response(internal_error());
       co_await send(std::move(r));
