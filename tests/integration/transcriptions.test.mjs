@@ -23,7 +23,7 @@ import path from 'node:path';
 import {
   startStack, startRoutingStack, stopAll, makeKey, sha256Hex, sha256HexBytes, readErrorEnvelope,
   fetchReceipt, fetchJwks, verifyJws, stripTresorMember, expectAttempts, parseAttempts, performance,
-  RECEIPT_ID_RE, ROUTE_GPT, ROUTE_WHISPER,
+  RECEIPT_ID_RE, ROUTE_GPT, ROUTE_WHISPER, delay,
 } from './harness.mjs';
 import { makeTestAudio } from './audio-fixtures.mjs';
 
@@ -924,5 +924,36 @@ describe('transcriptions: routing and failover', { timeout: 180_000 }, () => {
     assert.ok(r.ms >= 900, `answered after ${r.ms.toFixed(0)} ms, before the 1 s budget`);
     assert.ok(r.ms < 2000, `answered after ${r.ms.toFixed(0)} ms; budget 1 s + 1 s slack`);
     assert.ok((await counts()).a >= 1, 'the upstream was asked');
+  });
+
+  // The budget bounds the upstream's work: it starts when the upload is complete, so a client
+  // on a slow link is not refused for the time its own upload took.
+  test('X-Tresor-Timeout-Seconds: 1 and an upload trickled over ~2 s → 200 (the budget counts from the last byte)', async () => {
+    const mp = multipart([field('model', 'whisper-x'), filePart(SMALL)]);
+    const pieces = 8;
+    const size = Math.ceil(mp.body.length / pieces);
+    const t0 = performance.now();
+    // A client-side pace (the scenario itself, not synchronisation): 8 pieces, 250 ms apart.
+    let next = 0;
+    const body = new ReadableStream({
+      async pull(controller) {
+        if (next >= mp.body.length) { controller.close(); return; }
+        await delay(250);
+        controller.enqueue(mp.body.subarray(next, next + size));
+        next += size;
+      },
+    });
+    const res = await fetch(r2.gw.url(ENDPOINT), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${r2.key}`, 'content-type': mp.contentType, 'x-tresor-timeout-seconds': '1' },
+      body,
+      duplex: 'half',
+    });
+    const text = await res.text();
+    const ms = performance.now() - t0;
+    console.log(`trickled upload with a 1 s budget: status ${res.status} after ${ms.toFixed(0)} ms`);
+    assert.equal(res.status, 200, text);
+    assert.ok(ms > 1500, `the upload took ${ms.toFixed(0)} ms, longer than the budget`);
+    assertSameFile(await onlyUpload(fa), SMALL);
   });
 });
