@@ -20,6 +20,9 @@ tresor-router demo: http://127.0.0.1:8080/v1   key: $demo_key
 Try, in another terminal:
   curl -N http://127.0.0.1:8080/v1/chat/completions -H "Authorization: Bearer $demo_key" \\
     -d '{"model":"gpt-oss-120b","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
+  espeak-ng -w /tmp/meeting.wav "Hello from the meeting"
+  curl http://127.0.0.1:8080/v1/audio/transcriptions -H "Authorization: Bearer $demo_key" \\
+    -F model=auto/auto/whisper-large-v3 -F file=@/tmp/meeting.wav
 
 MSG
 "$build/tresor-router" --config "$root/deploy/examples/demo.yaml"
