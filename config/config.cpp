@@ -135,7 +135,8 @@ ListenAddress parse_listen(const Reader& r, const YAML::Node& node) {
 void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
   r.expect_map(n, "server",
                {"listen", "threads", "max_body_bytes", "max_header_bytes",
-                "header_timeout_seconds", "body_timeout_seconds", "upload_spool_dir", "upload_memory_bytes"});
+                "header_timeout_seconds", "body_timeout_seconds", "upload_spool_dir", "upload_memory_bytes", "drain_seconds",
+                "drain_notice_seconds"});
   if (auto l = n["listen"]) {
     if (l.IsSequence()) {
       for (const auto& item : l) s.listen.push_back(parse_listen(r, item));
@@ -159,6 +160,11 @@ void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
     if (!s.upload_spool_dir.empty() && !std::filesystem::is_directory(s.upload_spool_dir, ec))
       r.fail(v, "server.upload_spool_dir '" + s.upload_spool_dir + "' is not a directory");
   }
+  if (auto v = n["drain_seconds"]) s.drain_seconds = r.integer<unsigned>(v, "server.drain_seconds", 0, 3600);
+  if (auto v = n["drain_notice_seconds"])
+    s.drain_notice_seconds = r.integer<unsigned>(v, "server.drain_notice_seconds", 0, 3600);
+  if (s.drain_notice_seconds > s.drain_seconds)
+    r.fail(n, "server.drain_notice_seconds may not exceed server.drain_seconds");
   if (auto v = n["upload_memory_bytes"])
     s.upload_memory_bytes = r.integer<uint64_t>(v, "server.upload_memory_bytes", 0, 64ull << 20);
 }

@@ -34,6 +34,11 @@ struct ServerConfig {
   // temporary files, so failover can replay them). Empty: $TMPDIR, else /tmp.
   std::string upload_spool_dir;
   uint64_t upload_memory_bytes = 256 * 1024;
+  // SIGTERM: /readyz turns 503 at once; after drain_notice_seconds (time for a load
+  // balancer to notice) the listeners close; in-flight requests and streams then have
+  // until drain_seconds after the signal to finish before the process exits.
+  unsigned drain_seconds = 30;
+  unsigned drain_notice_seconds = 0;
 };
 
 struct TimeoutsConfig {

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <atomic>
 #include <condition_variable>
 #include <exception>
 #include <future>
@@ -66,7 +67,8 @@ struct ReceiptService::Impl {
   std::vector<std::function<void()>> tasks;  // e.g. stored_count(), run on this thread
   std::vector<SpendEntry> charges;
   bool stopping = false;
-  bool exited = false;  // the worker has left its loop; nothing queued now would run
+  bool exited = false;
+  std::atomic<uint64_t> issued{0}, stored{0}, failed{0};  // the worker has left its loop; nothing queued now would run
 
   std::thread worker;
 
@@ -136,9 +138,11 @@ struct ReceiptService::Impl {
       try {
         rows.push_back(StoredReceipt{p.id, p.customer, signer->sign(p.claims_json), p.expires_at});
         signed_issues.push_back(&p);
+        issued.fetch_add(1, std::memory_order_relaxed);
       } catch (const std::exception& e) {
         // One bad payload fails only its own receipt, not the whole batch.
         spdlog::error("receipts: signing receipt {} failed: {}", p.id, e.what());
+        failed.fetch_add(1, std::memory_order_relaxed);
         run_callback(p.done, "issue", false);
       }
     }
@@ -150,6 +154,7 @@ struct ReceiptService::Impl {
     } catch (const std::exception& e) {
       spdlog::error("receipts: storing a batch of {} receipts failed: {}", rows.size(), e.what());
     }
+    (ok ? stored : failed).fetch_add(rows.size(), std::memory_order_relaxed);
     for (auto* p : signed_issues) run_callback(p->done, "issue", ok);
   }
 
@@ -255,6 +260,14 @@ void ReceiptService::with_store(std::function<void(ReceiptStore&)> job) {
 bool ReceiptService::shared_store() const { return impl_->store->shared(); }
 
 const Signer& ReceiptService::signer() const { return *impl_->signer; }
+
+ReceiptService::Counts ReceiptService::counts() const {
+  Counts c;
+  c.issued = impl_->issued.load(std::memory_order_relaxed);
+  c.stored = impl_->stored.load(std::memory_order_relaxed);
+  c.failed = impl_->failed.load(std::memory_order_relaxed);
+  return c;
+}
 
 size_t ReceiptService::stored_count() {
   auto count = [store = impl_->store.get()]() -> size_t {

@@ -2,6 +2,7 @@
 // commit), so neither ECDSA nor disk ever runs on an I/O thread.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -32,6 +33,15 @@ class ReceiptService {
   // Thread-safe; `job` must be quick.
   void with_store(std::function<void(ReceiptStore&)> job);
   bool shared_store() const;
+
+  // Counters for /metrics (any thread): receipts signed, stored durably, failed (signing
+  // or storing).
+  struct Counts {
+    uint64_t issued = 0;
+    uint64_t stored = 0;
+    uint64_t failed = 0;
+  };
+  Counts counts() const;
 
   const Signer& signer() const;
   size_t stored_count();  // for tests and metrics (runs on the service thread, blocks the caller)

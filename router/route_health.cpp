@@ -44,6 +44,13 @@ bool RouteHealth::is_open(const std::string& route, Clock::time_point now) const
   return it != routes_.end() && it->second.open && now < it->second.open_until;
 }
 
+RouteHealth::BreakerState RouteHealth::breaker_state(const std::string& route, Clock::time_point now) const {
+  std::lock_guard lock(mutex_);
+  const auto it = routes_.find(route);
+  if (it == routes_.end() || !it->second.open) return BreakerState::closed;
+  return now < it->second.open_until ? BreakerState::open : BreakerState::half_open;
+}
+
 std::optional<Clock::time_point> RouteHealth::eligible_again(const std::string& route) const {
   std::lock_guard lock(mutex_);
   const auto it = routes_.find(route);

@@ -34,6 +34,10 @@ class RouteHealth {
   void hold_until(const std::string& route, Clock::time_point until);
   // Whether the breaker is open at `now` (no side effect: does not start a probe).
   bool is_open(const std::string& route, Clock::time_point now) const;
+  // For /metrics: closed, open (cooling down), or half-open (the cooldown is over; the next
+  // request is a probe).
+  enum class BreakerState { closed = 0, open = 1, half_open = 2 };
+  BreakerState breaker_state(const std::string& route, Clock::time_point now) const;
   // The earliest time one of the routes becomes eligible again (for 503 Retry-After).
   std::optional<Clock::time_point> eligible_again(const std::string& route) const;
 

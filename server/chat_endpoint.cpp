@@ -96,14 +96,16 @@ class ChatAttempts final : public EndpointAttempts {
     const config::ProviderConfig& provider = rt_.config->providers.at(route.provider);
     providers::UpstreamRequest up = chat_upstream_request(req_, route);
     const auto connect_timeout = std::chrono::milliseconds(rt_.config->timeouts.connect_ms);
+    const auto asked = Clock::now();
     auto sent = co_await services_.upstream.send(rt_.providers, provider, std::move(up), plan.first_byte_deadline,
                                                  connect_timeout);
+    waited(asked);
     if (!sent.response) {
       spdlog::warn("route {} attempt failed: {}", route.id, sent.detail);
       co_return outcome_only(transport_outcome(sent.error, plan, req_.stream, true));
     }
     providers::UpstreamResponse& response = *sent.response;
-    if (response.status() != 200) co_return co_await upstream_refusal(plan, provider, response, pass_through_);
+    if (response.status() != 200) co_return co_await refused(plan, provider, response);
     if (!req_.stream) co_return co_await answer_json(plan, response, attempt_start);
     co_return co_await answer_stream(plan, response, attempt_start);
   }
@@ -114,7 +116,9 @@ class ChatAttempts final : public EndpointAttempts {
                                                             providers::UpstreamResponse& response,
                                                             Clock::time_point attempt_start) {
     TransportError error = TransportError::none;
+    const auto reading = Clock::now();
     std::string body = co_await response.read_all(kMaxUpstreamBodyBytes, plan.request_deadline, error);
+    waited(reading);
     if (error != TransportError::none) {
       spdlog::warn("route {} failed while sending its answer: {}", plan.route->id, providers::to_string(error));
       co_return outcome_only(transport_outcome(error, plan, false, false));
@@ -159,7 +163,9 @@ class ChatAttempts final : public EndpointAttempts {
     if (!head_.receipt_opt_out) info.receipt_id = receipts::new_receipt_id();
     const std::string tresor = tresor_object_json(info);
     StreamRelay relay(tresor, req_.include_usage, std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
+    const auto waiting = Clock::now();
     const auto first = co_await relay.await_first_event(response, plan.first_byte_deadline);
+    waited(waiting);
     switch (first) {
       case StreamRelay::FirstEvent::ready: break;
       case StreamRelay::FirstEvent::timeout:
@@ -174,7 +180,10 @@ class ChatAttempts final : public EndpointAttempts {
     served_by_ = plan;
     const std::string attempts = attempts_with_success(plan, attempt_start);
     if (co_await sink_.begin_stream(sse_headers(attempts))) {
+      // A relayed stream's time is the upstream's (it paces the events).
+      const auto relaying = Clock::now();
       const auto ending = co_await relay.relay(response, sink_);
+      waited(relaying);
       if (ending == StreamRelay::Ending::completed) co_await complete_stream(*plan.route, info, relay);
     }
     if (relay.dropped_events() > 0)
@@ -237,7 +246,7 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, EndpointServices ser
   }
   const auto& resolution = *resolved.resolution;
   ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink);
-  co_await serve_with_failover("/v1/chat/completions", rt, services, resolution, req.stream, started, head.budget, attempts, sink);
+  co_await serve_with_failover(rt, services, resolution, req.stream, started, head.budget, attempts, sink);
 }
 
 }  // namespace tresor::server

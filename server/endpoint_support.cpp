@@ -23,17 +23,6 @@ bool receipt_opt_out(const RequestHead& head) {
   return boost::beast::iequals(v, "false") || v == "0";
 }
 
-std::string_view kind_name(router::FailoverResult::Kind kind) {
-  switch (kind) {
-    case router::FailoverResult::Kind::served: return "served";
-    case router::FailoverResult::Kind::pass_through: return "pass_through";
-    case router::FailoverResult::Kind::failed: return "failed";
-    case router::FailoverResult::Kind::timed_out: return "timed_out";
-    case router::FailoverResult::Kind::no_route: return "no_route";
-  }
-  return "unknown";
-}
-
 }  // namespace
 
 std::variant<ControlHeaders, ApiError> check_control_headers(const Runtime& rt, const RequestHead& head,
@@ -130,6 +119,15 @@ boost::asio::awaitable<router::AttemptResult> upstream_refusal(const router::Att
   co_return r;
 }
 
+boost::asio::awaitable<router::AttemptResult> EndpointAttempts::refused(const router::AttemptPlan& plan,
+                                                                        const config::ProviderConfig& provider,
+                                                                        providers::UpstreamResponse& response) {
+  const auto reading = Clock::now();
+  router::AttemptResult r = co_await upstream_refusal(plan, provider, response, pass_through_);
+  waited(reading);
+  co_return r;
+}
+
 Response failure_response(const router::FailoverResult& result, const std::optional<ApiError>& pass_through) {
   ApiError e;
   switch (result.kind) {
@@ -185,20 +183,12 @@ void charge_customer(const EndpointServices& services, const std::string& custom
   services.receipts.charge(receipts::SpendEntry{customer, route.id, price});
 }
 
-void log_access(std::string_view endpoint, const std::string& requested, const router::FailoverResult& result,
-                const std::optional<router::AttemptPlan>& served, bool stream, Clock::time_point started) {
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
-  spdlog::info(R"(access {{"endpoint":"{}","stream":{},"requested_route":"{}","routed_model":"{}","result":"{}","attempts":"{}","duration_ms":{}}})",
-               endpoint, stream, requested, served ? served->route->id : "", kind_name(result.kind),
-               router::format_attempts(result.attempts), ms);
-}
-
 boost::asio::awaitable<void> send_error(ResponseSink& sink, const ApiError& error) {
   Response r = error_response(error);
   co_await sink.send(std::move(r));
 }
 
-boost::asio::awaitable<void> serve_with_failover(std::string_view endpoint, const Runtime& rt,
+boost::asio::awaitable<void> serve_with_failover(const Runtime& rt,
                                                  EndpointServices services, const router::Resolution& resolution,
                                                  bool stream, Clock::time_point started, std::chrono::seconds budget,
                                                  EndpointAttempts& attempts, ResponseSink& sink) {
@@ -206,7 +196,15 @@ boost::asio::awaitable<void> serve_with_failover(std::string_view endpoint, cons
   const auto deadline = started + budget;
   const auto result =
       co_await router::run_failover(resolution.candidates, started, deadline, policy, services.health, attempts);
-  log_access(endpoint, resolution.requested_route, result, attempts.served_by(), stream, started);
+  RequestRecord& record = services.record;
+  record.stream = stream;
+  record.requested_route = resolution.requested_route;
+  if (const auto& served = attempts.served_by()) {
+    record.routed_model = served->route->id;
+    record.failover = served->candidate_index > 0;
+  }
+  record.attempts = result.attempts;
+  record.upstream_wait += attempts.upstream_wait() + result.backoff;
   if (result.kind == router::FailoverResult::Kind::served) co_return;
   Response r = failure_response(result, attempts.pass_through());
   co_await sink.send(std::move(r));

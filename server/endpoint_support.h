@@ -22,6 +22,7 @@
 #include "server/api_error.h"
 #include "server/credit_ledger.h"
 #include "server/http_types.h"
+#include "server/request_record.h"
 #include "server/runtime.h"
 #include "server/tresor_member.h"
 
@@ -49,6 +50,7 @@ struct EndpointServices {
   receipts::ReceiptService& receipts;   // the process's
   CreditLedger& credits;                // the process's
   providers::FileIoPool& file_io;       // the process's: spool reads off the I/O threads
+  RequestRecord& record;                // this request's: routes, attempts, upstream wait
 };
 
 // 400 / 404 for a model that does not resolve (spec §2.2).
@@ -91,29 +93,34 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
 void charge_customer(const EndpointServices& services, const std::string& customer, const config::RouteConfig& route,
                      double price);
 
-// One structured line per request, whatever its outcome.
-void log_access(std::string_view endpoint, const std::string& requested, const router::FailoverResult& result,
-                const std::optional<router::AttemptPlan>& served, bool stream, providers::Clock::time_point started);
-
 // An endpoint's AttemptRunner: besides running attempts it remembers which plan served
 // and the upstream 4xx to relay if the loop ends in pass_through.
 class EndpointAttempts : public router::AttemptRunner {
  public:
   const std::optional<ApiError>& pass_through() const { return pass_through_; }
   const std::optional<router::AttemptPlan>& served_by() const { return served_by_; }
+  providers::Clock::duration upstream_wait() const { return upstream_wait_; }
 
  protected:
+  // Adds the time since `since` to the upstream wait (the overhead figures subtract it).
+  void waited(providers::Clock::time_point since) { upstream_wait_ += providers::Clock::now() - since; }
+  // upstream_refusal() with its body read counted as upstream wait.
+  boost::asio::awaitable<router::AttemptResult> refused(const router::AttemptPlan& plan,
+                                                        const config::ProviderConfig& provider,
+                                                        providers::UpstreamResponse& response);
+
   std::optional<ApiError> pass_through_;
   std::optional<router::AttemptPlan> served_by_;
+  providers::Clock::duration upstream_wait_{};
 };
 
 // Sends `error` in the envelope (a coroutine, so callers need no braced temporaries).
 boost::asio::awaitable<void> send_error(ResponseSink& sink, const ApiError& error);
 
 // The failover loop over the resolved candidates inside the request's one deadline
-// (started + budget), the access log line, and the failure answer when nothing served.
-boost::asio::awaitable<void> serve_with_failover(std::string_view endpoint, const Runtime& rt,
-                                                 EndpointServices services, const router::Resolution& resolution,
+// (started + budget), what it did noted in services.record, and the failure answer when
+// nothing served.
+boost::asio::awaitable<void> serve_with_failover(const Runtime& rt, EndpointServices services, const router::Resolution& resolution,
                                                  bool stream, providers::Clock::time_point started,
                                                  std::chrono::seconds budget, EndpointAttempts& attempts,
                                                  ResponseSink& sink);

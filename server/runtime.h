@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 
 #include "config/config.h"
@@ -16,9 +17,13 @@ struct Runtime {
   std::shared_ptr<const config::Config> config;
   std::shared_ptr<const providers::ProviderSet> providers;
   KeyIndex keys;
+  std::chrono::system_clock::time_point loaded_at;  // /v1/models' `created`
 
   explicit Runtime(std::shared_ptr<const config::Config> cfg)
-      : config(cfg), providers(std::make_shared<providers::ProviderSet>(*cfg)), keys(*cfg) {}
+      : config(cfg),
+        providers(std::make_shared<providers::ProviderSet>(*cfg)),
+        keys(*cfg),
+        loaded_at(std::chrono::system_clock::now()) {}
 };
 
 // The one holder of the current snapshot (the only singleton-like object besides the

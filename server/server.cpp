@@ -5,7 +5,9 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
@@ -30,8 +32,41 @@ struct Worker {
   asio::io_context ioc{1};  // one thread per io_context: concurrency hint 1 skips locking
   asio::executor_work_guard<asio::io_context::executor_type> guard{ioc.get_executor()};
   std::unique_ptr<providers::UpstreamClient> upstream;
+  SessionRegistry sessions;  // touched on this worker's thread only
   std::thread thread;
 };
+
+// How often a draining server checks whether its connections are gone.
+constexpr auto kDrainPoll = std::chrono::milliseconds(50);
+
+// What a config reload can not change in a running process (bound sockets, threads, the
+// store connection, the signing key): differences are logged, the old values stay.
+std::vector<std::string> restart_only_changes(const config::Config& now, const config::Config& next) {
+  std::vector<std::string> changed;
+  auto listen_key = [](const config::Config& c) {
+    std::string k;
+    for (const auto& l : c.server.listen) k += l.host + ":" + std::to_string(l.port) + ",";
+    return k;
+  };
+  if (listen_key(now) != listen_key(next)) changed.push_back("server.listen");
+  if (now.server.threads != next.server.threads) changed.push_back("server.threads");
+  if (now.store != next.store) changed.push_back("store");
+  if (now.receipts.signing_key_file != next.receipts.signing_key_file || now.receipts.kid != next.receipts.kid)
+    changed.push_back("receipts signing key");
+  return changed;
+}
+
+// Built outside the coroutine (g++ 12 and captures in coroutines): loads and validates
+// the file, and builds the snapshot (CA files are read here), all on the file I/O pool.
+std::function<void()> load_job(std::string path, std::shared_ptr<const Runtime>& next, std::string& error) {
+  return [path = std::move(path), &next, &error] {
+    try {
+      next = std::make_shared<const Runtime>(config::load_config_file(path));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  };
+}
 
 void log_exception(std::exception_ptr e, const char* what) {
   if (!e) return;
@@ -51,15 +86,113 @@ struct Server::Impl {
   RateLimiter limiter;
   std::unique_ptr<CreditLedger> credits;
   std::string jwks;
+  Metrics metrics;
   std::vector<std::unique_ptr<Worker>> workers;
   // Declared after the workers, so it is joined (its queued jobs finished) before the
   // workers' io_contexts, and the sessions that wait on those jobs, are destroyed.
   providers::FileIoPool file_io{kFileIoThreads};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  std::unique_ptr<asio::signal_set> signals;
+  std::unique_ptr<asio::signal_set> signals;  // SIGTERM, SIGINT: drain
+  std::unique_ptr<asio::signal_set> hangup;   // SIGHUP: reload
+  Lifecycle lifecycle;
   size_t next = 0;  // accept loops all run on worker 0's thread
 
   explicit Impl(RuntimeHolder& r) : runtime(r) {}
+
+  void stop_workers() {
+    for (auto& w : workers) {
+      w->guard.reset();
+      w->ioc.stop();
+    }
+  }
+
+  // SIGHUP: the new file is loaded and validated off the I/O threads, then swapped in as a
+  // whole; requests in flight finish on the snapshot they started with.
+  asio::awaitable<void> reload() {
+    const auto current = runtime.current();
+    std::shared_ptr<const Runtime> next;
+    std::string error;
+    co_await file_io.run(load_job(current->config->source_file, next, error));
+    if (!next) {
+      metrics.config_reload(false);
+      spdlog::error("config reload failed, keeping the running config: {}", error);
+      co_return;
+    }
+    for (const auto& what : restart_only_changes(*current->config, *next->config))
+      spdlog::warn("config reload: {} changed; that takes a restart (the old value stays in use)", what);
+    runtime.replace(next);
+    metrics.config_reload(true);
+    spdlog::info("config reloaded from {}: {} providers, {} routes, {} keys", next->config->source_file,
+                 next->config->providers.size(), next->config->routes.size(), next->config->auth.keys.size());
+  }
+
+  void wait_for_hangup() {
+    hangup->async_wait([this](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      asio::co_spawn(workers.front()->ioc, reload(),
+                     [](std::exception_ptr e) { log_exception(e, "config reload ended with an exception"); });
+      wait_for_hangup();
+    });
+  }
+
+  // SIGTERM: readiness off now; after the notice period stop accepting and close idle
+  // connections; the process ends when the last connection is gone or the grace period is
+  // over. A second signal stops at once.
+  asio::awaitable<void> drain() {
+    const auto& server_cfg = runtime.current()->config->server;
+    const auto start = std::chrono::steady_clock::now();
+    const auto grace_end = start + std::chrono::seconds(server_cfg.drain_seconds);
+    lifecycle.draining = true;
+    spdlog::info("draining: /readyz answers 503; listeners close in {} s, in-flight work has {} s",
+                 server_cfg.drain_notice_seconds, server_cfg.drain_seconds);
+    asio::steady_timer timer(co_await asio::this_coro::executor);
+    if (server_cfg.drain_notice_seconds > 0) {
+      timer.expires_at(start + std::chrono::seconds(server_cfg.drain_notice_seconds));
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    lifecycle.closing = true;
+    for (auto& acceptor : acceptors) {
+      boost::system::error_code ignored;
+      acceptor->close(ignored);
+    }
+    for (auto& w : workers) {
+      Worker* worker = w.get();
+      asio::post(worker->ioc, [worker] {
+        // drain() may end a session, which erases itself: iterate over a copy.
+        const std::vector<SessionControl*> open(worker->sessions.begin(), worker->sessions.end());
+        for (auto* s : open)
+          if (worker->sessions.count(s)) s->drain();
+      });
+    }
+    while (lifecycle.open_sessions.load() > 0 && std::chrono::steady_clock::now() < grace_end) {
+      timer.expires_after(kDrainPoll);
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+    const size_t left = lifecycle.open_sessions.load();
+    if (left > 0) spdlog::warn("drain: grace period over, closing {} connection(s) still open", left);
+    else spdlog::info("drain: every connection finished");
+    stop_workers();
+  }
+
+  void wait_for_termination() {
+    signals->async_wait([this](const boost::system::error_code& ec, int signal) {
+      if (ec) return;
+      if (lifecycle.draining) {
+        spdlog::info("signal {} received again, stopping now", signal);
+        stop_workers();
+        return;
+      }
+      spdlog::info("signal {} received, draining", signal);
+      asio::co_spawn(workers.front()->ioc, drain(),
+                     [this](std::exception_ptr e) {
+                       log_exception(e, "drain ended with an exception");
+                       if (e) stop_workers();
+                     });
+      wait_for_termination();
+    });
+  }
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
     for (;;) {
@@ -72,7 +205,8 @@ struct Server::Impl {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits, file_io, jwks};
+      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits,
+                                     file_io, metrics, lifecycle, w.sessions, jwks};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -130,11 +264,9 @@ void Server::listen() {
     impl_->acceptors.push_back(std::move(acceptor));
   }
   impl_->signals = std::make_unique<asio::signal_set>(first, SIGINT, SIGTERM);
-  impl_->signals->async_wait([this](const boost::system::error_code& ec, int signal) {
-    if (ec) return;
-    spdlog::info("signal {} received, stopping", signal);
-    stop();
-  });
+  impl_->wait_for_termination();
+  impl_->hangup = std::make_unique<asio::signal_set>(first, SIGHUP);
+  impl_->wait_for_hangup();
 }
 
 void Server::run() {
@@ -145,11 +277,6 @@ void Server::run() {
   for (auto& w : impl_->workers) w->thread.join();
 }
 
-void Server::stop() {
-  for (auto& w : impl_->workers) {
-    w->guard.reset();
-    w->ioc.stop();
-  }
-}
+void Server::stop() { impl_->stop_workers(); }
 
 }  // namespace tresor::server

@@ -13,6 +13,9 @@
 #include "server/chat_endpoint.h"
 #include "server/http_types.h"
 #include "server/receipt_issuer.h"
+#include "server/metrics.h"
+#include "server/models_endpoint.h"
+#include "server/request_record.h"
 #include "server/shared_limits.h"
 #include "server/transcription_endpoint.h"
 
@@ -41,7 +44,7 @@ constexpr size_t kUploadReadBytes = 64 * 1024;
 constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
 
-enum class Endpoint { health, ready, chat, transcription, receipt, jwks, usage, unknown };
+enum class Endpoint { health, ready, metrics, models, chat, transcription, receipt, jwks, usage, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -49,11 +52,30 @@ struct RouteMatch {
   const char* allow = "";
 };
 
+// The endpoint as a bounded label for metrics and logs (ids and unknown paths folded).
+std::string_view endpoint_template(Endpoint e, std::string_view path) {
+  switch (e) {
+    case Endpoint::receipt: return "/v1/receipts/{id}";
+    case Endpoint::unknown: return "other";
+    case Endpoint::jwks: return path == "/v1/verify/jwks.json" ? "/v1/verify/jwks.json" : "/.well-known/jwks.json";
+    case Endpoint::health: return "/healthz";
+    case Endpoint::ready: return "/readyz";
+    case Endpoint::metrics: return "/metrics";
+    case Endpoint::models: return "/v1/models";
+    case Endpoint::chat: return kChatPath;
+    case Endpoint::transcription: return kTranscriptionsPath;
+    case Endpoint::usage: return "/v1/usage";
+  }
+  return "other";
+}
+
 RouteMatch match(http::verb method, std::string_view target) {
   const auto path = target.substr(0, target.find('?'));
   const bool get = method == http::verb::get || method == http::verb::head;
   if (path == "/healthz") return {Endpoint::health, get, "GET, HEAD"};
   if (path == "/readyz") return {Endpoint::ready, get, "GET, HEAD"};
+  if (path == "/metrics") return {Endpoint::metrics, get, "GET, HEAD"};
+  if (path == "/v1/models") return {Endpoint::models, get, "GET, HEAD"};
   if (path == kChatPath) return {Endpoint::chat, method == http::verb::post, "POST"};
   if (path == kTranscriptionsPath) return {Endpoint::transcription, method == http::verb::post, "POST"};
   if (path == "/v1/usage") return {Endpoint::usage, get, "GET, HEAD"};
@@ -179,16 +201,51 @@ Response health_response() {
   return r;
 }
 
-class Session final : public ResponseSink {
+Response metrics_response(std::string text) {
+  Response r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = std::move(text);
+  return r;
+}
+
+int64_t unix_seconds(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+Response ready_response(bool draining) {
+  Response r;
+  r.status = draining ? 503 : 200;
+  r.body = draining ? R"({"status":"draining"})" : R"({"status":"ok"})";
+  return r;
+}
+
+class Session final : public ResponseSink, public SessionControl {
  public:
   Session(tcp::socket socket, SessionServices services)
-      : stream_(std::move(socket)), services_(services), runtime_(services.runtime) {}
+      : stream_(std::move(socket)), services_(services), runtime_(services.runtime) {
+    services_.registry.insert(this);
+    services_.lifecycle.open_sessions.fetch_add(1);
+  }
+  ~Session() {
+    services_.registry.erase(this);
+    services_.lifecycle.open_sessions.fetch_sub(1);
+  }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  void drain() override {
+    if (!idle_) return;  // busy: send() answers with Connection: close
+    error_code ec;
+    stream_.socket().cancel(ec);  // the pending head read ends with operation_aborted
+  }
 
   asio::awaitable<void> run() {
     error_code ec;
     stream_.socket().set_option(tcp::no_delay(true), ec);
+    services_.metrics.connection_opened();
     while (co_await serve_one()) {
     }
+    services_.metrics.connection_closed();
     if (linger_) co_await lingering_close();
     stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
     stream_.close();
@@ -202,6 +259,14 @@ class Session final : public ResponseSink {
     if (response.status == 405) res.set(http::field::allow, allow_);
     for (auto& [name, value] : response.headers) res.set(name, value);
     for (auto& [name, value] : request_headers_) res.set(name, value);
+    if (!record_.request_id.empty()) res.set("X-Request-Id", record_.request_id);
+    if (services_.lifecycle.draining) keep_alive_ = false;
+    // The router's own time up to this answer (total minus waiting on upstreams).
+    res.set("X-Tresor-Overhead-Us",
+            std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
+                               record_.overhead(providers::Clock::now())).count()));
+    record_.status = response.status;
+    record_.bytes_out += response.body.size();
     res.keep_alive(keep_alive_);
     if (!head_only_) res.body() = std::move(response.body);
     res.prepare_payload();
@@ -224,6 +289,13 @@ class Session final : public ResponseSink {
     res.set(http::field::content_type, "text/event-stream");
     for (auto& [name, value] : headers) res.set(name, value);
     for (auto& [name, value] : request_headers_) res.set(name, value);
+    if (!record_.request_id.empty()) res.set("X-Request-Id", record_.request_id);
+    if (services_.lifecycle.draining) keep_alive_ = false;
+    record_.status = 200;
+    if (!streaming_) {
+      streaming_ = true;
+      services_.metrics.stream_started();
+    }
     // HTTP/1.0 has no chunked encoding: the stream then ends with the connection.
     chunked_ = version_ >= 11;
     if (chunked_) res.chunked(true);
@@ -240,6 +312,7 @@ class Session final : public ResponseSink {
 
   asio::awaitable<bool> write_stream(std::string_view bytes) override {
     if (client_gone_) co_return false;
+    record_.bytes_out += bytes.size();
     stream_.expires_after(kWriteTimeout);
     error_code ec;
     if (chunked_) {
@@ -262,8 +335,27 @@ class Session final : public ResponseSink {
   }
 
  private:
-  // Serves one request; false when the connection must close afterwards.
+  // Serves one request, then logs it and counts it; false when the connection must close.
   asio::awaitable<bool> serve_one() {
+    record_ = RequestRecord();
+    const bool keep = co_await serve_request();
+    if (record_.started != providers::Clock::time_point{}) finish_record();
+    co_return keep && !services_.lifecycle.draining;
+  }
+
+  // The access log line and the metrics of the request that just ended.
+  void finish_record() {
+    const auto now = providers::Clock::now();
+    if (streaming_) {
+      streaming_ = false;
+      services_.metrics.stream_ended();
+    }
+    services_.metrics.request_done(record_, now);
+    spdlog::info("access {}", access_log_json(record_, now));
+  }
+
+  // Serves one request; false when the connection must close afterwards.
+  asio::awaitable<bool> serve_request() {
     const auto runtime = runtime_.current();  // this request's snapshot, to the end
     const auto& server_cfg = runtime->config->server;
     http::request_parser<http::empty_body> head_parser;
@@ -278,7 +370,10 @@ class Session final : public ResponseSink {
     // Phase 1: the request head, within header_timeout (slowloris, idle keep-alive).
     stream_.expires_after(std::chrono::seconds(server_cfg.header_timeout_seconds));
     error_code ec;
+    if (services_.lifecycle.closing) co_return false;
+    idle_ = true;
     co_await http::async_read_header(stream_, buffer_, head_parser, asio::redirect_error(asio::use_awaitable, ec));
+    idle_ = false;
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
         ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
       co_return false;
@@ -291,6 +386,9 @@ class Session final : public ResponseSink {
     }
     const auto started = providers::Clock::now();
     auto& req = head_parser.get();
+    record_.started = started;
+    record_.method = std::string(req.method_string());
+    record_.request_id = request_id_from(req["X-Request-Id"]);
     version_ = req.version();
     keep_alive_ = req.keep_alive();
     head_only_ = req.method() == http::verb::head;
@@ -301,12 +399,19 @@ class Session final : public ResponseSink {
     // Phase 2: route by path and method.
     const RouteMatch route = match(req.method(), req.target());
     allow_ = route.allow;
+    {
+      const auto target = req.target();
+      record_.endpoint = endpoint_template(route.endpoint, std::string_view(target.data(), target.size()).substr(
+                                                               0, std::string_view(target.data(), target.size()).find('?')));
+    }
+    record_.inference = route.endpoint == Endpoint::chat || route.endpoint == Endpoint::transcription;
     if (route.endpoint == Endpoint::unknown || !route.method_allowed) {
       const ApiError e = route.endpoint == Endpoint::unknown ? not_found_path() : method_not_allowed();
       co_return co_await finish_without_body(e, has_body);
     }
-    if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks) {
-      Response r = route.endpoint == Endpoint::jwks ? jwks_response(services_.jwks) : health_response();
+    if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks ||
+        route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models) {
+      Response r = public_response(route.endpoint, *runtime, req.target());
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
     }
@@ -318,6 +423,7 @@ class Session final : public ResponseSink {
       const ApiError e = unauthorized(auth.status);
       co_return co_await finish_without_body(e, has_body);
     }
+    record_.customer = auth.key->customer;
     // Per-key limits, on every authenticated request; the headers go on whatever answer
     // follows (spec §9.2).
     const bool shared = services_.receipts.shared_store();  // several replicas on one Redis
@@ -377,7 +483,7 @@ class Session final : public ResponseSink {
       if (ec) co_return false;
     }
     const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.credits,
-                                    services_.file_io};
+                                    services_.file_io, record_};
     const auto& controls = std::get<ControlHeaders>(chat_head);
     if (upload) {
       const UploadLimits limits = upload_limits(server_cfg);
@@ -398,6 +504,7 @@ class Session final : public ResponseSink {
       }
     }
 
+    record_.bytes_in = body_parser.get().body().size();
     // Phase 5: the endpoint.
     co_await handle_chat(*runtime, services, controls, std::move(body_parser.get().body()), started, *this);
     if (!responded_) {
@@ -435,6 +542,7 @@ class Session final : public ResponseSink {
         co_return co_await finish_without_body(e, true);
       }
       const std::string_view bytes(piece.data(), piece.size() - body_parser.get().body().size);
+      record_.bytes_in += bytes.size();
       std::optional<ApiError> err;
       if (upload.stays_in_memory(bytes.size())) err = upload.feed(bytes);
       else co_await services_.file_io.run(feed_job(upload, bytes, err));  // spool writes: off this thread
@@ -451,6 +559,24 @@ class Session final : public ResponseSink {
       co_await send(std::move(r));
     }
     co_return keep_alive_ && !client_gone_;
+  }
+
+  // The endpoints answered without authentication.
+  Response public_response(Endpoint endpoint, const Runtime& runtime, beast::string_view target) {
+    switch (endpoint) {
+      case Endpoint::jwks: return jwks_response(services_.jwks);
+      case Endpoint::metrics:
+        return metrics_response(
+            services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts()));
+      case Endpoint::models: {
+        const std::string_view t(target.data(), target.size());
+        const auto q = t.find('?');
+        return models_response(*runtime.config, q == std::string_view::npos ? std::string_view() : t.substr(q + 1),
+                               unix_seconds(runtime.loaded_at));
+      }
+      case Endpoint::ready: return ready_response(services_.lifecycle.draining);
+      default: return health_response();
+    }
   }
 
   // GET /v1/receipts/{id}: scoped to the caller's customer; unknown, expired, malformed
@@ -496,6 +622,9 @@ class Session final : public ResponseSink {
   bool linger_ = false;
   const char* allow_ = "";
   HeaderList request_headers_;  // added to this request's answer (rate-limit headers)
+  RequestRecord record_;        // the request being served (log line, metrics)
+  bool streaming_ = false;      // counted in tresor_active_streams
+  bool idle_ = false;           // waiting for the next request head (drain closes it)
 };
 
 }  // namespace

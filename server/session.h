@@ -5,15 +5,41 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
+#include <unordered_set>
+
 #include "providers/file_io_pool.h"
 #include "providers/upstream_client.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
 #include "server/credit_ledger.h"
+#include "server/metrics.h"
 #include "server/rate_limiter.h"
 #include "server/runtime.h"
 
 namespace tresor::server {
+
+// The process's life as sessions see it: draining (SIGTERM) and how many connections are
+// still open (the drain waits for them).
+struct Lifecycle {
+  std::atomic<bool> draining{false};  // /readyz 503; every answer closes its connection
+  std::atomic<bool> closing{false};   // listeners closed: idle connections close too
+  std::atomic<size_t> open_sessions{0};
+};
+
+// A session as the server's drain sees it.
+class SessionControl {
+ public:
+  // Called on the session's own worker thread: an idle connection (waiting for its next
+  // request) closes now; a busy one closes after its current answer.
+  virtual void drain() = 0;
+
+ protected:
+  ~SessionControl() = default;
+};
+
+// The open sessions of one worker; only touched on that worker's thread.
+using SessionRegistry = std::unordered_set<SessionControl*>;
 
 // What a session needs besides its socket: process-wide services and its worker's
 // upstream client.
@@ -25,6 +51,9 @@ struct SessionServices {
   RateLimiter& limiter;
   CreditLedger& credits;
   providers::FileIoPool& file_io;  // blocking file work (upload spools)
+  Metrics& metrics;
+  Lifecycle& lifecycle;
+  SessionRegistry& registry;  // the worker's
   const std::string& jwks;  // the JWKS document, built at startup
 };
 

@@ -198,16 +198,20 @@ class TranscriptionAttempts final : public EndpointAttempts {
     const std::string content_type = body.content_type();
     providers::UpstreamRequest up = upstream_request(body, content_type);
     const auto connect_timeout = std::chrono::milliseconds(rt_.config->timeouts.connect_ms);
+    const auto asked = Clock::now();
     auto sent = co_await services_.upstream.send(rt_.providers, provider, std::move(up), plan.first_byte_deadline,
                                                  connect_timeout);
+    waited(asked);
     if (!sent.response) {
       spdlog::warn("route {} attempt failed: {}", route.id, sent.detail);
       co_return outcome_only(transport_outcome(sent.error, plan, false, true));
     }
     providers::UpstreamResponse& response = *sent.response;
-    if (response.status() != 200) co_return co_await upstream_refusal(plan, provider, response, pass_through_);
+    if (response.status() != 200) co_return co_await refused(plan, provider, response);
     TransportError error = TransportError::none;
+    const auto reading = Clock::now();
     const std::string upstream = co_await response.read_all(kMaxTranscriptBytes, plan.request_deadline, error);
+    waited(reading);
     if (error != TransportError::none) {
       spdlog::warn("route {} failed while sending its transcript: {}", route.id, providers::to_string(error));
       co_return outcome_only(transport_outcome(error, plan, false, false));
@@ -263,7 +267,7 @@ boost::asio::awaitable<void> handle_transcription(const Runtime& rt, EndpointSer
   }
   const auto& resolution = *resolved.resolution;
   TranscriptionAttempts attempts(rt, services, head, req, upload, resolution.requested_route, sink);
-  co_await serve_with_failover(kTranscriptionsPath, rt, services, resolution, false, started, head.budget, attempts, sink);
+  co_await serve_with_failover(rt, services, resolution, false, started, head.budget, attempts, sink);
 }
 
 }  // namespace tresor::server

@@ -1,0 +1,170 @@
+#include "server/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace tresor::server {
+namespace {
+
+using prometheus::Histogram;
+
+const Histogram::BucketBoundaries& duration_buckets() {
+  static const Histogram::BucketBoundaries b = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                0.5,    1,     2.5,    5,     10,   30,    60,   120, 300};
+  return b;
+}
+
+// The router's own time per request is microseconds: finer buckets.
+const Histogram::BucketBoundaries& overhead_buckets() {
+  static const Histogram::BucketBoundaries b = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                                0.001,   0.0025,   0.005,   0.01,   0.05,    0.25};
+  return b;
+}
+
+double seconds(providers::Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// The attempt outcome as a bounded label: HTTP statuses grouped by class, the rest by name.
+std::string outcome_label(const router::AttemptRecord& a) {
+  if (a.outcome == router::AttemptOutcome::http_status) {
+    if (a.http_status == 429) return "http_429";
+    if (a.http_status >= 500) return "http_5xx";
+    return "http_4xx";
+  }
+  return std::string(router::outcome_name(a.outcome));
+}
+
+// process_* metrics (the names every Prometheus client library exports), from /proc.
+std::string process_metrics() {
+  std::ostringstream out;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  std::ifstream stat("/proc/self/stat");
+  std::string line;
+  std::getline(stat, line);
+  // Fields after the command name (which may contain spaces) start after ") ".
+  const auto close = line.rfind(')');
+  std::istringstream fields(close == std::string::npos ? std::string() : line.substr(close + 2));
+  std::string f;
+  double utime = 0, stime = 0, starttime = 0, rss_pages = 0;
+  for (int i = 3; fields >> f; ++i) {  // field 3 is the state
+    if (i == 14) utime = std::stod(f);
+    if (i == 15) stime = std::stod(f);
+    if (i == 22) starttime = std::stod(f);
+    if (i == 24) rss_pages = std::stod(f);
+  }
+  double boot_time = 0;
+  std::ifstream procstat("/proc/stat");
+  while (std::getline(procstat, line))
+    if (line.rfind("btime ", 0) == 0) boot_time = std::stod(line.substr(6));
+  size_t fds = 0;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::end(it);
+       it.increment(ec))
+    ++fds;
+  out << "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+      << "# TYPE process_cpu_seconds_total counter\n"
+      << "process_cpu_seconds_total " << (utime + stime) / ticks << "\n"
+      << "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+      << "# TYPE process_resident_memory_bytes gauge\n"
+      << "process_resident_memory_bytes " << static_cast<uint64_t>(rss_pages * page) << "\n"
+      << "# HELP process_open_fds Number of open file descriptors.\n"
+      << "# TYPE process_open_fds gauge\n"
+      << "process_open_fds " << fds << "\n"
+      << "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+      << "# TYPE process_start_time_seconds gauge\n"
+      << "process_start_time_seconds " << static_cast<uint64_t>(boot_time + starttime / ticks) << "\n";
+  return out.str();
+}
+
+}  // namespace
+
+struct Metrics::Impl {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Counter>& requests = prometheus::BuildCounter()
+      .Name("tresor_requests_total").Help("Requests answered, by endpoint and HTTP status").Register(registry);
+  prometheus::Family<prometheus::Counter>& route_requests = prometheus::BuildCounter()
+      .Name("tresor_route_requests_total").Help("Inference requests by the route that served them (\"\" when none did) and status")
+      .Register(registry);
+  prometheus::Family<prometheus::Counter>& attempts = prometheus::BuildCounter()
+      .Name("tresor_upstream_attempts_total").Help("Upstream attempts by route and outcome").Register(registry);
+  prometheus::Family<prometheus::Counter>& failovers = prometheus::BuildCounter()
+      .Name("tresor_failovers_total").Help("Requests served by a route other than their first candidate").Register(registry);
+  prometheus::Family<prometheus::Counter>& reloads = prometheus::BuildCounter()
+      .Name("tresor_config_reloads_total").Help("Config reloads (SIGHUP) by result").Register(registry);
+  prometheus::Family<prometheus::Gauge>& connections = prometheus::BuildGauge()
+      .Name("tresor_active_connections").Help("Client connections open now").Register(registry);
+  prometheus::Family<prometheus::Gauge>& streams = prometheus::BuildGauge()
+      .Name("tresor_active_streams").Help("SSE streams being relayed now").Register(registry);
+  prometheus::Family<prometheus::Histogram>& duration = prometheus::BuildHistogram()
+      .Name("tresor_request_duration_seconds").Help("Time from request head to the end of the answer").Register(registry);
+  prometheus::Family<prometheus::Histogram>& upstream = prometheus::BuildHistogram()
+      .Name("tresor_upstream_duration_seconds").Help("Time spent waiting on upstreams (and backoff between attempts)")
+      .Register(registry);
+  prometheus::Family<prometheus::Histogram>& overhead = prometheus::BuildHistogram()
+      .Name("tresor_overhead_seconds").Help("The router's own time: total minus the upstream wait").Register(registry);
+  prometheus::Gauge& active_connections = connections.Add({});
+  prometheus::Gauge& active_streams = streams.Add({});
+};
+
+Metrics::Metrics() : impl_(std::make_unique<Impl>()) {
+  // Both results exist from the start, so a rate() over them works before the first reload.
+  impl_->reloads.Add({{"result", "success"}});
+  impl_->reloads.Add({{"result", "failure"}});
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point now) {
+  const std::string endpoint(r.endpoint);
+  const std::string status = std::to_string(r.status ? r.status : 499);  // 499: client closed (nginx)
+  impl_->requests.Add({{"endpoint", endpoint}, {"status", status}}).Increment();
+  impl_->duration.Add({{"endpoint", endpoint}}, duration_buckets()).Observe(seconds(now - r.started));
+  if (!r.inference) return;
+  impl_->route_requests.Add({{"route", r.routed_model}, {"status", status}}).Increment();
+  for (const auto& a : r.attempts) {
+    if (a.outcome == router::AttemptOutcome::skipped_breaker || a.outcome == router::AttemptOutcome::skipped_retry_after)
+      continue;  // not attempted
+    impl_->attempts.Add({{"route", a.route}, {"outcome", outcome_label(a)}}).Increment();
+  }
+  if (r.failover) impl_->failovers.Add({{"endpoint", endpoint}}).Increment();
+  impl_->upstream.Add({{"endpoint", endpoint}}, duration_buckets()).Observe(seconds(r.upstream_wait));
+  impl_->overhead.Add({{"endpoint", endpoint}}, overhead_buckets()).Observe(seconds(r.overhead(now)));
+}
+
+void Metrics::connection_opened() { impl_->active_connections.Increment(); }
+void Metrics::connection_closed() { impl_->active_connections.Decrement(); }
+void Metrics::stream_started() { impl_->active_streams.Increment(); }
+void Metrics::stream_ended() { impl_->active_streams.Decrement(); }
+void Metrics::config_reload(bool ok) { impl_->reloads.Add({{"result", ok ? "success" : "failure"}}).Increment(); }
+
+std::string Metrics::render(const config::Config& cfg, const router::RouteHealth& health,
+                            const receipts::ReceiptService::Counts& receipts) const {
+  std::string out = prometheus::TextSerializer().Serialize(impl_->registry.Collect());
+  std::ostringstream extra;
+  extra << "# HELP tresor_route_breaker_state Circuit breaker per route: 0 closed, 1 open, 2 half-open.\n"
+        << "# TYPE tresor_route_breaker_state gauge\n";
+  const auto now = providers::Clock::now();
+  for (const auto& route : cfg.routes)
+    extra << "tresor_route_breaker_state{route=\"" << route.id << "\"} "
+          << static_cast<int>(health.breaker_state(route.id, now)) << "\n";
+  extra << "# HELP tresor_receipts_issued_total Receipts signed.\n# TYPE tresor_receipts_issued_total counter\n"
+        << "tresor_receipts_issued_total " << receipts.issued << "\n"
+        << "# HELP tresor_receipts_stored_total Receipts stored durably.\n# TYPE tresor_receipts_stored_total counter\n"
+        << "tresor_receipts_stored_total " << receipts.stored << "\n"
+        << "# HELP tresor_receipt_store_failures_total Receipts that could not be signed or stored.\n"
+        << "# TYPE tresor_receipt_store_failures_total counter\n"
+        << "tresor_receipt_store_failures_total " << receipts.failed << "\n";
+  return out + extra.str() + process_metrics();
+}
+
+}  // namespace tresor::server

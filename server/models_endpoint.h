@@ -1,0 +1,18 @@
+// GET /v1/models (spec §1.3): the routes table as OpenAI's model list. No auth. Filters
+// `region`, `provider`, `type` match exactly (an unknown value gives an empty list);
+// `detail=true|1` adds the `tresor` block with pricing.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "config/config.h"
+#include "server/http_types.h"
+
+namespace tresor::server {
+
+// `query` is the target's query string without '?'. `created` is when this config was
+// loaded (unix seconds): the routes exist since then.
+Response models_response(const config::Config& cfg, std::string_view query, int64_t created);
+
+}  // namespace tresor::server
