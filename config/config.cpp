@@ -136,7 +136,7 @@ void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
   r.expect_map(n, "server",
                {"listen", "threads", "max_body_bytes", "max_header_bytes",
                 "header_timeout_seconds", "body_timeout_seconds", "upload_spool_dir", "upload_memory_bytes", "drain_seconds",
-                "drain_notice_seconds"});
+                "drain_notice_seconds", "tls"});
   if (auto l = n["listen"]) {
     if (l.IsSequence()) {
       for (const auto& item : l) s.listen.push_back(parse_listen(r, item));
@@ -159,6 +159,13 @@ void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
     std::error_code ec;
     if (!s.upload_spool_dir.empty() && !std::filesystem::is_directory(s.upload_spool_dir, ec))
       r.fail(v, "server.upload_spool_dir '" + s.upload_spool_dir + "' is not a directory");
+  }
+  if (auto t = n["tls"]) {
+    r.expect_map(t, "server.tls", {"cert_file", "key_file"});
+    if (auto v = t["cert_file"]) s.tls.cert_file = r.text(v, "server.tls.cert_file");
+    if (auto v = t["key_file"]) s.tls.key_file = r.text(v, "server.tls.key_file");
+    if (s.tls.cert_file.empty() != s.tls.key_file.empty())
+      r.fail(t, "server.tls needs both cert_file and key_file");
   }
   if (auto v = n["drain_seconds"]) s.drain_seconds = r.integer<unsigned>(v, "server.drain_seconds", 0, 3600);
   if (auto v = n["drain_notice_seconds"])
@@ -355,12 +362,14 @@ void load_receipts(const Reader& r, const YAML::Node& n, ReceiptsConfig& c) {
 }
 
 void load_attestation(const Reader& r, const YAML::Node& n, AttestationConfig& c) {
-  r.expect_map(n, "attestation", {"mode", "trust_bundle_url"});
+  r.expect_map(n, "attestation", {"mode", "trust_bundle_url", "max_age_seconds"});
   if (auto v = n["mode"]) {
     c.mode = r.text(v, "attestation.mode");
     if (c.mode != "dev") r.fail(v, "attestation.mode: only 'dev' is supported");
   }
   if (auto v = n["trust_bundle_url"]) c.trust_bundle_url = r.text(v, "attestation.trust_bundle_url");
+  if (auto v = n["max_age_seconds"])
+    c.max_age_seconds = r.integer<unsigned>(v, "attestation.max_age_seconds", 1, 86400);
 }
 
 std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& name) {

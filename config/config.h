@@ -39,6 +39,12 @@ struct ServerConfig {
   // until drain_seconds after the signal to finish before the process exits.
   unsigned drain_seconds = 30;
   unsigned drain_notice_seconds = 0;
+  // Optional HTTPS on every listener (PEM files). Its certificate's SPKI is what
+  // GET /attestation binds to (tls_spki_sha256).
+  struct Tls {
+    std::string cert_file;
+    std::string key_file;
+  } tls;
 };
 
 struct TimeoutsConfig {
@@ -129,6 +135,7 @@ struct ReceiptsConfig {
 struct AttestationConfig {
   std::string mode = "dev";
   std::string trust_bundle_url;
+  unsigned max_age_seconds = 600;  // how long a client may cache a verified envelope
 };
 
 struct Config {

@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include <stdexcept>
@@ -82,6 +83,11 @@ std::string claims_json(const Claims& c) {
   o["request_sha256"] = c.request_sha256;
   o["response_sha256"] = c.response_sha256;
   if (c.nonce) o["nonce"] = *c.nonce;
+  if (c.router_attestation_json) {
+    boost::system::error_code ec;
+    auto block = boost::json::parse(*c.router_attestation_json, ec);
+    if (!ec) o["router_attestation"] = std::move(block);
+  }
   return boost::json::serialize(o);
 }
 

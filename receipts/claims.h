@@ -43,6 +43,8 @@ struct Claims {
   std::string request_sha256;
   std::string response_sha256;
   std::optional<std::string> nonce;  // X-Tresor-Nonce
+  // The router's attestation block (a JSON object, GET /attestation's stable fields).
+  std::optional<std::string> router_attestation_json;
 };
 
 // The JWS payload, compact JSON, claims in the order of spec §5.3.

@@ -202,6 +202,7 @@ class ChatAttempts final : public EndpointAttempts {
     f.response_sha256 = std::move(response_sha256);
     f.prompt_tokens = prompt_tokens;
     f.completion_tokens = completion_tokens;
+    f.router_attestation = services_.attestation.receipt_block();
     return f;
   }
 

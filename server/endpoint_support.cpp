@@ -173,6 +173,7 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
   c.request_sha256 = std::move(figures.request_sha256);
   c.response_sha256 = std::move(figures.response_sha256);
   c.nonce = nonce;
+  if (!figures.router_attestation.empty()) c.router_attestation_json = std::move(figures.router_attestation);
   return c;
 }
 

@@ -20,6 +20,7 @@
 #include "router/route_resolution.h"
 #include "router/route_health.h"
 #include "server/api_error.h"
+#include "server/attestation.h"
 #include "server/credit_ledger.h"
 #include "server/http_types.h"
 #include "server/request_record.h"
@@ -51,6 +52,7 @@ struct EndpointServices {
   CreditLedger& credits;                // the process's
   providers::FileIoPool& file_io;       // the process's: spool reads off the I/O threads
   RequestRecord& record;                // this request's: routes, attempts, upstream wait
+  const RouterAttestation& attestation; // the process's: embedded in receipts
 };
 
 // 400 / 404 for a model that does not resolve (spec §2.2).
@@ -84,6 +86,7 @@ struct ClaimFigures {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   std::optional<int64_t> audio_seconds;
+  std::string router_attestation;  // RouterAttestation::receipt_block()
 };
 receipts::Claims make_claims(const std::string& id, const TresorInfo& info, ClaimFigures figures,
                              const std::optional<std::string>& nonce);

@@ -87,6 +87,7 @@ struct Server::Impl {
   std::unique_ptr<CreditLedger> credits;
   std::string jwks;
   Metrics metrics;
+  std::unique_ptr<RouterAttestation> attestation;
   std::vector<std::unique_ptr<Worker>> workers;
   // Declared after the workers, so it is joined (its queued jobs finished) before the
   // workers' io_contexts, and the sessions that wait on those jobs, are destroyed.
@@ -206,7 +207,7 @@ struct Server::Impl {
         continue;
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits,
-                                     file_io, metrics, lifecycle, w.sessions, jwks};
+                                     file_io, metrics, lifecycle, *attestation, w.sessions, jwks};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -231,6 +232,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   impl_->receipts = std::make_unique<receipts::ReceiptService>(std::move(signer), open_store(cfg->store),
                                                                static_cast<int64_t>(cfg->receipts.ttl_seconds));
   impl_->credits = std::make_unique<CreditLedger>(impl_->receipts->load_spend());
+  impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();

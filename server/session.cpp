@@ -44,7 +44,7 @@ constexpr size_t kUploadReadBytes = 64 * 1024;
 constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
 
-enum class Endpoint { health, ready, metrics, models, chat, transcription, receipt, jwks, usage, unknown };
+enum class Endpoint { health, ready, metrics, models, attestation, chat, transcription, receipt, jwks, usage, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -62,6 +62,7 @@ std::string_view endpoint_template(Endpoint e, std::string_view path) {
     case Endpoint::ready: return "/readyz";
     case Endpoint::metrics: return "/metrics";
     case Endpoint::models: return "/v1/models";
+    case Endpoint::attestation: return "/attestation";
     case Endpoint::chat: return kChatPath;
     case Endpoint::transcription: return kTranscriptionsPath;
     case Endpoint::usage: return "/v1/usage";
@@ -76,6 +77,7 @@ RouteMatch match(http::verb method, std::string_view target) {
   if (path == "/readyz") return {Endpoint::ready, get, "GET, HEAD"};
   if (path == "/metrics") return {Endpoint::metrics, get, "GET, HEAD"};
   if (path == "/v1/models") return {Endpoint::models, get, "GET, HEAD"};
+  if (path == "/attestation") return {Endpoint::attestation, get, "GET, HEAD"};
   if (path == kChatPath) return {Endpoint::chat, method == http::verb::post, "POST"};
   if (path == kTranscriptionsPath) return {Endpoint::transcription, method == http::verb::post, "POST"};
   if (path == "/v1/usage") return {Endpoint::usage, get, "GET, HEAD"};
@@ -410,7 +412,8 @@ class Session final : public ResponseSink, public SessionControl {
       co_return co_await finish_without_body(e, has_body);
     }
     if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks ||
-        route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models) {
+        route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models ||
+        route.endpoint == Endpoint::attestation) {
       Response r = public_response(route.endpoint, *runtime, req.target());
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
@@ -483,7 +486,7 @@ class Session final : public ResponseSink, public SessionControl {
       if (ec) co_return false;
     }
     const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.credits,
-                                    services_.file_io, record_};
+                                    services_.file_io, record_, services_.attestation};
     const auto& controls = std::get<ControlHeaders>(chat_head);
     if (upload) {
       const UploadLimits limits = upload_limits(server_cfg);
@@ -575,6 +578,12 @@ class Session final : public ResponseSink, public SessionControl {
                                unix_seconds(runtime.loaded_at));
       }
       case Endpoint::ready: return ready_response(services_.lifecycle.draining);
+      case Endpoint::attestation: {
+        Response r;
+        r.body = services_.attestation.envelope_json();
+        r.headers.emplace_back("Cache-Control", "no-store");
+        return r;
+      }
       default: return health_response();
     }
   }

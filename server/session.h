@@ -12,6 +12,7 @@
 #include "providers/upstream_client.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
+#include "server/attestation.h"
 #include "server/credit_ledger.h"
 #include "server/metrics.h"
 #include "server/rate_limiter.h"
@@ -53,6 +54,7 @@ struct SessionServices {
   providers::FileIoPool& file_io;  // blocking file work (upload spools)
   Metrics& metrics;
   Lifecycle& lifecycle;
+  const RouterAttestation& attestation;
   SessionRegistry& registry;  // the worker's
   const std::string& jwks;  // the JWKS document, built at startup
 };

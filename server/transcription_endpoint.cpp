@@ -156,7 +156,8 @@ Response transcript_response(TranscriptAnswer answer, const TresorInfo& info, co
   return r;
 }
 
-ClaimFigures claim_figures(const std::string& request_sha256, const TranscriptAnswer& a) {
+ClaimFigures claim_figures(const std::string& request_sha256, const TranscriptAnswer& a,
+                           const RouterAttestation& attestation) {
   ClaimFigures f;
   f.endpoint = std::string(kTranscriptionsPath);
   f.request_sha256 = request_sha256;
@@ -164,6 +165,7 @@ ClaimFigures claim_figures(const std::string& request_sha256, const TranscriptAn
   f.prompt_tokens = a.input_tokens;
   f.completion_tokens = a.output_tokens;
   f.audio_seconds = a.audio_seconds;
+  f.router_attestation = attestation.receipt_block();
   return f;
 }
 
@@ -228,7 +230,7 @@ class TranscriptionAttempts final : public EndpointAttempts {
     TresorInfo info = tresor_info(requested_route_, plan);
     if (!head_.receipt_opt_out) {
       const std::string id = receipts::new_receipt_id();
-      receipts::Claims claims = make_claims(id, info, claim_figures(upload_.body_sha256(), *answer), head_.nonce);
+      receipts::Claims claims = make_claims(id, info, claim_figures(upload_.body_sha256(), *answer, services_.attestation), head_.nonce);
       std::string customer = head_.customer();
       if (co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims)))
         info.receipt_id = id;
