@@ -82,12 +82,12 @@ std::string claims_json(const Claims& c) {
   if (c.audio_seconds) o["audio_seconds"] = *c.audio_seconds;
   o["request_sha256"] = c.request_sha256;
   o["response_sha256"] = c.response_sha256;
-  if (c.nonce) o["nonce"] = *c.nonce;
   if (c.router_attestation_json) {
     boost::system::error_code ec;
     auto block = boost::json::parse(*c.router_attestation_json, ec);
     if (!ec) o["router_attestation"] = std::move(block);
   }
+  if (c.nonce) o["nonce"] = *c.nonce;
   return boost::json::serialize(o);
 }
 

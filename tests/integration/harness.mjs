@@ -902,7 +902,8 @@ export const RECEIPT_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-
 
 /** The receipt payload's claims, in the order the gateway writes them (`nonce` only if sent). */
 export const RECEIPT_CLAIMS = Object.freeze(['jti', 'iat', 'receipt_type', 'requested_route', 'routed_model',
-  'failover', 'endpoint', 'prompt_tokens', 'completion_tokens', 'request_sha256', 'response_sha256']);
+  'failover', 'endpoint', 'prompt_tokens', 'completion_tokens', 'request_sha256', 'response_sha256',
+  'router_attestation']);
 
 /** SHA-256 of bytes (Buffer/Uint8Array) or a string (UTF-8), lowercase hex. */
 export function sha256HexBytes(data) {
