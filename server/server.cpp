@@ -7,6 +7,7 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
@@ -53,6 +54,8 @@ std::vector<std::string> restart_only_changes(const config::Config& now, const c
   if (now.store != next.store) changed.push_back("store");
   if (now.receipts.signing_key_file != next.receipts.signing_key_file || now.receipts.kid != next.receipts.kid)
     changed.push_back("receipts signing key");
+  if (now.server.tls.cert_file != next.server.tls.cert_file || now.server.tls.key_file != next.server.tls.key_file)
+    changed.push_back("server.tls");
   return changed;
 }
 
@@ -88,6 +91,7 @@ struct Server::Impl {
   std::string jwks;
   Metrics metrics;
   std::unique_ptr<RouterAttestation> attestation;
+  std::unique_ptr<asio::ssl::context> tls;  // server.tls, else plain HTTP
   std::vector<std::unique_ptr<Worker>> workers;
   // Declared after the workers, so it is joined (its queued jobs finished) before the
   // workers' io_contexts, and the sessions that wait on those jobs, are destroyed.
@@ -207,7 +211,7 @@ struct Server::Impl {
         continue;
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits,
-                                     file_io, metrics, lifecycle, *attestation, w.sessions, jwks};
+                                     file_io, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get()};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -215,6 +219,20 @@ struct Server::Impl {
 };
 
 namespace {
+
+// HTTPS for the listeners: TLS 1.2+, the certificate chain and key from PEM files.
+std::unique_ptr<asio::ssl::context> server_tls_context(const config::ServerConfig::Tls& tls) {
+  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
+                   asio::ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  ctx->use_certificate_chain_file(tls.cert_file, ec);
+  if (ec) throw std::runtime_error("server.tls.cert_file " + tls.cert_file + ": " + ec.message());
+  ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
+  if (ec) throw std::runtime_error("server.tls.key_file " + tls.key_file + ": " + ec.message());
+  return ctx;
+}
 
 std::unique_ptr<receipts::ReceiptStore> open_store(const std::string& url) {
   constexpr std::string_view kSqlite = "sqlite:";
@@ -233,6 +251,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
                                                                static_cast<int64_t>(cfg->receipts.ttl_seconds));
   impl_->credits = std::make_unique<CreditLedger>(impl_->receipts->load_spend());
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
+  if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
@@ -260,7 +279,7 @@ void Server::listen() {
     acceptor->listen(asio::socket_base::max_listen_connections);
     const auto bound = acceptor->local_endpoint();
     const auto host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]" : bound.address().to_string();
-    spdlog::info("listening on http://{}:{}", host, bound.port());
+    spdlog::info("listening on {}://{}:{}", impl_->tls ? "https" : "http", host, bound.port());
     asio::co_spawn(first, impl_->accept_loop(*acceptor),
                    [](std::exception_ptr e) { log_exception(e, "accept loop ended with an exception"); });
     impl_->acceptors.push_back(std::move(acceptor));

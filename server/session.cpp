@@ -7,6 +7,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <spdlog/spdlog.h>
 
 #include "server/api_error.h"
@@ -21,6 +22,8 @@
 
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
+
+#include <type_traits>
 
 namespace tresor::server {
 namespace asio = boost::asio;
@@ -221,10 +224,13 @@ Response ready_response(bool draining) {
   return r;
 }
 
+// Stream is beast::tcp_stream (HTTP) or beast::ssl_stream<beast::tcp_stream> (HTTPS, with
+// server.tls), as in Beast's advanced_server_flex example.
+template <typename Stream>
 class Session final : public ResponseSink, public SessionControl {
  public:
-  Session(tcp::socket socket, SessionServices services)
-      : stream_(std::move(socket)), services_(services), runtime_(services.runtime) {
+  Session(Stream stream, SessionServices services)
+      : stream_(std::move(stream)), services_(services), runtime_(services.runtime) {
     services_.registry.insert(this);
     services_.lifecycle.open_sessions.fetch_add(1);
   }
@@ -238,19 +244,22 @@ class Session final : public ResponseSink, public SessionControl {
   void drain() override {
     if (!idle_) return;  // busy: send() answers with Connection: close
     error_code ec;
-    stream_.socket().cancel(ec);  // the pending head read ends with operation_aborted
+    lowest().socket().cancel(ec);  // the pending head read ends with operation_aborted
   }
 
   asio::awaitable<void> run() {
     error_code ec;
-    stream_.socket().set_option(tcp::no_delay(true), ec);
+    lowest().socket().set_option(tcp::no_delay(true), ec);
     services_.metrics.connection_opened();
-    while (co_await serve_one()) {
+    if (co_await open_tls()) {
+      while (co_await serve_one()) {
+      }
     }
     services_.metrics.connection_closed();
     if (linger_) co_await lingering_close();
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    co_await close_tls();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
   }
 
   // ResponseSink ------------------------------------------------------------------
@@ -273,7 +282,7 @@ class Session final : public ResponseSink, public SessionControl {
     if (!head_only_) res.body() = std::move(response.body);
     res.prepare_payload();
     if (head_only_) res.content_length(response.body.size());
-    stream_.expires_after(kWriteTimeout);
+    lowest().expires_after(kWriteTimeout);
     error_code ec;
     http::serializer<false, http::string_body> sr{res};
     if (head_only_) {
@@ -303,7 +312,7 @@ class Session final : public ResponseSink, public SessionControl {
     if (chunked_) res.chunked(true);
     else keep_alive_ = false;
     res.keep_alive(keep_alive_);
-    stream_.expires_after(kWriteTimeout);
+    lowest().expires_after(kWriteTimeout);
     http::response_serializer<http::empty_body> sr{res};
     error_code ec;
     co_await http::async_write_header(stream_, sr, asio::redirect_error(asio::use_awaitable, ec));
@@ -315,7 +324,7 @@ class Session final : public ResponseSink, public SessionControl {
   asio::awaitable<bool> write_stream(std::string_view bytes) override {
     if (client_gone_) co_return false;
     record_.bytes_out += bytes.size();
-    stream_.expires_after(kWriteTimeout);
+    lowest().expires_after(kWriteTimeout);
     error_code ec;
     if (chunked_) {
       co_await asio::async_write(stream_, http::make_chunk(asio::buffer(bytes.data(), bytes.size())),
@@ -330,13 +339,42 @@ class Session final : public ResponseSink, public SessionControl {
 
   asio::awaitable<void> end_stream() override {
     if (client_gone_ || !chunked_) co_return;
-    stream_.expires_after(kWriteTimeout);
+    lowest().expires_after(kWriteTimeout);
     error_code ec;
     co_await asio::async_write(stream_, http::make_chunk_last(), asio::redirect_error(asio::use_awaitable, ec));
     if (ec) client_gone_ = true;
   }
 
  private:
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  // HTTPS: the handshake, bounded like a request head (a client that never completes it
+  // is a slowloris too).
+  asio::awaitable<bool> open_tls() {
+    if constexpr (kTls) {
+      lowest().expires_after(std::chrono::seconds(runtime_.current()->config->server.header_timeout_seconds));
+      error_code ec;
+      co_await stream_.async_handshake(asio::ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        spdlog::debug("TLS handshake with a client failed: {}", ec.message());
+        co_return false;
+      }
+    }
+    co_return true;
+  }
+
+  // HTTPS: close_notify before the TCP close, briefly (the peer may be gone).
+  asio::awaitable<void> close_tls() {
+    if constexpr (kTls) {
+      if (client_gone_) co_return;
+      lowest().expires_after(std::chrono::seconds(1));
+      error_code ec;
+      co_await stream_.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
   // Serves one request, then logs it and counts it; false when the connection must close.
   asio::awaitable<bool> serve_one() {
     record_ = RequestRecord();
@@ -370,7 +408,7 @@ class Session final : public ResponseSink, public SessionControl {
     head_only_ = false;
 
     // Phase 1: the request head, within header_timeout (slowloris, idle keep-alive).
-    stream_.expires_after(std::chrono::seconds(server_cfg.header_timeout_seconds));
+    lowest().expires_after(std::chrono::seconds(server_cfg.header_timeout_seconds));
     error_code ec;
     if (services_.lifecycle.closing) co_return false;
     idle_ = true;
@@ -481,7 +519,7 @@ class Session final : public ResponseSink, public SessionControl {
       co_return co_await finish_without_body(too_large, true);
     if (beast::iequals(req[http::field::expect], "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, version_};
-      stream_.expires_after(kWriteTimeout);
+      lowest().expires_after(kWriteTimeout);
       co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
     }
@@ -495,7 +533,7 @@ class Session final : public ResponseSink, public SessionControl {
     http::request_parser<http::string_body> body_parser{std::move(head_parser)};
     body_parser.body_limit(server_cfg.max_body_bytes);
     while (!body_parser.is_done()) {
-      stream_.expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
+      lowest().expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
       co_await http::async_read_some(stream_, buffer_, body_parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::body_limit) co_return co_await finish_without_body(too_large, true);
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
@@ -533,7 +571,7 @@ class Session final : public ResponseSink, public SessionControl {
     while (!body_parser.is_done()) {
       body_parser.get().body().data = piece.data();
       body_parser.get().body().size = piece.size();
-      stream_.expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
+      lowest().expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
       co_await http::async_read_some(stream_, buffer_, body_parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::need_buffer) ec = {};
       if (ec == http::error::body_limit) co_return co_await finish_without_body(too_large, true);
@@ -612,13 +650,13 @@ class Session final : public ResponseSink, public SessionControl {
 
   asio::awaitable<void> lingering_close() {
     error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(kLingerTime);
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest().expires_after(kLingerTime);
     char scratch[16 * 1024];
     while (!ec) co_await stream_.async_read_some(asio::buffer(scratch), asio::redirect_error(asio::use_awaitable, ec));
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   beast::flat_buffer buffer_;
   SessionServices services_;
   RuntimeHolder& runtime_;
@@ -639,8 +677,14 @@ class Session final : public ResponseSink, public SessionControl {
 }  // namespace
 
 asio::awaitable<void> run_session(tcp::socket socket, SessionServices services) {
-  Session session(std::move(socket), services);
-  co_await session.run();
+  if (services.tls) {
+    Session<beast::ssl_stream<beast::tcp_stream>> session(
+        beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), *services.tls), services);
+    co_await session.run();
+  } else {
+    Session<beast::tcp_stream> session(beast::tcp_stream(std::move(socket)), services);
+    co_await session.run();
+  }
 }
 
 }  // namespace tresor::server

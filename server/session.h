@@ -4,6 +4,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
 
 #include <atomic>
 #include <unordered_set>
@@ -57,6 +58,7 @@ struct SessionServices {
   const RouterAttestation& attestation;
   SessionRegistry& registry;  // the worker's
   const std::string& jwks;  // the JWKS document, built at startup
+  boost::asio::ssl::context* tls = nullptr;  // HTTPS listeners (server.tls), else plain HTTP
 };
 
 boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket, SessionServices services);
