@@ -68,7 +68,9 @@ struct ReceiptService::Impl {
   std::vector<SpendEntry> charges;
   bool stopping = false;
   bool exited = false;
-  std::atomic<uint64_t> issued{0}, stored{0}, failed{0};  // the worker has left its loop; nothing queued now would run
+  std::atomic<uint64_t> issued{0}, stored{0}, failed{0};
+  std::atomic<bool> reachable{true};
+  std::atomic<bool> probing{false};  // the worker has left its loop; nothing queued now would run
 
   std::thread worker;
 
@@ -260,6 +262,22 @@ void ReceiptService::with_store(std::function<void(ReceiptStore&)> job) {
 bool ReceiptService::shared_store() const { return impl_->store->shared(); }
 
 const Signer& ReceiptService::signer() const { return *impl_->signer; }
+
+bool ReceiptService::store_reachable() const { return impl_->reachable.load(); }
+
+void ReceiptService::probe_store() {
+  if (impl_->probing.exchange(true)) return;  // one probe at a time, however often /readyz is asked
+  Impl* impl = impl_.get();
+  with_store([impl](ReceiptStore& store) {
+    bool ok = false;
+    try {
+      ok = store.reachable();
+    } catch (const std::exception&) {
+    }
+    impl->reachable = ok;
+    impl->probing = false;
+  });
+}
 
 ReceiptService::Counts ReceiptService::counts() const {
   Counts c;

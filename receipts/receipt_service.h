@@ -43,6 +43,11 @@ class ReceiptService {
   };
   Counts counts() const;
 
+  // Readiness (/readyz): the store's answer to the last probe (true until one failed).
+  // probe_store() asks again on the service thread without waiting for the answer.
+  bool store_reachable() const;
+  void probe_store();
+
   const Signer& signer() const;
   size_t stored_count();  // for tests and metrics (runs on the service thread, blocks the caller)
 

@@ -231,6 +231,14 @@ class RedisStore final : public ReceiptStore {
   // Redis deletes expired receipts on its own (EXPIREAT).
   size_t purge_expired(int64_t) override { return 0; }
 
+  bool reachable() override {
+    return run<bool>("ping", false, [&](bool) -> Attempt<bool> {
+      Reply r = command({"PING"});
+      if (!r) return Attempt<bool>::lost();
+      return Attempt<bool>::ok(r->type == REDIS_REPLY_STATUS);
+    });
+  }
+
   size_t count() override {
     return run<size_t>("count", 0, [&](bool) -> Attempt<size_t> {
       std::vector<std::string> keys;

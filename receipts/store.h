@@ -43,6 +43,8 @@ class ReceiptStore {
   // customer's spend as all replicas see it. A local store answers nullopt and the
   // process keeps its own counts.
   virtual bool shared() const { return false; }
+  // Whether the store answers now (Redis: PING, reconnecting if needed); /readyz.
+  virtual bool reachable() { return true; }
   // Adds `delta` to counter `name` (created with a `ttl_seconds` lifetime); the new value.
   virtual std::optional<int64_t> add_to_counter(const std::string& /*name*/, int64_t /*delta*/,
                                                 int64_t /*ttl_seconds*/) {

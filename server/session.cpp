@@ -217,10 +217,10 @@ int64_t unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-Response ready_response(bool draining) {
+Response ready_response(bool draining, bool store_reachable) {
   Response r;
-  r.status = draining ? 503 : 200;
-  r.body = draining ? R"({"status":"draining"})" : R"({"status":"ok"})";
+  r.status = draining || !store_reachable ? 503 : 200;
+  r.body = draining ? R"({"status":"draining"})" : store_reachable ? R"({"status":"ok"})" : R"({"status":"store_unreachable"})";
   return r;
 }
 
@@ -615,7 +615,11 @@ class Session final : public ResponseSink, public SessionControl {
         return models_response(*runtime.config, q == std::string_view::npos ? std::string_view() : t.substr(q + 1),
                                unix_seconds(runtime.loaded_at));
       }
-      case Endpoint::ready: return ready_response(services_.lifecycle.draining);
+      case Endpoint::ready:
+        // Answers with the last probe's result and starts the next one (never waits on
+        // the store: a hung Redis must not hang the probe).
+        services_.receipts.probe_store();
+        return ready_response(services_.lifecycle.draining, services_.receipts.store_reachable());
       case Endpoint::attestation: {
         Response r;
         r.body = services_.attestation.envelope_json();
