@@ -17,7 +17,10 @@ const CHUNKS = 6;
 const PACE_MS = 20;
 const CONTENT = 'one two three four five six seven eight nine ten eleven twelve';
 const DONE_GRACE_MS = 500; // silence after the finish (+ usage) that completes a stream
-const SLACK_MS = 100;
+// What the gateway controls is the timer; the slack absorbs a loaded 2-core machine (the
+// sanitizer pass of CI measured 129 ms over a 500 ms timer) and stays far below the idle
+// limit (2 s) that a missing completion timer would fall back to.
+const SLACK_MS = 400;
 
 const CASES = ['cut', 'rst', 'stl', 'err', 'nd', 'ndc', 'ndu', 'ndf', 'nfn', 'nfc', 'nuc', 'bad'];
 const prim = (x) => `eu/${x}/m1`;
@@ -131,7 +134,7 @@ describe('mid-stream failures and completion', { timeout: 60_000, concurrency: t
     await assertNoFailover(x, r);
   });
 
-  test('finish chunk, then the upstream hangs without [DONE] → [DONE] within 500 ms + 100 ms', async () => {
+  test('finish chunk, then the upstream hangs without [DONE] → [DONE] within 500 ms + slack', async () => {
     const x = 'nd';
     const r = await run(x, { no_done: 1 });
     r.routed = prim(x);
@@ -142,7 +145,7 @@ describe('mid-stream failures and completion', { timeout: 60_000, concurrency: t
     await assertNoFailover(x, r);
   });
 
-  test('finish chunk, then the upstream closes without [DONE] → [DONE] within 500 ms + 100 ms', async () => {
+  test('finish chunk, then the upstream closes without [DONE] → [DONE] within 500 ms + slack', async () => {
     const x = 'ndc';
     const r = await run(x, { no_done_close: 1 });
     r.routed = prim(x);
@@ -152,7 +155,7 @@ describe('mid-stream failures and completion', { timeout: 60_000, concurrency: t
     await assertNoFailover(x, r);
   });
 
-  test('include_usage: finish + usage chunk, then the upstream hangs → usage forwarded (with tresor), [DONE] within 600 ms', async () => {
+  test('include_usage: finish + usage chunk, then the upstream hangs → usage forwarded (with tresor), [DONE] within 500 ms + slack', async () => {
     const x = 'ndu';
     const r = await run(x, { no_done: 1 }, { stream_options: { include_usage: true } });
     r.routed = prim(x);
@@ -167,7 +170,7 @@ describe('mid-stream failures and completion', { timeout: 60_000, concurrency: t
     await assertNoFailover(x, r);
   });
 
-  test('include_usage with the usage on the finish chunk, then the upstream hangs → [DONE] within 600 ms', async () => {
+  test('include_usage with the usage on the finish chunk, then the upstream hangs → [DONE] within 500 ms + slack', async () => {
     const x = 'ndf';
     const r = await run(x, { no_done: 1, usage_in_finish: 1 }, { stream_options: { include_usage: true } });
     r.routed = prim(x);
