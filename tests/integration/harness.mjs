@@ -10,7 +10,12 @@
 //                          timedChat()/parseAttempts()/expectAttempts() for X-Tresor-Attempts;
 //                          fakes take runtime faults via fake.behaviour(spec) and can be
 //                          stopped and restart()ed on the same port;
-//   * stopAll()            kills every process this module started (use it in after()).
+//   * stopAll()            kills every process this module started (use it in after()), then
+//                          fails if a secret canary leaked (below);
+//   * canaries             every key makeKey()/makeProviderKey() generate is registered
+//                          (canarySecrets()); fetch() is wrapped once so that the responses
+//                          tests read from a gateway are scanned for them, and stopAll() scans
+//                          every gateway's stdout/stderr.
 //
 // Imported by tests/integration/*.test.mjs and by tests/client/*.test.mjs (relative path),
 // so it uses nothing but Node built-ins.
@@ -71,14 +76,64 @@ export function sha256Hex(s) {
   return createHash('sha256').update(s, 'utf8').digest('hex');
 }
 
-/** A fresh well-formed client key: `tr-` + 96 lowercase hex chars. */
+/** A fresh well-formed client key: `tr-` + 96 lowercase hex chars (registered as a canary). */
 export function makeKey() {
-  return 'tr-' + randomBytes(48).toString('hex');
+  return registerCanary('tr-' + randomBytes(48).toString('hex'));
 }
 
-/** A fresh provider (upstream) api key; never a `tr-` key. */
+/** A fresh provider (upstream) api key; never a `tr-` key (registered as a canary). */
 export function makeProviderKey() {
-  return 'sk-provider-' + randomBytes(16).toString('hex');
+  return registerCanary('sk-provider-' + randomBytes(16).toString('hex'));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret canaries: every key the harness generates must never show up in a gateway's output
+// (stdout/stderr) or in a response body/header a test read from a gateway. stopAll() fails
+// the file when one did (see checkCanaries()).
+
+const canaries = new Set();
+const canaryViolations = [];
+
+/** Adds `secret` to the canaries (idempotent); returns it. Strings shorter than 12 chars are refused. */
+export function registerCanary(secret) {
+  if (typeof secret !== 'string' || secret.length < 12) throw new Error('registerCanary: a canary needs ≥ 12 characters');
+  canaries.add(secret);
+  return secret;
+}
+
+/** Every secret generated so far by makeKey()/makeProviderKey() (or registerCanary()). */
+export function canarySecrets() {
+  return [...canaries];
+}
+
+/** `text` with every canary replaced by a short tag (never prints a secret). */
+export function redactCanaries(text) {
+  let out = String(text);
+  for (const c of canaries) out = out.split(c).join(`[canary ${c.slice(0, 6)}…(${c.length} chars)]`);
+  return out;
+}
+
+/** The canaries contained in `text`. */
+export function findCanaries(text) {
+  if (!text) return [];
+  const t = String(text);
+  return [...canaries].filter((c) => t.includes(c));
+}
+
+// The line of `text` around a canary, redacted and truncated, for an error message.
+function canaryContext(text, secret) {
+  const at = text.indexOf(secret);
+  const start = text.lastIndexOf('\n', at) + 1;
+  let end = text.indexOf('\n', at);
+  if (end < 0) end = text.length;
+  const line = redactCanaries(text.slice(start, end));
+  return line.length > 300 ? `${line.slice(0, 300)}… (${line.length} chars)` : line;
+}
+
+function recordCanaryHits(where, text) {
+  for (const secret of findCanaries(text)) {
+    canaryViolations.push(`${where}: ${secret.slice(0, 6)}…(${secret.length} chars) in: ${canaryContext(String(text), secret)}`);
+  }
 }
 
 export function tempDir(prefix = 'tresor-it-') {
@@ -170,6 +225,17 @@ class ManagedProcess {
   get alive() { return this.child.exitCode === null && this.child.signalCode === null; }
   get pid() { return this.child.pid; }
 
+  /**
+   * Sends `sig` (e.g. 'SIGHUP', 'SIGTERM'). With expectExit (default: true for SIGTERM, SIGINT
+   * and SIGKILL) the exit that follows is not reported as unexpected. The exit itself: await
+   * proc.exit → { code, signal } (also proc.exitInfo once it has exited).
+   */
+  signal(sig, { expectExit = ['SIGTERM', 'SIGINT', 'SIGKILL'].includes(sig) } = {}) {
+    if (expectExit) this.stopping = true;
+    if (!this.alive) return false;
+    return this.child.kill(sig);
+  }
+
   /** Resolves with the match once `regex` matches stdout (or stderr); rejects on exit/timeout. */
   waitForOutput(regex, { stream = 'both', timeoutMs = STARTUP_TIMEOUT_MS } = {}) {
     return new Promise((resolve, reject) => {
@@ -222,9 +288,83 @@ class ManagedProcess {
   }
 }
 
-/** Stops every process started through this module (use in after()). */
+/**
+ * Stops every process started through this module (use in after()). Then checks the secret
+ * canaries: throws when a generated key appeared in a gateway's stdout/stderr or in a
+ * response a test read from a gateway (see checkCanaries()).
+ */
 export async function stopAll() {
+  // Let the body scans of responses still arriving finish first (bounded: never hangs).
+  await settleResponseScans(3000);
   await Promise.all([...liveProcs].map((p) => p.stop()));
+  checkCanaries();
+}
+
+/**
+ * Scans the output of every gateway started since the last check for canary secrets, and
+ * throws (secrets redacted, lines truncated) if one was found there or in a response read
+ * from a gateway. stopAll() calls it; call it yourself to check earlier.
+ */
+export function checkCanaries() {
+  for (const proc of gatewayProcs.splice(0)) {
+    recordCanaryHits(`${proc.name} (pid ${proc.pid}) stdout`, proc.stdout);
+    recordCanaryHits(`${proc.name} (pid ${proc.pid}) stderr`, proc.stderr);
+  }
+  if (canaryViolations.length === 0) return;
+  const found = canaryViolations.splice(0);
+  throw new Error(`secret canaries leaked (${found.length}):\n  ${found.slice(0, 20).join('\n  ')}` +
+    (found.length > 20 ? `\n  … and ${found.length - 20} more` : ''));
+}
+
+// Gateways whose output has not been checked yet; the origins whose responses are scanned.
+const gatewayProcs = [];
+const gatewayOrigins = new Set();
+const pendingScans = new Set();
+const MAX_SCANNED_BODY = 2 * 1024 * 1024;
+
+async function settleResponseScans(timeoutMs) {
+  if (pendingScans.size === 0) return;
+  let timer;
+  await Promise.race([
+    Promise.allSettled([...pendingScans]),
+    new Promise((resolve) => { timer = setTimeout(resolve, timeoutMs); }),
+  ]);
+  clearTimeout(timer);
+}
+
+// Called for every fetch() response. Headers at once; for a gateway's answer that is not an
+// event stream and has a Content-Length up to 2 MiB, the body through a clone: clone() tees
+// the body, so the caller's Response is untouched and can be read whenever and however.
+function scanResponse(input, init, res) {
+  let url;
+  try {
+    url = new URL(res.url || (typeof input === 'string' || input instanceof URL ? String(input) : input.url));
+  } catch { return; }
+  if (!gatewayOrigins.has(url.origin)) return;
+  const method = (init && init.method) || (input && typeof input === 'object' && input.method) || 'GET';
+  const where = `response to ${method} ${url.pathname}`;
+  for (const [name, value] of res.headers) recordCanaryHits(`${where}, header ${name}`, value);
+  const type = res.headers.get('content-type') || '';
+  const length = Number(res.headers.get('content-length'));
+  if (!res.body || /^text\/event-stream/i.test(type) || !res.headers.has('content-length') ||
+      !(length >= 0 && length <= MAX_SCANNED_BODY)) return;
+  let clone;
+  try { clone = res.clone(); } catch { return; }
+  const p = clone.text().then((text) => recordCanaryHits(`${where} (status ${res.status}), body`, text), () => {});
+  pendingScans.add(p);
+  p.finally(() => pendingScans.delete(p));
+}
+
+// Installed once per process around the current fetch (tests simply call fetch()).
+if (typeof globalThis.fetch === 'function' && !globalThis.fetch.tresorCanaryScan) {
+  const innerFetch = globalThis.fetch;
+  const scanningFetch = async function fetch(input, init) {
+    const res = await innerFetch(input, init);
+    try { scanResponse(input, init, res); } catch { /* never break the caller */ }
+    return res;
+  };
+  scanningFetch.tresorCanaryScan = true;
+  globalThis.fetch = scanningFetch;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,10 +538,12 @@ async function launchGateway(configPath, env, name) {
   // SQLite store under state/) is private to the test and removed with it.
   const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env },
     path.dirname(configPath));
+  gatewayProcs.push(proc); // stopAll() checks its output for secret canaries
   const m = await proc.waitForOutput(/listening on http:\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/);
   const host = m[1].replace(/^\[|\]$/g, '');
   const port = Number(m[2]);
   const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  gatewayOrigins.add(origin); // fetch() responses from here are checked for canaries
   await waitFor(async () => {
     if (!proc.alive) throw new Error(`${name} exited: ${proc.stderr.slice(-2000)}`);
     const r = await fetch(`${origin}/readyz`);

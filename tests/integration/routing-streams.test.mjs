@@ -112,7 +112,7 @@ describe('mid-stream failures and completion', { timeout: 60_000, concurrency: t
     await assertNoFailover(x, r);
   });
 
-  test(`upstream stalls mid-answer → error event after stream_idle_seconds (${IDLE_S} s) + ≤ 100 ms; upstream closed`, async () => {
+  test(`upstream stalls mid-answer → error event after stream_idle_seconds (${IDLE_S} s) + slack; upstream closed`, async () => {
     const x = 'stl';
     const r = await run(x, { stall_after: 2 });
     const gap = r.data.at(-1).t - r.data.at(-2).t;
@@ -182,7 +182,7 @@ describe('mid-stream failures and completion', { timeout: 60_000, concurrency: t
     await assertNoFailover(x, r);
   });
 
-  test(`no finish chunk and no [DONE], upstream hangs → in-band error after the idle timer (${IDLE_S} s) + ≤ 100 ms`, async () => {
+  test(`no finish chunk and no [DONE], upstream hangs → in-band error after the idle timer (${IDLE_S} s) + slack`, async () => {
     const x = 'nfn';
     const r = await run(x, { no_done: 1, no_finish: 1 });
     const gap = r.data.at(-1).t - r.data.at(-2).t;
