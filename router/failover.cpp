@@ -142,7 +142,6 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
       const auto resume = Clock::now() + wait;
       if (resume >= deadline) break;  // no time to come back here; try the next route
       co_await sleep_until(resume);
-      result.backoff += wait;
     }
     if (last_was_deadline && Clock::now() >= deadline) break;
   }

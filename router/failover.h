@@ -63,9 +63,6 @@ struct FailoverResult {
   Kind kind = Kind::failed;
   std::vector<AttemptRecord> attempts;
   std::chrono::seconds retry_after{1};  // for no_route
-  // Time spent waiting between same-route attempts (backoff, Retry-After): counted as
-  // upstream time in the router's overhead figures.
-  Clock::duration backoff{};
 };
 
 boost::asio::awaitable<FailoverResult> run_failover(const std::vector<const config::RouteConfig*>& candidates,

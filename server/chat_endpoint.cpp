@@ -82,7 +82,8 @@ class ChatAttempts final : public EndpointAttempts {
  public:
   ChatAttempts(const Runtime& rt, EndpointServices services, const ControlHeaders& head, const ChatRequest& req,
                std::string request_sha256, std::string requested_route, ResponseSink& sink)
-      : rt_(rt),
+      : EndpointAttempts(services.record),
+        rt_(rt),
         services_(services),
         head_(head),
         req_(req),
@@ -90,7 +91,7 @@ class ChatAttempts final : public EndpointAttempts {
         requested_route_(std::move(requested_route)),
         sink_(sink) {}
 
-  boost::asio::awaitable<router::AttemptResult> attempt(const router::AttemptPlan& plan) override {
+  boost::asio::awaitable<router::AttemptResult> run_attempt(const router::AttemptPlan& plan) override {
     const auto attempt_start = Clock::now();
     const config::RouteConfig& route = *plan.route;
     const config::ProviderConfig& provider = rt_.config->providers.at(route.provider);
@@ -162,7 +163,9 @@ class ChatAttempts final : public EndpointAttempts {
     TresorInfo info = tresor_info(requested_route_, plan);
     if (!head_.receipt_opt_out) info.receipt_id = receipts::new_receipt_id();
     const std::string tresor = tresor_object_json(info);
-    StreamRelay relay(tresor, req_.include_usage, std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
+    const std::string& secret = rt_.config->providers.at(plan.route->provider).api_key;
+    StreamRelay relay(tresor, req_.include_usage, std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds),
+                      secret);
     const auto waiting = Clock::now();
     const auto first = co_await relay.await_first_event(response, plan.first_byte_deadline);
     waited(waiting);

@@ -113,9 +113,19 @@ boost::asio::awaitable<router::AttemptResult> upstream_refusal(const router::Att
   TransportError error = TransportError::none;
   const std::string body = co_await response.read_all(kMaxErrorBodyBytes, plan.request_deadline, error);
   r.upstream_error_code = upstream_error_code(body);
+  // The upstream wrote the code: it may echo our credential.
   spdlog::info("route {} answered HTTP {}{}{}", plan.route->id, r.http_status, r.upstream_error_code.empty() ? "" : " ",
-               r.upstream_error_code);
+               scrub_secret(r.upstream_error_code, provider.api_key));
   if (r.http_status >= 400 && r.http_status < 500) pass_through = upstream_rejected(response.status(), body, provider);
+  co_return r;
+}
+
+boost::asio::awaitable<router::AttemptResult> EndpointAttempts::attempt(const router::AttemptPlan& plan) {
+  // The gap since the previous attempt is backoff (or Retry-After): time the upstream made
+  // us wait, not the router's own.
+  if (last_attempt_end_) waited(*last_attempt_end_);
+  router::AttemptResult r = co_await run_attempt(plan);
+  last_attempt_end_ = Clock::now();
   co_return r;
 }
 
@@ -205,7 +215,6 @@ boost::asio::awaitable<void> serve_with_failover(const Runtime& rt,
     record.failover = served->candidate_index > 0;
   }
   record.attempts = result.attempts;
-  record.upstream_wait += attempts.upstream_wait() + result.backoff;
   if (result.kind == router::FailoverResult::Kind::served) co_return;
   Response r = failure_response(result, attempts.pass_through());
   co_await sink.send(std::move(r));

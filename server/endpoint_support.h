@@ -96,17 +96,23 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
 void charge_customer(const EndpointServices& services, const std::string& customer, const config::RouteConfig& route,
                      double price);
 
-// An endpoint's AttemptRunner: besides running attempts it remembers which plan served
-// and the upstream 4xx to relay if the loop ends in pass_through.
+// An endpoint's AttemptRunner: besides running attempts it remembers which plan served,
+// the upstream 4xx to relay if the loop ends in pass_through, and adds the time spent
+// waiting on upstreams (and between attempts) to the request's record as it goes, so an
+// answer sent from inside an attempt already reports the right X-Tresor-Overhead-Us.
 class EndpointAttempts : public router::AttemptRunner {
  public:
+  explicit EndpointAttempts(RequestRecord& record) : record_(record) {}
+  boost::asio::awaitable<router::AttemptResult> attempt(const router::AttemptPlan& plan) final;
+
   const std::optional<ApiError>& pass_through() const { return pass_through_; }
   const std::optional<router::AttemptPlan>& served_by() const { return served_by_; }
-  providers::Clock::duration upstream_wait() const { return upstream_wait_; }
 
  protected:
+  virtual boost::asio::awaitable<router::AttemptResult> run_attempt(const router::AttemptPlan& plan) = 0;
+
   // Adds the time since `since` to the upstream wait (the overhead figures subtract it).
-  void waited(providers::Clock::time_point since) { upstream_wait_ += providers::Clock::now() - since; }
+  void waited(providers::Clock::time_point since) { record_.upstream_wait += providers::Clock::now() - since; }
   // upstream_refusal() with its body read counted as upstream wait.
   boost::asio::awaitable<router::AttemptResult> refused(const router::AttemptPlan& plan,
                                                         const config::ProviderConfig& provider,
@@ -114,7 +120,10 @@ class EndpointAttempts : public router::AttemptRunner {
 
   std::optional<ApiError> pass_through_;
   std::optional<router::AttemptPlan> served_by_;
-  providers::Clock::duration upstream_wait_{};
+
+ private:
+  RequestRecord& record_;
+  std::optional<providers::Clock::time_point> last_attempt_end_;
 };
 
 // Sends `error` in the envelope (a coroutine, so callers need no braced temporaries).

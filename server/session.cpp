@@ -23,6 +23,9 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <type_traits>
 
 namespace tresor::server {
@@ -264,6 +267,14 @@ class Session final : public ResponseSink, public SessionControl {
 
   // ResponseSink ------------------------------------------------------------------
   asio::awaitable<void> send(Response response) override {
+    if (peer_closed()) {
+      // The client left while we worked on its answer (e.g. a long upstream wait): a write
+      // into a half-closed socket would succeed and hide that.
+      client_gone_ = true;
+      responded_ = true;
+      record_.status = 499;
+      co_return;
+    }
     http::response<http::string_body> res{static_cast<http::status>(response.status), version_};
     res.set(http::field::server, "tresor-router");
     res.set(http::field::content_type, response.content_type);
@@ -290,7 +301,10 @@ class Session final : public ResponseSink, public SessionControl {
     } else {
       co_await http::async_write(stream_, sr, asio::redirect_error(asio::use_awaitable, ec));
     }
-    if (ec) client_gone_ = true;
+    if (ec) {
+      client_gone_ = true;
+      record_.status = 499;  // the client left before it got the answer (nginx's 499)
+    }
     responded_ = true;
   }
 
@@ -348,6 +362,14 @@ class Session final : public ResponseSink, public SessionControl {
  private:
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
+  // True when the client has closed or reset its side: a non-blocking peek reads EOF or an
+  // error (pipelined bytes or nothing yet mean it is still there).
+  bool peer_closed() {
+    char byte;
+    const auto n = ::recv(lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
 
   // HTTPS: the handshake, bounded like a request head (a client that never completes it
@@ -386,6 +408,7 @@ class Session final : public ResponseSink, public SessionControl {
   // The access log line and the metrics of the request that just ended.
   void finish_record() {
     const auto now = providers::Clock::now();
+    if (record_.status == 0) record_.status = 499;  // nothing was answered: the client left
     if (streaming_) {
       streaming_ = false;
       services_.metrics.stream_ended();
@@ -396,10 +419,13 @@ class Session final : public ResponseSink, public SessionControl {
 
   // Serves one request; false when the connection must close afterwards.
   asio::awaitable<bool> serve_request() {
-    const auto runtime = runtime_.current();  // this request's snapshot, to the end
-    const auto& server_cfg = runtime->config->server;
+    // The head is read under the limits current now; the request then runs on the snapshot
+    // current when its head has arrived, to the end (a keep-alive connection that sat idle
+    // through a reload must see the new keys and routes).
+    const auto head_runtime = runtime_.current();
+    const auto& head_cfg = head_runtime->config->server;
     http::request_parser<http::empty_body> head_parser;
-    head_parser.header_limit(static_cast<uint32_t>(server_cfg.max_header_bytes));
+    head_parser.header_limit(static_cast<uint32_t>(head_cfg.max_header_bytes));
     head_parser.body_limit(boost::none);  // checked below, after authentication
     responded_ = false;
     request_headers_.clear();
@@ -408,7 +434,7 @@ class Session final : public ResponseSink, public SessionControl {
     head_only_ = false;
 
     // Phase 1: the request head, within header_timeout (slowloris, idle keep-alive).
-    lowest().expires_after(std::chrono::seconds(server_cfg.header_timeout_seconds));
+    lowest().expires_after(std::chrono::seconds(head_cfg.header_timeout_seconds));
     error_code ec;
     if (services_.lifecycle.closing) co_return false;
     idle_ = true;
@@ -420,11 +446,13 @@ class Session final : public ResponseSink, public SessionControl {
     if (ec) {
       // Oversized head, or malformed HTTP including ambiguous framing (Content-Length
       // with chunked): answer, then close.
-      const ApiError e = ec == http::error::header_limit ? header_too_large(server_cfg.max_header_bytes)
+      const ApiError e = ec == http::error::header_limit ? header_too_large(head_cfg.max_header_bytes)
                                                          : bad_http("Malformed HTTP request", ec);
       co_return co_await finish_without_body(e, true);
     }
     const auto started = providers::Clock::now();
+    const auto runtime = runtime_.current();  // this request's snapshot, to the end
+    const auto& server_cfg = runtime->config->server;
     auto& req = head_parser.get();
     record_.started = started;
     record_.method = std::string(req.method_string());

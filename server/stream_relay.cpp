@@ -71,8 +71,12 @@ std::string error_event(const ApiError& e) {
 
 }  // namespace
 
-StreamRelay::StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle)
-    : tresor_(std::move(tresor_object)), include_usage_(include_usage), idle_(idle) {}
+StreamRelay::StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle,
+                         std::string provider_secret)
+    : tresor_(std::move(tresor_object)),
+      provider_secret_(std::move(provider_secret)),
+      include_usage_(include_usage),
+      idle_(idle) {}
 
 void StreamRelay::finish() {
   if (!tresor_sent_) {
@@ -104,7 +108,8 @@ StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
     }
     const ChunkInfo info = classify_chunk(chunk);
     if (info.kind == ChunkKind::error) {
-      if (any_event_) append_event(out_, data);  // mid-stream: relay the upstream's error as is
+      // Mid-stream: relay the upstream's error, rebuilt with the provider's key scrubbed.
+      if (any_event_) append_event(out_, error_body(upstream_stream_error(data, provider_secret_)));
       return Batch::error_event;
     }
     digest_.update(data);  // as the client gets it, minus the tresor member

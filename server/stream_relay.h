@@ -33,7 +33,9 @@ class StreamRelay {
     error_event,  // the upstream's first event was an error object
   };
 
-  StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle);
+  // `provider_secret` is scrubbed from an upstream error event before it is relayed.
+  StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle,
+              std::string provider_secret = {});
 
   boost::asio::awaitable<FirstEvent> await_first_event(providers::UpstreamResponse& upstream,
                                                        providers::Clock::time_point deadline);
@@ -60,6 +62,7 @@ class StreamRelay {
   bool complete_without_done() const { return finish_seen_ && (usage_seen_ || !include_usage_); }
 
   std::string tresor_;
+  std::string provider_secret_;
   bool include_usage_;
   std::chrono::seconds idle_;
   providers::SseParser sse_;

@@ -183,7 +183,8 @@ class TranscriptionAttempts final : public EndpointAttempts {
   TranscriptionAttempts(const Runtime& rt, EndpointServices services, const ControlHeaders& head,
                         const TranscriptionRequest& req, const TranscriptionUpload& upload,
                         std::string requested_route, ResponseSink& sink)
-      : rt_(rt),
+      : EndpointAttempts(services.record),
+        rt_(rt),
         services_(services),
         head_(head),
         req_(req),
@@ -191,7 +192,7 @@ class TranscriptionAttempts final : public EndpointAttempts {
         requested_route_(std::move(requested_route)),
         sink_(sink) {}
 
-  boost::asio::awaitable<router::AttemptResult> attempt(const router::AttemptPlan& plan) override {
+  boost::asio::awaitable<router::AttemptResult> run_attempt(const router::AttemptPlan& plan) override {
     const auto attempt_start = Clock::now();
     const config::RouteConfig& route = *plan.route;
     const config::ProviderConfig& provider = rt_.config->providers.at(route.provider);

@@ -10,15 +10,6 @@ namespace {
 // Upstream error messages are relayed to the client up to this length.
 constexpr size_t kMaxRelayedMessage = 1000;
 
-// Removes any occurrence of the provider's key from text we relay (an upstream might
-// echo the credential in an error message).
-std::string scrub(std::string text, const std::string& secret) {
-  if (secret.size() >= 4)
-    for (size_t pos; (pos = text.find(secret)) != std::string::npos;) text.replace(pos, secret.size(), "[redacted]");
-  if (text.size() > kMaxRelayedMessage) text.resize(kMaxRelayedMessage);
-  return text;
-}
-
 std::string error_field(const std::string& body, const char* field) {
   simdjson::dom::element root;
   std::string_view value;
@@ -29,6 +20,23 @@ std::string error_field(const std::string& body, const char* field) {
 }
 
 }  // namespace
+
+// Removes any occurrence of the provider's key from text we relay (an upstream might
+// echo the credential in an error message).
+std::string scrub_secret(std::string text, const std::string& secret) {
+  if (secret.size() >= 4)
+    for (size_t pos; (pos = text.find(secret)) != std::string::npos;) text.replace(pos, secret.size(), "[redacted]");
+  if (text.size() > kMaxRelayedMessage) text.resize(kMaxRelayedMessage);
+  return text;
+}
+
+ApiError upstream_stream_error(const std::string& event, const std::string& provider_secret) {
+  std::string message = scrub_secret(error_field(event, "message"), provider_secret);
+  if (message.empty()) message = "The upstream reported an error mid-stream";
+  std::string code = scrub_secret(error_field(event, "code"), provider_secret);
+  if (code.empty()) code = "upstream_error";
+  return ApiError{502, "upstream_error", std::move(code), std::move(message), std::nullopt};
+}
 
 ApiError upstream_error(std::string message) {
   return ApiError{502, "upstream_error", "upstream_error", std::move(message), std::nullopt};
@@ -45,7 +53,7 @@ ApiError no_route_available() {
 }
 
 ApiError upstream_rejected(unsigned status, const std::string& body, const config::ProviderConfig& provider) {
-  std::string message = scrub(error_field(body, "message"), provider.api_key);
+  std::string message = scrub_secret(error_field(body, "message"), provider.api_key);
   if (message.empty()) message = "The upstream rejected the request (HTTP " + std::to_string(status) + ")";
   return ApiError{status, "invalid_request_error", "upstream_rejected", std::move(message), std::nullopt};
 }
