@@ -533,19 +533,33 @@ export async function startGateway({ config, env = {}, name = 'tresor-router' })
 }
 
 // Spawns `tresor-router --config configPath`, waits for its listening line and /readyz.
+// The status of a GET over HTTPS without verifying the certificate (readiness polling only:
+// the tests that care verify it themselves, with their CA).
+function httpsStatus(url) {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { rejectUnauthorized: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode));
+    });
+    req.on('error', reject);
+  });
+}
+
 async function launchGateway(configPath, env, name) {
   // The gateway runs in its config's temp dir, so its default state (receipt signing key,
   // SQLite store under state/) is private to the test and removed with it.
   const proc = new ManagedProcess(name, routerBin(), ['--config', configPath], { ...process.env, ...env },
     path.dirname(configPath));
   gatewayProcs.push(proc); // stopAll() checks its output for secret canaries
-  const m = await proc.waitForOutput(/listening on http:\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/);
-  const host = m[1].replace(/^\[|\]$/g, '');
-  const port = Number(m[2]);
-  const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const m = await proc.waitForOutput(/listening on (https?):\/\/(\[[^\]]+\]|[^\s:/]+):(\d+)/);
+  const scheme = m[1];
+  const host = m[2].replace(/^\[|\]$/g, '');
+  const port = Number(m[3]);
+  const origin = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   gatewayOrigins.add(origin); // fetch() responses from here are checked for canaries
   await waitFor(async () => {
     if (!proc.alive) throw new Error(`${name} exited: ${proc.stderr.slice(-2000)}`);
+    if (scheme === 'https') return (await httpsStatus(`${origin}/readyz`)) === 200;
     const r = await fetch(`${origin}/readyz`);
     await r.arrayBuffer();
     return r.status === 200;
