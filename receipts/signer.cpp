@@ -439,6 +439,8 @@ VerifyResult verify_impl(std::string_view jws, std::string_view jwks) {
 
 }  // namespace
 
+std::string base64url_encode(std::string_view bytes) { return b64url_encode(bytes); }
+
 // ---- Signer -----------------------------------------------------------------------
 
 struct Signer::Impl {

@@ -11,6 +11,9 @@
 
 namespace tresor::receipts {
 
+// base64url without padding (RFC 4648 §5), as JWS segments use it.
+std::string base64url_encode(std::string_view bytes);
+
 class Signer {
  public:
   // Loads the PEM P-256 private key at `path`, creating it (mode 0600, parent folder

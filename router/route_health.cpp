@@ -39,9 +39,7 @@ void RouteHealth::hold_until(const std::string& route, Clock::time_point until) 
 }
 
 bool RouteHealth::is_open(const std::string& route, Clock::time_point now) const {
-  std::lock_guard lock(mutex_);
-  const auto it = routes_.find(route);
-  return it != routes_.end() && it->second.open && now < it->second.open_until;
+  return breaker_state(route, now) == BreakerState::open;
 }
 
 RouteHealth::BreakerState RouteHealth::breaker_state(const std::string& route, Clock::time_point now) const {

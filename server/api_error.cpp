@@ -28,6 +28,10 @@ ApiError invalid_request(std::string code, std::string message, std::optional<st
   return {400, "invalid_request_error", std::move(code), std::move(message), std::move(param)};
 }
 
+ApiError invalid_parameter(std::string param, std::string message) {
+  return invalid_request("invalid_parameter", std::move(message), std::move(param));
+}
+
 ApiError not_found_path() {
   return {404, "invalid_request_error", "not_found", "Unknown path", std::nullopt};
 }

@@ -22,6 +22,8 @@ std::string error_body(const ApiError& e);
 Response error_response(const ApiError& e);
 
 ApiError invalid_request(std::string code, std::string message, std::optional<std::string> param = {});
+// 400 invalid_parameter naming the offending field.
+ApiError invalid_parameter(std::string param, std::string message);
 ApiError not_found_path();
 ApiError method_not_allowed();
 ApiError internal_error();

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "receipts/claims.h"
+#include "receipts/signer.h"
 
 #ifndef TRESOR_VERSION
 #define TRESOR_VERSION "dev"
@@ -30,16 +31,6 @@ std::string base64(const unsigned char* data, size_t n) {
   std::string out(4 * ((n + 2) / 3), '\0');
   const int len = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(n));
   out.resize(static_cast<size_t>(len));
-  return out;
-}
-
-std::string base64url(std::string_view s) {
-  std::string out = base64(reinterpret_cast<const unsigned char*>(s.data()), s.size());
-  for (auto& c : out) {
-    if (c == '+') c = '-';
-    if (c == '/') c = '_';
-  }
-  while (!out.empty() && out.back() == '=') out.pop_back();
   return out;
 }
 
@@ -96,7 +87,7 @@ std::string dev_manifest_jws(const std::string& payload) {
   header["alg"] = "EdDSA";
   header["typ"] = "JWT";
   header["kid"] = kid;
-  const std::string signing_input = base64url(boost::json::serialize(header)) + "." + base64url(payload);
+  const std::string signing_input = receipts::base64url_encode(boost::json::serialize(header)) + "." + receipts::base64url_encode(payload);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   unsigned char sig[64];
   size_t sig_len = sizeof sig;
@@ -106,7 +97,7 @@ std::string dev_manifest_jws(const std::string& payload) {
   EVP_MD_CTX_free(ctx);
   if (!ok) throw std::runtime_error("attestation: Ed25519 signing failed");
   return signing_input + "." +
-         base64url(std::string_view(reinterpret_cast<const char*>(sig), sig_len));
+         receipts::base64url_encode(std::string_view(reinterpret_cast<const char*>(sig), sig_len));
 }
 
 std::string utc_now_rfc3339() {

@@ -17,10 +17,6 @@ ApiError invalid_json(std::string message) {
   return invalid_request("invalid_json", std::move(message));
 }
 
-ApiError invalid_param(const std::string& param, const std::string& message) {
-  return invalid_request("invalid_parameter", message, param);
-}
-
 simdjson::dom::parser& thread_parser() {
   thread_local simdjson::dom::parser parser = [] {
     simdjson::dom::parser p;
@@ -32,22 +28,22 @@ simdjson::dom::parser& thread_parser() {
 
 std::optional<ApiError> validate_messages(element messages) {
   if (!messages.is_array())
-    return invalid_param("messages", "messages must be a non-empty array of message objects");
+    return invalid_parameter("messages", "messages must be a non-empty array of message objects");
   size_t i = 0;
   for (element msg : messages.get_array()) {
     const std::string where = "messages[" + std::to_string(i) + "]";
-    if (!msg.is_object()) return invalid_param(where, where + " must be an object");
+    if (!msg.is_object()) return invalid_parameter(where, where + " must be an object");
     element role;
     if (msg["role"].get(role) != simdjson::SUCCESS)
       return invalid_request("missing_required_parameter", where + ".role is required", where + ".role");
-    if (!role.is_string()) return invalid_param(where + ".role", where + ".role must be a string");
+    if (!role.is_string()) return invalid_parameter(where + ".role", where + ".role must be a string");
     element content;
     if (msg["content"].get(content) == simdjson::SUCCESS && !content.is_string() &&
         !content.is_array() && !content.is_null())
-      return invalid_param(where + ".content", where + ".content must be a string, an array or null");
+      return invalid_parameter(where + ".content", where + ".content must be a string, an array or null");
     ++i;
   }
-  if (i == 0) return invalid_param("messages", "messages must not be empty");
+  if (i == 0) return invalid_parameter("messages", "messages must not be empty");
   return std::nullopt;
 }
 
@@ -102,29 +98,29 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
     if (key == "model") {
       std::string_view model;
       if (value.get(model) || model.empty())
-        return invalid_param("model", "model must be a non-empty string");
+        return invalid_parameter("model", "model must be a non-empty string");
       req.model = std::string(model);
       has_model = true;
     } else if (key == "messages") {
       if (auto err = validate_messages(value)) return *err;
       has_messages = true;
     } else if (key == "stream") {
-      if (value.get(req.stream)) return invalid_param("stream", "stream must be a boolean");
+      if (value.get(req.stream)) return invalid_parameter("stream", "stream must be a boolean");
     } else if (key == "temperature") {
       double t;
       if (!value.is_number() || value.get(t) || !std::isfinite(t) || t < 0 || t > 2)
-        return invalid_param("temperature", "temperature must be a number between 0 and 2");
+        return invalid_parameter("temperature", "temperature must be a number between 0 and 2");
     } else if (key == "max_tokens") {
       int64_t n;
       if (!value.is_int64() || value.get(n) || n <= 0) {
         // 5e2 or 1.0 are numbers but not integers; uint64 beyond int64 is absurd here.
-        return invalid_param("max_tokens", "max_tokens must be a positive integer");
+        return invalid_parameter("max_tokens", "max_tokens must be a positive integer");
       }
     } else if (key == "failover") {
       if (auto err = parse_failover(value, req)) return *err;
     } else if (key == "region" || key == "provider") {
       std::string_view hint;
-      if (value.get(hint)) return invalid_param(std::string(key), std::string(key) + " must be a string");
+      if (value.get(hint)) return invalid_parameter(std::string(key), std::string(key) + " must be a string");
       (key == "region" ? req.region : req.provider) = std::string(hint);
     } else if (key == "stream_options") {
       bool include = false;

@@ -126,7 +126,7 @@ Metrics::~Metrics() = default;
 
 void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point now) {
   const std::string endpoint(r.endpoint);
-  const std::string status = std::to_string(r.status ? r.status : 499);  // 499: client closed (nginx)
+  const std::string status = std::to_string(r.status);
   impl_->requests.Add({{"endpoint", endpoint}, {"status", status}}).Increment();
   impl_->duration.Add({{"endpoint", endpoint}}, duration_buckets()).Observe(seconds(now - r.started));
   if (!r.inference) return;

@@ -23,7 +23,7 @@ class Metrics {
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
-  // A request ended (answered, or the client left: status 0 is counted as 499).
+  // A request ended (a client that left before its answer has status 499).
   void request_done(const RequestRecord& r, providers::Clock::time_point now);
   void connection_opened();
   void connection_closed();

@@ -56,41 +56,30 @@ struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
   bool method_allowed = false;
   const char* allow = "";
+  // The endpoint as a bounded label for metrics and logs (ids and unknown paths folded).
+  std::string_view label = "other";
 };
 
-// The endpoint as a bounded label for metrics and logs (ids and unknown paths folded).
-std::string_view endpoint_template(Endpoint e, std::string_view path) {
-  switch (e) {
-    case Endpoint::receipt: return "/v1/receipts/{id}";
-    case Endpoint::unknown: return "other";
-    case Endpoint::jwks: return path == "/v1/verify/jwks.json" ? "/v1/verify/jwks.json" : "/.well-known/jwks.json";
-    case Endpoint::health: return "/healthz";
-    case Endpoint::ready: return "/readyz";
-    case Endpoint::metrics: return "/metrics";
-    case Endpoint::models: return "/v1/models";
-    case Endpoint::attestation: return "/attestation";
-    case Endpoint::chat: return kChatPath;
-    case Endpoint::transcription: return kTranscriptionsPath;
-    case Endpoint::usage: return "/v1/usage";
-  }
-  return "other";
-}
 
 RouteMatch match(http::verb method, std::string_view target) {
   const auto path = target.substr(0, target.find('?'));
   const bool get = method == http::verb::get || method == http::verb::head;
-  if (path == "/healthz") return {Endpoint::health, get, "GET, HEAD"};
-  if (path == "/readyz") return {Endpoint::ready, get, "GET, HEAD"};
-  if (path == "/metrics") return {Endpoint::metrics, get, "GET, HEAD"};
-  if (path == "/v1/models") return {Endpoint::models, get, "GET, HEAD"};
-  if (path == "/attestation") return {Endpoint::attestation, get, "GET, HEAD"};
-  if (path == kChatPath) return {Endpoint::chat, method == http::verb::post, "POST"};
-  if (path == kTranscriptionsPath) return {Endpoint::transcription, method == http::verb::post, "POST"};
-  if (path == "/v1/usage") return {Endpoint::usage, get, "GET, HEAD"};
+  const bool post = method == http::verb::post;
+  // Fixed paths: the path itself is the label.
+  static constexpr std::pair<std::string_view, Endpoint> kFixed[] = {
+      {"/healthz", Endpoint::health},         {"/readyz", Endpoint::ready},
+      {"/metrics", Endpoint::metrics},        {"/v1/models", Endpoint::models},
+      {"/attestation", Endpoint::attestation}, {"/v1/usage", Endpoint::usage},
+      // The old docs served the JWKS at /v1/verify/jwks.json: kept as an alias.
+      {"/.well-known/jwks.json", Endpoint::jwks}, {"/v1/verify/jwks.json", Endpoint::jwks},
+      {kChatPath, Endpoint::chat},            {kTranscriptionsPath, Endpoint::transcription}};
+  for (const auto& [fixed, endpoint] : kFixed) {
+    if (path != fixed) continue;
+    const bool inference = endpoint == Endpoint::chat || endpoint == Endpoint::transcription;
+    return {endpoint, inference ? post : get, inference ? "POST" : "GET, HEAD", fixed};
+  }
   if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
-    return {Endpoint::receipt, get, "GET, HEAD"};
-  // The old docs served the JWKS at /v1/verify/jwks.json: kept as an alias.
-  if (path == "/.well-known/jwks.json" || path == "/v1/verify/jwks.json") return {Endpoint::jwks, get, "GET, HEAD"};
+    return {Endpoint::receipt, get, "GET, HEAD", "/v1/receipts/{id}"};
   return {};
 }
 
@@ -129,11 +118,6 @@ HeaderList rate_headers(const RateDecision& d) {
 
 ApiError balance_exceeded() {
   return ApiError{402, "insufficient_funds", "balance_exceeded", "Insufficient credit balance", std::nullopt};
-}
-
-ApiError upload_too_large(uint64_t limit) {
-  return ApiError{413, "invalid_request_error", "file_too_large",
-                  "The upload exceeds the limit of " + std::to_string(limit) + " bytes", std::string("file")};
 }
 
 ApiError not_multipart() {
@@ -276,13 +260,8 @@ class Session final : public ResponseSink, public SessionControl {
       co_return;
     }
     http::response<http::string_body> res{static_cast<http::status>(response.status), version_};
-    res.set(http::field::server, "tresor-router");
-    res.set(http::field::content_type, response.content_type);
     if (response.status == 405) res.set(http::field::allow, allow_);
-    for (auto& [name, value] : response.headers) res.set(name, value);
-    for (auto& [name, value] : request_headers_) res.set(name, value);
-    if (!record_.request_id.empty()) res.set("X-Request-Id", record_.request_id);
-    if (services_.lifecycle.draining) keep_alive_ = false;
+    stamp(res, response.content_type, response.headers);
     // The router's own time up to this answer (total minus waiting on upstreams).
     res.set("X-Tresor-Overhead-Us",
             std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -310,12 +289,7 @@ class Session final : public ResponseSink, public SessionControl {
 
   asio::awaitable<bool> begin_stream(HeaderList headers) override {
     http::response<http::empty_body> res{http::status::ok, version_};
-    res.set(http::field::server, "tresor-router");
-    res.set(http::field::content_type, "text/event-stream");
-    for (auto& [name, value] : headers) res.set(name, value);
-    for (auto& [name, value] : request_headers_) res.set(name, value);
-    if (!record_.request_id.empty()) res.set("X-Request-Id", record_.request_id);
-    if (services_.lifecycle.draining) keep_alive_ = false;
+    stamp(res, "text/event-stream", headers);
     record_.status = 200;
     if (!streaming_) {
       streaming_ = true;
@@ -361,6 +335,18 @@ class Session final : public ResponseSink, public SessionControl {
 
  private:
   static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
+
+  // What every answer head carries: who we are, its type and headers, this request's
+  // rate-limit headers and id; while draining, no keep-alive.
+  template <typename Fields>
+  void stamp(Fields& res, std::string_view content_type, const HeaderList& headers) {
+    res.set(http::field::server, "tresor-router");
+    res.set(http::field::content_type, content_type);
+    for (const auto& [name, value] : headers) res.set(name, value);
+    for (const auto& [name, value] : request_headers_) res.set(name, value);
+    if (!record_.request_id.empty()) res.set("X-Request-Id", record_.request_id);
+    if (services_.lifecycle.draining) keep_alive_ = false;
+  }
 
   // True when the client has closed or reset its side: a non-blocking peek reads EOF or an
   // error (pipelined bytes or nothing yet mean it is still there).
@@ -467,11 +453,7 @@ class Session final : public ResponseSink, public SessionControl {
     // Phase 2: route by path and method.
     const RouteMatch route = match(req.method(), req.target());
     allow_ = route.allow;
-    {
-      const auto target = req.target();
-      record_.endpoint = endpoint_template(route.endpoint, std::string_view(target.data(), target.size()).substr(
-                                                               0, std::string_view(target.data(), target.size()).find('?')));
-    }
+    record_.endpoint = route.label;
     record_.inference = route.endpoint == Endpoint::chat || route.endpoint == Endpoint::transcription;
     if (route.endpoint == Endpoint::unknown || !route.method_allowed) {
       const ApiError e = route.endpoint == Endpoint::unknown ? not_found_path() : method_not_allowed();
@@ -533,7 +515,7 @@ class Session final : public ResponseSink, public SessionControl {
 
     // Phase 4: the body, capped at max_body_bytes without buffering past the cap.
     const bool upload = route.endpoint == Endpoint::transcription;
-    const ApiError too_large = upload ? upload_too_large(server_cfg.max_body_bytes)
+    const ApiError too_large = upload ? file_too_large(server_cfg.max_body_bytes)
                                       : body_too_large(server_cfg.max_body_bytes);
     std::optional<std::string> boundary;
     if (upload) {
@@ -590,7 +572,7 @@ class Session final : public ResponseSink, public SessionControl {
                                      http::request_parser<http::empty_body>& head_parser, std::string boundary,
                                      UploadLimits limits) {
     const auto& server_cfg = runtime.config->server;
-    const ApiError too_large = upload_too_large(server_cfg.max_body_bytes);
+    const ApiError too_large = file_too_large(server_cfg.max_body_bytes);
     TranscriptionUpload upload(boundary, limits);
     http::request_parser<http::buffer_body> body_parser{std::move(head_parser)};
     body_parser.body_limit(server_cfg.max_body_bytes);

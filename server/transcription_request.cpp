@@ -45,17 +45,8 @@ std::optional<std::string> type_from_extension(const std::optional<std::string>&
 
 ApiError invalid_multipart(std::string message) { return invalid_request("invalid_multipart", std::move(message)); }
 
-ApiError invalid_param(const std::string& param, std::string message) {
-  return invalid_request("invalid_parameter", std::move(message), param);
-}
-
 ApiError missing_param(const std::string& param) {
   return invalid_request("missing_required_parameter", param + " is required", param);
-}
-
-ApiError file_too_large(uint64_t limit) {
-  return ApiError{413, "invalid_request_error", "file_too_large",
-                  "The upload exceeds the limit of " + std::to_string(limit) + " bytes", std::string("file")};
 }
 
 // Fields the router consumes (never forwarded as they came).
@@ -87,6 +78,11 @@ bool is_temperature(std::string_view v) {
 }
 
 }  // namespace
+
+ApiError file_too_large(uint64_t limit) {
+  return ApiError{413, "invalid_request_error", "file_too_large",
+                  "The upload exceeds the limit of " + std::to_string(limit) + " bytes", std::string("file")};
+}
 
 std::optional<std::string> accepted_audio_type(std::string_view part_content_type,
                                                const std::optional<std::string>& filename) {
@@ -155,7 +151,7 @@ std::optional<ApiError> TranscriptionUpload::finish() {
 void TranscriptionUpload::on_part_begin(const providers::PartHeaders& headers) {
   if (error_) return;
   if (headers.name == "file") {
-    if (file_) return fail(invalid_param("file", "exactly one file part is allowed"));
+    if (file_) return fail(invalid_parameter("file", "exactly one file part is allowed"));
     const auto type = accepted_audio_type(headers.content_type, headers.filename);
     if (!type) {
       const std::string given = headers.content_type.empty() ? std::string("no Content-Type") : headers.content_type;
@@ -172,7 +168,7 @@ void TranscriptionUpload::on_part_begin(const providers::PartHeaders& headers) {
     current_ = Part::file;
     return;
   }
-  if (headers.filename) return fail(invalid_param(headers.name, "only the file part may carry a file"));
+  if (headers.filename) return fail(invalid_parameter(headers.name, "only the file part may carry a file"));
   current_ = Part::field;
   field_name_ = headers.name;
   field_value_.clear();
@@ -205,13 +201,13 @@ std::variant<TranscriptionRequest, ApiError> validate_transcription(const Transc
     // Values reach JSON (requested_route, error messages) and upstream forms.
     if (!simdjson::validate_utf8(f.name.data(), f.name.size()) ||
         !simdjson::validate_utf8(f.value.data(), f.value.size()))
-      return invalid_param(simdjson::validate_utf8(f.name.data(), f.name.size()) ? f.name : std::string("form"),
+      return invalid_parameter(simdjson::validate_utf8(f.name.data(), f.name.size()) ? f.name : std::string("form"),
                            "form fields must be UTF-8 text");
     if (!repeatable(f.name) && !single.emplace(f.name, f.value).second)
-      return invalid_param(f.name, "field " + f.name + " is given more than once");
+      return invalid_parameter(f.name, "field " + f.name + " is given more than once");
   }
   if (!upload.file()) return missing_param("file");
-  if (upload.spool().size() == 0) return invalid_param("file", "the file is empty");
+  if (upload.spool().size() == 0) return invalid_parameter("file", "the file is empty");
   // SDKs send a list as `failover[]` (openai-node) or `failover[0]` fields: all of them
   // are the failover list the client asked for.
   const auto is_failover = [](const providers::FormField& f) {
@@ -224,27 +220,27 @@ std::variant<TranscriptionRequest, ApiError> validate_transcription(const Transc
                            std::string("failover"));
   const auto model = single.find("model");
   if (model == single.end()) return missing_param("model");
-  if (model->second.empty()) return invalid_param("model", "model must be a non-empty string");
+  if (model->second.empty()) return invalid_parameter("model", "model must be a non-empty string");
   req.model = model->second;
   if (const auto it = single.find("region"); it != single.end()) req.region = it->second;
   if (const auto it = single.find("provider"); it != single.end()) req.provider = it->second;
   if (const auto it = single.find("response_format"); it != single.end()) {
     const auto format = parse_format(it->second);
     if (!format)
-      return invalid_param("response_format", "response_format must be json, text or verbose_json (got '" +
+      return invalid_parameter("response_format", "response_format must be json, text or verbose_json (got '" +
                                                   it->second.substr(0, 64) + "')");
     req.format = *format;
   }
   const auto language = single.find("language");
   if (language != single.end() && !is_language_code(language->second))
-    return invalid_param("language", "language must be a two-letter lower-case ISO-639-1 code such as en");
+    return invalid_parameter("language", "language must be a two-letter lower-case ISO-639-1 code such as en");
   if (req.format == TranscriptFormat::verbose_json && language == single.end())
     return invalid_request("missing_required_parameter", "language is required with response_format verbose_json",
                            std::string("language"));
   if (const auto it = single.find("temperature"); it != single.end() && !is_temperature(it->second))
-    return invalid_param("temperature", "temperature must be a number between 0 and 1");
+    return invalid_parameter("temperature", "temperature must be a number between 0 and 1");
   if (const auto it = single.find("stream"); it != single.end() && it->second != "false")
-    return invalid_param("stream", "transcriptions do not stream");
+    return invalid_parameter("stream", "transcriptions do not stream");
   for (const auto& f : upload.fields())
     if (!consumed_field(f.name)) req.forwarded.push_back(f);
   req.file = *upload.file();

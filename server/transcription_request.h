@@ -27,6 +27,9 @@ namespace tresor::server {
 std::optional<std::string> accepted_audio_type(std::string_view part_content_type,
                                                const std::optional<std::string>& filename);
 
+// 413 file_too_large: the upload is over server.max_body_bytes.
+ApiError file_too_large(uint64_t limit);
+
 enum class TranscriptFormat { json, text, verbose_json };
 
 struct UploadLimits {
