@@ -338,12 +338,18 @@ void load_auth(const Reader& r, const YAML::Node& n, Config& c) {
 }
 
 void load_receipts(const Reader& r, const YAML::Node& n, ReceiptsConfig& c) {
-  r.expect_map(n, "receipts", {"signing_key_file", "kid", "retired_keys", "ttl_seconds", "durability"});
+  r.expect_map(n, "receipts", {"signing_key_file", "kid", "retired_keys", "ttl_seconds", "durability", "signing"});
   if (auto v = n["durability"]) {
     const auto d = r.text(v, "receipts.durability");
     if (d == "sync") c.durability = ReceiptsConfig::Durability::sync;
     else if (d == "async") c.durability = ReceiptsConfig::Durability::async;
     else r.fail(v, "receipts.durability must be sync or async, got '" + d + "'");
+  }
+  if (auto v = n["signing"]) {
+    const auto d = r.text(v, "receipts.signing");
+    if (d == "on_fetch") c.signing = ReceiptsConfig::Signing::on_fetch;
+    else if (d == "at_issue") c.signing = ReceiptsConfig::Signing::at_issue;
+    else r.fail(v, "receipts.signing must be on_fetch or at_issue, got '" + d + "'");
   }
   if (auto v = n["signing_key_file"]) c.signing_key_file = r.text(v, "receipts.signing_key_file");
   if (auto v = n["kid"]) c.kid = r.text(v, "receipts.kid");

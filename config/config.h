@@ -130,6 +130,11 @@ struct ReceiptsConfig {
   // sync: a receipt is durable before the bytes carrying its id leave the router.
   // async: it is written right after (a crash can lose the last group commit, ~ms).
   enum class Durability { sync, async } durability = Durability::sync;
+  // on_fetch: the claims (iat = completion time) are stored durably at completion and the
+  // JWS is made on the receipt's first fetch, then stored; an ECDSA signature costs more
+  // CPU than a whole proxied request, and most receipts are never fetched.
+  // at_issue: signed before storing, with the key active at completion.
+  enum class Signing { on_fetch, at_issue } signing = Signing::on_fetch;
 };
 
 struct AttestationConfig {

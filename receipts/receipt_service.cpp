@@ -59,6 +59,7 @@ struct ReceiptService::Impl {
   std::unique_ptr<Signer> signer;
   std::unique_ptr<ReceiptStore> store;
   int64_t ttl_seconds = 0;
+  bool sign_at_issue = false;
 
   std::mutex mutex;
   std::condition_variable wake;
@@ -68,7 +69,7 @@ struct ReceiptService::Impl {
   std::vector<SpendEntry> charges;
   bool stopping = false;
   bool exited = false;
-  std::atomic<uint64_t> issued{0}, stored{0}, failed{0};
+  std::atomic<uint64_t> issued{0}, stored{0}, failed{0}, signatures{0};
   std::atomic<bool> reachable{true};
   std::atomic<bool> probing{false};  // the worker has left its loop; nothing queued now would run
 
@@ -133,20 +134,26 @@ struct ReceiptService::Impl {
 
   void commit(std::vector<PendingIssue>& batch) {
     std::vector<StoredReceipt> rows;
-    std::vector<PendingIssue*> signed_issues;  // parallel to rows
+    std::vector<PendingIssue*> accepted;  // parallel to rows
     rows.reserve(batch.size());
-    signed_issues.reserve(batch.size());
+    accepted.reserve(batch.size());
     for (auto& p : batch) {
-      try {
-        rows.push_back(StoredReceipt{p.id, p.customer, signer->sign(p.claims_json), p.expires_at});
-        signed_issues.push_back(&p);
-        issued.fetch_add(1, std::memory_order_relaxed);
-      } catch (const std::exception& e) {
-        // One bad payload fails only its own receipt, not the whole batch.
-        spdlog::error("receipts: signing receipt {} failed: {}", p.id, e.what());
-        failed.fetch_add(1, std::memory_order_relaxed);
-        run_callback(p.done, "issue", false);
+      StoredReceipt row{p.id, p.customer, {}, p.expires_at, std::move(p.claims_json)};
+      if (sign_at_issue) {
+        try {
+          row.jws = signer->sign(row.claims);
+          signatures.fetch_add(1, std::memory_order_relaxed);
+        } catch (const std::exception& e) {
+          // One bad payload fails only its own receipt, not the whole batch.
+          spdlog::error("receipts: signing receipt {} failed: {}", p.id, e.what());
+          failed.fetch_add(1, std::memory_order_relaxed);
+          run_callback(p.done, "issue", false);
+          continue;
+        }
       }
+      rows.push_back(std::move(row));
+      accepted.push_back(&p);
+      issued.fetch_add(1, std::memory_order_relaxed);
     }
     if (rows.empty()) return;
     bool ok = false;
@@ -157,18 +164,34 @@ struct ReceiptService::Impl {
       spdlog::error("receipts: storing a batch of {} receipts failed: {}", rows.size(), e.what());
     }
     (ok ? stored : failed).fetch_add(rows.size(), std::memory_order_relaxed);
-    for (auto* p : signed_issues) run_callback(p->done, "issue", ok);
+    for (auto* p : accepted) run_callback(p->done, "issue", ok);
   }
 
   void serve(PendingFetch& f) {
     std::optional<std::string> jws;
     try {
-      jws = store->get(f.id, f.customer, unix_now());
+      if (auto r = store->load(f.id, f.customer, unix_now())) jws = signed_form(*r);
     } catch (const std::exception& e) {
       // Answered as not found; the endpoint cannot do better for a broken store.
       spdlog::error("receipts: fetching receipt {} failed: {}", f.id, e.what());
     }
     run_callback(f.done, "fetch", std::move(jws));
+  }
+
+  // The receipt's JWS, signing it now when it was stored unsigned. The signature is
+  // stored too (best effort: the fetch is answered either way), so a later fetch
+  // returns the same bytes; when another replica signed first, its JWS is returned.
+  std::optional<std::string> signed_form(const StoredReceipt& r) {
+    if (!r.jws.empty()) return r.jws;
+    if (r.claims.empty()) return std::nullopt;
+    std::string jws = signer->sign(r.claims);
+    signatures.fetch_add(1, std::memory_order_relaxed);
+    auto stored_jws = store->store_signature(r.id, jws);
+    if (!stored_jws) {
+      spdlog::warn("receipts: the signature of receipt {} could not be stored; answered unstored", r.id);
+      return jws;
+    }
+    return stored_jws;
   }
 
   void purge() {
@@ -181,8 +204,9 @@ struct ReceiptService::Impl {
 };
 
 ReceiptService::ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store,
-                               int64_t ttl_seconds)
+                               int64_t ttl_seconds, bool sign_at_issue)
     : impl_(std::make_unique<Impl>()) {
+  impl_->sign_at_issue = sign_at_issue;
   impl_->signer = std::move(signer);
   impl_->store = std::move(store);
   impl_->ttl_seconds = ttl_seconds;
@@ -284,6 +308,7 @@ ReceiptService::Counts ReceiptService::counts() const {
   c.issued = impl_->issued.load(std::memory_order_relaxed);
   c.stored = impl_->stored.load(std::memory_order_relaxed);
   c.failed = impl_->failed.load(std::memory_order_relaxed);
+  c.signed_ = impl_->signatures.load(std::memory_order_relaxed);
   return c;
 }
 

@@ -1,5 +1,7 @@
-// Signs and persists receipts on a thread of its own, many per transaction (group
-// commit), so neither ECDSA nor disk ever runs on an I/O thread.
+// Persists and signs receipts on a thread of its own, many per transaction (group
+// commit), so neither ECDSA nor disk ever runs on an I/O thread. The signature is made
+// either before storing (sign_at_issue) or at the receipt's first fetch, from the claims
+// stored at issue (their iat is the completion time either way).
 #pragma once
 
 #include <cstdint>
@@ -15,13 +17,17 @@ namespace tresor::receipts {
 
 class ReceiptService {
  public:
-  ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store, int64_t ttl_seconds);
+  ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store, int64_t ttl_seconds,
+                 bool sign_at_issue = false);
   ~ReceiptService();  // drains pending work, then stops the thread
 
-  // Signs `claims_json` and stores it for `customer` under `id`; `done(ok)` runs on the
-  // service thread once the receipt is durable (or failed). Thread-safe.
+  // Stores `claims_json` (signed now or at first fetch) for `customer` under `id`;
+  // `done(ok)` runs on the service thread once the receipt is durable (or failed).
+  // Thread-safe.
   void issue(std::string id, std::string customer, std::string claims_json, std::function<void(bool)> done);
-  // `done(jws or nullopt)` on the service thread. Thread-safe.
+  // `done(jws or nullopt)` on the service thread; a receipt stored unsigned is signed
+  // with the active key now and its JWS stored, so every later fetch returns the same
+  // bytes. Thread-safe.
   void fetch(std::string id, std::string customer, std::function<void(std::optional<std::string>)> done);
 
   // Persists a charge (credits); many go in one transaction, like receipts. Thread-safe.
@@ -34,12 +40,13 @@ class ReceiptService {
   void with_store(std::function<void(ReceiptStore&)> job);
   bool shared_store() const;
 
-  // Counters for /metrics (any thread): receipts signed, stored durably, failed (signing
-  // or storing).
+  // Counters for /metrics (any thread): receipts issued (accepted for storing), stored
+  // durably, failed (signing or storing), and signatures made.
   struct Counts {
     uint64_t issued = 0;
     uint64_t stored = 0;
     uint64_t failed = 0;
+    uint64_t signed_ = 0;
   };
   Counts counts() const;
 

@@ -3,7 +3,8 @@
 // several gateway replicas may share one Redis and see each other's receipts.
 //
 // Layout:
-//   tresor:receipt:<id>          hash {customer, jws, exp}, EXPIREAT exp (Redis expires it)
+//   tresor:receipt:<id>          hash {customer, claims, jws, exp}, EXPIREAT exp (Redis expires
+//                                it); jws is added at the first fetch when signing is lazy
 //   tresor:spend:<customer>      hash {route: total}, HINCRBYFLOAT
 //   tresor:spend-applied:<inst>  last add_spend sequence number this store instance applied
 //                                (lets a retry after a lost EXEC reply tell whether the
@@ -206,25 +207,50 @@ class RedisStore final : public ReceiptStore {
     return run<bool>("put_batch", false, [&](bool retry) { return try_put_batch(batch, retry); });
   }
 
-  std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) override {
-    return run<std::optional<std::string>>("get", std::nullopt, [&](bool) -> Attempt<std::optional<std::string>> {
-      Reply r = command({"HMGET", receipt_key(id), "customer", "jws", "exp"});
-      if (!r) return Attempt<std::optional<std::string>>::lost();
-      if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+  std::optional<StoredReceipt> load(const std::string& id, const std::string& customer, int64_t now) override {
+    using Result = Attempt<std::optional<StoredReceipt>>;
+    return run<std::optional<StoredReceipt>>("get", std::nullopt, [&](bool) -> Result {
+      Reply r = command({"HMGET", receipt_key(id), "customer", "jws", "exp", "claims"});
+      if (!r) return Result::lost();
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         log_unexpected("HMGET", r.get());
-        return Attempt<std::optional<std::string>>::ok(std::nullopt);
+        return Result::ok(std::nullopt);
       }
       const redisReply* c = r->element[0];
       const redisReply* j = r->element[1];
       const redisReply* e = r->element[2];
-      // Another customer's, expired and missing receipts all look the same (404).
-      if (c->type != REDIS_REPLY_STRING || j->type != REDIS_REPLY_STRING || reply_text(c) != customer)
-        return Attempt<std::optional<std::string>>::ok(std::nullopt);
+      const redisReply* claims = r->element[3];
+      // Another customer's, expired and missing receipts all look the same (404). A
+      // receipt is stored with its claims, its JWS, or both (lazy signing adds the JWS).
+      if (c->type != REDIS_REPLY_STRING || reply_text(c) != customer) return Result::ok(std::nullopt);
+      if (j->type != REDIS_REPLY_STRING && claims->type != REDIS_REPLY_STRING) return Result::ok(std::nullopt);
       // Redis expires the key itself (EXPIREAT); exp also guards against clock skew between
       // the gateway and Redis, so that expiry is the gateway's notion like with SQLite.
       if (e->type == REDIS_REPLY_STRING && std::strtoll(reply_text(e).c_str(), nullptr, 10) <= now)
-        return Attempt<std::optional<std::string>>::ok(std::nullopt);
-      return Attempt<std::optional<std::string>>::ok(reply_text(j));
+        return Result::ok(std::nullopt);
+      StoredReceipt out;
+      out.id = id;
+      out.customer = customer;
+      out.jws = reply_text(j);
+      out.claims = reply_text(claims);
+      return Result::ok(std::move(out));
+    });
+  }
+
+  std::optional<std::string> store_signature(const std::string& id, const std::string& jws) override {
+    using Result = Attempt<std::optional<std::string>>;
+    return run<std::optional<std::string>>("sign", std::nullopt, [&](bool) -> Result {
+      // Atomic on the server: never re-creates an expired receipt's key (HSETNX alone
+      // would, without a TTL), and the first replica to sign wins; the others read it.
+      Reply r = command({"EVAL",
+                         "if redis.call('EXISTS', KEYS[1]) == 0 then return false end "
+                         "redis.call('HSETNX', KEYS[1], 'jws', ARGV[1]) "
+                         "return redis.call('HGET', KEYS[1], 'jws')",
+                         "1", receipt_key(id), jws});
+      if (!r) return Result::lost();
+      if (r->type == REDIS_REPLY_STRING) return Result::ok(reply_text(r.get()));
+      if (r->type != REDIS_REPLY_NIL) log_unexpected("EVAL", r.get());
+      return Result::ok(std::nullopt);
     });
   }
 
@@ -356,13 +382,13 @@ class RedisStore final : public ReceiptStore {
       // The previous attempt may have committed and only lost EXEC's reply. Receipts are
       // unique (the JWS signs the id), so finding the whole batch stored as we wrote it
       // means it was ours.
-      for (const auto& k : keys) append({"HMGET", k, "customer", "jws"});
+      for (const auto& k : keys) append({"HMGET", k, "customer", "jws", "claims"});
       size_t ours = 0;
       for (size_t i = 0; i < batch.size(); ++i) {
         Reply r = read_reply();
         if (!r) return Attempt<bool>::lost();
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && reply_text(r->element[0]) == batch[i].customer &&
-            reply_text(r->element[1]) == batch[i].jws)
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && reply_text(r->element[0]) == batch[i].customer &&
+            reply_text(r->element[1]) == batch[i].jws && reply_text(r->element[2]) == batch[i].claims)
           ++ours;
       }
       if (ours == batch.size()) return Attempt<bool>::ok(true);
@@ -395,7 +421,13 @@ class RedisStore final : public ReceiptStore {
     for (size_t i = 0; i < batch.size(); ++i) {
       const auto& r = batch[i];
       const std::string exp = std::to_string(r.expires_at);
-      append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "exp", exp});
+      // An unsigned receipt (lazy signing) has no jws field until its first fetch.
+      if (r.jws.empty())
+        append({"HSET", keys[i], "customer", r.customer, "claims", r.claims, "exp", exp});
+      else if (r.claims.empty())
+        append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "exp", exp});
+      else
+        append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "claims", r.claims, "exp", exp});
       append({"EXPIREAT", keys[i], exp});
     }
     append({"EXEC"});

@@ -66,13 +66,17 @@ class SqliteStore final : public ReceiptStore {
         "CREATE TABLE IF NOT EXISTS receipts("
         "id TEXT PRIMARY KEY, customer TEXT NOT NULL, jws TEXT NOT NULL, expires_at INTEGER NOT NULL)");
     exec("CREATE INDEX IF NOT EXISTS receipts_expires_at ON receipts(expires_at)");
+    // Files from before lazy signing (0.7) have no claims column; their rows are all signed.
+    if (!has_column("receipts", "claims")) exec("ALTER TABLE receipts ADD COLUMN claims TEXT NOT NULL DEFAULT ''");
     exec("CREATE TABLE IF NOT EXISTS spend(customer TEXT NOT NULL, route TEXT NOT NULL, amount REAL NOT NULL, "
          "PRIMARY KEY(customer, route))");
     begin_ = prepare("BEGIN IMMEDIATE");
     commit_ = prepare("COMMIT");
     rollback_ = prepare("ROLLBACK");
-    insert_ = prepare("INSERT INTO receipts(id, customer, jws, expires_at) VALUES(?1, ?2, ?3, ?4)");
-    get_ = prepare("SELECT jws FROM receipts WHERE id = ?1 AND customer = ?2 AND expires_at > ?3");
+    insert_ = prepare("INSERT INTO receipts(id, customer, jws, expires_at, claims) VALUES(?1, ?2, ?3, ?4, ?5)");
+    get_ = prepare("SELECT jws, claims FROM receipts WHERE id = ?1 AND customer = ?2 AND expires_at > ?3");
+    sign_ = prepare("UPDATE receipts SET jws = ?2 WHERE id = ?1 AND jws = ''");
+    jws_ = prepare("SELECT jws FROM receipts WHERE id = ?1");
     purge_ = prepare("DELETE FROM receipts WHERE expires_at <= ?1");
     count_ = prepare("SELECT count(*) FROM receipts");
     add_spend_ = prepare(
@@ -100,7 +104,7 @@ class SqliteStore final : public ReceiptStore {
     return true;
   }
 
-  std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) override {
+  std::optional<StoredReceipt> load(const std::string& id, const std::string& customer, int64_t now) override {
     sqlite3_stmt* s = get_.get();
     StmtReset reset(s);
     // Customer and expiry are checked in SQL so that another customer's or an expired
@@ -108,9 +112,26 @@ class SqliteStore final : public ReceiptStore {
     if (!bind_text(s, 1, id) || !bind_text(s, 2, customer) || sqlite3_bind_int64(s, 3, now) != SQLITE_OK)
       return std::nullopt;
     if (sqlite3_step(s) != SQLITE_ROW) return std::nullopt;
-    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
-    if (text == nullptr) return std::nullopt;
-    return std::string(text, static_cast<size_t>(sqlite3_column_bytes(s, 0)));
+    StoredReceipt r;
+    r.id = id;
+    r.customer = customer;
+    r.jws = column_text(s, 0);
+    r.claims = column_text(s, 1);
+    return r;
+  }
+
+  std::optional<std::string> store_signature(const std::string& id, const std::string& jws) override {
+    {
+      sqlite3_stmt* s = sign_.get();
+      StmtReset reset(s);
+      // Autocommit: one small durable write per first fetch, off the request path.
+      if (!bind_text(s, 1, id) || !bind_text(s, 2, jws) || sqlite3_step(s) != SQLITE_DONE) return std::nullopt;
+      if (sqlite3_changes(db_) == 1) return jws;
+    }
+    sqlite3_stmt* s = jws_.get();
+    StmtReset reset(s);
+    if (!bind_text(s, 1, id) || sqlite3_step(s) != SQLITE_ROW) return std::nullopt;
+    return column_text(s, 0);
   }
 
   size_t purge_expired(int64_t now) override {
@@ -181,7 +202,21 @@ class SqliteStore final : public ReceiptStore {
     sqlite3_stmt* s = insert_.get();
     StmtReset reset(s);  // reset before any ROLLBACK runs, so no statement is left pending
     return bind_text(s, 1, r.id) && bind_text(s, 2, r.customer) && bind_text(s, 3, r.jws) &&
-           sqlite3_bind_int64(s, 4, r.expires_at) == SQLITE_OK && sqlite3_step(s) == SQLITE_DONE;
+           sqlite3_bind_int64(s, 4, r.expires_at) == SQLITE_OK && bind_text(s, 5, r.claims) &&
+           sqlite3_step(s) == SQLITE_DONE;
+  }
+
+  static std::string column_text(sqlite3_stmt* s, int column) {
+    const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, column));
+    if (text == nullptr) return {};
+    return std::string(text, static_cast<size_t>(sqlite3_column_bytes(s, column)));
+  }
+
+  bool has_column(const char* table, const char* column) {
+    Stmt info = prepare((std::string("PRAGMA table_info(") + table + ")").c_str());
+    while (sqlite3_step(info.get()) == SQLITE_ROW)
+      if (column_text(info.get(), 1) == column) return true;
+    return false;
   }
 
   static bool step_done(sqlite3_stmt* s) {
@@ -205,7 +240,7 @@ class SqliteStore final : public ReceiptStore {
 
   std::string path_;
   sqlite3* db_ = nullptr;
-  Stmt begin_, commit_, rollback_, insert_, get_, purge_, count_, add_spend_, load_spend_;
+  Stmt begin_, commit_, rollback_, insert_, get_, sign_, jws_, purge_, count_, add_spend_, load_spend_;
 };
 
 }  // namespace

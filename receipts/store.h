@@ -13,8 +13,9 @@ namespace tresor::receipts {
 struct StoredReceipt {
   std::string id;        // UUID, the JWS's jti
   std::string customer;  // receipts are scoped to the customer, not the key
-  std::string jws;
+  std::string jws;       // empty until signed (receipts.signing: on_fetch)
   int64_t expires_at = 0;  // unix seconds
+  std::string claims;    // the JWS payload as issued; what a lazy signature signs
 };
 
 // Money charged to a customer on one route (credits, spec §9.4).
@@ -29,8 +30,17 @@ class ReceiptStore {
   virtual ~ReceiptStore() = default;
   // Persists all of `batch` durably in one transaction; false on failure (none stored).
   virtual bool put_batch(const std::vector<StoredReceipt>& batch) = 0;
-  // The JWS when `id` exists, belongs to `customer` and has not expired at `now`.
-  virtual std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) = 0;
+  // The receipt when `id` exists, belongs to `customer` and has not expired at `now`.
+  virtual std::optional<StoredReceipt> load(const std::string& id, const std::string& customer, int64_t now) = 0;
+  // Records `jws` for a receipt stored unsigned; returns the JWS the store holds now (an
+  // earlier one, e.g. another replica's, wins) or nullopt when the receipt is gone.
+  virtual std::optional<std::string> store_signature(const std::string& id, const std::string& jws) = 0;
+  // The stored JWS (empty while unsigned) under the same conditions as load().
+  std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) {
+    auto r = load(id, customer, now);
+    if (!r) return std::nullopt;
+    return std::move(r->jws);
+  }
   // Deletes expired rows; returns how many.
   virtual size_t purge_expired(int64_t now) = 0;
   virtual size_t count() = 0;

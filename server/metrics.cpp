@@ -157,8 +157,12 @@ std::string Metrics::render(const config::Config& cfg, const router::RouteHealth
   for (const auto& route : cfg.routes)
     extra << "tresor_route_breaker_state{route=\"" << route.id << "\"} "
           << static_cast<int>(health.breaker_state(route.id, now)) << "\n";
-  extra << "# HELP tresor_receipts_issued_total Receipts signed.\n# TYPE tresor_receipts_issued_total counter\n"
+  extra << "# HELP tresor_receipts_issued_total Receipts issued (claims accepted for storing).\n"
+        << "# TYPE tresor_receipts_issued_total counter\n"
         << "tresor_receipts_issued_total " << receipts.issued << "\n"
+        << "# HELP tresor_receipts_signed_total Receipt signatures made (at issue or at first fetch).\n"
+        << "# TYPE tresor_receipts_signed_total counter\n"
+        << "tresor_receipts_signed_total " << receipts.signed_ << "\n"
         << "# HELP tresor_receipts_stored_total Receipts stored durably.\n# TYPE tresor_receipts_stored_total counter\n"
         << "tresor_receipts_stored_total " << receipts.stored << "\n"
         << "# HELP tresor_receipt_store_failures_total Receipts that could not be signed or stored.\n"

@@ -247,8 +247,9 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   const auto cfg = runtime.current()->config;
   auto signer = receipts::Signer::load_or_create(cfg->receipts.signing_key_file, cfg->receipts.kid);
   impl_->jwks = receipts::jwks_json(*signer, cfg->receipts.retired_keys);
-  impl_->receipts = std::make_unique<receipts::ReceiptService>(std::move(signer), open_store(cfg->store),
-                                                               static_cast<int64_t>(cfg->receipts.ttl_seconds));
+  impl_->receipts = std::make_unique<receipts::ReceiptService>(
+      std::move(signer), open_store(cfg->store), static_cast<int64_t>(cfg->receipts.ttl_seconds),
+      cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
   impl_->credits = std::make_unique<CreditLedger>(impl_->receipts->load_spend());
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <stdlib.h>
+#include <sqlite3.h>
 
 #include <atomic>
 #include <chrono>
@@ -49,7 +50,7 @@ class TempDir {
 };
 
 StoredReceipt receipt(const std::string& id, const std::string& customer, int64_t expires_at) {
-  return StoredReceipt{id, customer, "jws-of-" + id, expires_at};
+  return StoredReceipt{id, customer, "jws-of-" + id, expires_at, "claims-of-" + id};
 }
 
 // What the test watches of the store the service owns (the service takes the store by
@@ -97,8 +98,11 @@ class CountingStore final : public ReceiptStore {
     probe_.rows_put += static_cast<int>(batch.size());
     return inner_->put_batch(batch);
   }
-  std::optional<std::string> get(const std::string& id, const std::string& customer, int64_t now) override {
-    return inner_->get(id, customer, now);
+  std::optional<StoredReceipt> load(const std::string& id, const std::string& customer, int64_t now) override {
+    return inner_->load(id, customer, now);
+  }
+  std::optional<std::string> store_signature(const std::string& id, const std::string& jws) override {
+    return inner_->store_signature(id, jws);
   }
   size_t purge_expired(int64_t now) override { return inner_->purge_expired(now); }
   size_t count() override { return inner_->count(); }
@@ -356,4 +360,72 @@ TEST_CASE("receipt service: destruction stores everything still queued", "[recei
   }
   CHECK(done.ok == kIssues);  // every callback ran before the destructor returned
   CHECK(open_sqlite_store(db)->count() == kIssues);
+}
+
+TEST_CASE("receipt store: an unsigned receipt gets its signature once", "[receipts]") {
+  TempDir dir;
+  auto store = open_sqlite_store(dir.file("r.db"));
+  const int64_t now = 1'000'000;
+  REQUIRE(store->put_batch({StoredReceipt{"u", "cust-1", "", now + 60, "claims-of-u"}}));
+  auto row = store->load("u", "cust-1", now);
+  REQUIRE(row.has_value());
+  CHECK(row->jws.empty());
+  CHECK(row->claims == "claims-of-u");
+  CHECK(store->store_signature("u", "first-jws") == std::optional<std::string>("first-jws"));
+  // A second signer (another fetch, another replica) gets the first signature back.
+  CHECK(store->store_signature("u", "second-jws") == std::optional<std::string>("first-jws"));
+  CHECK(store->get("u", "cust-1", now) == std::optional<std::string>("first-jws"));
+  CHECK_FALSE(store->store_signature("missing", "jws").has_value());
+  CHECK_FALSE(store->load("u", "cust-2", now).has_value());
+}
+
+TEST_CASE("receipt store: a file from before lazy signing is upgraded in place", "[receipts]") {
+  TempDir dir;
+  const std::string path = dir.file("old.db");
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "CREATE TABLE receipts(id TEXT PRIMARY KEY, customer TEXT NOT NULL, jws TEXT NOT NULL, "
+                         "expires_at INTEGER NOT NULL);"
+                         "INSERT INTO receipts VALUES('old', 'cust-1', 'old-jws', 2000000);",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = open_sqlite_store(path);
+  CHECK(store->get("old", "cust-1", 1'000'000) == std::optional<std::string>("old-jws"));
+  REQUIRE(store->put_batch({StoredReceipt{"new", "cust-1", "", 2'000'000, "claims-of-new"}}));
+  CHECK(store->load("new", "cust-1", 1'000'000)->claims == "claims-of-new");
+}
+
+TEST_CASE("receipt service: signing at first fetch or at issue gives the same verifiable receipt",
+          "[receipts]") {
+  const bool at_issue = GENERATE(false, true);
+  INFO("sign_at_issue " << at_issue);
+  TempDir dir;
+  ReceiptService service(Signer::load_or_create(dir.file("key.pem"), "router-receipt-1"),
+                         open_sqlite_store(dir.file("r.db")), 3600, at_issue);
+  const std::string claims = claims_for("r-1");
+  std::promise<bool> issued;
+  service.issue("r-1", "cust-1", claims, [&](bool ok) { issued.set_value(ok); });
+  REQUIRE(issued.get_future().get());
+  CHECK(service.counts().issued == 1);
+  CHECK(service.counts().signed_ == (at_issue ? 1u : 0u));  // lazy: no signature until asked
+
+  auto fetch = [&](const std::string& id, const std::string& customer) {
+    std::promise<std::optional<std::string>> result;
+    service.fetch(id, customer, [&](std::optional<std::string> jws) { result.set_value(std::move(jws)); });
+    return result.get_future().get();
+  };
+  const auto first = fetch("r-1", "cust-1");
+  REQUIRE(first.has_value());
+  const auto verified = tresor::receipts::verify_jws(*first, tresor::receipts::jwks_json(service.signer(), {}));
+  INFO(verified.error);
+  CHECK(verified.ok);
+  CHECK(verified.payload == claims);
+  // ECDSA signatures are randomised: the same bytes again means the first one was stored.
+  CHECK(fetch("r-1", "cust-1") == first);
+  CHECK(service.counts().signed_ == 1);
+  CHECK_FALSE(fetch("r-1", "cust-2").has_value());
+  CHECK(service.counts().signed_ == 1);  // another customer's fetch signs nothing
 }

@@ -168,7 +168,7 @@ class RedisServer {
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
 StoredReceipt receipt(const std::string& id, const std::string& customer, int64_t expires_at) {
-  return StoredReceipt{id, customer, "jws-of-" + id, expires_at};
+  return StoredReceipt{id, customer, "jws-of-" + id, expires_at, "claims-of-" + id};
 }
 
 // Sorted (customer, route) totals, for comparing load_spend() results.
@@ -288,7 +288,7 @@ TEST_CASE("redis store: a batch is all or nothing", "[redis]") {
 
   SECTION("an id that is already stored") {
     REQUIRE(store->put_batch({receipt("a", "acme", exp)}));
-    StoredReceipt clash{"a", "globex", "other-jws", exp};
+    StoredReceipt clash{"a", "globex", "other-jws", exp, "other-claims"};
     CHECK_FALSE(store->put_batch({receipt("b", "acme", exp), clash, receipt("c", "acme", exp)}));
     CHECK(store->count() == 1);
     CHECK_FALSE(store->get("b", "acme", now).has_value());
@@ -395,4 +395,25 @@ TEST_CASE("redis store: a hung Redis times out", "[.][redis-slow]") {
   CHECK(took < std::chrono::seconds(7));
   redis.resume();
   CHECK(store->get("x", "acme", now) == std::optional<std::string>("jws-of-x"));
+}
+
+TEST_CASE("redis store: an unsigned receipt gets its signature once, and never outlives its key", "[redis]") {
+  RedisServer redis;
+  auto store = open_redis_store(redis.url());
+  auto other_replica = open_redis_store(redis.url());
+  const int64_t now = unix_now();
+  REQUIRE(store->put_batch({StoredReceipt{"u", "acme", "", now + 3600, "claims-of-u"}}));
+  auto row = other_replica->load("u", "acme", now);
+  REQUIRE(row.has_value());
+  CHECK(row->jws.empty());
+  CHECK(row->claims == "claims-of-u");
+  CHECK_FALSE(other_replica->load("u", "globex", now).has_value());
+  CHECK(other_replica->store_signature("u", "replica-b-jws") == std::optional<std::string>("replica-b-jws"));
+  CHECK(store->store_signature("u", "replica-a-jws") == std::optional<std::string>("replica-b-jws"));
+  CHECK(store->get("u", "acme", now) == std::optional<std::string>("replica-b-jws"));
+  // Signing a receipt that is gone (expired, never stored) must not create a key.
+  CHECK_FALSE(store->store_signature("gone", "jws").has_value());
+  Reply exists = redis.command({"EXISTS", "tresor:receipt:gone"});
+  REQUIRE(exists);
+  CHECK(exists->integer == 0);
 }
