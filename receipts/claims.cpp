@@ -6,6 +6,9 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
+#include <chrono>
+#include <cstring>
 #include <stdexcept>
 
 namespace tresor::receipts {
@@ -25,13 +28,58 @@ std::string to_hex(const unsigned char* bytes, size_t n) {
 
 }  // namespace
 
+namespace {
+
+// Random bytes from OpenSSL's CSPRNG, drawn 4 KiB at a time per thread: RAND_bytes per id
+// cost a getpid() syscall (its fork check) and a lock on every request.
+void random_bytes(unsigned char* out, size_t n) {
+  thread_local unsigned char pool[4096];
+  thread_local size_t left = 0;
+  while (n > 0) {
+    if (left == 0) {
+      if (RAND_bytes(pool, sizeof pool) != 1) throw std::runtime_error("RAND_bytes failed");
+      left = sizeof pool;
+    }
+    const size_t take = std::min(n, left);
+    std::memcpy(out, pool + (sizeof pool - left), take);
+    OPENSSL_cleanse(pool + (sizeof pool - left), take);  // each byte is handed out once
+    left -= take;
+    out += take;
+    n -= take;
+  }
+}
+
+std::string uuid_text(const unsigned char (&b)[16]) {
+  std::string out(36, '-');
+  size_t o = 0;
+  for (size_t i = 0; i < 16; ++i) {
+    if (o == 8 || o == 13 || o == 18 || o == 23) ++o;
+    out[o++] = kHex[b[i] >> 4];
+    out[o++] = kHex[b[i] & 0xf];
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string new_receipt_id() {
   unsigned char b[16];
-  if (RAND_bytes(b, sizeof b) != 1) throw std::runtime_error("RAND_bytes failed");
+  random_bytes(b + 6, 10);
+  const uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                std::chrono::system_clock::now().time_since_epoch())
+                                                .count());
+  for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(ms >> (40 - 8 * i));
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x70);  // version 7
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 9562 variant
+  return uuid_text(b);
+}
+
+std::string new_random_uuid() {
+  unsigned char b[16];
+  random_bytes(b, sizeof b);
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
-  const std::string h = to_hex(b, sizeof b);
-  return h.substr(0, 8) + '-' + h.substr(8, 4) + '-' + h.substr(12, 4) + '-' + h.substr(16, 4) + '-' + h.substr(20);
+  return uuid_text(b);
 }
 
 bool is_receipt_id(std::string_view id) {

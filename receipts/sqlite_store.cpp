@@ -62,6 +62,9 @@ class SqliteStore final : public ReceiptStore {
     // batch whose done(true) has run survives kill -9 and power loss.
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=FULL");
+    // 8 MiB of page cache (default 2): the B-tree edges that group commits write to, and
+    // recently issued receipts (the ones fetched), stay in memory instead of pread().
+    exec("PRAGMA cache_size=-8192");
     exec(
         "CREATE TABLE IF NOT EXISTS receipts("
         "id TEXT PRIMARY KEY, customer TEXT NOT NULL, jws TEXT NOT NULL, expires_at INTEGER NOT NULL)");

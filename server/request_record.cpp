@@ -19,7 +19,7 @@ std::string request_id_from(std::string_view header) {
                       std::all_of(header.begin(), header.end(), [](unsigned char c) {
                         return std::isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
                       });
-  return usable ? std::string(header) : receipts::new_receipt_id();
+  return usable ? std::string(header) : receipts::new_random_uuid();
 }
 
 namespace {

@@ -38,7 +38,7 @@ struct RequestRecord {
 };
 
 // X-Request-Id as the client sent it when it is 1..128 characters of [A-Za-z0-9._:-];
-// otherwise a new random id (a UUID).
+// otherwise a new random (v4) UUID.
 std::string request_id_from(std::string_view header);
 
 // One JSON object (no newline): time, request_id, method, endpoint, customer, status,

@@ -1054,7 +1054,9 @@ export { delay, performance };
 // recompute, the SQLite store, and restarting a gateway on the same config/state dir.
 
 /** A lowercase UUID v4, the shape of `tresor.receipt_id` / the receipt's `jti`. */
-export const RECEIPT_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+// Receipt ids are time-ordered UUIDs (v7); generated request ids are random ones (v4).
+export const RECEIPT_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+export const REQUEST_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 /** The receipt payload's claims, in the order the gateway writes them (`nonce` only if sent). */
 export const RECEIPT_CLAIMS = Object.freeze(['jti', 'iat', 'receipt_type', 'requested_route', 'routed_model',

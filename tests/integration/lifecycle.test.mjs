@@ -11,7 +11,7 @@ import http from 'node:http';
 import net from 'node:net';
 import {
   startRoutingStack, stopAll, chatBody, readErrorEnvelope, readSse, parseEventJson, toYaml, waitFor, delay,
-  performance, RawConnection, requestHead, makeKey, sha256Hex, RECEIPT_ID_RE,
+  performance, RawConnection, requestHead, makeKey, sha256Hex, RECEIPT_ID_RE, REQUEST_ID_RE,
 } from './harness.mjs';
 
 const A = 'eu/prova/m1';
@@ -149,7 +149,7 @@ describe('X-Request-Id and X-Tresor-Overhead-Us', { timeout: 60_000 }, () => {
       const r = await readAll(await s.chat(chatBody(A), { headers: { 'x-request-id': id } }));
       assert.equal(r.status, 200, r.text);
       const got = r.headers.get('x-request-id');
-      assert.match(got || '', RECEIPT_ID_RE, `generated id: ${got}`);
+      assert.match(got || '', REQUEST_ID_RE, `generated id: ${got}`);
       assert.equal((await accessLineFor(s.gw, got)).request_id, got, 'the generated id is the one logged');
     });
   }
@@ -160,7 +160,7 @@ describe('X-Request-Id and X-Tresor-Overhead-Us', { timeout: 60_000 }, () => {
       await conn.write(requestHead('GET', '/healthz', [['X-Request-Id', '']]));
       const res = await conn.readResponse({ method: 'GET' });
       assert.equal(res.status, 200);
-      assert.match(res.headers['x-request-id'] || '', RECEIPT_ID_RE);
+      assert.match(res.headers['x-request-id'] || '', REQUEST_ID_RE);
     } finally {
       conn.destroy();
     }
@@ -182,7 +182,7 @@ describe('X-Request-Id and X-Tresor-Overhead-Us', { timeout: 60_000 }, () => {
     };
     for (const [what, res] of Object.entries(answers)) {
       const id = res.headers.get('x-request-id');
-      assert.match(id || '', RECEIPT_ID_RE, `${what}: X-Request-Id ${id}`);
+      assert.match(id || '', REQUEST_ID_RE, `${what}: X-Request-Id ${id}`);
       assert.ok(!seen.has(id), `${what}: ids are unique`);
       seen.add(id);
       await res.arrayBuffer();

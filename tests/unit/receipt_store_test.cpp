@@ -11,10 +11,12 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "receipts/claims.h"
 #include "receipts/receipt_service.h"
 #include "receipts/signer.h"
 #include "receipts/store.h"
@@ -428,4 +430,33 @@ TEST_CASE("receipt service: signing at first fetch or at issue gives the same ve
   CHECK(service.counts().signed_ == 1);
   CHECK_FALSE(fetch("r-1", "cust-2").has_value());
   CHECK(service.counts().signed_ == 1);  // another customer's fetch signs nothing
+}
+
+TEST_CASE("receipt ids are time-ordered v7 UUIDs, request ids random v4 ones", "[receipts]") {
+  using tresor::receipts::is_receipt_id;
+  using tresor::receipts::new_random_uuid;
+  using tresor::receipts::new_receipt_id;
+  const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2000; ++i) ids.push_back(new_receipt_id());
+  const auto after = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch()).count();
+  std::set<std::string> distinct(ids.begin(), ids.end());
+  CHECK(distinct.size() == ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto& id = ids[i];
+    REQUIRE(is_receipt_id(id));
+    CHECK(id[14] == '7');
+    CHECK(std::string("89ab").find(id[19]) != std::string::npos);
+    const long long ms = std::stoll(id.substr(0, 8) + id.substr(9, 4), nullptr, 16);
+    CHECK(ms >= before);
+    CHECK(ms <= after);
+    // Millisecond prefixes never go backwards: inserts append to the B-tree's right edge.
+    if (i > 0) CHECK(id.substr(0, 13) >= ids[i - 1].substr(0, 13));
+  }
+  const auto v4 = new_random_uuid();
+  CHECK(is_receipt_id(v4));
+  CHECK(v4[14] == '4');
+  CHECK(new_random_uuid() != v4);
 }
