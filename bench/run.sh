@@ -1,25 +1,44 @@
 #!/usr/bin/env bash
-# Loopback benchmark: direct nginx upstream vs nginx proxy vs tresor-router (receipts on/off).
-# One command, stops by itself, < 2 min. See bench/README.md.
-# Env: BENCH_DURATION (s, default 5), BENCH_WARMUP (s, default 1), BENCH_CONC ("1 64"),
-#      BENCH_KEEP=1 keeps the private temp dir, TRESOR_BUILD_DIR (default ./build).
+# Loopback benchmark of tresor-router against its anchors, all in one run (issue 8):
+# direct upstream, nginx proxy_pass, Portkey 1.15.2, tresor-router receipts on / off.
+# Workloads: non-stream chat (c=1, c=64), multipart transcription (64 KiB, c=8), SSE
+# (sequential, 32 concurrent, 2,000 concurrent paced streams), memory, callgrind Ir/req.
+# One command, loopback only, stops by itself, < 5 min. See bench/README.md for knobs.
 set -euo pipefail
 bench="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$bench/.." && pwd)"
 build="${TRESOR_BUILD_DIR:-$root/build}"
-router="$build/tresor-router"
 duration="${BENCH_DURATION:-5}"
 warmup="${BENCH_WARMUP:-1}"
 concs="${BENCH_CONC:-1 64}"
+tr_conc="${BENCH_TRANSCRIPTION_CONC:-8}"
+audio_kib="${BENCH_AUDIO_KIB:-64}"
+sse_pace="${BENCH_SSE_PACE_MS:-20}"
+sse_chunks="${BENCH_SSE_CHUNKS:-6}"            # short stream: role + 6 content + finish = 8 events
+sse_seq="${BENCH_SSE_SEQ:-30}"                 # sequential streams per target
+sse_conc="${BENCH_SSE_CONC:-32}"
+sse_per_conn="${BENCH_SSE_PER_CONN:-8}"        # streams per connection in the concurrent round
+sse_many="${BENCH_SSE_MANY:-2000}"
+sse_many_targets="${BENCH_SSE_MANY_TARGETS:-tresor_on nginx}"
+long_chunks=62                                  # 64 events: role + 62 content + finish
+idle_conns="${BENCH_IDLE_CONNS:-10000}"
+soak="${BENCH_SOAK_SECONDS:-0}"
+use_portkey="${BENCH_PORTKEY:-1}"
+use_callgrind="${BENCH_CALLGRIND:-1}"
+cg_requests="${BENCH_CALLGRIND_REQUESTS:-200}"
+cg_streams="${BENCH_CALLGRIND_STREAMS:-50}"
 # shellcheck source=lib/common.sh
 source "$bench/lib/common.sh"
 t_start=$(date +%s)
+section() { log "---- $* (t=$(( $(date +%s) - t_start )) s)"; }
 
-# ---- 1. dependencies ---------------------------------------------------------------
+# ---- 1. dependencies ---------------------------------------------------------------------
 need=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
-for c in curl python3 taskset pgrep; do command -v "$c" >/dev/null || die "$c missing"; done
+[[ $use_callgrind == 0 ]] || command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+for c in curl python3 taskset pgrep g++; do command -v "$c" >/dev/null || die "$c missing"; done
+[[ -f /usr/include/boost/asio.hpp ]] || need+=(libboost-dev)
 if ((${#need[@]})); then
   pkgs=()
   for p in "${need[@]}"; do
@@ -35,22 +54,81 @@ if ((${#need[@]})); then
     || { $sudo_ apt-get update >&2 && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >&2; }
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-[[ -x $router ]] || die "$router not built (run scripts/build.sh)"
+if [[ $use_callgrind != 0 ]] && ! command -v valgrind >/dev/null 2>&1; then
+  log "valgrind unavailable: callgrind section skipped"; use_callgrind=0
+fi
 
-# ---- CPU layout ----------------------------------------------------------------------
+# Open files: 10,000 held client connections, 2,000 streams (x2 sockets in the proxy).
+# The hard limit may be below 65536 in a container; take what there is.
+hard=$(ulimit -Hn); [[ $hard == unlimited ]] && hard=65536
+ulimit -n "$(( hard < 65536 ? hard : 65536 ))"
+nofile=$(ulimit -n)
+if ((idle_conns + 200 > nofile)); then
+  log "WARNING: ulimit -n is $nofile: idle connections lowered from $idle_conns to $((nofile - 500))"
+  idle_conns=$((nofile - 500))
+fi
+
+# ---- 2. binaries: tresor (copied, so a relink of build/ mid-run does not matter), tool --
+dir="$(mktemp -d /var/tmp/tresor-bench.XXXXXX)"
+chmod 755 "$dir"
+for b in tresor-router tresor-fake-upstream; do
+  wait_stable_binary "$build/$b" 180 || die "$build/$b not built (run scripts/build.sh)"
+  cp "$build/$b" "$dir/$b"
+done
+router="$dir/tresor-router"
+fake="$dir/tresor-fake-upstream"
+
+# sse_load (bench/tools/sse_load.cpp): compiled once per source version, cached.
+tools_cache="${BENCH_TOOLS_CACHE:-$build/bench-tools}"
+src_hash=$(sha256sum "$bench/tools/sse_load.cpp" | cut -c1-16)
+sse_load="$tools_cache/sse_load-$src_hash"
+if [[ ! -x $sse_load ]]; then
+  log "compiling bench/tools/sse_load.cpp"
+  mkdir -p "$tools_cache"
+  g++ -std=c++20 -O2 -Wall -Wextra -o "$sse_load.tmp.$$" "$bench/tools/sse_load.cpp" -pthread \
+    || die "sse_load did not compile"
+  mv "$sse_load.tmp.$$" "$sse_load"
+fi
+
+# Portkey: npm ci into bench/portkey/node_modules (git-ignored) unless already installed.
+portkey_note=""
+pk_entry="$bench/portkey/node_modules/@portkey-ai/gateway/build/start-server.js"
+pk_installed() {
+  [[ -f $pk_entry ]] && python3 - "$bench/portkey/node_modules" <<'PY'
+import json, sys
+nm = sys.argv[1]
+v = lambda p: json.load(open(f"{nm}/{p}/package.json"))["version"]
+sys.exit(0 if v("@portkey-ai/gateway") == "1.15.2" and v("@hono/node-server") == "1.11.5" else 1)
+PY
+}
+if [[ $use_portkey == 0 ]]; then
+  portkey_note="Portkey skipped (BENCH_PORTKEY=0)"
+elif ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  portkey_note="Portkey skipped: node/npm missing"; use_portkey=0
+elif ! pk_installed; then
+  log "installing Portkey (npm ci in bench/portkey)"
+  # --ignore-scripts: the only install script is patch-package, with no patches shipped.
+  if ! (cd "$bench/portkey" && timeout 150 npm ci --no-audit --no-fund --ignore-scripts --fetch-retries=1 \
+        --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=5000 --fetch-timeout=30000 >"$dir/npm-ci.log" 2>&1) \
+     || ! pk_installed; then
+    portkey_note="Portkey skipped: npm ci failed (no registry?): $(grep -m1 -E 'npm error (code|errno|network|request)' "$dir/npm-ci.log" | cut -c1-120)"
+    use_portkey=0
+  fi
+fi
+[[ -z $portkey_note ]] || log "$portkey_note"
+
+# ---- CPU layout -------------------------------------------------------------------------
 ncpu=$(nproc)
 if ((ncpu >= 2)); then
   load_cpu=0; proxy_cpu=1
 else
   load_cpu=0; proxy_cpu=0
-  log "WARNING: 1 CPU: proxy, upstream and wrk share it; numbers are not comparable"
+  log "WARNING: 1 CPU: proxy, upstream and load share it; numbers are not comparable"
 fi
 # nginx worker_cpu_affinity wants a binary mask ("10" = CPU 1)
 bin_mask() { python3 -c "print(format(1<<$1,'b'))"; }
 
-# ---- 2. private dir, processes, cleanup ------------------------------------------------
-dir="$(mktemp -d /var/tmp/tresor-bench.XXXXXX)"
-chmod 755 "$dir"
+# ---- 3. processes, cleanup -------------------------------------------------------------
 pids=()
 cleanup() {
   local rc=$? p
@@ -63,22 +141,48 @@ cleanup() {
   exit $rc
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM   # cleanup runs once the foreground wrk (≤ BENCH_DURATION s) returns
+stop_pid() { # PID: TERM, wait up to 5 s, KILL; forget it
+  local p=$1 q keep=()
+  kill -TERM "$p" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$p" 2>/dev/null || true
+  wait "$p" 2>/dev/null || true
+  for q in "${pids[@]}"; do [[ $q == "$p" ]] || keep+=("$q"); done
+  pids=("${keep[@]}")
+}
+trap 'exit 130' INT TERM   # cleanup runs once the foreground load tool returns
 
-port_a=$(free_port); port_b=$(free_port); port_t=$(free_port)
-while [[ $port_b == "$port_a" ]]; do port_b=$(free_port); done
-while [[ $port_t == "$port_a" || $port_t == "$port_b" ]]; do port_t=$(free_port); done
+used_ports=" "
+new_port() { local p; while :; do p=$(free_port); [[ $used_ports == *" $p "* ]] || break; done; used_ports+="$p "; echo "$p"; }
+port_a=$(new_port); port_b=$(new_port); port_bs=$(new_port); port_t=$(new_port); port_p=$(new_port); port_cg=$(new_port)
 
 canned='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! I am fine, thank you for asking."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":11,"total_tokens":25}}'
+canned_tr='{"text":"Hello, this is the bench transcript.","usage":{"type":"duration","seconds":3.25}}'
+# SSE content: 62 distinct 4-byte tokens, so that a dropped, duplicated or reordered
+# content delta always changes the concatenation (62 chunks: exactly one token each).
+sse_content=$(python3 -c "print(''.join(f'{i:03d};' for i in range($long_chunks)))")
 
+# The paced SSE upstream (fake), on the load CPU; its port comes from its first line.
+taskset -c "$load_cpu" "$fake" --listen 127.0.0.1:0 --pace-ms "$sse_pace" --chunks "$sse_chunks" \
+  --content "$sse_content" >"$dir/fake.out" 2>"$dir/fake.err" &
+pid_fake=$!; pids+=("$pid_fake")
+wait_line "$dir/fake.out" '^LISTENING [0-9]+' 10 || die "fake upstream did not start: $(cat "$dir/fake.err")"
+port_s=$(awk '/^LISTENING/ {print $2; exit}' "$dir/fake.out")
+
+wconns=$(( nofile < 16384 ? nofile : 16384 ))
 render "$bench/nginx/direct.conf.tmpl" "$dir/direct.conf" DIR="$dir" PORT_A="$port_a" \
-  DIRECT_CPU_MASK="$(bin_mask $load_cpu)" CANNED_JSON="$canned"
+  DIRECT_CPU_MASK="$(bin_mask $load_cpu)" CANNED_JSON="$canned" CANNED_TRANSCRIPTION="$canned_tr" \
+  NOFILE="$nofile" WORKER_CONNS="$wconns"
 render "$bench/nginx/proxy.conf.tmpl" "$dir/proxy.conf" DIR="$dir" PORT_A="$port_a" PORT_B="$port_b" \
-  PROXY_CPU_MASK="$(bin_mask $proxy_cpu)"
+  PORT_BS="$port_bs" PORT_S="$port_s" PROXY_CPU_MASK="$(bin_mask $proxy_cpu)" NOFILE="$nofile" WORKER_CONNS="$wconns"
 key="tr-$(python3 -c 'import secrets; print(secrets.token_hex(48))')"
 key_sha=$("$router" hash-key "$key")
-render "$bench/tresor.yaml.tmpl" "$dir/tresor.yaml" DIR="$dir" PORT_A="$port_a" PORT_T="$port_t" KEY_SHA256="$key_sha"
-"$router" check-config "$dir/tresor.yaml" >&2 || die "tresor config invalid"
+tresor_yaml() { # out port store
+  render "$bench/tresor.yaml.tmpl" "$1" DIR="$dir" PORT_A="$port_a" PORT_S="$port_s" PORT_T="$2" STORE="$3" \
+    KEY_SHA256="$key_sha" SSE_CHUNKS="$sse_chunks" SSE_LONG_CHUNKS="$long_chunks"
+  "$router" check-config "$1" >&2 || die "tresor config $1 invalid"
+}
+tresor_yaml "$dir/tresor.yaml" "$port_t" "$dir/tresor.db"
 
 taskset -c "$load_cpu" "$NGINX" -p "$dir" -e "$dir/direct.error.log" -c "$dir/direct.conf" 2>"$dir/direct.stderr" &
 pid_direct=$!; pids+=("$pid_direct")
@@ -86,109 +190,356 @@ taskset -c "$proxy_cpu" "$NGINX" -p "$dir" -e "$dir/proxy.error.log" -c "$dir/pr
 pid_proxy=$!; pids+=("$pid_proxy")
 (cd "$dir" && exec taskset -c "$proxy_cpu" "$router" --config "$dir/tresor.yaml") >"$dir/tresor.log" 2>&1 &
 pid_tresor=$!; pids+=("$pid_tresor")
+pid_portkey=""
+if [[ $use_portkey != 0 ]]; then
+  # --headless: no UI routes; NODE_ENV=production; the preload binds 127.0.0.1 only.
+  (cd "$dir" && NODE_ENV=production exec taskset -c "$proxy_cpu" node -r "$bench/portkey/loopback.cjs" \
+    "$pk_entry" --port="$port_p" --headless) >"$dir/portkey.log" 2>&1 &
+  pid_portkey=$!; pids+=("$pid_portkey")
+fi
 
 wait_http "http://127.0.0.1:$port_a/" 10 || die "nginx direct did not start: $(cat "$dir/direct.stderr" "$dir/direct.error.log" 2>/dev/null)"
 wait_http "http://127.0.0.1:$port_b/" 10 || die "nginx proxy did not start: $(cat "$dir/proxy.stderr" "$dir/proxy.error.log" 2>/dev/null)"
-wait_http "http://127.0.0.1:$port_t/readyz" 15 || die "tresor-router did not start: $(tail -20 "$dir/tresor.log")"
-log "ports: direct=$port_a nginx-proxy=$port_b tresor=$port_t; cpus: proxy=$proxy_cpu load=$load_cpu; dir=$dir"
+wait_http "http://127.0.0.1:$port_t/readyz" 20 || die "tresor-router did not start: $(tail -20 "$dir/tresor.log")"
+if [[ -n $pid_portkey ]]; then
+  if ! wait_http "http://127.0.0.1:$port_p/" 30; then
+    portkey_note="Portkey skipped: it did not start: $(tail -5 "$dir/portkey.log" | tr '\n' ' ')"
+    log "$portkey_note"; use_portkey=0
+  elif ss -Hltn "sport = :$port_p" | awk '{print $4}' | grep -qv '^127\.0\.0\.1:'; then
+    die "Portkey listens beyond 127.0.0.1: $(ss -Hltn "sport = :$port_p")"
+  fi
+fi
+log "ports: direct=$port_a sse-upstream=$port_s nginx=$port_b/$port_bs tresor=$port_t portkey=${pid_portkey:+$port_p}; cpus: proxy=$proxy_cpu load=$load_cpu; dir=$dir"
 
-# ---- sanity: one request through each ------------------------------------------------
-body='{"model":"bench-model","messages":[{"role":"user","content":"Hello, how are you?"}]}'
-probe() { # url [extra header]
-  curl -s -m 5 -w '\n%{http_code}' -H "Authorization: Bearer $key" -H 'Content-Type: application/json' \
-    ${2:+-H "$2"} --data-binary "$body" "$1"
+# ---- targets ----------------------------------------------------------------------------
+targets=(direct nginx)
+[[ $use_portkey == 0 ]] || targets+=(portkey)
+targets+=(tresor_on tresor_off)
+t_port() { # workload target
+  case $2 in
+    direct) [[ $1 == sse* ]] && echo "$port_s" || echo "$port_a" ;;
+    nginx) [[ $1 == sse* ]] && echo "$port_bs" || echo "$port_b" ;;
+    portkey) echo "$port_p" ;;
+    tresor_*) echo "$port_t" ;;
+  esac
 }
-for u in "http://127.0.0.1:$port_a" "http://127.0.0.1:$port_b"; do
-  out=$(probe "$u/v1/chat/completions"); [[ ${out##*$'\n'} == 200 && $out == *chat.completion* ]] \
-    || die "probe $u failed: $out"
-done
-out=$(probe "http://127.0.0.1:$port_t/v1/chat/completions")
-[[ ${out##*$'\n'} == 200 && $out == *'"receipt_id":"'* ]] || die "tresor (receipts on) probe failed: $out"
-out=$(probe "http://127.0.0.1:$port_t/v1/chat/completions" "X-Tresor-Receipt: false")
-[[ ${out##*$'\n'} == 200 && $out != *'"receipt_id":"'* ]] || die "tresor (receipts off) probe failed: $out"
+t_pid() { # workload target: the process (tree) whose CPU is measured
+  case $2 in
+    direct) [[ $1 == sse* ]] && echo "$pid_fake" || echo "$pid_direct" ;;
+    nginx) echo "$pid_proxy" ;;
+    portkey) echo "$pid_portkey" ;;
+    tresor_*) echo "$pid_tresor" ;;
+  esac
+}
+t_key() { [[ $1 == portkey ]] && echo "bench-upstream-key" || echo "$key"; }
+t_headers() { # workload target: extra headers, "|"-separated
+  case $2 in
+    portkey) local up=$port_a; [[ $1 == sse* ]] && up=$port_s
+      echo "x-portkey-provider: openai|x-portkey-custom-host: http://127.0.0.1:$up/v1" ;;
+    tresor_off) echo "X-Tresor-Receipt: false" ;;
+    *) echo "" ;;
+  esac
+}
+all_pids() { local p; for p in "$@"; do pid_tree "$p"; done; }
 
 metric() { # name: sum of a Prometheus counter from tresor /metrics
   curl -s -m 5 "http://127.0.0.1:$port_t/metrics" | awk -v n="$1" '$1 == n || index($1, n"{") == 1 {s += $2} END {printf "%d", s}'
 }
 
-# ---- 4/5. rounds -------------------------------------------------------------------------
-raw="$dir/raw.tsv"
-printf 'target\tconc\trequests\trps\tp50_us\tp99_us\terrors\tcpu_us_per_req\treceipts_stored\n' > "$raw"
-run_wrk() { # port conc seconds receipt outfile
-  BENCH_KEY="$key" BENCH_RECEIPT="$4" BENCH_OUT="$5" taskset -c "$load_cpu" \
-    wrk -t1 -c"$2" -d"${3}s" --timeout 5s --latency -s "$bench/wrk/chat.lua" \
-    "http://127.0.0.1:$1/v1/chat/completions" > "$5.log" 2>&1
+# Request bodies (the SSE ones: tresor routes by its own model ids, the others get the
+# fake's model with the chunk override in its ?suffix).
+chat_body='{"model":"bench-model","messages":[{"role":"user","content":"Hello, how are you?"}]}'
+printf '%s' "$chat_body" > "$dir/chat.json"
+sse_body() { printf '{"model":"%s","stream":true,"messages":[{"role":"user","content":"Hello, how are you?"}]}' "$1"; }
+sse_body sse-model > "$dir/sse.json"
+sse_body "sse-model?chunks=$long_chunks" > "$dir/sse-long.json"
+sse_body sse-long > "$dir/sse-long-tresor.json"
+head -c $((audio_kib * 1024)) /dev/urandom > "$dir/bench.wav"
+
+# sse_load arguments for a target: --port, bearer and extra headers
+sse_args() { # workload target
+  local a=(--port "$(t_port "$1" "$2")" --header "Authorization: Bearer $(t_key "$2")") h
+  IFS='|' read -r -a hs <<< "$(t_headers "$1" "$2")"
+  for h in "${hs[@]}"; do [[ -n $h ]] && a+=(--header "$h"); done
+  printf '%s\n' "${a[@]}"
 }
-round() { # name port receipt conc pids...
-  local name=$1 port=$2 receipt=$3 conc=$4; shift 4
-  local tp=() p
-  for p in "$@"; do mapfile -t -O "${#tp[@]}" tp < <(pid_tree "$p"); done
-  run_wrk "$port" "$conc" "$warmup" "$receipt" "$dir/warm.$name.$conc" || die "wrk warm-up failed: $(cat "$dir/warm.$name.$conc.log")"
+
+# ---- 4. probes: every target, every workload ---------------------------------------------
+section "probes"
+curl_h() { # workload target → curl -H args, one a line
+  printf -- '-H\nAuthorization: Bearer %s\n' "$(t_key "$2")"
+  local h; IFS='|' read -r -a hs <<< "$(t_headers "$1" "$2")"
+  for h in "${hs[@]}"; do [[ -n $h ]] && printf -- '-H\n%s\n' "$h"; done
+}
+for t in "${targets[@]}"; do
+  mapfile -t H < <(curl_h chat "$t")
+  out=$(curl -s -m 10 -w '\n%{http_code}' "${H[@]}" -H 'Content-Type: application/json' --data-binary @"$dir/chat.json" \
+    "http://127.0.0.1:$(t_port chat "$t")/v1/chat/completions")
+  [[ ${out##*$'\n'} == 200 && $out == *chat.completion* ]] || die "chat probe $t failed: $out"
+  [[ $t != tresor_on || $out == *'"receipt_id":"'* ]] || die "tresor_on chat probe: no receipt_id: $out"
+  [[ $t != tresor_off || $out != *'"receipt_id":"'* ]] || die "tresor_off chat probe: receipt_id present: $out"
+
+  n0=$(wc -l < "$dir/transcription.log" 2>/dev/null || echo 0)
+  out=$(curl -s -m 10 -w '\n%{http_code}' "${H[@]}" -F model=bench-whisper -F "file=@$dir/bench.wav;type=audio/wav" \
+    "http://127.0.0.1:$(t_port transcription "$t")/v1/audio/transcriptions")
+  [[ ${out##*$'\n'} == 200 && $out == *'"text":"Hello, this is the bench transcript."'* ]] || die "transcription probe $t failed: $out"
+  [[ $t != tresor_on || $out == *'"receipt_id":"'* ]] || die "tresor_on transcription probe: no receipt_id: $out"
+  [[ $t != tresor_off || $out != *'"receipt_id":"'* ]] || die "tresor_off transcription probe: receipt_id present: $out"
+  # the upstream (nginx-direct) must have read the whole upload: $request_length, $content_length
+  sleep 0.1
+  line=$(sed -n "$((n0 + 1)),\$p" "$dir/transcription.log" | tail -1)
+  read -r _ st rl cl <<< "$line"
+  [[ $st == 200 && $rl -gt $((audio_kib * 1024)) && $cl -gt $((audio_kib * 1024)) ]] \
+    || die "transcription probe $t: upstream did not get the whole upload (log: '$line')"
+  log "probe $t: transcription upstream request_length=$rl content_length=$cl"
+
+  mapfile -t A < <(sse_args sse "$t")
+  body="$dir/sse.json"
+  out=$("$sse_load" run "${A[@]}" --body-file "$body" --conns 1 --per-conn 1 --timeout-s 10 \
+    --expect-content "$sse_content" --expect-deltas "$sse_chunks") || die "SSE probe $t failed: $out"
+  [[ $out == *" ok=1 "* ]] || die "SSE probe $t: stream incomplete or wrong: $out"
+done
+rss_idle=$(vm_kb "$pid_tresor" VmRSS)
+log "tresor idle VmRSS ${rss_idle} kB"
+
+# ---- 5. rounds ----------------------------------------------------------------------------
+raw="$dir/raw.tsv"
+metrics="$dir/metrics.tsv"
+printf 'workload\ttarget\tconc\trequests\trps\tp50_us\tp99_us\terrors\tcpu_us_per_req\treceipts_stored\ttotal_p50_us\tdropped\treordered\twall_ms\n' > "$raw"
+printf 'key\tvalue\n' > "$metrics"
+put() { printf '%s\t%s\n' "$1" "$2" >> "$metrics"; }
+put tresor_idle_rss_kb "$rss_idle"
+put portkey "$([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo on)"
+
+run_wrk() { # workload target conc seconds outfile
+  local script=chat.lua path=/v1/chat/completions
+  [[ $1 == transcription ]] && { script=transcription.lua; path=/v1/audio/transcriptions; }
+  BENCH_WRK_DIR="$bench/wrk" BENCH_KEY="$(t_key "$2")" BENCH_HEADERS="$(t_headers "$1" "$2")" BENCH_OUT="$5" \
+    BENCH_FILE="$dir/bench.wav" BENCH_MODEL=bench-whisper taskset -c "$load_cpu" \
+    wrk -t1 -c"$3" -d"${4}s" --timeout 5s --latency -s "$bench/wrk/$script" \
+    "http://127.0.0.1:$(t_port "$1" "$2")$path" > "$5.log" 2>&1
+}
+wrk_round() { # workload target conc
+  local wl=$1 t=$2 conc=$3 tp=() r0=0 r1=0 c0 c1 s
+  mapfile -t tp < <(all_pids "$(t_pid "$wl" "$t")")
+  run_wrk "$wl" "$t" "$conc" "$warmup" "$dir/warm.$wl.$t.$conc" || die "wrk warm-up failed: $(cat "$dir/warm.$wl.$t.$conc.log")"
   sleep 0.3   # let the warm-up's receipts reach the store before the counter is read
-  local r0=0 r1=0
-  [[ $name == tresor* ]] && r0=$(metric tresor_receipts_stored_total)
-  local c0 c1; c0=$(cpu_ns "${tp[@]}")
-  run_wrk "$port" "$conc" "$duration" "$receipt" "$dir/run.$name.$conc" || die "wrk failed: $(cat "$dir/run.$name.$conc.log")"
+  [[ $t == tresor* ]] && r0=$(metric tresor_receipts_stored_total)
+  c0=$(cpu_ns "${tp[@]}")
+  run_wrk "$wl" "$t" "$conc" "$duration" "$dir/run.$wl.$t.$conc" || die "wrk failed: $(cat "$dir/run.$wl.$t.$conc.log")"
   c1=$(cpu_ns "${tp[@]}")
-  [[ $name == tresor* ]] && r1=$(metric tresor_receipts_stored_total)
-  local s; s=$(cat "$dir/run.$name.$conc") || die "no wrk summary: $(cat "$dir/run.$name.$conc.log")"
-  python3 - "$name" "$conc" "$c0" "$c1" "$((r1 - r0))" "$s" >> "$raw" <<'PY'
+  [[ $t == tresor* ]] && r1=$(metric tresor_receipts_stored_total)
+  s=$(cat "$dir/run.$wl.$t.$conc") || die "no wrk summary: $(cat "$dir/run.$wl.$t.$conc.log")"
+  python3 - "$wl" "$t" "$conc" "$c0" "$c1" "$((r1 - r0))" "$s" >> "$raw" <<'PY'
 import sys
-name, conc, c0, c1, rec, s = sys.argv[1:]
+wl, name, conc, c0, c1, rec, s = sys.argv[1:]
 kv = dict(x.split("=") for x in s.split())
 req = int(kv["requests"]); dur = int(kv["duration_us"]) / 1e6
 errs = sum(int(kv[k]) for k in ("status_err", "connect_err", "read_err", "write_err", "timeout_err"))
 cpu = (int(c1) - int(c0)) / 1e3 / req if req else float("nan")
-print(f"{name}\t{conc}\t{req}\t{req/dur:.0f}\t{kv['p50_us']}\t{kv['p99_us']}\t{errs}\t{cpu:.2f}\t{rec}")
+print(f"{wl}\t{name}\t{conc}\t{req}\t{req/dur:.0f}\t{kv['p50_us']}\t{kv['p99_us']}\t{errs}\t{cpu:.2f}\t{rec}\t-\t-\t-\t{dur*1e3:.0f}")
 PY
   log "$(tail -1 "$raw")"
 }
+sse_round() { # workload target conns per_conn body expect_deltas timeout_s
+  local wl=$1 t=$2 conns=$3 per=$4 body=$5 deltas=$6 tmo=$7 tp=() r0=0 r1=0 c0 c1 out A
+  mapfile -t tp < <(all_pids "$(t_pid "$wl" "$t")")
+  mapfile -t A < <(sse_args "$wl" "$t")
+  if [[ $wl != sse_many ]]; then   # warm-up: one stream per connection, not measured
+    taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$body" --conns "$conns" --per-conn 1 \
+      --timeout-s 30 >/dev/null || die "SSE warm-up $wl $t failed"
+    sleep 0.2
+  fi
+  [[ $t == tresor* ]] && r0=$(metric tresor_receipts_stored_total)
+  c0=$(cpu_ns "${tp[@]}")
+  out=$(taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$body" --conns "$conns" --per-conn "$per" \
+    --connect-parallel 256 --timeout-s "$tmo" --expect-content "$sse_content" --expect-deltas "$deltas" \
+    --samples "$dir/sse.$wl.$t.samples.tsv") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
+  [[ $out == requests=* ]] || die "$wl $t: sse_load printed no summary: $out"
+  c1=$(cpu_ns "${tp[@]}")
+  [[ $t == tresor* ]] && { sleep 0.2; r1=$(metric tresor_receipts_stored_total); }
+  python3 - "$wl" "$t" "$conns" "$c0" "$c1" "$((r1 - r0))" "$out" >> "$raw" <<'PY'
+import sys
+wl, name, conns, c0, c1, rec, s = sys.argv[1:]
+kv = dict(x.split("=") for x in s.split())
+n = int(kv["requests"]); wall = float(kv["wall_ms"])
+cpu = (int(c1) - int(c0)) / 1e3 / n if n else float("nan")
+print(f"{wl}\t{name}\t{conns}\t{n}\t{n / wall * 1e3:.0f}\t{float(kv['ttfe_p50_us']):.0f}\t{float(kv['ttfe_p99_us']):.0f}\t"
+      f"{kv['errors']}\t{cpu:.2f}\t{rec}\t{float(kv['total_p50_us']):.0f}\t{kv['dropped']}\t{kv['reordered']}\t{wall:.0f}")
+PY
+  log "$(tail -1 "$raw")"
+}
+
+section "non-stream chat"
+max_conc=$(tr ' ' '\n' <<< "$concs" | sort -n | tail -1)
 for conc in $concs; do
-  round direct     "$port_a" true  "$conc" "$pid_direct"
-  round nginx      "$port_b" true  "$conc" "$pid_proxy"
-  round tresor_on  "$port_t" true  "$conc" "$pid_tresor"
-  round tresor_off "$port_t" false "$conc" "$pid_tresor"
+  for t in "${targets[@]}"; do
+    if [[ $t == tresor_on && $conc == "$max_conc" ]]; then
+      echo 5 > "/proc/$pid_tresor/clear_refs"   # VmHWM := VmRSS: peak of the c=max rounds only
+    fi
+    wrk_round chat "$t" "$conc"
+  done
+  if [[ $conc == "$max_conc" ]]; then
+    put tresor_peak_rss_kb "$(vm_kb "$pid_tresor" VmHWM)"
+    put peak_conc "$max_conc"
+  fi
 done
 
-# ---- 6. table + RESULTS.md ----------------------------------------------------------------
-table=$(python3 - "$raw" <<'PY'
-import sys, csv
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-get = {(r["target"], r["conc"]): r for r in rows}
-out = []
-out.append("| target | conc | requests | req/s | p50 µs | p99 µs | errors | CPU µs/req (proxy) | receipts stored |")
-out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for r in rows:
-    out.append(f"| {r['target']} | {r['conc']} | {r['requests']} | {r['rps']} | {r['p50_us']} | {r['p99_us']} | {r['errors']} | {r['cpu_us_per_req']} | {r['receipts_stored'] if r['target'].startswith('tresor') else '-'} |")
-out.append("")
-out.append("CPU µs/req for `direct` is nginx-direct itself; for the others it is the proxy process only.")
-out.append("")
-out.append("| ratio (tresor / nginx proxy) | value |")
-out.append("|---|---:|")
-concs = sorted({r["conc"] for r in rows}, key=int)
-for t in ("tresor_on", "tresor_off"):
-    for c in concs:
-        a, b = get.get((t, c)), get.get(("nginx", c))
-        if a and b and float(b["cpu_us_per_req"]) > 0:
-            out.append(f"| CPU/request {t}, c={c} | {float(a['cpu_us_per_req'])/float(b['cpu_us_per_req']):.2f}x |")
-c1 = concs[0]
-d = get.get(("direct", c1))
-if d:
-    base = int(d["p50_us"])
-    n = get.get(("nginx", c1))
-    added_n = int(n["p50_us"]) - base if n else None
-    for t in ("nginx", "tresor_on", "tresor_off"):
-        r = get.get((t, c1))
-        if r:
-            added = int(r["p50_us"]) - base
-            ratio = f" ({added/added_n:.2f}x nginx)" if added_n and t != "nginx" and added_n > 0 else ""
-            out.append(f"| added p50 over direct, {t}, c={c1} | {added} µs{ratio} |")
-print("\n".join(out))
-PY
-)
+section "transcription ${audio_kib} KiB, c=$tr_conc"
+for t in "${targets[@]}"; do wrk_round transcription "$t" "$tr_conc"; done
+
+section "SSE: sequential ($sse_seq streams), $sse_conc concurrent x $sse_per_conn"
+sse_events=$((sse_chunks + 2))
+for t in "${targets[@]}"; do
+  body="$dir/sse.json"
+  sse_round sse_seq "$t" 1 "$sse_seq" "$body" "$sse_chunks" 120
+done
+for t in "${targets[@]}"; do
+  sse_round sse_conc "$t" "$sse_conc" "$sse_per_conn" "$dir/sse.json" "$sse_chunks" 120
+done
+put sse_events_short "$sse_events"
+put sse_pace_ms "$sse_pace"
+
+section "SSE: $sse_many concurrent paced streams (64 events x ${sse_pace} ms)"
+for t in $sse_many_targets; do
+  [[ $t == portkey && $use_portkey == 0 ]] && continue
+  body="$dir/sse-long.json"; [[ $t == tresor* ]] && body="$dir/sse-long-tresor.json"
+  sse_round sse_many "$t" "$sse_many" 1 "$body" "$long_chunks" 120
+done
+put tresor_rss_after_sse_many_kb "$(vm_kb "$pid_tresor" VmRSS)"
+
+# ---- 6. memory: idle keep-alive connections, soak ------------------------------------------
+section "memory: $idle_conns idle keep-alive connections"
+sleep 1
+rss0=$(vm_kb "$pid_tresor" VmRSS)
+put tresor_rss_before_idle_conns_kb "$rss0"
+rm -f "$dir/release"
+mapfile -t A < <(sse_args chat tresor_off)
+taskset -c "$load_cpu" "$sse_load" hold "${A[@]}" --body-file "$dir/chat.json" --conns "$idle_conns" \
+  --connect-parallel 256 --timeout-s 60 --release-file "$dir/release" > "$dir/hold.out" 2>&1 &
+pid_hold=$!; pids+=("$pid_hold")
+wait_line "$dir/hold.out" '^HELD ' 90 || die "hold tool: $(cat "$dir/hold.out")"
+sleep 1
+rss1=$(vm_kb "$pid_tresor" VmRSS)
+out=$(curl -s -m 10 -w '\n%{http_code}' -H "Authorization: Bearer $key" -H 'X-Tresor-Receipt: false' \
+  -H 'Content-Type: application/json' --data-binary @"$dir/chat.json" "http://127.0.0.1:$port_t/v1/chat/completions")
+new_ok=0; [[ ${out##*$'\n'} == 200 ]] && new_ok=1
+touch "$dir/release"
+wait "$pid_hold" || true
+held=$(grep '^HELD ' "$dir/hold.out"); released=$(grep '^RELEASED ' "$dir/hold.out" || true)
+log "$held / $released / new client served: $new_ok / VmRSS $rss0 -> $rss1 kB"
+put idle_conns "$idle_conns"
+put idle_conns_held "$(sed -E 's/.*ok=([0-9]+).*/\1/' <<< "$held")"
+put idle_conns_still_open "$(sed -E 's/.*still_open=([0-9]+).*/\1/' <<< "$released")"
+put tresor_rss_idle_conns_kb "$rss1"
+put idle_conns_new_client_ok "$new_ok"
+
+if ((soak > 0)); then
+  section "soak: wrk c=64 receipts on for $soak s"
+  sleep 5
+  s0=$(vm_kb "$pid_tresor" VmRSS)
+  run_wrk chat tresor_on 64 "$soak" "$dir/soak" || die "soak wrk failed: $(cat "$dir/soak.log")"
+  sleep 5
+  s1=$(vm_kb "$pid_tresor" VmRSS)
+  put soak_seconds "$soak"; put soak_rss_before_kb "$s0"; put soak_rss_after_kb "$s1"
+  put soak_summary "$(cat "$dir/soak")"
+  log "soak: VmRSS $s0 -> $s1 kB ($(python3 -c "print(f'{($s1-$s0)/$s0*100:+.1f} %')"))"
+fi
+
+[[ -z $pid_portkey || $use_portkey == 0 ]] || put portkey_peak_rss_kb "$(vm_kb "$pid_portkey" VmHWM)"
+put nginx_proxy_peak_rss_kb "$(for p in $(all_pids "$pid_proxy"); do vm_kb "$p" VmHWM; done | awk '{s+=$1} END {print s}')"
+put tresor_peak_rss_whole_run_kb "$(vm_kb "$pid_tresor" VmHWM)"
+
+# ---- 7. callgrind: instructions per request (machine-noise free) ---------------------------
+cg_report=""
+if [[ $use_callgrind != 0 ]]; then
+  section "callgrind"
+  # The timed anchors are done: stop them so they do not compete with valgrind.
+  for p in "$pid_proxy" ${pid_portkey:+"$pid_portkey"}; do stop_pid "$p"; done
+  tresor_yaml "$dir/tresor-cg.yaml" "$port_cg" "$dir/tresor-cg.db"
+  (cd "$dir" && exec taskset -c "$proxy_cpu" valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
+    --dump-instr=no --collect-jumps=no "$router" --config "$dir/tresor-cg.yaml") >"$dir/callgrind.log" 2>&1 &
+  pid_cg=$!; pids+=("$pid_cg")
+  if ! wait_http "http://127.0.0.1:$port_cg/readyz" 60; then
+    log "WARNING: tresor-router under callgrind did not start: $(tail -5 "$dir/callgrind.log")"
+  else
+    cg_load() { # conns per_conn body [headers…]
+      local c=$1 m=$2 b=$3; shift 3
+      taskset -c "$load_cpu" "$sse_load" run --port "$port_cg" --header "Authorization: Bearer $key" "$@" \
+        --body-file "$b" --conns "$c" --per-conn "$m" --timeout-s 120
+    }
+    # callgrind_control -d writes callgrind.out.N (N = 1, 2, … per dump) with the costs
+    # since the previous dump. valgrind reads the command when a thread next runs; if
+    # tresor sits idle, a /readyz poke wakes it (its few instructions are noise).
+    cg_n=0
+    cg_ir=0
+    cg_dump() { # label → cg_ir = Ir of the interval since the last dump (not in a subshell: cg_n)
+      cg_n=$((cg_n + 1)); cg_ir=0
+      local f="$dir/callgrind.out.$cg_n" ctl i
+      callgrind_control -d "$1" "$pid_cg" >/dev/null 2>&1 &
+      ctl=$!
+      for i in $(seq 100); do
+        kill -0 "$ctl" 2>/dev/null || break
+        ((i % 5 == 0)) && curl -s -o /dev/null -m 2 "http://127.0.0.1:$port_cg/readyz"
+        sleep 0.1
+      done
+      wait "$ctl" 2>/dev/null || true
+      if [[ ! -s $f ]]; then log "WARNING: callgrind dump $1 missing"; cg_ok=0; return; fi
+      cp "$f" "$dir/cg.$1.out"
+      cg_ir=$(awk '/^summary:/ {print $2; exit}' "$f")
+    }
+    cg_ok=1
+    cg_load 1 20 "$dir/chat.json" >/dev/null && cg_load 1 20 "$dir/chat.json" --header "X-Tresor-Receipt: false" >/dev/null \
+      && cg_load 2 2 "$dir/sse.json" >/dev/null || cg_ok=0
+    cg_dump warm
+    run_cg() { # label n conns per_conn body [headers…]
+      local label=$1 n=$2 out; shift 2
+      out=$(cg_load "$@") || { log "WARNING: callgrind $label load failed: $out"; cg_ok=0; }
+      [[ $out == *" ok=$n "* ]] || { log "WARNING: callgrind $label: $out"; cg_ok=0; }
+      sleep 0.5   # receipts of the last requests reach the store inside this interval
+      cg_dump "$label"
+      put "callgrind_ir_per_req_$label" "$((cg_ir / n))"
+      log "callgrind $label: $cg_ir Ir / $n = $((cg_ir / n)) Ir per request"
+    }
+    run_cg chat_off "$cg_requests" 1 "$cg_requests" "$dir/chat.json" --header "X-Tresor-Receipt: false"
+    run_cg chat_on "$cg_requests" 1 "$cg_requests" "$dir/chat.json"
+    run_cg sse_off "$cg_streams" 10 $((cg_streams / 10)) "$dir/sse.json" --header "X-Tresor-Receipt: false" \
+      --expect-content "$sse_content" --expect-deltas "$sse_chunks"
+    run_cg sse_on "$cg_streams" 10 $((cg_streams / 10)) "$dir/sse.json" \
+      --expect-content "$sse_content" --expect-deltas "$sse_chunks"
+    put callgrind_ok "$cg_ok"
+    # hot spots: self cost (bench/lib/cg_self.py: callgrind_annotate mislabels the frames
+    # still on the stack at a mid-run dump as self cost) and inclusive cost
+    for lab in chat_on sse_on; do
+      [[ -s $dir/cg.$lab.out ]] || continue
+      what="$cg_requests non-stream requests"; [[ $lab == sse* ]] && what="$cg_streams streams"
+      cg_report+="top 15 by self Ir, $lab ($what; cg.$lab.out):"$'\n'
+      cg_report+="$(python3 "$bench/lib/cg_self.py" "$dir/cg.$lab.out" 15 | cut -c1-170)"$'\n\n'
+      cg_report+="top 15 by inclusive Ir, $lab (callgrind_annotate --inclusive=yes; thread entry and asio scheduler frames left out):"$'\n'
+      cg_report+="$(callgrind_annotate --inclusive=yes --threshold=100 --auto=no "$dir/cg.$lab.out" 2>/dev/null \
+        | awk '/file:function/ {f = 1; getline; next} f && NF {print}' \
+        | grep -Ev 'clone\.S:clone|pthread_create\.c:start_thread|libstdc\+\+\.so[^ ]*\]$|asio/impl/io_context\.ipp|asio/detail/impl/scheduler\.ipp|asio/detail/scheduler_operation\.hpp|std::thread::_State_impl' \
+        | head -15 \
+        | sed -E "s#$dir/##g" | cut -c1-170 || true)"$'\n\n'
+    done
+    # keep the profiles of the last run beyond the temp dir (for callgrind_annotate / kcachegrind)
+    cg_keep="$tools_cache/callgrind-last"
+    rm -rf "$cg_keep"; mkdir -p "$cg_keep"
+    cp "$dir"/cg.*.out "$cg_keep/" 2>/dev/null || true
+    put callgrind_files "$cg_keep/cg.{chat_off,chat_on,sse_off,sse_on}.out"
+  fi
+  stop_pid "$pid_cg"
+else
+  put callgrind "skipped (BENCH_CALLGRIND=0)"
+fi
+
+# ---- 8. table + RESULTS.md ----------------------------------------------------------------
 t_end=$(date +%s)
+put bench_wall_seconds "$((t_end - t_start))"
+report=$(python3 "$bench/lib/report.py" "$raw" "$metrics")
 echo
-echo "$table"
+echo "$report"
+if [[ -n $cg_report ]]; then echo; echo "$cg_report"; fi
 echo
 echo "total run time: $((t_end - t_start)) s"
 [[ -f $bench/RESULTS.md ]] || printf '# bench/run.sh results\n\nAppended by `bash bench/run.sh`, newest last.\n' > "$bench/RESULTS.md"
@@ -198,13 +549,18 @@ echo "total run time: $((t_end - t_start)) s"
   echo
   echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
   echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync"
-  echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-  echo "- pinning: proxy under test CPU $proxy_cpu; nginx-direct + wrk CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; bench wall time $((t_end - t_start)) s"
+  echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)')"
+  echo "- pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
   echo
-  echo "$table"
+  echo "$report"
+  if [[ -n $cg_report ]]; then echo; echo '```text'; echo "$cg_report"; echo '```'; fi
   echo
   echo '```tsv'
   cat "$raw"
+  echo '```'
+  echo
+  echo '```tsv'
+  cat "$metrics"
   echo '```'
 } >> "$bench/RESULTS.md"
 log "appended to bench/RESULTS.md"

@@ -56,3 +56,35 @@ if "@" in "".join(l for l in text.splitlines() if not l.lstrip().startswith("#")
 open(dst, "w").write(text)
 PY
 }
+
+# VmRSS / VmHWM (kB) of a process, from /proc/PID/status ("-" if gone).
+vm_kb() { # PID FIELD
+  awk -v f="$2:" '$1 == f {print $2; found=1} END {if (!found) print "-"}' "/proc/$1/status" 2>/dev/null || echo -
+}
+
+# wait_line FILE REGEX SECONDS: until a line of FILE matches (grep -E).
+wait_line() {
+  local f=$1 re=$2 limit=${3:-10} i
+  for ((i = 0; i < limit * 20; i++)); do
+    grep -Eq "$re" "$f" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# wait_stable_binary PATH SECONDS: until PATH exists, is executable and its size and
+# mtime stayed the same for 2 s (another engineer may be relinking build/ meanwhile).
+wait_stable_binary() {
+  local p=$1 limit=${2:-180} t=0 a b
+  while ((t < limit)); do
+    if [[ -x $p ]]; then
+      a=$(stat -c '%s %Y' "$p" 2>/dev/null); sleep 2; t=$((t + 2))
+      b=$(stat -c '%s %Y' "$p" 2>/dev/null)
+      [[ -n $a && $a == "$b" && -x $p ]] && return 0
+    else
+      sleep 2; t=$((t + 2))
+    fi
+    log "waiting for $p (missing or being relinked)"
+  done
+  return 1
+}
