@@ -44,14 +44,8 @@ int open_unlinked_temp_file(const std::filesystem::path& dir, bool try_o_tmpfile
   return fd;
 }
 
-void UploadSpool::DigestDeleter::operator()(evp_md_ctx_st* ctx) const { EVP_MD_CTX_free(ctx); }
-
 UploadSpool::UploadSpool(size_t max_bytes, size_t memory_threshold, std::filesystem::path dir)
-    : max_bytes_(max_bytes), memory_threshold_(memory_threshold), dir_(std::move(dir)), digest_(EVP_MD_CTX_new()) {
-  if (!digest_ || EVP_DigestInit_ex(digest_.get(), EVP_sha256(), nullptr) != 1) {
-    throw std::runtime_error("SHA-256 init failed");
-  }
-}
+    : max_bytes_(max_bytes), memory_threshold_(memory_threshold), dir_(std::move(dir)) {}
 
 UploadSpool::~UploadSpool() {
   if (fd_ >= 0) ::close(fd_);
@@ -86,23 +80,11 @@ bool UploadSpool::append(std::string_view bytes) {
   } else {
     memory_.append(bytes);
   }
-  if (EVP_DigestUpdate(digest_.get(), bytes.data(), bytes.size()) != 1) throw std::runtime_error("SHA-256 update failed");
   size_ += bytes.size();
   return true;
 }
 
 void UploadSpool::seal() {
-  if (sealed_) return;
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_DigestFinal_ex(digest_.get(), md, &len) != 1) throw std::runtime_error("SHA-256 final failed");
-  static constexpr char kHex[] = "0123456789abcdef";
-  sha256_hex_.clear();
-  for (unsigned int i = 0; i < len; ++i) {
-    sha256_hex_.push_back(kHex[md[i] >> 4]);
-    sha256_hex_.push_back(kHex[md[i] & 0xf]);
-  }
-  digest_.reset();  // no further appends, so the context is dead weight
   sealed_ = true;
 }
 

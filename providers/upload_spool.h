@@ -2,8 +2,8 @@
 // sent upstream more than once (failover replays) without keeping 25 MiB per request in
 // RAM: small uploads stay in memory, larger ones go to an anonymous temporary file that
 // is unlinked from the moment it exists, so a crash or kill never leaves audio on disk.
-// SHA-256 is computed while appending (receipts need it, and a second pass would cost
-// another read of the file). Plain synchronous code.
+// Plain synchronous code. (The receipt's request digest is of the whole multipart body,
+// taken by the caller, so the spool hashes nothing.)
 #pragma once
 
 #include <cstddef>
@@ -11,9 +11,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-
-// OpenSSL's EVP_MD_CTX, declared here so that the header does not pull in OpenSSL.
-struct evp_md_ctx_st;
 
 namespace tresor::providers {
 
@@ -39,15 +36,13 @@ class UploadSpool {
   // past max_bytes (the caller answers 413); from then on, or after seal(), every
   // append returns false. Throws std::system_error on a file-system failure.
   bool append(std::string_view bytes);
-  // Ends the upload and finalises the digest. Idempotent.
+  // Ends the upload. Idempotent.
   void seal();
 
   size_t size() const { return size_; }
   bool sealed() const { return sealed_; }
   bool rejected() const { return rejected_; }  // the cap was hit
   bool on_disk() const { return fd_ >= 0; }
-  // Lower-case hex SHA-256 of the bytes; empty before seal().
-  const std::string& sha256_hex() const { return sha256_hex_; }
 
   // An independent cursor over the stored bytes. Any number may exist and run at once
   // (on other threads too, once sealed): file reads use pread, so no shared offset.
@@ -67,9 +62,6 @@ class UploadSpool {
   Reader reader() const { return Reader(*this); }
 
  private:
-  struct DigestDeleter {
-    void operator()(evp_md_ctx_st* ctx) const;
-  };
   void write_all(std::string_view bytes);
 
   size_t max_bytes_;
@@ -80,8 +72,6 @@ class UploadSpool {
   size_t size_ = 0;
   bool sealed_ = false;
   bool rejected_ = false;
-  std::unique_ptr<evp_md_ctx_st, DigestDeleter> digest_;
-  std::string sha256_hex_;
 };
 
 }  // namespace tresor::providers

@@ -116,6 +116,7 @@ std::optional<std::string> accepted_audio_type(std::string_view part_content_typ
 TranscriptionUpload::TranscriptionUpload(std::string_view boundary, const UploadLimits& limits)
     : limits_(limits), spool_(limits.max_bytes, limits.memory_bytes, limits.spool_dir) {
   parser_ = std::make_unique<providers::MultipartParser>(boundary, static_cast<providers::MultipartHandler&>(*this));
+  if (limits.digest_body) body_digest_.emplace();
 }
 
 TranscriptionUpload::~TranscriptionUpload() = default;
@@ -126,7 +127,7 @@ void TranscriptionUpload::fail(ApiError error) {
 
 std::optional<ApiError> TranscriptionUpload::feed(std::string_view bytes) {
   if (error_) return error_;
-  body_digest_.update(bytes);
+  if (body_digest_) body_digest_->update(bytes);
   try {
     if (!parser_->feed(bytes) && !error_) fail(invalid_multipart(parser_->error()->message));
   } catch (const std::exception& e) {
@@ -144,7 +145,7 @@ std::optional<ApiError> TranscriptionUpload::finish() {
     return error_;
   }
   spool_.seal();
-  body_sha256_ = body_digest_.hex();
+  if (body_digest_) body_sha256_ = body_digest_->hex();
   return std::nullopt;
 }
 
