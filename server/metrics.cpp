@@ -8,10 +8,15 @@
 #include <prometheus/text_serializer.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <string_view>
+#include <unordered_map>
 
 namespace tresor::server {
 namespace {
@@ -114,6 +119,28 @@ struct Metrics::Impl {
       .Name("tresor_overhead_seconds").Help("The router's own time: total minus the upstream wait").Register(registry);
   prometheus::Gauge& active_connections = connections.Add({});
   prometheus::Gauge& active_streams = streams.Add({});
+
+  // Family::Add builds a label map, hashes it and takes the family's lock on every call
+  // (and a histogram's bucket vector besides): per request that cost more than the proxy
+  // hop itself. The children are looked up here instead, by family and label values; the
+  // label sets are bounded (see the header), so the cache is too.
+  std::mutex cache_mutex;
+  std::unordered_map<std::string, void*> cache;
+
+  template <typename Metric, typename MakeLabels, typename... Args>
+  Metric& child(prometheus::Family<Metric>& family, std::string_view a, std::string_view b, MakeLabels make_labels,
+                Args&&... args) {
+    thread_local std::string key;
+    const void* family_id = &family;  // the family's address, as bytes
+    key.assign(reinterpret_cast<const char*>(&family_id), sizeof family_id);
+    key.append(a).push_back('\0');
+    key.append(b);
+    std::lock_guard lock(cache_mutex);
+    if (auto it = cache.find(key); it != cache.end()) return *static_cast<Metric*>(it->second);
+    Metric& m = family.Add(make_labels(), std::forward<Args>(args)...);
+    cache.emplace(key, &m);
+    return m;
+  }
 };
 
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {
@@ -125,20 +152,31 @@ Metrics::Metrics() : impl_(std::make_unique<Impl>()) {
 Metrics::~Metrics() = default;
 
 void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point now) {
-  const std::string endpoint(r.endpoint);
-  const std::string status = std::to_string(r.status);
-  impl_->requests.Add({{"endpoint", endpoint}, {"status", status}}).Increment();
-  impl_->duration.Add({{"endpoint", endpoint}}, duration_buckets()).Observe(seconds(now - r.started));
+  auto& m = *impl_;
+  const std::string_view endpoint = r.endpoint;
+  char status_text[8];
+  const int n = std::snprintf(status_text, sizeof status_text, "%u", r.status);
+  const std::string_view status(status_text, static_cast<size_t>(std::max(n, 0)));
+  m.child(m.requests, endpoint, status, [&] {
+     return prometheus::Labels{{"endpoint", std::string(endpoint)}, {"status", std::string(status)}};
+   }).Increment();
+  const auto by_endpoint = [&] { return prometheus::Labels{{"endpoint", std::string(endpoint)}}; };
+  m.child(m.duration, endpoint, "", by_endpoint, duration_buckets()).Observe(seconds(now - r.started));
   if (!r.inference) return;
-  impl_->route_requests.Add({{"route", r.routed_model}, {"status", status}}).Increment();
+  m.child(m.route_requests, r.routed_model, status, [&] {
+     return prometheus::Labels{{"route", r.routed_model}, {"status", std::string(status)}};
+   }).Increment();
   for (const auto& a : r.attempts) {
     if (a.outcome == router::AttemptOutcome::skipped_breaker || a.outcome == router::AttemptOutcome::skipped_retry_after)
       continue;  // not attempted
-    impl_->attempts.Add({{"route", a.route}, {"outcome", outcome_label(a)}}).Increment();
+    const std::string outcome = outcome_label(a);
+    m.child(m.attempts, a.route, outcome, [&] {
+       return prometheus::Labels{{"route", a.route}, {"outcome", outcome}};
+     }).Increment();
   }
-  if (r.failover) impl_->failovers.Add({{"endpoint", endpoint}}).Increment();
-  impl_->upstream.Add({{"endpoint", endpoint}}, duration_buckets()).Observe(seconds(r.upstream_wait));
-  impl_->overhead.Add({{"endpoint", endpoint}}, overhead_buckets()).Observe(seconds(r.overhead(now)));
+  if (r.failover) m.child(m.failovers, endpoint, "", by_endpoint).Increment();
+  m.child(m.upstream, endpoint, "", by_endpoint, duration_buckets()).Observe(seconds(r.upstream_wait));
+  m.child(m.overhead, endpoint, "", by_endpoint, overhead_buckets()).Observe(seconds(r.overhead(now)));
 }
 
 void Metrics::connection_opened() { impl_->active_connections.Increment(); }

@@ -17,6 +17,7 @@
 #include "server/metrics.h"
 #include "server/models_endpoint.h"
 #include "server/request_record.h"
+#include "server/access_log.h"
 #include "server/shared_limits.h"
 #include "server/transcription_endpoint.h"
 
@@ -408,7 +409,7 @@ class Session final : public ResponseSink, public SessionControl {
       services_.metrics.stream_ended();
     }
     services_.metrics.request_done(record_, now);
-    spdlog::info("access {}", access_log_json(record_, now));
+    write_access_line(access_log_json(record_, now), stream_.get_executor());
   }
 
   // Serves one request; false when the connection must close afterwards.
