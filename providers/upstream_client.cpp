@@ -426,6 +426,16 @@ asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::tim
   co_return body;
 }
 
+asio::awaitable<void> UpstreamResponse::finish_for_reuse(size_t limit, Clock::time_point deadline) {
+  size_t dropped = 0;
+  while (!impl_->parser.is_done() && !impl_->failed) {
+    TransportError error = TransportError::none;
+    const std::string piece = co_await read_some(deadline, error);
+    dropped += piece.size();
+    if (error != TransportError::none || dropped > limit) impl_->failed = true;  // closes on release
+  }
+}
+
 // ---------------------------------------------------------------------------------
 // UpstreamClient
 

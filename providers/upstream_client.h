@@ -72,6 +72,11 @@ class UpstreamResponse {
   // The whole body, failing with too_large above `limit` bytes.
   boost::asio::awaitable<std::string> read_all(size_t limit, Clock::time_point deadline,
                                                TransportError& error);
+  // For a stream that ended at its last event ([DONE]) before the body did: reads and
+  // drops the rest (the chunked terminator, normally already on its way) up to `limit`
+  // bytes until `deadline`, so that the connection goes back to the pool instead of
+  // being closed. If the rest does not come in time, the connection closes as before.
+  boost::asio::awaitable<void> finish_for_reuse(size_t limit, Clock::time_point deadline);
 
  private:
   std::unique_ptr<Impl> impl_;

@@ -20,6 +20,10 @@ using router::AttemptOutcome;
 // An upstream answer larger than this is refused: no chat completion comes near it,
 // and it bounds what one request can make us buffer.
 constexpr size_t kMaxUpstreamBodyBytes = 64 * 1024 * 1024;
+// After [DONE]: how much of an upstream stream's tail (normally just the zero-length chunk)
+// is read, and how long for, to keep its connection for the next request.
+constexpr size_t kStreamTailBytes = 64 * 1024;
+constexpr auto kStreamTailWait = std::chrono::milliseconds(20);
 
 // Helpers below are plain functions on purpose: g++ 12 miscompiles braced temporaries
 // inside coroutines (double destruction), so coroutine bodies only use named values.
@@ -187,7 +191,11 @@ class ChatAttempts final : public EndpointAttempts {
       const auto relaying = Clock::now();
       const auto ending = co_await relay.relay(response, sink_);
       waited(relaying);
-      if (ending == StreamRelay::Ending::completed) co_await complete_stream(*plan.route, info, relay);
+      if (ending == StreamRelay::Ending::completed) {
+        co_await complete_stream(*plan.route, info, relay);
+        // The client has its whole stream; keep the upstream connection if its end is here.
+        co_await response.finish_for_reuse(kStreamTailBytes, Clock::now() + kStreamTailWait);
+      }
     }
     if (relay.dropped_events() > 0)
       spdlog::warn("route {}: dropped {} invalid JSON event(s)", plan.route->id, relay.dropped_events());
