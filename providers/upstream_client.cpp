@@ -2,6 +2,7 @@
 // object owning its stream and buffer), with C++20 coroutines for the sequential
 // protocol steps and beast::tcp_stream's per-operation expiry for every deadline.
 #include "providers/upstream_client.h"
+#include "common/http_wire.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
@@ -329,7 +330,8 @@ template <typename Stream>
 asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_body>& req, BodySource* streamed) {
   error_code ec;
   if (!streamed) {
-    co_await http::async_write(s, req, asio::redirect_error(asio::use_awaitable, ec));
+    const std::string wire = common::wire_bytes(req);
+    co_await asio::async_write(s, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
     co_return ec;
   }
   http::request_serializer<http::string_body> head{req};

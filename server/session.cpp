@@ -17,6 +17,7 @@
 #include "server/metrics.h"
 #include "server/models_endpoint.h"
 #include "server/request_record.h"
+#include "common/http_wire.h"
 #include "server/access_log.h"
 #include "server/shared_limits.h"
 #include "server/transcription_endpoint.h"
@@ -276,12 +277,8 @@ class Session final : public ResponseSink, public SessionControl {
     if (head_only_) res.content_length(response.body.size());
     lowest().expires_after(kWriteTimeout);
     error_code ec;
-    http::serializer<false, http::string_body> sr{res};
-    if (head_only_) {
-      co_await http::async_write_header(stream_, sr, asio::redirect_error(asio::use_awaitable, ec));
-    } else {
-      co_await http::async_write(stream_, sr, asio::redirect_error(asio::use_awaitable, ec));
-    }
+    const std::string wire = common::wire_bytes(res, head_only_);
+    co_await asio::async_write(stream_, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
       client_gone_ = true;
       record_.status = 499;  // the client left before it got the answer (nginx's 499)
