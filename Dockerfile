@@ -15,7 +15,7 @@ FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config ccache \
       libboost1.81-dev libboost-json1.81-dev libsimdjson-dev libspdlog-dev libyaml-cpp-dev \
-      libsqlite3-dev libhiredis-dev libssl-dev prometheus-cpp-dev \
+      libsqlite3-dev libhiredis-dev libssl-dev prometheus-cpp-dev libjemalloc-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV CCACHE_DIR=/ccache
 WORKDIR /src
@@ -46,7 +46,7 @@ LABEL org.opencontainers.image.title="tresor-router" \
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates curl \
       libboost-json1.81.0 libsimdjson14 libspdlog1.10 libfmt9 libyaml-cpp0.7 libssl3 \
-      libsqlite3-0 libhiredis0.14 libprometheus-cpp-core1.0 \
+      libsqlite3-0 libhiredis0.14 libprometheus-cpp-core1.0 libjemalloc2 \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
     && groupadd --system --gid 10001 tresor \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/tresor --no-create-home \

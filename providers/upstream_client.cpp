@@ -157,6 +157,10 @@ struct Connection {
   std::variant<PlainStream, TlsStream> stream;
   beast::flat_buffer buffer;
   Clock::time_point idle_since{};
+  // Where the response parser puts body bytes: one per connection, reused for every read
+  // and never zero-filled (a fresh zeroed 16 KiB string per read cost a 16 KiB memset and
+  // a malloc of that size for each ~200-byte SSE event).
+  std::unique_ptr<char[]> chunk = std::make_unique_for_overwrite<char[]>(kReadChunkBytes);
 
   template <typename... Args>
   explicit Connection(Args&&... args) : stream(std::forward<Args>(args)...) {}
@@ -234,9 +238,6 @@ struct UpstreamResponse::Impl {
   std::shared_ptr<Pool> pool;
   http::response_parser<http::buffer_body> parser;
   bool failed = false;
-  // Where the parser puts body bytes, reused for every read and never zero-filled: a
-  // fresh zeroed 16 KiB string per read cost a 16 KiB memset for each ~200-byte SSE event.
-  std::unique_ptr<char[]> chunk = std::make_unique_for_overwrite<char[]>(kReadChunkBytes);
 
   ~Impl() {
     if (!conn) return;
@@ -386,7 +387,7 @@ asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadl
   }
   std::string out;
   while (!im.parser.is_done()) {
-    im.parser.get().body().data = im.chunk.get();
+    im.parser.get().body().data = im.conn->chunk.get();
     im.parser.get().body().size = kReadChunkBytes;
     im.conn->tcp().expires_at(deadline);
     const error_code ec = co_await with_stream(*im.conn, [&](auto& s) -> asio::awaitable<error_code> {
@@ -402,7 +403,7 @@ asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadl
     }
     const size_t got = kReadChunkBytes - im.parser.get().body().size;
     if (got > 0) {
-      out.assign(im.chunk.get(), got);
+      out.assign(im.conn->chunk.get(), got);
       break;
     }
     // else only framing was consumed (a chunk header): read on
