@@ -1,6 +1,6 @@
 #include "providers/multipart_body.h"
 
-#include <openssl/rand.h>
+#include "common/secure_random.h"
 
 #include <algorithm>
 #include <cstring>
@@ -10,7 +10,7 @@ namespace tresor::providers {
 
 std::string random_multipart_boundary() {
   unsigned char bytes[16];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("RAND_bytes failed");
+  common::secure_random_bytes(bytes, sizeof bytes);
   static constexpr char kHex[] = "0123456789abcdef";
   std::string b = "tresor-";
   for (unsigned char c : bytes) {

@@ -1,5 +1,7 @@
 #include "receipts/claims.h"
 
+#include "common/secure_random.h"
+
 #include <openssl/rand.h>
 
 #include <boost/json/object.hpp>
@@ -30,25 +32,6 @@ std::string to_hex(const unsigned char* bytes, size_t n) {
 
 namespace {
 
-// Random bytes from OpenSSL's CSPRNG, drawn 4 KiB at a time per thread: RAND_bytes per id
-// cost a getpid() syscall (its fork check) and a lock on every request.
-void random_bytes(unsigned char* out, size_t n) {
-  thread_local unsigned char pool[4096];
-  thread_local size_t left = 0;
-  while (n > 0) {
-    if (left == 0) {
-      if (RAND_bytes(pool, sizeof pool) != 1) throw std::runtime_error("RAND_bytes failed");
-      left = sizeof pool;
-    }
-    const size_t take = std::min(n, left);
-    std::memcpy(out, pool + (sizeof pool - left), take);
-    OPENSSL_cleanse(pool + (sizeof pool - left), take);  // each byte is handed out once
-    left -= take;
-    out += take;
-    n -= take;
-  }
-}
-
 std::string uuid_text(const unsigned char (&b)[16]) {
   std::string out(36, '-');
   size_t o = 0;
@@ -64,7 +47,7 @@ std::string uuid_text(const unsigned char (&b)[16]) {
 
 std::string new_receipt_id() {
   unsigned char b[16];
-  random_bytes(b + 6, 10);
+  common::secure_random_bytes(b + 6, 10);
   const uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                 std::chrono::system_clock::now().time_since_epoch())
                                                 .count());
@@ -76,7 +59,7 @@ std::string new_receipt_id() {
 
 std::string new_random_uuid() {
   unsigned char b[16];
-  random_bytes(b, sizeof b);
+  common::secure_random_bytes(b, sizeof b);
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
   return uuid_text(b);

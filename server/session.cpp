@@ -132,10 +132,13 @@ UploadLimits upload_limits(const config::ServerConfig& cfg) {
   UploadLimits l;
   l.max_bytes = cfg.max_body_bytes;
   l.memory_bytes = cfg.upload_memory_bytes;
-  std::error_code ec;
-  l.spool_dir = cfg.upload_spool_dir.empty() ? std::filesystem::temp_directory_path(ec)
-                                             : std::filesystem::path(cfg.upload_spool_dir);
-  if (l.spool_dir.empty()) l.spool_dir = "/tmp";
+  // $TMPDIR (or /tmp) is looked up once: temp_directory_path() stats it on every call.
+  static const std::filesystem::path default_dir = [] {
+    std::error_code ec;
+    auto dir = std::filesystem::temp_directory_path(ec);
+    return dir.empty() ? std::filesystem::path("/tmp") : dir;
+  }();
+  l.spool_dir = cfg.upload_spool_dir.empty() ? default_dir : std::filesystem::path(cfg.upload_spool_dir);
   return l;
 }
 

@@ -1,6 +1,7 @@
 // Receipts (spec §5, receipts issue): issuance and opt-out, GET /v1/receipts/{id} scoping and
 // errors, the JWKS endpoints, receipts of streams (stored before [DONE]), no receipt for failed
-// requests or streams, X-Tresor-Nonce, failover claims, TTL expiry and signing-key rotation.
+// requests or streams, X-Tresor-Nonce, failover claims, TTL expiry, signing-key rotation, lazy
+// signing (receipts.signing: on_fetch by default, at_issue) and time-ordered (UUIDv7) ids.
 // Receipts are verified with node:crypto (harness verifyJws); the client suite verifies them
 // with `jose` as well. Stored rows are counted with the sqlite3 CLI in the gateway's default
 // store (state/tresor.db in its private config dir).
@@ -12,8 +13,8 @@ import path from 'node:path';
 import {
   startStack, startRoutingStack, stopAll, chatBody, makeKey, sha256Hex, readErrorEnvelope, readSse, parseEventJson,
   fetchReceipt, fetchJwks, verifyJws, decodeJws, stripTresorMember, streamResponseSha256, sseDataPayloads,
-  sha256HexBytes, defaultStorePath, receiptRowCount, restartGateway, waitFor, RECEIPT_ID_RE, RECEIPT_CLAIMS,
-  ROUTE_GPT, ROUTE_GEMMA,
+  sha256HexBytes, defaultStorePath, receiptRowCount, sqliteQuery, b64urlDecode, restartGateway, waitFor,
+  RECEIPT_ID_RE, RECEIPT_CLAIMS, ROUTE_GPT, ROUTE_GEMMA,
 } from './harness.mjs';
 
 const CONTENT = 'Hello from the fake upstream, with receipts.';
@@ -498,6 +499,144 @@ describe('receipts: signing-key rotation', { timeout: 60_000 }, () => {
     assert.throws(() => verifyJws(fresh.jws, asKey1), /does not verify/);
     assert.equal(decodeJws(fresh.jws).payload.jti, id2);
     await gw2.stop();
+    await t.fake.stop();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Lazy signing. receipts.signing: on_fetch (the default) stores the claims at completion with
+// an empty jws and signs at the first GET /v1/receipts/{id}, storing the JWS so that later
+// fetches return the same bytes; at_issue signs before storing. tresor_receipts_issued_total
+// counts receipts accepted for storing, tresor_receipts_signed_total signatures made.
+
+/** An unlabelled sample from GET /metrics; fails when the gateway does not expose it. */
+async function metricValue(gw, name) {
+  const res = await fetch(gw.url('/metrics'));
+  const text = await res.text();
+  assert.equal(res.status, 200, text);
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `${name} is not in /metrics`);
+  return Number(m[1]);
+}
+
+async function receiptCounters(gw) {
+  return {
+    issued: await metricValue(gw, 'tresor_receipts_issued_total'),
+    stored: await metricValue(gw, 'tresor_receipts_stored_total'),
+    signed: await metricValue(gw, 'tresor_receipts_signed_total'),
+  };
+}
+
+/** `after` minus `before`, counter by counter. */
+const delta = (before, after) => Object.fromEntries(Object.keys(before).map((k) => [k, after[k] - before[k]]));
+
+/** A receipt's stored row, { jws, claims } exactly (read as hex: nothing trimmed or split). */
+function storedRow(db, id) {
+  assert.match(id, RECEIPT_ID_RE); // also what makes it safe to quote below
+  const out = sqliteQuery(db, `SELECT hex(jws) || '|' || hex(claims) FROM receipts WHERE id = '${id}';`);
+  assert.ok(out, `no stored row for receipt ${id}`);
+  const [jws, claims] = out.split('|').map((h) => Buffer.from(h, 'hex').toString('utf8'));
+  return { jws, claims };
+}
+
+/** One successful completion (JSON, or a stream with `stream`) on stack `t`; returns its receipt id. */
+async function receiptIdOf(t, { stream = false } = {}) {
+  const res = await t.chat(chatBody(ROUTE_GPT, stream ? { stream: true } : {}));
+  assert.equal(res.status, 200);
+  let id;
+  if (stream) {
+    const { raw } = await readSse(res);
+    const fin = sseDataPayloads(raw).map((p) => JSON.parse(p)).find((c) => c.choices?.[0]?.finish_reason);
+    id = fin?.tresor?.receipt_id;
+    assert.match(id ?? '', RECEIPT_ID_RE, `receipt_id on the finish chunk: ${raw}`);
+  } else {
+    const text = await res.text();
+    id = JSON.parse(text).tresor?.receipt_id;
+    assert.match(id ?? '', RECEIPT_ID_RE, `tresor.receipt_id: ${text}`);
+  }
+  return id;
+}
+
+describe('receipts: lazy signing (receipts.signing: on_fetch, the default)', { timeout: 60_000 }, () => {
+  let t;
+  let db;
+  let keys;
+  before(async () => {
+    t = await startStack({ content: CONTENT });
+    db = defaultStorePath(t.gw);
+    keys = (await fetchJwks(t.gw)).json;
+  });
+
+  test('3 completions: 3 issued and stored, none signed (jws empty, claims stored); the first fetch signs (+1) and stores the JWS, a second fetch returns the same bytes (+0)', async () => {
+    const c0 = await receiptCounters(t.gw);
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push(await receiptIdOf(t));
+    const c1 = await receiptCounters(t.gw);
+    assert.deepEqual(delta(c0, c1), { issued: 3, stored: 3, signed: 0 }, 'issued and stored +3, nothing signed yet');
+    for (const id of ids) {
+      const row = storedRow(db, id);
+      assert.equal(row.jws, '', `receipt ${id} is stored unsigned`);
+      const claims = JSON.parse(row.claims);
+      assert.equal(claims.jti, id);
+      assert.deepEqual(Object.keys(claims), RECEIPT_CLAIMS, 'the claims are stored at completion');
+    }
+
+    const first = await fetchVerified(t.gw, t.key, ids[1], keys);
+    const c2 = await receiptCounters(t.gw);
+    assert.deepEqual(delta(c1, c2), { issued: 0, stored: 0, signed: 1 }, 'the first fetch made one signature');
+    const row = storedRow(db, ids[1]);
+    assert.equal(row.jws, first.jws, 'the fetched receipt\'s JWS is stored');
+    assert.equal(row.claims, first.payloadText, 'the stored claims are the JWS payload');
+    assert.ok(Buffer.from(row.claims, 'utf8').equals(b64urlDecode(first.parts[1])), 'byte for byte');
+    for (const id of [ids[0], ids[2]]) assert.equal(storedRow(db, id).jws, '', `the unfetched receipt ${id} stays unsigned`);
+
+    const again = await fetchVerified(t.gw, t.key, ids[1], keys);
+    assert.equal(again.jws, first.jws, 'a second fetch returns the byte-identical JWS');
+    assert.equal(again.text, first.text);
+    const c3 = await receiptCounters(t.gw);
+    assert.deepEqual(delta(c1, c3), { issued: 0, stored: 0, signed: 1 }, 'no second signature');
+    assert.equal(storedRow(db, ids[1]).jws, first.jws);
+  });
+
+  test('receipt ids are time-ordered (UUIDv7): issued one after the other, their first 13 characters never decrease and hold the issue time in ms', async () => {
+    const ids = [];
+    for (let i = 0; i < 8; i++) {
+      const before = Date.now();
+      const id = await receiptIdOf(t, { stream: i % 2 === 1 });
+      const after = Date.now();
+      const ms = parseInt(id.slice(0, 8) + id.slice(9, 13), 16);
+      assert.ok(ms >= before - 2 && ms <= after + 2, `receipt id ${id}: timestamp ${ms} outside the request's [${before}, ${after}] ms`);
+      ids.push(id);
+    }
+    for (let i = 1; i < ids.length; i++) {
+      assert.ok(ids[i].slice(0, 13) >= ids[i - 1].slice(0, 13), `ids in issue order must not decrease:\n  ${ids.join('\n  ')}`);
+    }
+  });
+});
+
+describe('receipts: receipts.signing: at_issue', { timeout: 60_000 }, () => {
+  test('signed before storing: signed_total +1 with the request, the row holds the JWS before any fetch; the fetch serves it unchanged (+0)', async () => {
+    const t = await startStack({
+      content: CONTENT,
+      configHook: (c) => { c.receipts = { signing: 'at_issue' }; return c; },
+    });
+    const db = defaultStorePath(t.gw);
+    const keys = (await fetchJwks(t.gw)).json;
+    const c0 = await receiptCounters(t.gw);
+    const id = await receiptIdOf(t);
+    const c1 = await receiptCounters(t.gw);
+    assert.deepEqual(delta(c0, c1), { issued: 1, stored: 1, signed: 1 }, 'signed at issue');
+    const row = storedRow(db, id);
+    assert.notEqual(row.jws, '', 'the JWS is stored with the receipt');
+    const d = verifyJws(row.jws, keys);
+    assert.equal(d.payload.jti, id);
+    assert.equal(row.claims, d.payloadText, 'the stored claims are the JWS payload');
+
+    const fetched = await fetchVerified(t.gw, t.key, id, keys);
+    assert.equal(fetched.jws, row.jws, 'the fetch serves the stored JWS');
+    const c2 = await receiptCounters(t.gw);
+    assert.deepEqual(delta(c1, c2), { issued: 0, stored: 0, signed: 0 }, 'no signature at fetch');
+    await t.gw.stop();
     await t.fake.stop();
   });
 });
