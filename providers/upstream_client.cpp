@@ -4,6 +4,8 @@
 #include "providers/upstream_client.h"
 #include "common/http_wire.h"
 
+#include <cstring>
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -45,6 +47,8 @@ constexpr uint32_t kMaxResponseHeaderBytes = 64 * 1024;
 constexpr size_t kReadChunkBytes = 16 * 1024;
 // Size of one write of a streamed request body.
 constexpr size_t kWriteChunkBytes = 64 * 1024;
+// A streamed body up to this size is written together with the head, in one write.
+constexpr size_t kSingleWriteBytes = 256 * 1024;
 
 using PlainStream = beast::tcp_stream;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
@@ -326,7 +330,9 @@ asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e
 }
 
 // Writes the request: whole, or its head and then the streamed body one buffer at a time
-// (the buffer is the only copy of the body in memory).
+// (the buffer is the only copy of the body in memory). The head shares the first write
+// with the start of the body, and a body up to kSingleWriteBytes (an upload still in
+// memory) goes in that one write: a 64 KiB upload took four sendmsg calls before.
 template <typename Stream>
 asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_body>& req, BodySource* streamed) {
   error_code ec;
@@ -335,26 +341,35 @@ asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_
     co_await asio::async_write(s, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
     co_return ec;
   }
-  http::request_serializer<http::string_body> head{req};
-  co_await http::async_write_header(s, head, asio::redirect_error(asio::use_awaitable, ec));
-  if (ec) co_return ec;
-  std::vector<char> buffer(kWriteChunkBytes);
+  std::string head;
+  common::append_head(head, req.base());
+  const uint64_t total = streamed->size();
+  const size_t room = total <= kSingleWriteBytes ? static_cast<size_t>(total) : kWriteChunkBytes;
+  const size_t capacity = head.size() + room;
+  const auto buffer = std::make_unique_for_overwrite<char[]>(capacity);  // no zero fill
+  std::memcpy(buffer.get(), head.data(), head.size());
+  size_t filled = head.size();  // bytes of `buffer` waiting to be written
   uint64_t written = 0;
   try {
     streamed->rewind();
     for (;;) {
-      const size_t n = co_await streamed->read(buffer.data(), buffer.size());
-      if (n == 0) break;
-      co_await asio::async_write(s, asio::buffer(buffer.data(), n), asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) co_return ec;
+      const size_t n = co_await streamed->read(buffer.get() + filled, capacity - filled);
+      filled += n;
       written += n;
+      const bool source_done = n == 0 || written >= total;
+      if (filled == capacity || (source_done && filled > 0)) {
+        co_await asio::async_write(s, asio::buffer(buffer.get(), filled), asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) co_return ec;
+        filled = 0;
+      }
+      if (source_done) break;
     }
   } catch (const std::exception&) {
     co_return make_error_code(boost::system::errc::io_error);
   }
   // A source shorter than its declared size would leave the upstream waiting for bytes
   // that never come: fail the attempt instead.
-  if (written != streamed->size()) co_return make_error_code(boost::system::errc::io_error);
+  if (written != total) co_return make_error_code(boost::system::errc::io_error);
   co_return ec;
 }
 
