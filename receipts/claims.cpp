@@ -1,5 +1,6 @@
 #include "receipts/claims.h"
 
+#include "common/json_text.h"
 #include "common/secure_random.h"
 
 #include <openssl/rand.h>
@@ -117,26 +118,64 @@ std::string sha256_hex(std::string_view bytes) {
 }
 
 std::string claims_json(const Claims& c) {
-  boost::json::object o;
-  o["jti"] = c.id;
-  o["iat"] = c.issued_at;
-  o["receipt_type"] = "message";
-  o["requested_route"] = c.requested_route;
-  o["routed_model"] = c.routed_model;
-  o["failover"] = c.failover;
-  o["endpoint"] = c.endpoint;
-  o["prompt_tokens"] = c.prompt_tokens;
-  o["completion_tokens"] = c.completion_tokens;
-  if (c.audio_seconds) o["audio_seconds"] = *c.audio_seconds;
-  o["request_sha256"] = c.request_sha256;
-  o["response_sha256"] = c.response_sha256;
-  if (c.router_attestation_json) {
-    boost::system::error_code ec;
-    auto block = boost::json::parse(*c.router_attestation_json, ec);
-    if (!ec) o["router_attestation"] = std::move(block);
+  using common::append_json_bool;
+  using common::append_json_int;
+  using common::append_json_name;
+  using common::append_json_string;
+  // Written member by member, in the order of spec §5.3 (one receipt per request: a
+  // boost::json::object here cost ~7% of an I/O thread's time with receipts on).
+  std::string out;
+  out.reserve(512 + (c.router_attestation_json ? c.router_attestation_json->size() : 0));
+  out += '{';
+  append_json_name(out, "jti");
+  append_json_string(out, c.id);
+  out += ',';
+  append_json_name(out, "iat");
+  append_json_int(out, c.issued_at);
+  out += ",\"receipt_type\":\"message\",";
+  append_json_name(out, "requested_route");
+  append_json_string(out, c.requested_route);
+  out += ',';
+  append_json_name(out, "routed_model");
+  append_json_string(out, c.routed_model);
+  out += ',';
+  append_json_name(out, "failover");
+  append_json_bool(out, c.failover);
+  out += ',';
+  append_json_name(out, "endpoint");
+  append_json_string(out, c.endpoint);
+  out += ',';
+  append_json_name(out, "prompt_tokens");
+  append_json_int(out, c.prompt_tokens);
+  out += ',';
+  append_json_name(out, "completion_tokens");
+  append_json_int(out, c.completion_tokens);
+  if (c.audio_seconds) {
+    out += ',';
+    append_json_name(out, "audio_seconds");
+    append_json_int(out, *c.audio_seconds);
   }
-  if (c.nonce) o["nonce"] = *c.nonce;
-  return boost::json::serialize(o);
+  out += ',';
+  append_json_name(out, "request_sha256");
+  append_json_string(out, c.request_sha256);
+  out += ',';
+  append_json_name(out, "response_sha256");
+  append_json_string(out, c.response_sha256);
+  // The block is compact JSON the router serialised itself at start-up (attestation.cpp),
+  // so it is spliced in as it is; anything not an object is left out, as before.
+  if (c.router_attestation_json && c.router_attestation_json->size() >= 2 &&
+      c.router_attestation_json->front() == '{' && c.router_attestation_json->back() == '}') {
+    out += ',';
+    append_json_name(out, "router_attestation");
+    out += *c.router_attestation_json;
+  }
+  if (c.nonce) {
+    out += ',';
+    append_json_name(out, "nonce");
+    append_json_string(out, *c.nonce);
+  }
+  out += '}';
+  return out;
 }
 
 }  // namespace tresor::receipts

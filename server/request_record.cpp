@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "common/json_text.h"
 #include "receipts/claims.h"
 
 namespace tresor::server {
@@ -21,28 +22,6 @@ std::string request_id_from(std::string_view header) {
 }
 
 namespace {
-
-// A JSON string literal of `s` (RFC 8259 §7): quote, backslash and control characters
-// escaped; other bytes as they are (client-chosen values like requested_route were
-// validated as UTF-8 with the request body).
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  for (const char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20) {
-      out += "\\u00";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xf];
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-}
 
 std::string utc_now_iso8601() {
   const auto now = std::chrono::system_clock::now();
@@ -68,25 +47,25 @@ std::string access_log_json(const RequestRecord& r, providers::Clock::time_point
   std::string out;
   out.reserve(384);
   out += "{\"time\":";
-  append_json_string(out, utc_now_iso8601());
+  common::append_json_string(out, utc_now_iso8601());
   out += ",\"request_id\":";
-  append_json_string(out, r.request_id);
+  common::append_json_string(out, r.request_id);
   out += ",\"method\":";
-  append_json_string(out, r.method);
+  common::append_json_string(out, r.method);
   out += ",\"endpoint\":";
-  append_json_string(out, r.endpoint);
+  common::append_json_string(out, r.endpoint);
   out += ",\"customer\":";
-  append_json_string(out, r.customer);
+  common::append_json_string(out, r.customer);
   out += ",\"status\":" + std::to_string(r.status);
   out += r.stream ? ",\"stream\":true" : ",\"stream\":false";
   if (r.inference) {
     out += ",\"requested_route\":";
-    append_json_string(out, r.requested_route);
+    common::append_json_string(out, r.requested_route);
     out += ",\"routed_model\":";
-    append_json_string(out, r.routed_model);
+    common::append_json_string(out, r.routed_model);
     out += r.failover ? ",\"failover\":true" : ",\"failover\":false";
     out += ",\"attempts\":";
-    append_json_string(out, router::format_attempts(r.attempts));
+    common::append_json_string(out, router::format_attempts(r.attempts));
     out += ",\"upstream_ms\":" + std::to_string(duration_cast<milliseconds>(r.upstream_wait).count());
     out += ",\"overhead_us\":" + std::to_string(duration_cast<microseconds>(r.overhead(now)).count());
   }

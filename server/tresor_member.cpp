@@ -1,17 +1,27 @@
 #include "server/tresor_member.h"
 
-#include <boost/json/object.hpp>
-#include <boost/json/serialize.hpp>
+#include "common/json_text.h"
 
 namespace tresor::server {
 
 std::string tresor_object_json(const TresorInfo& info) {
-  boost::json::object o;
-  if (info.receipt_id) o["receipt_id"] = *info.receipt_id;
-  o["requested_route"] = info.requested_route;
-  o["routed_model"] = info.routed_model;
-  o["failover"] = info.failover;
-  return boost::json::serialize(o);
+  // Built as text: once per answer (or stream), and small (see common/json_text.h).
+  std::string out = "{";
+  if (info.receipt_id) {
+    common::append_json_name(out, "receipt_id");
+    common::append_json_string(out, *info.receipt_id);
+    out += ',';
+  }
+  common::append_json_name(out, "requested_route");
+  common::append_json_string(out, info.requested_route);
+  out += ',';
+  common::append_json_name(out, "routed_model");
+  common::append_json_string(out, info.routed_model);
+  out += ',';
+  common::append_json_name(out, "failover");
+  common::append_json_bool(out, info.failover);
+  out += '}';
+  return out;
 }
 
 bool append_tresor_member(std::string& json, std::string_view tresor_object) {

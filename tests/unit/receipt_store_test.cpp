@@ -2,6 +2,8 @@
 // and the ReceiptService around it (group commit, drain on destruction).
 #include <catch2/catch.hpp>
 
+#include <boost/json.hpp>
+
 #include <stdlib.h>
 #include <sqlite3.h>
 
@@ -459,4 +461,48 @@ TEST_CASE("receipt ids are time-ordered v7 UUIDs, request ids random v4 ones", "
   CHECK(is_receipt_id(v4));
   CHECK(v4[14] == '4');
   CHECK(new_random_uuid() != v4);
+}
+
+TEST_CASE("claims JSON is what boost::json would write, in spec order, for any string values", "[receipts]") {
+  tresor::receipts::Claims c;
+  c.id = tresor::receipts::new_receipt_id();
+  c.issued_at = 1'795'000'000;
+  c.requested_route = std::string("eu/\"odd\"\\route\b\f\n\r\t\x01\x1f/é✓", 30);
+  c.routed_model = "eu/p/m";
+  c.failover = true;
+  c.endpoint = "/v1/audio/transcriptions";
+  c.prompt_tokens = 12;
+  c.completion_tokens = -1;
+  c.audio_seconds = 61;
+  c.request_sha256 = std::string(64, 'a');
+  c.response_sha256 = std::string(64, 'b');
+  c.router_attestation_json = R"({"format":"tresor-dev","measurement":"x\"y"})";
+  c.nonce = "n\x7f\"";
+  const std::string text = tresor::receipts::claims_json(c);
+
+  boost::json::object o;
+  o["jti"] = c.id;
+  o["iat"] = c.issued_at;
+  o["receipt_type"] = "message";
+  o["requested_route"] = c.requested_route;
+  o["routed_model"] = c.routed_model;
+  o["failover"] = c.failover;
+  o["endpoint"] = c.endpoint;
+  o["prompt_tokens"] = c.prompt_tokens;
+  o["completion_tokens"] = c.completion_tokens;
+  o["audio_seconds"] = *c.audio_seconds;
+  o["request_sha256"] = c.request_sha256;
+  o["response_sha256"] = c.response_sha256;
+  o["router_attestation"] = boost::json::parse(*c.router_attestation_json);
+  o["nonce"] = *c.nonce;
+  CHECK(text == boost::json::serialize(o));
+  CHECK(boost::json::parse(text).as_object().at("requested_route").as_string() == c.requested_route);
+
+  c.audio_seconds.reset();
+  c.nonce.reset();
+  c.router_attestation_json = "not an object";  // left out, as the parsing version did
+  const auto plain = boost::json::parse(tresor::receipts::claims_json(c)).as_object();
+  CHECK_FALSE(plain.contains("audio_seconds"));
+  CHECK_FALSE(plain.contains("nonce"));
+  CHECK_FALSE(plain.contains("router_attestation"));
 }
