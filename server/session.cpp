@@ -49,6 +49,7 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 // One read of an upload body: the only part of a file upload the session holds.
 constexpr size_t kUploadReadBytes = 64 * 1024;
 constexpr size_t kIdleReadBufferBytes = 16 * 1024;
+constexpr auto kPeerProbeAfter = std::chrono::milliseconds(50);
 
 constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
@@ -257,7 +258,11 @@ class Session final : public ResponseSink, public SessionControl {
 
   // ResponseSink ------------------------------------------------------------------
   asio::awaitable<void> send(Response response) override {
-    if (peer_closed()) {
+    // Probed only once the request has taken a while: a client that gives up does so on
+    // a slow answer, and the probe is a syscall that every fast answer would pay (it was
+    // one of six per proxied request). A client gone after a quicker answer is noticed
+    // by the write, or not at all, as in nginx.
+    if (providers::Clock::now() - record_.started >= kPeerProbeAfter && peer_closed()) {
       // The client left while we worked on its answer (e.g. a long upstream wait): a write
       // into a half-closed socket would succeed and hide that.
       client_gone_ = true;
