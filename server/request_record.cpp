@@ -23,16 +23,27 @@ std::string request_id_from(std::string_view header) {
 
 namespace {
 
+// "2026-11-25T02:00:58.403Z". The part up to the second is formatted once per second per
+// thread (gmtime_r + strftime per request were ~5% of a proxied request's instructions).
 std::string utc_now_iso8601() {
+  thread_local std::time_t cached_second = -1;
+  thread_local char seconds_text[32];
   const auto now = std::chrono::system_clock::now();
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  const size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  char out[48];
-  std::snprintf(out, sizeof out, "%.*s.%03dZ", static_cast<int>(n), buf, static_cast<int>(ms));
+  if (t != cached_second) {
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    std::strftime(seconds_text, sizeof seconds_text, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_second = t;
+  }
+  const auto ms = static_cast<int>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000);
+  std::string out(seconds_text);
+  out += '.';
+  out += static_cast<char>('0' + ms / 100);
+  out += static_cast<char>('0' + ms / 10 % 10);
+  out += static_cast<char>('0' + ms % 10);
+  out += 'Z';
   return out;
 }
 
