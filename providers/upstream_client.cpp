@@ -430,7 +430,10 @@ asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadl
 asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::time_point deadline,
                                                         TransportError& error) {
   std::string body;
-  if (const auto len = impl_->parser.content_length(); len && *len <= limit) body.reserve(*len);
+  // 64 bytes of spare capacity: simdjson parses a string in place only when that much
+  // padding follows it, and copies it into a fresh aligned buffer otherwise.
+  constexpr size_t kParserPadding = 64;
+  if (const auto len = impl_->parser.content_length(); len && *len <= limit) body.reserve(*len + kParserPadding);
   while (!impl_->parser.is_done()) {
     std::string piece = co_await read_some(deadline, error);
     if (error != TransportError::none) co_return std::string();

@@ -8,6 +8,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include "server/api_error.h"
@@ -578,6 +579,10 @@ class Session final : public ResponseSink, public SessionControl {
       co_return co_await serve_upload(*runtime, services, controls, head_parser, *boundary, limits);
     }
     http::request_parser<http::string_body> body_parser{std::move(head_parser)};
+    // Room for the JSON parser's padding from the start (parse_chat_request would
+    // otherwise grow, and so copy, the body once more).
+    if (const auto len = body_parser.content_length(); len && *len <= server_cfg.max_body_bytes)
+      body_parser.get().body().reserve(static_cast<size_t>(*len) + simdjson::SIMDJSON_PADDING);
     body_parser.body_limit(server_cfg.max_body_bytes);
     while (!body_parser.is_done()) {
       lowest().expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
