@@ -182,6 +182,7 @@ describe('GET /metrics', { timeout: 120_000 }, () => {
       tresor_active_connections: 'gauge',
       tresor_active_streams: 'gauge',
       tresor_receipts_issued_total: 'counter',
+      tresor_receipts_signed_total: 'counter',
       tresor_receipts_stored_total: 'counter',
       tresor_receipt_store_failures_total: 'counter',
       tresor_config_reloads_total: 'counter',
