@@ -118,62 +118,43 @@ std::string sha256_hex(std::string_view bytes) {
 }
 
 std::string claims_json(const Claims& c) {
-  using common::append_json_bool;
-  using common::append_json_int;
-  using common::append_json_name;
-  using common::append_json_string;
   // Written member by member, in the order of spec §5.3 (one receipt per request: a
   // boost::json::object here cost ~7% of an I/O thread's time with receipts on).
   std::string out;
   out.reserve(512 + (c.router_attestation_json ? c.router_attestation_json->size() : 0));
-  out += '{';
-  append_json_name(out, "jti");
-  append_json_string(out, c.id);
-  out += ',';
-  append_json_name(out, "iat");
-  append_json_int(out, c.issued_at);
-  out += ",\"receipt_type\":\"message\",";
-  append_json_name(out, "requested_route");
-  append_json_string(out, c.requested_route);
-  out += ',';
-  append_json_name(out, "routed_model");
-  append_json_string(out, c.routed_model);
-  out += ',';
-  append_json_name(out, "failover");
-  append_json_bool(out, c.failover);
-  out += ',';
-  append_json_name(out, "endpoint");
-  append_json_string(out, c.endpoint);
-  out += ',';
-  append_json_name(out, "prompt_tokens");
-  append_json_int(out, c.prompt_tokens);
-  out += ',';
-  append_json_name(out, "completion_tokens");
-  append_json_int(out, c.completion_tokens);
-  if (c.audio_seconds) {
-    out += ',';
-    append_json_name(out, "audio_seconds");
-    append_json_int(out, *c.audio_seconds);
-  }
-  out += ',';
-  append_json_name(out, "request_sha256");
-  append_json_string(out, c.request_sha256);
-  out += ',';
-  append_json_name(out, "response_sha256");
-  append_json_string(out, c.response_sha256);
+  const auto name = [&out](std::string_view n) {
+    out += out.empty() ? '{' : ',';
+    common::append_json_name(out, n);
+  };
+  const auto text = [&](std::string_view n, std::string_view v) {
+    name(n);
+    common::append_json_string(out, v);
+  };
+  const auto number = [&](std::string_view n, int64_t v) {
+    name(n);
+    common::append_json_int(out, v);
+  };
+  text("jti", c.id);
+  number("iat", c.issued_at);
+  text("receipt_type", "message");
+  text("requested_route", c.requested_route);
+  text("routed_model", c.routed_model);
+  name("failover");
+  common::append_json_bool(out, c.failover);
+  text("endpoint", c.endpoint);
+  number("prompt_tokens", c.prompt_tokens);
+  number("completion_tokens", c.completion_tokens);
+  if (c.audio_seconds) number("audio_seconds", *c.audio_seconds);
+  text("request_sha256", c.request_sha256);
+  text("response_sha256", c.response_sha256);
   // The block is compact JSON the router serialised itself at start-up (attestation.cpp),
   // so it is spliced in as it is; anything not an object is left out, as before.
-  if (c.router_attestation_json && c.router_attestation_json->size() >= 2 &&
-      c.router_attestation_json->front() == '{' && c.router_attestation_json->back() == '}') {
-    out += ',';
-    append_json_name(out, "router_attestation");
-    out += *c.router_attestation_json;
+  const auto& block = c.router_attestation_json;
+  if (block && block->size() >= 2 && block->front() == '{' && block->back() == '}') {
+    name("router_attestation");
+    out += *block;
   }
-  if (c.nonce) {
-    out += ',';
-    append_json_name(out, "nonce");
-    append_json_string(out, *c.nonce);
-  }
+  if (c.nonce) text("nonce", *c.nonce);
   out += '}';
   return out;
 }
