@@ -467,7 +467,9 @@ TEST_CASE("claims JSON is what boost::json would write, in spec order, for any s
   tresor::receipts::Claims c;
   c.id = tresor::receipts::new_receipt_id();
   c.issued_at = 1'795'000'000;
-  c.requested_route = std::string("eu/\"odd\"\\route\b\f\n\r\t\x01\x1f/é✓", 30);
+  // Explicit length: the literal holds control bytes, and \x01 must not end it early.
+  static constexpr char kHostile[] = "eu/\"odd\"\\route\b\f\n\r\t\x01\x1f/é✓";
+  c.requested_route = std::string(kHostile, sizeof kHostile - 1);
   c.routed_model = "eu/p/m";
   c.failover = true;
   c.endpoint = "/v1/audio/transcriptions";
