@@ -3,12 +3,6 @@
 #include "common/json_text.h"
 #include "common/secure_random.h"
 
-#include <openssl/rand.h>
-
-#include <boost/json/object.hpp>
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cstring>

@@ -7,38 +7,15 @@
 
 #include <cerrno>
 #include <chrono>
-#include <cstdio>
-#include <ctime>
 #include <mutex>
 #include <string>
+
+#include "common/clock_text.h"
 
 namespace tresor::server {
 namespace {
 
 constexpr size_t kFlushBytes = 64 * 1024;
-
-// "2026-11-25T02:00:58.403+00:00 info access ": spdlog's pattern of the other lines
-// ("%Y-%m-%dT%H:%M:%S.%e%z %l %v", local time), so a log reader sees one format. The part
-// up to the second is formatted once per second per thread.
-void append_prefix(std::string& out) {
-  thread_local std::time_t cached_second = -1;
-  thread_local char date[32];
-  thread_local char zone[32];
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t t = std::chrono::system_clock::to_time_t(now);
-  if (t != cached_second) {
-    std::tm tm{};
-    localtime_r(&t, &tm);
-    std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    const long off = tm.tm_gmtoff / 60;
-    std::snprintf(zone, sizeof zone, "%c%02ld:%02ld", off < 0 ? '-' : '+', std::labs(off) / 60, std::labs(off) % 60);
-    cached_second = t;
-  }
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  char millis[16];
-  std::snprintf(millis, sizeof millis, ".%03d", static_cast<int>(ms));
-  out.append(date).append(millis).append(zone).append(" info access ");
-}
 
 void write_out(const std::string& text) {
   // The console mutex spdlog's stderr sinks hold: a batch never interleaves with another
@@ -78,7 +55,9 @@ ThreadBuffer& thread_buffer() {
 
 void write_access_line(std::string_view json, const boost::asio::any_io_executor& executor) {
   ThreadBuffer& b = thread_buffer();
-  append_prefix(b.text);
+  // The form of the other log lines (spdlog, local time), so a log reader sees one format.
+  common::append_timestamp(b.text, std::chrono::system_clock::now(), common::ClockZone::local);
+  b.text.append(" info access ");
   b.text.append(json).push_back('\n');
   if (b.text.size() >= kFlushBytes) {
     b.flush();
@@ -92,7 +71,5 @@ void write_access_line(std::string_view json, const boost::asio::any_io_executor
     mine.flush();
   });
 }
-
-void flush_access_log() { thread_buffer().flush(); }
 
 }  // namespace tresor::server

@@ -13,10 +13,8 @@
 namespace tresor::server {
 
 // Queues `json` as this thread's next access line; the flush runs on `executor`, which
-// must run on this thread (the session's worker).
+// must run on this thread (the session's worker). A thread's buffer is also flushed when
+// the thread exits.
 void write_access_line(std::string_view json, const boost::asio::any_io_executor& executor);
-
-// Writes this thread's queued lines now (a thread's buffer is also flushed when it exits).
-void flush_access_log();
 
 }  // namespace tresor::server

@@ -142,6 +142,13 @@ struct DoneCounter {
   }
 };
 
+// The service's answer to a fetch, waited for.
+std::optional<std::string> fetch_now(ReceiptService& service, const std::string& id, const std::string& customer) {
+  std::promise<std::optional<std::string>> result;
+  service.fetch(id, customer, [&](std::optional<std::string> jws) { result.set_value(std::move(jws)); });
+  return result.get_future().get();
+}
+
 std::string claims_for(const std::string& id) { return R"({"jti":")" + id + R"(","receipt_type":"message"})"; }
 
 }  // namespace
@@ -290,11 +297,7 @@ TEST_CASE("receipt service: fetch returns the stored JWS to its customer only", 
   service.issue("r-1", "cust-1", claims, [&](bool ok) { issued.set_value(ok); });
   REQUIRE(issued.get_future().get());
 
-  auto fetch = [&](const std::string& id, const std::string& customer) {
-    std::promise<std::optional<std::string>> result;
-    service.fetch(id, customer, [&](std::optional<std::string> jws) { result.set_value(std::move(jws)); });
-    return result.get_future().get();
-  };
+  auto fetch = [&](const std::string& id, const std::string& customer) { return fetch_now(service, id, customer); };
   const auto jws = fetch("r-1", "cust-1");
   REQUIRE(jws.has_value());
   const auto verified = tresor::receipts::verify_jws(*jws, tresor::receipts::jwks_json(service.signer(), {}));
@@ -314,9 +317,7 @@ TEST_CASE("receipt service: a receipt expires after the TTL", "[receipts]") {
   std::promise<bool> issued;
   service.issue("r-1", "c", claims_for("r-1"), [&](bool ok) { issued.set_value(ok); });
   REQUIRE(issued.get_future().get());
-  std::promise<std::optional<std::string>> fetched;
-  service.fetch("r-1", "c", [&](std::optional<std::string> jws) { fetched.set_value(std::move(jws)); });
-  CHECK_FALSE(fetched.get_future().get().has_value());
+  CHECK_FALSE(fetch_now(service, "r-1", "c").has_value());
 }
 
 TEST_CASE("receipt service: a failed transaction reports done(false) and the thread carries on", "[receipts]") {
@@ -416,11 +417,7 @@ TEST_CASE("receipt service: signing at first fetch or at issue gives the same ve
   CHECK(service.counts().issued == 1);
   CHECK(service.counts().signed_ == (at_issue ? 1u : 0u));  // lazy: no signature until asked
 
-  auto fetch = [&](const std::string& id, const std::string& customer) {
-    std::promise<std::optional<std::string>> result;
-    service.fetch(id, customer, [&](std::optional<std::string> jws) { result.set_value(std::move(jws)); });
-    return result.get_future().get();
-  };
+  auto fetch = [&](const std::string& id, const std::string& customer) { return fetch_now(service, id, customer); };
   const auto first = fetch("r-1", "cust-1");
   REQUIRE(first.has_value());
   const auto verified = tresor::receipts::verify_jws(*first, tresor::receipts::jwks_json(service.signer(), {}));
