@@ -11,13 +11,11 @@
 //   * every receipt embeds the envelope's stable fields as router_attestation.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import {
-  startStack, startGateway, gatewayConfig, startFakeUpstream, stopAll, tempDir, makeKey, makeProviderKey, sha256Hex,
+  startStack, startGateway, gatewayConfig, startFakeUpstream, stopAll, selfSignedCert, makeKey, makeProviderKey, sha256Hex,
   chatBody, fetchReceipt, decodeJws, ROUTE_GPT,
 } from './harness.mjs';
 
@@ -107,11 +105,7 @@ describe('GET /attestation, plain HTTP', () => {
 describe('HTTPS listener (server.tls)', () => {
   let gw; let key; let certPem; let dir;
   before(async () => {
-    dir = tempDir('tresor-server-tls-');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { cwd: dir, stdio: 'ignore' });
-    certPem = readFileSync(path.join(dir, 'cert.pem'), 'utf8');
+    ({ dir, ca: certPem } = selfSignedCert({ cn: 'localhost', san: 'DNS:localhost,IP:127.0.0.1' }));
     const providerKey = makeProviderKey();
     key = makeKey();
     const fake = await startFakeUpstream({ requireKey: providerKey });

@@ -20,10 +20,10 @@
 // Imported by tests/integration/*.test.mjs and by tests/client/*.test.mjs (relative path),
 // so it uses nothing but Node built-ins.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -140,6 +140,20 @@ export function tempDir(prefix = 'tresor-it-') {
   const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
   tempDirs.push(dir);
   return dir;
+}
+
+/**
+ * A self-signed P-256 certificate made with the openssl CLI, in a fresh temp dir. Not in any
+ * trust store: a gateway without `ca_file` refuses it. `ca` is the PEM, for clients (the
+ * harness's own requests) that should trust it. Default subject: CN and IP SAN 127.0.0.1.
+ */
+export function selfSignedCert({ cn = '127.0.0.1', san = 'IP:127.0.0.1' } = {}) {
+  const dir = tempDir('tresor-tls-');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', `/CN=${cn}`,
+    '-addext', `subjectAltName=${san}`], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const tlsCert = path.join(dir, 'cert.pem');
+  return { dir, tlsCert, tlsKey: path.join(dir, 'key.pem'), ca: readFileSync(tlsCert, 'utf8') };
 }
 
 /** A loopback port on which nothing listens (bound, then closed). */

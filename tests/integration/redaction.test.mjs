@@ -7,14 +7,11 @@
 // provider keys an upstream is *made* to echo here are checked by these tests themselves.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import http from 'node:http';
-import path from 'node:path';
 import {
-  startFakeUpstream, startGateway, stopAll, makeKey, makeProviderKey, sha256Hex, chatBody, readSse, tempDir,
-  closedPort, waitFor, RawConnection, requestHead,
+  startFakeUpstream, startGateway, stopAll, makeKey, makeProviderKey, sha256Hex, chatBody, readSse,
+  closedPort, waitFor, RawConnection, requestHead, selfSignedCert,
 } from './harness.mjs';
 
 const CHAT = '/v1/chat/completions';
@@ -40,16 +37,6 @@ let gw;
 let fake;
 let hostile;
 const hostileRequests = [];
-
-/** A self-signed certificate for 127.0.0.1 (no ca_file in the config → TLS failure). */
-function selfSigned() {
-  const dir = tempDir('tresor-tls-');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', '/CN=127.0.0.1',
-    '-addext', 'subjectAltName=IP:127.0.0.1'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const tlsCert = path.join(dir, 'cert.pem');
-  return { tlsCert, tlsKey: path.join(dir, 'key.pem'), ca: readFileSync(tlsCert, 'utf8') };
-}
 
 /**
  * An upstream that repeats whatever Authorization it got in every error it gives, per model:
@@ -88,7 +75,7 @@ function startHostileUpstream() {
 }
 
 before(async () => {
-  const tls = selfSigned();
+  const tls = selfSignedCert();
   const [f, echoFake, tlsFake, h] = await Promise.all([
     startFakeUpstream({ name: 'fake', requireKey: fakeKey }),
     startFakeUpstream({ name: 'fake-echo', requireKey: echoFakeKey }),

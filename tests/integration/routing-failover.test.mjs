@@ -5,11 +5,9 @@
 // POST /_fake/behaviour, so the tests in this file run one after the other on a shared stack.
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import {
-  startRoutingStack, stopAll, chatBody, readErrorEnvelope, timedChat, expectAttempts, parseEventJson, tempDir,
+  startRoutingStack, stopAll, chatBody, readErrorEnvelope, timedChat, expectAttempts, parseEventJson,
+  selfSignedCert,
 } from './harness.mjs';
 
 const A = 'eu/prova/m1';
@@ -31,20 +29,9 @@ let fa;
 let fb;
 let fc;
 
-/** A self-signed certificate for 127.0.0.1 (not in any trust store, no ca_file → TLS failure). */
-function selfSigned() {
-  const dir = tempDir('tresor-tls-');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', 'key.pem', '-out', 'cert.pem', '-days', '2', '-subj', '/CN=127.0.0.1',
-    '-addext', 'subjectAltName=IP:127.0.0.1'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const tlsCert = path.join(dir, 'cert.pem');
-  // `ca`: the harness trusts it for the fake's control endpoints (the gateway does not).
-  return { tlsCert, tlsKey: path.join(dir, 'key.pem'), ca: readFileSync(tlsCert, 'utf8') };
-}
-
 before(async () => {
   s = await startRoutingStack({
-    providers: { prova: {}, provb: {}, provc: {}, provdead: { dead: true }, provtls: { fakeOpts: selfSigned() } },
+    providers: { prova: {}, provb: {}, provc: {}, provdead: { dead: true }, provtls: { fakeOpts: selfSignedCert() } },
     routes: [
       { id: A, provider: 'prova' },
       { id: B, provider: 'provb' },
