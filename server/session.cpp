@@ -397,13 +397,13 @@ class Session final : public ResponseSink, public SessionControl {
   // snapshot it came from (a reload that drops the key takes effect on the next request).
   AuthResult authenticate(const std::shared_ptr<const Runtime>& runtime, const RequestHead& head) {
     const std::string_view header = head.value("Authorization");
-    if (auth_memo_.key != nullptr && auth_memo_.runtime_ptr == runtime.get() && !auth_memo_.runtime.expired() &&
-        head.has("Authorization") && header == auth_memo_.header)
+    // Only a success is stored, so a matching header is never the empty (absent) one; a
+    // snapshot gone or replaced locks to something other than `runtime`.
+    if (auth_memo_.runtime.lock() == runtime && header == auth_memo_.header)
       return AuthResult{AuthStatus::ok, auth_memo_.key};
     const auto auth = runtime->keys.authenticate(header, head.has("Authorization"));
     if (auth.status == AuthStatus::ok) {
       auth_memo_.runtime = runtime;
-      auth_memo_.runtime_ptr = runtime.get();
       auth_memo_.header.assign(header);
       auth_memo_.key = auth.key;
     }
@@ -716,7 +716,6 @@ class Session final : public ResponseSink, public SessionControl {
   beast::flat_buffer buffer_;
   struct {
     std::weak_ptr<const Runtime> runtime;  // the snapshot `key` belongs to
-    const Runtime* runtime_ptr = nullptr;
     std::string header;
     const config::ApiKeyConfig* key = nullptr;
   } auth_memo_;
