@@ -20,6 +20,7 @@
 #include <array>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -233,6 +234,20 @@ PkeyPtr parse_any_pem(const std::string& pem) {
     if (pkey) return pkey;
   }
   return parse_private_pem(pem);
+}
+
+// Like ssh with an identity file, refuse a private key that other users can read or that
+// anyone but the owner's group can change: a copied or bind-mounted key often arrives 0644.
+// Group read stays allowed (Kubernetes Secrets are mounted 0440 with an fsGroup).
+void refuse_if_exposed(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat key file " + path + ": " + std::strerror(errno));
+  const unsigned mode = st.st_mode & 07777;
+  if ((mode & (S_IRWXO | S_IWGRP)) == 0) return;
+  char octal[8];
+  std::snprintf(octal, sizeof octal, "%04o", mode);
+  throw std::runtime_error("key file " + path + " has mode " + octal +
+                           ": other users can read or change it; chmod 600 it (or 640/440 for a group)");
 }
 
 // Writes `data` to a new file at `path`: O_CREAT|O_EXCL with 0600, so it is never
@@ -473,6 +488,7 @@ std::unique_ptr<Signer> Signer::load_or_create(const std::string& path, std::str
     pkey = parse_private_pem(pem);
     if (!pkey) throw std::runtime_error("key file " + path + " does not hold a readable (unencrypted) PEM private key");
     if (!is_p256(pkey.get())) throw std::runtime_error("key file " + path + " is not an EC P-256 private key");
+    refuse_if_exposed(path);
   }
 
   auto impl = std::make_unique<Impl>();

@@ -329,8 +329,27 @@ TEST_CASE("generate_private_key_pem gives a loadable PKCS#8 P-256 key", "[receip
   CHECK(pem != generate_private_key_pem());
   const std::string path = dir.file("gen.pem");
   write_all(path, pem);
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
   const auto s = Signer::load_or_create(path, "router-receipt-3");
   CHECK(verify_jws(s->sign("{}"), jwks_json(*s, {})).ok);
+}
+
+TEST_CASE("load_or_create refuses an existing key file other users can read or change", "[receipts]") {
+  TempDir dir;
+  const std::string path = dir.file("exposed.pem");
+  write_all(path, generate_private_key_pem());
+  for (const unsigned mode : {0644u, 0604u, 0620u, 0602u}) {
+    INFO(mode);
+    fs::permissions(path, static_cast<fs::perms>(mode));
+    CHECK_THROWS_WITH(Signer::load_or_create(path, "router-receipt-1"),
+                      Catch::Contains(path) && Catch::Contains("chmod 600"));
+  }
+  // Owner-only and group-read-only are what deployments use (0600 here, 0440 from a Secret).
+  for (const unsigned mode : {0600u, 0400u, 0640u, 0440u}) {
+    INFO(mode);
+    fs::permissions(path, static_cast<fs::perms>(mode));
+    CHECK_NOTHROW(Signer::load_or_create(path, "router-receipt-1"));
+  }
 }
 
 TEST_CASE("sign is safe to call from many threads", "[receipts]") {
