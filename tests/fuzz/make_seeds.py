@@ -273,7 +273,47 @@ def head():
     write(t, "empty", b"")
 
 
+# ---- transcription_request: split plan, flags byte, Content-Type '\n' body --------------
+def transcription():
+    t = "transcription_request"
+    clean(t)
+    b = "Bnd01"
+    ct = f"multipart/form-data; boundary={b}"
+
+    def form(fields, file=("a.wav", "audio/wav", "RIFF....WAVE")):
+        out = ""
+        for name, value in fields:
+            out += f"--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        if file:
+            fn, ctype, data = file
+            out += f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{fn}\"\r\n"
+            if ctype:
+                out += f"Content-Type: {ctype}\r\n"
+            out += f"\r\n{data}\r\n"
+        return (ct + "\n" + out + f"--{b}--\r\n").encode()
+
+    write(t, "valid", plan() + b"\x01" + form([("model", "whisper-large-v3")]))
+    write(t, "valid_split", plan(1, 9, 0) + b"\x01" + form([("model", "eu/privatemode/whisper-large-v3"),
+          ("language", "de"), ("response_format", "verbose_json"), ("timestamp_granularities[]", "word")]))
+    write(t, "hints", plan(4) + b"\x00" + form([("model", "whisper-large-v3"), ("region", "eu"), ("provider", "privatemode")]))
+    write(t, "type_from_extension", plan() + b"\x01" + form([("model", "m")], ("x.mp3", "application/octet-stream", "ID3")))
+    write(t, "no_content_type", plan() + b"\x01" + form([("model", "m")], ("x.flac", None, "fLaC")))
+    write(t, "unsupported_type", plan() + b"\x01" + form([("model", "m")], ("x.exe", "application/x-msdownload", "MZ")))
+    write(t, "no_file", plan() + b"\x01" + form([("model", "m")], None))
+    write(t, "empty_file", plan() + b"\x01" + form([("model", "m")], ("a.wav", "audio/wav", "")))
+    write(t, "no_model", plan() + b"\x01" + form([("language", "en")]))
+    write(t, "duplicate_model", plan() + b"\x01" + form([("model", "a"), ("model", "b")]))
+    write(t, "failover_field", plan() + b"\x01" + form([("model", "a"), ("failover[]", "eu/x/y")]))
+    write(t, "bad_format", plan() + b"\x01" + form([("model", "a"), ("response_format", "srt")]))
+    write(t, "non_utf8_field", plan() + b"\x01" + form([("model", "a"), ("prompt", "@bad@")]).replace(b"@bad@", b"\xff\xfe"))
+    write(t, "file_over_max", plan() + b"\x04" + form([("model", "a")], ("a.wav", "audio/wav", "x" * 64)))
+    write(t, "two_files", plan() + b"\x01" + form([("model", "a")]).replace(f"--{b}--".encode(),
+          f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.wav\"\r\n\r\nx\r\n--{b}--".encode()))
+    write(t, "field_with_filename", plan() + b"\x01" + (ct + f"\n--{b}\r\nContent-Disposition: form-data; name=\"model\"; filename=\"m\"\r\n\r\nm\r\n--{b}--").encode())
+    write(t, "truncated", plan(3) + b"\x01" + form([("model", "a")])[:-12])
+
+
 if __name__ == "__main__":
-    chat(); sse(); multipart(); config(); timeout(); route(); receipts(); head()
+    chat(); sse(); multipart(); transcription(); config(); timeout(); route(); receipts(); head()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))
