@@ -5,7 +5,8 @@
 // receipt_fuzz_key.pem, so the corpus's real receipts verify and their mutations are
 // checked against the real key. The whole input is also signed as a payload.
 // Properties: verify_jws never throws and never accepts without a kid and payload; what
-// the signer signs, the signer's JWKS verifies, payload unchanged, under the signer's kid.
+// the signer signs, the signer's JWKS verifies, payload unchanged, under the signer's kid;
+// a changed payload or signature does not verify.
 #include <memory>
 #include <string>
 
@@ -51,5 +52,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(round.ok);
   FUZZ_CHECK(round.kid == signer().kid());
   FUZZ_CHECK(round.payload == in);
+
+  // Tampering is caught: another payload under the same signature, or a changed first
+  // signature character (it carries 6 bits of R), must not verify.
+  const size_t dot1 = signed_jws.find('.');
+  const size_t dot2 = signed_jws.find('.', dot1 + 1);
+  const std::string other_payload = signed_jws.substr(0, dot1 + 1) + receipts::base64url_encode(std::string(in) + " ") +
+                                    signed_jws.substr(dot2);
+  FUZZ_CHECK(!receipts::verify_jws(other_payload, own_jwks()).ok);
+  std::string other_signature = signed_jws;
+  other_signature[dot2 + 1] = other_signature[dot2 + 1] == 'A' ? 'B' : 'A';
+  FUZZ_CHECK(!receipts::verify_jws(other_signature, own_jwks()).ok);
   return 0;
 }
