@@ -178,6 +178,7 @@ def route():
         "bare_hints": (6, ["gpt-oss-120b", "eu", "tinfoil"]),
         "bare_hint_region": (2, ["gpt-oss-120b", "global", ""]),
         "failover": (0, ["eu/privatemode/Kimi-Big", "", "", "global/chutes/kimi-k2.6", "auto/auto/gpt-oss-120b", "bad"]),
+        "failover_duplicates": (0, ["auto/auto/gpt-oss-120b", "", "", "eu/privatemode/gpt-oss-120b", "EU/PrivateMode/gpt-oss-120b"]),
         "transcription": (1, ["whisper-large-v3"]),
         "wrong_type": (1, ["global/tinfoil/gpt-oss-120b"]),
         "dual": (1, ["dual"]),
