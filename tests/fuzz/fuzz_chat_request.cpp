@@ -9,6 +9,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
+#include <cctype>
 #include <string>
 
 #include "providers/openai_adapter.h"
@@ -57,8 +58,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (req.provider) hints.provider = *req.provider;
   const auto resolved = router::resolve_routes(tresor::fuzz::fixed_config(), req.model, hints,
                                                config::RouteType::chat, req.failover);
-  // Messages echo the client's model string; the key must come from nowhere else.
-  if (original.find(kProviderKey) == std::string::npos)
+  // Messages echo the client's model string (region and provider lower-cased); the key
+  // must come from nowhere else.
+  std::string lowered = original;
+  for (char& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lowered.find(kProviderKey) == std::string::npos)
     FUZZ_CHECK(resolved.message.find(kProviderKey) == std::string::npos);
   if (!resolved.resolution) return 0;
   for (const auto* route : resolved.resolution->candidates) {
