@@ -17,6 +17,7 @@
 #include "server/receipt_issuer.h"
 #include "server/metrics.h"
 #include "server/models_endpoint.h"
+#include "server/request_head.h"
 #include "server/request_record.h"
 #include "common/http_wire.h"
 #include "server/access_log.h"
@@ -91,18 +92,9 @@ RouteMatch match(http::verb method, std::string_view target) {
 // Error values are built here, outside the coroutines: g++ 12 miscompiles braced
 // temporaries inside coroutines (double destruction), so coroutine bodies only use
 // named values.
-ApiError header_too_large(uint64_t limit) {
-  return ApiError{431, "invalid_request_error", "request_header_too_large",
-                  "Request headers exceed " + std::to_string(limit) + " bytes", std::nullopt};
-}
-
 ApiError body_too_large(uint64_t limit) {
   return ApiError{413, "invalid_request_error", "request_too_large",
                   "Request body exceeds " + std::to_string(limit) + " bytes", std::nullopt};
-}
-
-ApiError bad_http(std::string_view what, const error_code& ec) {
-  return invalid_request("bad_request", std::string(what) + ": " + ec.message());
 }
 
 ApiError rate_limited(const RateDecision& d) {
@@ -159,15 +151,6 @@ ApiError unauthorized(AuthStatus status) {
   const bool missing = status == AuthStatus::missing;
   return ApiError{401, "authentication_error", missing ? "missing_api_key" : "invalid_api_key",
                   missing ? "Missing API key: send Authorization: Bearer tr-…" : "Invalid API key", std::nullopt};
-}
-
-RequestHead make_head(const http::request<http::empty_body>& req) {
-  RequestHead head;
-  head.method = std::string(req.method_string());
-  head.target = std::string(req.target());
-  head.headers.reserve(16);
-  for (const auto& f : req) head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-  return head;
 }
 
 Response jwks_response(const std::string& jwks) {
@@ -444,9 +427,8 @@ class Session final : public ResponseSink, public SessionControl {
     // through a reload must see the new keys and routes).
     const auto head_runtime = runtime_.current();
     const auto& head_cfg = head_runtime->config->server;
-    http::request_parser<http::empty_body> head_parser;
-    head_parser.header_limit(static_cast<uint32_t>(head_cfg.max_header_bytes));
-    head_parser.body_limit(boost::none);  // checked below, after authentication
+    HeadParser head_parser;
+    limit_head_parser(head_parser, head_cfg.max_header_bytes);  // body: checked after authentication
     responded_ = false;
     request_headers_.clear();
     version_ = 11;
@@ -466,8 +448,7 @@ class Session final : public ResponseSink, public SessionControl {
     if (ec) {
       // Oversized head, or malformed HTTP including ambiguous framing (Content-Length
       // with chunked): answer, then close.
-      const ApiError e = ec == http::error::header_limit ? header_too_large(head_cfg.max_header_bytes)
-                                                         : bad_http("Malformed HTTP request", ec);
+      const ApiError e = head_error(ec, head_cfg.max_header_bytes);
       co_return co_await finish_without_body(e, true);
     }
     const auto started = providers::Clock::now();

@@ -1,0 +1,35 @@
+// The pure part of reading a request head (phase 1 of the session): how Beast's parser
+// is limited, what a failed read answers, and the socket-free RequestHead made from a
+// parsed head. Apart from the session so that tests/fuzz/fuzz_request_head.cpp runs the
+// very same code on hostile bytes.
+#pragma once
+
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <cstdint>
+
+#include "server/api_error.h"
+#include "server/http_types.h"
+
+namespace tresor::server {
+
+using HeadParser = boost::beast::http::request_parser<boost::beast::http::empty_body>;
+
+// server.max_header_bytes bounds the head; the body limit is left off here because the
+// body is checked against server.max_body_bytes only after authentication.
+void limit_head_parser(HeadParser& parser, uint64_t max_header_bytes);
+
+// The answer to a head that could not be read: 431 request_header_too_large when over the
+// limit, else 400 bad_request (malformed HTTP, ambiguous framing such as Content-Length
+// with chunked). The connection is closed after it.
+ApiError head_error(const boost::system::error_code& ec, uint64_t max_header_bytes);
+
+// 400 bad_request naming what failed (`what`: "Malformed HTTP request", ...).
+ApiError bad_http(std::string_view what, const boost::system::error_code& ec);
+
+// The head as the endpoint handlers see it: names as sent, in arrival order.
+RequestHead make_head(const HeadParser::value_type& req);
+
+}  // namespace tresor::server

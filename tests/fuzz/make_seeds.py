@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of every fuzz target into tests/fuzz/corpus/<target>/.
+
+Seeds are small and meaningful: valid inputs, edge cases and known-bad shapes. Each
+target's input layout is described at the top of its fuzz_<target>.cpp. Re-run after
+changing a layout; crash inputs kept as regression seeds (crash-*) are never touched.
+The receipt seeds are signed with receipt_fuzz_key.pem (needs python3-cryptography).
+"""
+import base64, hashlib, json, os, pathlib, shutil
+
+HERE = pathlib.Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+
+
+def write(target, name, data):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    (d / name).write_bytes(data)
+
+
+def clean(target):
+    d = CORPUS / target
+    if d.exists():
+        for f in d.iterdir():
+            if not f.name.startswith("crash-"):
+                f.unlink()
+
+
+def plan(*sizes):
+    return bytes([len(sizes)]) + bytes(sizes)
+
+
+# ---- chat_request: the body --------------------------------------------------------
+def chat():
+    t = "chat_request"
+    clean(t)
+    msg = [{"role": "user", "content": "Hello"}]
+    seeds = {
+        "minimal": {"model": "eu/privatemode/gpt-oss-120b", "messages": msg},
+        "bare_key_hints": {"model": "gpt-oss-120b", "region": "eu", "provider": "tinfoil", "messages": msg},
+        "auto_region": {"model": "auto/auto/gpt-oss-120b", "messages": msg},
+        "stream_usage": {"model": "global/chutes/kimi-k2.6", "messages": msg, "stream": True,
+                         "stream_options": {"include_usage": True}},
+        "failover_list": {"model": "eu/privatemode/Kimi-Big", "messages": msg,
+                          "failover": ["global/chutes/kimi-k2.6", "auto/tinfoil/gpt-oss-120b"]},
+        "failover_string": {"model": "gpt-oss-120b", "messages": msg, "failover": "global/tinfoil/dual"},
+        "failover_too_many": {"model": "gpt-oss-120b", "messages": msg, "failover": ["a/b/c"] * 6},
+        "failover_bad_entry": {"model": "gpt-oss-120b", "messages": msg, "failover": ["a/b"]},
+        "params": {"model": "gpt-oss-120b", "messages": msg, "temperature": 0.7, "max_tokens": 64,
+                   "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+        "temperature_out_of_range": {"model": "gpt-oss-120b", "messages": msg, "temperature": 2.5},
+        "max_tokens_float": {"model": "gpt-oss-120b", "messages": msg, "max_tokens": 1.0},
+        "stream_not_bool": {"model": "gpt-oss-120b", "messages": msg, "stream": "yes"},
+        "no_model": {"messages": msg},
+        "no_messages": {"model": "gpt-oss-120b"},
+        "empty_model": {"model": "", "messages": msg},
+        "transcription_route": {"model": "eu/privatemode/whisper-large-v3", "messages": msg},
+        "unknown_model": {"model": "nowhere/none/none", "messages": msg},
+        "messages_multi": {"model": "gpt-oss-120b", "messages": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": None, "tool_calls": []}]},
+    }
+    for name, v in seeds.items():
+        write(t, name + ".json", json.dumps(v))
+    write(t, "duplicate_model.json", '{"model":"a","model":"eu/privatemode/gpt-oss-120b","messages":[]}')
+    write(t, "invalid_utf8.json", b'{"model":"gpt-oss-120b","messages":[{"role":"user","content":"\xff\xfe"}]}')
+    write(t, "deep.json", '{"model":"gpt-oss-120b","messages":[],"x":' + "[" * 200 + "]" * 200 + "}")
+    write(t, "big_number.json", '{"model":"gpt-oss-120b","messages":[],"n":1e400}')
+    write(t, "not_object.json", '["model"]')
+    write(t, "truncated.json", '{"model":"gpt-oss-120b","messages":[')
+    write(t, "escaped_keys.json", '{"mod\\u0065l":"gpt-oss-120b","messages":[{"role":"user","content":"\\ud83d\\ude00"}]}')
+    write(t, "empty", "")
+
+
+# ---- sse_parser: limit byte, split plan, stream ---------------------------------
+def sse():
+    t = "sse_parser"
+    clean(t)
+    stream = ('data: {"choices":[{"delta":{"content":"Hel"}}]}\n\n'
+              'data: {"choices":[{"delta":{"content":"lo"}}]}\n\n'
+              ": keep-alive\n\n"
+              "data: [DONE]\n\n")
+    write(t, "openai_stream", b"\x00" + plan(7, 1, 0) + stream.encode())
+    write(t, "crlf", b"\x00" + plan(1) + b"data: a\r\ndata: b\r\n\r\nevent: x\r\nid: 1\r\nretry: 5\r\n\r\n")
+    write(t, "cr_only", b"\x00" + plan(2, 3) + b"data: a\rdata:b\r\rdata:c\r")
+    write(t, "multiline", b"\x00" + plan() + b"data: line1\ndata: line2\ndata\n\n")
+    write(t, "limit_hit", b"\x10" + plan(3) + b"data: 0123456789abcdef0123456789\n\n")
+    write(t, "limit_by_joined_lines", b"\x08" + plan(1) + b"data:\ndata:\ndata:\ndata:\ndata:\ndata:\n\n")
+    write(t, "partial_at_end", b"\x00" + plan(5) + b"data: {\"cut\":")
+    write(t, "comment_only", b"\x00" + plan() + b":\n:\n\n")
+    write(t, "no_space", b"\x00" + plan(4, 4) + b"data:x\nfield-without-colon\n\n")
+    write(t, "empty", b"")
+
+
+# ---- multipart_parser: split plan, limits byte, Content-Type '\n' body ---------------
+def multipart():
+    t = "multipart_parser"
+    clean(t)
+    b = "XyZ123"
+    ct = f"multipart/form-data; boundary={b}"
+    body = (f"--{b}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+            f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            f"Content-Type: audio/wav\r\n\r\nRIFF....WAVEfmt \r\n--{b}--\r\n")
+    write(t, "two_parts", plan() + b"\x00" + (ct + "\n" + body).encode())
+    write(t, "two_parts_split", plan(1, 7, 0) + b"\x00" + (ct + "\n" + body).encode())
+    write(t, "quoted_boundary", plan(3) + b"\x00" + ('multipart/form-data; boundary="a b:c"\n'
+          '--a b:c\r\nContent-Disposition: form-data; name="x"\r\n\r\n1\r\n--a b:c--').encode())
+    write(t, "preamble_epilogue", plan(2) + b"\x00" + (ct + "\npreamble\r\n--" + b + "\r\n"
+          "Content-Disposition: form-data; name=\"a\"\r\n\r\nv\r\n--" + b + "--\r\n\r\n").encode())
+    write(t, "data_after_close", plan() + b"\x00" + (ct + "\n--" + b + "--\r\ngarbage").encode())
+    write(t, "truncated", plan(5) + b"\x00" + (ct + "\n--" + b + "\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nhal").encode())
+    write(t, "no_disposition", plan() + b"\x00" + (ct + "\n--" + b + "\r\nContent-Type: text/plain\r\n\r\nx\r\n--" + b + "--").encode())
+    write(t, "no_name", plan() + b"\x00" + (ct + "\n--" + b + "\r\nContent-Disposition: form-data; filename=\"a\"\r\n\r\nx\r\n--" + b + "--").encode())
+    write(t, "escaped_filename", plan() + b"\x00" + (ct + "\n--" + b + "\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\\\"b.wav\"\r\n\r\nx\r\n--" + b + "--").encode())
+    write(t, "small_limits", plan(4) + b"\x0b" + (ct + "\n" + body).encode())
+    write(t, "too_many_parts", plan() + b"\x01" + (ct + "\n" + ("--" + b + "\r\nContent-Disposition: form-data; name=\"p\"\r\n\r\nv\r\n") * 4 + "--" + b + "--").encode())
+    write(t, "padding_after_delimiter", plan() + b"\x00" + (ct + "\n--" + b + " \t\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nv\r\n--" + b + "--").encode())
+    write(t, "bad_after_delimiter", plan() + b"\x00" + (ct + "\n--" + b + "x\r\n").encode())
+    write(t, "near_delimiter_in_data", plan(9) + b"\x00" + (ct + "\n--" + b + "\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n\r\n--XyZ12\r\n-\r\n--" + b + "--").encode())
+    write(t, "two_boundaries", plan() + b"\x00" + b"multipart/form-data; boundary=a; boundary=b\n--a--")
+    write(t, "not_multipart", plan() + b"\x00" + b"application/json\n{}")
+    write(t, "uppercase_type", plan() + b"\x00" + ("MULTIPART/Form-Data;BOUNDARY=" + b + "\n--" + b + "--").encode())
+
+
+# ---- config_loader: YAML text ---------------------------------------------------------
+def config():
+    t = "config_loader"
+    clean(t)
+    root = HERE.parent.parent
+    for f in ["deploy/examples/providers.yaml", "deploy/examples/demo.yaml", "deploy/compose/config.yaml"]:
+        p = root / f
+        if p.exists():
+            write(t, f.replace("/", "_"), p.read_bytes())
+    write(t, "minimal.yaml", "providers:\n  p: {base_url: \"http://127.0.0.1:9/v1\"}\nroutes:\n"
+          "  - {id: \"eu/p/m\", provider: p, upstream_model: m}\n")
+    write(t, "route_unknown_provider.yaml", "providers:\n  p: {base_url: \"http://x/v1\"}\nroutes:\n"
+          "  - {id: \"eu/q/m\", provider: q, upstream_model: m}\n")
+    write(t, "route_auto_segment.yaml", "providers:\n  p: {base_url: \"http://x/v1\"}\nroutes:\n"
+          "  - {id: \"auto/p/m\", provider: p, upstream_model: m}\n")
+    write(t, "duplicate_route.yaml", "providers:\n  p: {base_url: \"http://x/v1\"}\nroutes:\n"
+          "  - {id: \"eu/p/m\", provider: p, upstream_model: m}\n  - {id: \"EU/P/m\", provider: p, upstream_model: n}\n")
+    write(t, "env_missing.yaml", "providers:\n  p: {base_url: \"http://x/v1\", api_key: \"${TRESOR_FUZZ_UNSET_VAR}\"}\n")
+    write(t, "bad_types.yaml", "server:\n  listen: [1, 2]\n  threads: -1\n  max_body_bytes: 1e99\ntimeouts: {default_seconds: 700, max_seconds: 600}\n")
+    write(t, "map_key_map.yaml", "? {a: b}\n: c\n")
+    write(t, "anchors.yaml", "a: &x {b: *x}\nproviders: *x\n")
+    write(t, "pricing.yaml", "providers:\n  p: {base_url: \"https://x/v1\"}\nroutes:\n"
+          "  - {id: \"eu/p/w\", provider: p, upstream_model: w, type: transcription,"
+          " pricing: {billing_unit: audio_minute, unit_amount: 0.006, currency: usd}}\n"
+          "receipts: {durability: async, signing: at_issue, ttl_seconds: 60, retired_keys: [{kid: old, public_key_file: /nonexistent}]}\n"
+          "store: \"redis://127.0.0.1:6379\"\nattestation: {mode: dev, max_age_seconds: 1}\n"
+          "auth:\n  keys:\n    - {sha256: \"" + "a" * 64 + "\", customer: c, limits: {per_minute: 1}}\n"
+          "  customers: {c: {credit: 1.5, currency: usd}}\n")
+    write(t, "tabs_and_garbage.yaml", "server:\n\tlisten: x\n")
+    write(t, "empty.yaml", "")
+
+
+# ---- timeout_override: max byte, values by line --------------------------------------
+def timeout():
+    t = "timeout_override"
+    clean(t)
+    for name, v in {"plain": b"\x0030", "spaces": b"\x00 \t42\t ", "clamped": b"\x0a99999999999999999999",
+                    "zero": b"\x00000", "fraction": b"\x001.5", "signed": b"\x00+5", "negative": b"\x00-1",
+                    "hex": b"\x000x10", "exp": b"\x001e3", "empty_value": b"\x00", "duplicate": b"\x0010\n10",
+                    "comma_joined": b"\x0010, 20", "absent": b"", "nul": b"\x001\x002"}.items():
+        write(t, name, v)
+
+
+# ---- route_id: mode byte, model '\n' region '\n' provider ('\n' failover)* ------------
+def route():
+    t = "route_id"
+    clean(t)
+    seeds = {
+        "compound": (0, ["eu/privatemode/gpt-oss-120b"]),
+        "uppercase": (0, ["EU/PrivateMode/Kimi-Big"]),
+        "auto_all": (0, ["auto/auto/gpt-oss-120b"]),
+        "bare_hints": (6, ["gpt-oss-120b", "eu", "tinfoil"]),
+        "bare_hint_region": (2, ["gpt-oss-120b", "global", ""]),
+        "failover": (0, ["eu/privatemode/Kimi-Big", "", "", "global/chutes/kimi-k2.6", "auto/auto/gpt-oss-120b", "bad"]),
+        "failover_duplicates": (0, ["auto/auto/gpt-oss-120b", "", "", "eu/privatemode/gpt-oss-120b", "EU/PrivateMode/gpt-oss-120b"]),
+        "transcription": (1, ["whisper-large-v3"]),
+        "wrong_type": (1, ["global/tinfoil/gpt-oss-120b"]),
+        "dual": (1, ["dual"]),
+        "two_segments": (0, ["eu/gpt-oss-120b"]),
+        "four_segments": (0, ["eu/privatemode/gpt/oss"]),
+        "empty_segment": (0, ["eu//gpt-oss-120b"]),
+        "empty": (0, [""]),
+        "slash_only": (0, ["//"]),
+    }
+    for name, (mode, lines) in seeds.items():
+        write(t, name, bytes([mode]) + "\n".join(lines).encode())
+
+
+# ---- receipt_jws: JWS [\0 JWKS] ---------------------------------------------------------
+def b64u(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def receipts():
+    t = "receipt_jws"
+    clean(t)
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    key = serialization.load_pem_private_key((HERE / "receipt_fuzz_key.pem").read_bytes(), None)
+    other = ec.generate_private_key(ec.SECP256R1())
+
+    def jwk(k, kid):
+        n = k.public_key().public_numbers()
+        return {"kty": "EC", "crv": "P-256", "x": b64u(n.x.to_bytes(32, "big")), "y": b64u(n.y.to_bytes(32, "big")),
+                "kid": kid, "use": "sig", "alg": "ES256"}
+
+    def sign(k, kid, claims, alg="ES256"):
+        h = b64u(json.dumps({"alg": alg, "kid": kid}, separators=(",", ":")).encode())
+        p = b64u(json.dumps(claims, separators=(",", ":")).encode())
+        r, s = decode_dss_signature(k.sign(f"{h}.{p}".encode(), ec.ECDSA(hashes.SHA256())))
+        return f"{h}.{p}.{b64u(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
+
+    claims = {"iss": "tresor-router", "sub": "acme", "jti": "rcpt_0123", "iat": 1764000000, "exp": 1764604800,
+              "model": "eu/privatemode/gpt-oss-120b", "request_sha256": hashlib.sha256(b"{}").hexdigest(),
+              "usage": {"prompt_tokens": 3, "completion_tokens": 5}}
+    jwks = json.dumps({"keys": [jwk(key, "router-receipt-1")]})
+    jwks2 = json.dumps({"keys": [jwk(other, "old"), jwk(key, "router-receipt-1")]})
+    good = sign(key, "router-receipt-1", claims)
+    write(t, "valid_own_jwks", good)
+    write(t, "valid_explicit_jwks", good + "\0" + jwks)
+    write(t, "valid_retired", sign(other, "old", claims) + "\0" + jwks2)
+    write(t, "unknown_kid", sign(key, "nope", claims) + "\0" + jwks)
+    write(t, "wrong_key", sign(other, "router-receipt-1", claims))
+    parts = good.split(".")
+    write(t, "payload_swapped", parts[0] + "." + b64u(b'{"sub":"evil"}') + "." + parts[2])
+    write(t, "alg_none", b64u(b'{"alg":"none","kid":"router-receipt-1"}') + "." + parts[1] + ".")
+    write(t, "alg_hs256", sign(key, "router-receipt-1", claims, alg="HS256"))
+    write(t, "short_signature", parts[0] + "." + parts[1] + "." + parts[2][:20])
+    write(t, "two_segments", parts[0] + "." + parts[1])
+    write(t, "padding_chars", good + "==")
+    write(t, "jwks_not_json", good + "\0{keys:")
+    write(t, "jwks_bad_point", good + "\0" + json.dumps({"keys": [dict(jwk(key, "router-receipt-1"), x=b64u(b"\x01" * 32))]}))
+    write(t, "jwks_wrong_curve", good + "\0" + json.dumps({"keys": [dict(jwk(key, "router-receipt-1"), crv="P-384")]}))
+    write(t, "empty", "")
+
+
+# ---- request_head: limit byte, split plan, raw head -------------------------------------
+def head():
+    t = "request_head"
+    clean(t)
+    key = "tr-" + "ab" * 48
+    get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    chat = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 42\r\nX-Request-Id: req-1.2:3_4\r\n"
+            "X-Tresor-Timeout-Seconds: 30\r\nX-Tresor-Receipt: false\r\n\r\n").encode()
+    write(t, "get", b"\x00" + plan() + get)
+    write(t, "chat", b"\x00" + plan(5, 1) + chat)
+    write(t, "chat_split_everywhere", b"\x00" + plan(1) + chat)
+    write(t, "upload", b"\x00" + plan(16) + (f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: bearer  {key}  \r\n"
+          "Content-Type: multipart/form-data; boundary=abc\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").encode())
+    write(t, "cl_and_te", b"\x00" + plan() + b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+    write(t, "two_content_lengths", b"\x00" + plan() + b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n")
+    write(t, "te_not_chunked_last", b"\x00" + plan() + b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+    write(t, "huge_content_length", b"\x00" + plan() + b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n")
+    write(t, "header_limit", b"\x01" + plan() + b"GET / HTTP/1.1\r\nX-Pad: " + b"a" * 200 + b"\r\n\r\n")
+    write(t, "obs_fold", b"\x00" + plan() + b"GET / HTTP/1.1\r\nX-A: 1\r\n folded\r\n\r\n")
+    write(t, "bad_header_name", b"\x00" + plan() + b"GET / HTTP/1.1\r\nX A: 1\r\n\r\n")
+    write(t, "ctl_in_value", b"\x00" + plan() + b"GET / HTTP/1.1\r\nX-A: a\x01b\r\n\r\n")
+    write(t, "bare_lf", b"\x00" + plan() + b"GET / HTTP/1.1\nHost: x\n\n")
+    write(t, "absolute_form", b"\x00" + plan() + b"GET http://evil.example:81/v1/models HTTP/1.1\r\nHost: evil\r\n\r\n")
+    write(t, "http10", b"\x00" + plan() + b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: 2\r\n\r\n")
+    write(t, "bad_request_id", b"\x00" + plan() + b"GET / HTTP/1.1\r\nX-Request-Id: a b<script>\r\n\r\n")
+    write(t, "long_request_id", b"\x00" + plan() + b"GET / HTTP/1.1\r\nX-Request-Id: " + b"a" * 129 + b"\r\n\r\n")
+    write(t, "duplicate_timeout", b"\x00" + plan() + b"GET / HTTP/1.1\r\nX-Tresor-Timeout-Seconds: 5\r\nx-tresor-timeout-seconds: 6\r\n\r\n")
+    write(t, "bad_version", b"\x00" + plan() + b"GET / HTTP/9.9\r\n\r\n")
+    write(t, "garbage", b"\x00" + plan() + b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    write(t, "empty", b"")
+
+
+# ---- transcription_request: split plan, flags byte, Content-Type '\n' body --------------
+def transcription():
+    t = "transcription_request"
+    clean(t)
+    b = "Bnd01"
+    ct = f"multipart/form-data; boundary={b}"
+
+    def form(fields, file=("a.wav", "audio/wav", "RIFF....WAVE")):
+        out = ""
+        for name, value in fields:
+            out += f"--{b}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        if file:
+            fn, ctype, data = file
+            out += f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{fn}\"\r\n"
+            if ctype:
+                out += f"Content-Type: {ctype}\r\n"
+            out += f"\r\n{data}\r\n"
+        return (ct + "\n" + out + f"--{b}--\r\n").encode()
+
+    write(t, "valid", plan() + b"\x01" + form([("model", "whisper-large-v3")]))
+    write(t, "valid_split", plan(1, 9, 0) + b"\x01" + form([("model", "eu/privatemode/whisper-large-v3"),
+          ("language", "de"), ("response_format", "verbose_json"), ("timestamp_granularities[]", "word")]))
+    write(t, "hints", plan(4) + b"\x00" + form([("model", "whisper-large-v3"), ("region", "eu"), ("provider", "privatemode")]))
+    write(t, "type_from_extension", plan() + b"\x01" + form([("model", "m")], ("x.mp3", "application/octet-stream", "ID3")))
+    write(t, "no_content_type", plan() + b"\x01" + form([("model", "m")], ("x.flac", None, "fLaC")))
+    write(t, "unsupported_type", plan() + b"\x01" + form([("model", "m")], ("x.exe", "application/x-msdownload", "MZ")))
+    write(t, "no_file", plan() + b"\x01" + form([("model", "m")], None))
+    write(t, "empty_file", plan() + b"\x01" + form([("model", "m")], ("a.wav", "audio/wav", "")))
+    write(t, "no_model", plan() + b"\x01" + form([("language", "en")]))
+    write(t, "duplicate_model", plan() + b"\x01" + form([("model", "a"), ("model", "b")]))
+    write(t, "failover_field", plan() + b"\x01" + form([("model", "a"), ("failover[]", "eu/x/y")]))
+    write(t, "bad_format", plan() + b"\x01" + form([("model", "a"), ("response_format", "srt")]))
+    write(t, "non_utf8_field", plan() + b"\x01" + form([("model", "a"), ("prompt", "@bad@")]).replace(b"@bad@", b"\xff\xfe"))
+    write(t, "file_over_max", plan() + b"\x04" + form([("model", "a")], ("a.wav", "audio/wav", "x" * 64)))
+    write(t, "two_files", plan() + b"\x01" + form([("model", "a")]).replace(f"--{b}--".encode(),
+          f"--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.wav\"\r\n\r\nx\r\n--{b}--".encode()))
+    write(t, "field_with_filename", plan() + b"\x01" + (ct + f"\n--{b}\r\nContent-Disposition: form-data; name=\"model\"; filename=\"m\"\r\n\r\nm\r\n--{b}--").encode())
+    write(t, "truncated", plan(3) + b"\x01" + form([("model", "a")])[:-12])
+
+
+if __name__ == "__main__":
+    chat(); sse(); multipart(); transcription(); config(); timeout(); route(); receipts(); head()
+    for d in sorted(CORPUS.iterdir()):
+        print(d.name, len(list(d.iterdir())))
