@@ -4,10 +4,11 @@
 // with 503 server_busy; 10,000 idle connections do not keep a new client from being served.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import {
   startStack, stopAll, chatBody, readErrorEnvelope, RawConnection, requestHead, rawRequest, waitFor,
-  performance, ROUTE_GPT,
+  performance, routerBin, tempDir, ROUTE_GPT,
 } from './harness.mjs';
 
 const HEADER_TIMEOUT_S = 2;
@@ -285,5 +286,61 @@ describe('10,000 idle connections', { timeout: 120_000 }, () => {
       for (const c of conns) c.destroy();
     }
     await waitFor(async () => (await gatewayConnections(s.gw.port)) <= 1, { timeoutMs: 30_000, what: 'the gateway to close them' });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Out of descriptors: the gateway runs under a 64-descriptor limit with a connection cap
+// above it, so accept() itself fails with EMFILE. It must pause instead of spinning on the
+// connection left in the backlog, log that at most once a second, and serve again once
+// descriptors are free.
+const FD_LIMIT = 64;
+describe(`accept out of descriptors (ulimit -n ${FD_LIMIT})`, { timeout: 60_000 }, () => {
+  let s;
+  before(async () => {
+    const wrapper = path.join(tempDir('tresor-ulimit-'), 'tresor-router');
+    writeFileSync(wrapper, `#!/bin/sh\nulimit -n ${FD_LIMIT} || exit 1\nexec '${routerBin()}' "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    const saved = process.env.TRESOR_ROUTER_BIN;
+    process.env.TRESOR_ROUTER_BIN = wrapper;
+    try {
+      s = await startStack({ configOverrides: { server: { max_connections: 10_000, threads: 1 } } });
+    } finally {
+      if (saved === undefined) delete process.env.TRESOR_ROUTER_BIN;
+      else process.env.TRESOR_ROUTER_BIN = saved;
+    }
+  });
+
+  /** User + system CPU seconds of a process so far. */
+  function cpuSeconds(pid) {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  }
+
+  test('EMFILE: accepts pause (no spin, at most one log line a second), then a new client is served', async () => {
+    assert.equal(fdLimits(s.gw.proc.pid).soft, FD_LIMIT);
+    const conns = [];
+    try {
+      for (let i = 0; i < FD_LIMIT + 16; i++) conns.push(await RawConnection.connect(s.gw.port)); // the kernel completes them
+      await s.gw.proc.waitForOutput(/accept failed: Too many open files; pausing accepts/, { timeoutMs: 5000 });
+      const cpu0 = cpuSeconds(s.gw.proc.pid);
+      const lines0 = (s.gw.proc.stderr.match(/accept failed/g) || []).length;
+      const t0 = performance.now();
+      // Held over the limit for 2 s: a spinning accept loop burns a core and logs thousands of lines.
+      await new Promise((resolve) => { setTimeout(resolve, 2000); });
+      const secs = (performance.now() - t0) / 1000;
+      const cpu = cpuSeconds(s.gw.proc.pid) - cpu0;
+      const lines = (s.gw.proc.stderr.match(/accept failed/g) || []).length - lines0;
+      console.log(`out of descriptors for ${secs.toFixed(1)} s: gateway CPU ${cpu.toFixed(2)} s, ${lines} 'accept failed' lines`);
+      assert.ok(lines <= Math.ceil(secs) + 1, `${lines} accept-failure lines in ${secs.toFixed(1)} s`);
+      assert.ok(cpu < 0.5 * secs, `the gateway used ${cpu.toFixed(2)} s of CPU in ${secs.toFixed(1)} s while out of descriptors`);
+    } finally {
+      for (const c of conns) c.destroy();
+    }
+    await waitFor(async () => {
+      const r = await s.chat(chatBody(ROUTE_GPT), { headers: { connection: 'close' } }).catch(() => null);
+      if (r) await r.arrayBuffer();
+      return r && r.status === 200;
+    }, { timeoutMs: 15_000, what: 'a chat request served once descriptors are free' });
   });
 });
