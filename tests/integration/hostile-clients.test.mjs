@@ -276,6 +276,8 @@ describe('10,000 idle connections', { timeout: 120_000 }, () => {
       }));
       console.log(`${N} connections open in ${(performance.now() - t0).toFixed(0)} ms`);
       await waitFor(async () => (await gatewayConnections(s.gw.port)) >= N, { timeoutMs: 30_000, what: `the gateway to hold ${N} connections` });
+      const rss = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${s.gw.proc.pid}/status`, 'utf8'))[1];
+      console.log(`gateway VmRSS with ${N} connections open: ${(Number(rss) / 1024).toFixed(1)} MiB`);
       const t1 = performance.now();
       const res = await s.chat(chatBody(ROUTE_GPT), { headers: { connection: 'close' } });
       assert.equal(res.status, 200);
