@@ -30,6 +30,12 @@ struct ServerConfig {
   unsigned header_timeout_seconds = 30;
   // Longest silence while a request body is being received.
   unsigned body_timeout_seconds = 60;
+  // Open client connections, split evenly across the worker threads (like nginx's
+  // worker_connections). 0 = derived at startup from the file-descriptor limit (3/4 of
+  // RLIMIT_NOFILE, the rest left for upstream connections, spool files and the store).
+  // At the cap an idle connection (oldest first) is closed to make room; when none is
+  // idle the new connection gets 503 server_busy and is closed.
+  uint64_t max_connections = 0;
   // Where transcription uploads larger than upload_memory_bytes are spooled (as unlinked
   // temporary files, so failover can replay them). Empty: $TMPDIR, else /tmp.
   std::string upload_spool_dir;

@@ -2,6 +2,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -47,6 +50,25 @@ int hash_key(const std::string& key) {
   return 0;
 }
 
+// Every client connection is a descriptor: the soft limit (often 1024) is raised to the
+// hard one, as nginx does with worker_rlimit_nofile, so that 10,000 idle connections fit.
+// server.max_connections (by default 3/4 of this limit) then caps them below it.
+void raise_fd_limit() {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+  const rlim_t before = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      spdlog::warn("could not raise the file descriptor limit from {} to {}: {}", before, limit.rlim_max,
+                   std::strerror(errno));
+      return;
+    }
+  }
+  if (limit.rlim_cur == RLIM_INFINITY) spdlog::info("file descriptor limit: unlimited");
+  else spdlog::info("file descriptor limit: {} (soft limit was {})", limit.rlim_cur, before);
+}
+
 }  // namespace
 
 // jemalloc (linked into the release binary, see server/CMakeLists.txt) reads this at
@@ -79,6 +101,7 @@ int main(int argc, char** argv) {
   }
   if (config_path.empty()) return usage();
 
+  raise_fd_limit();
   try {
     tresor::server::RuntimeHolder holder(
         std::make_shared<const tresor::server::Runtime>(tresor::config::load_config_file(config_path)));

@@ -108,6 +108,10 @@ struct Metrics::Impl {
       .Name("tresor_config_reloads_total").Help("Config reloads (SIGHUP) by result").Register(registry);
   prometheus::Family<prometheus::Gauge>& connections = prometheus::BuildGauge()
       .Name("tresor_active_connections").Help("Client connections open now").Register(registry);
+  prometheus::Family<prometheus::Counter>& connection_limit = prometheus::BuildCounter()
+      .Name("tresor_connection_limit_total")
+      .Help("Connections at server.max_connections, by action: an idle one closed for a new one, or the new one refused (503)")
+      .Register(registry);
   prometheus::Family<prometheus::Gauge>& streams = prometheus::BuildGauge()
       .Name("tresor_active_streams").Help("SSE streams being relayed now").Register(registry);
   prometheus::Family<prometheus::Histogram>& duration = prometheus::BuildHistogram()
@@ -119,6 +123,8 @@ struct Metrics::Impl {
       .Name("tresor_overhead_seconds").Help("The router's own time: total minus the upstream wait").Register(registry);
   prometheus::Gauge& active_connections = connections.Add({});
   prometheus::Gauge& active_streams = streams.Add({});
+  prometheus::Counter& idle_closed = connection_limit.Add({{"action", "idle_closed"}});
+  prometheus::Counter& refused = connection_limit.Add({{"action", "refused"}});
 
   // Family::Add builds a label map, hashes it and takes the family's lock on every call
   // (and a histogram's bucket vector besides): per request that cost more than the proxy
@@ -181,6 +187,8 @@ void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point 
 
 void Metrics::connection_opened() { impl_->active_connections.Increment(); }
 void Metrics::connection_closed() { impl_->active_connections.Decrement(); }
+void Metrics::idle_connection_closed() { impl_->idle_closed.Increment(); }
+void Metrics::connection_refused() { impl_->refused.Increment(); }
 void Metrics::stream_started() { impl_->active_streams.Increment(); }
 void Metrics::stream_ended() { impl_->active_streams.Decrement(); }
 void Metrics::config_reload(bool ok) { impl_->reloads.Add({{"result", ok ? "success" : "failure"}}).Increment(); }

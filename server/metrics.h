@@ -27,6 +27,10 @@ class Metrics {
   void request_done(const RequestRecord& r, providers::Clock::time_point now);
   void connection_opened();
   void connection_closed();
+  // server.max_connections reached: an idle connection was closed to make room, or (none
+  // idle) the new one was refused.
+  void idle_connection_closed();
+  void connection_refused();
   void stream_started();
   void stream_ended();
   void config_reload(bool ok);

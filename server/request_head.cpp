@@ -1,7 +1,9 @@
 #include "server/request_head.h"
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include <algorithm>
 #include <string>
 
 namespace tresor::server {
@@ -20,6 +22,31 @@ ApiError head_error(const boost::system::error_code& ec, uint64_t max_header_byt
     return ApiError{431, "invalid_request_error", "request_header_too_large",
                     "Request headers exceed " + std::to_string(max_header_bytes) + " bytes", std::nullopt};
   return bad_http("Malformed HTTP request", ec);
+}
+
+std::optional<ApiError> framing_error(const HeadParser::value_type& req) {
+  const auto refuse = [](std::string_view why) {
+    return invalid_request("bad_request", "Malformed HTTP request: " + std::string(why));
+  };
+  size_t lengths = 0;
+  size_t encodings = 0;
+  for (const auto& f : req) {
+    if (f.name() == boost::beast::http::field::content_length) {
+      ++lengths;
+      const auto v = f.value();
+      if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return refuse("Content-Length is not one number");  // Beast takes "5, 5" as 5
+    }
+    if (f.name() == boost::beast::http::field::transfer_encoding) {
+      ++encodings;
+      if (!boost::beast::iequals(f.value(), "chunked"))
+        return refuse("unsupported Transfer-Encoding (only chunked is accepted)");
+    }
+  }
+  if (lengths > 1) return refuse("repeated Content-Length");
+  if (encodings > 1) return refuse("repeated Transfer-Encoding");
+  if (encodings > 0 && req.version() < 11) return refuse("Transfer-Encoding in an HTTP/1.0 request");
+  return std::nullopt;
 }
 
 RequestHead make_head(const HeadParser::value_type& req) {

@@ -9,6 +9,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <cstdint>
+#include <optional>
 
 #include "server/api_error.h"
 #include "server/http_types.h"
@@ -25,6 +26,16 @@ void limit_head_parser(HeadParser& parser, uint64_t max_header_bytes);
 // limit, else 400 bad_request (malformed HTTP, ambiguous framing such as Content-Length
 // with chunked). The connection is closed after it.
 ApiError head_error(const boost::system::error_code& ec, uint64_t max_header_bytes);
+
+// Request smuggling: framing that another HTTP hop could read differently is refused
+// (400 bad_request, then close) rather than interpreted (RFC 9112 §6.1, §6.3). Beast
+// already refuses Content-Length with chunked, differing Content-Lengths and malformed
+// ones. It accepts, and this refuses: a repeated Content-Length, even with the same value
+// (as nginx does), or a list of equal ones; any Transfer-Encoding other than one "chunked"
+// (Beast reads "xchunked", "chunked, identity" or "identity" as "no body" and would then
+// parse the body as the next request); Transfer-Encoding in HTTP/1.0.
+// nullopt when the framing is unambiguous.
+std::optional<ApiError> framing_error(const HeadParser::value_type& req);
 
 // 400 bad_request naming what failed (`what`: "Malformed HTTP request", ...).
 ApiError bad_http(std::string_view what, const boost::system::error_code& ec);

@@ -12,11 +12,15 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <spdlog/spdlog.h>
 
+#include <sys/resource.h>
+
 #include <atomic>
+#include <cerrno>
 #include <exception>
 #include <thread>
 
 #include "receipts/receipt_service.h"
+#include "server/log_throttle.h"
 #include "server/session.h"
 
 namespace tresor::server {
@@ -37,6 +41,25 @@ struct Worker {
   std::thread thread;
 };
 
+// Out of file descriptors, the accept loop pauses this long instead of retrying at once:
+// the pending connection stays in the backlog, so an immediate retry fails again and
+// spins (nginx disables accept for 500 ms in the same case).
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+
+// server.max_connections: 0 means this share of the descriptor limit; the rest is left
+// for upstream connections, upload spool files, the store and the log.
+uint64_t connection_cap(const config::ServerConfig& cfg) {
+  if (cfg.max_connections > 0) return cfg.max_connections;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return 1u << 20;
+  return std::max<uint64_t>(16, limit.rlim_cur / 4 * 3);
+}
+
+bool out_of_descriptors(const boost::system::error_code& ec) {
+  return ec == boost::system::errc::too_many_files_open || ec == boost::system::errc::too_many_files_open_in_system ||
+         ec == boost::system::errc::no_buffer_space || ec == boost::system::errc::not_enough_memory;
+}
+
 // How often a draining server checks whether its connections are gone.
 constexpr auto kDrainPoll = std::chrono::milliseconds(50);
 
@@ -51,6 +74,7 @@ std::vector<std::string> restart_only_changes(const config::Config& now, const c
   };
   if (listen_key(now) != listen_key(next)) changed.push_back("server.listen");
   if (now.server.threads != next.server.threads) changed.push_back("server.threads");
+  if (now.server.max_connections != next.server.max_connections) changed.push_back("server.max_connections");
   if (now.store != next.store) changed.push_back("store");
   if (now.receipts.signing_key_file != next.receipts.signing_key_file || now.receipts.kid != next.receipts.kid)
     changed.push_back("receipts signing key");
@@ -101,6 +125,8 @@ struct Server::Impl {
   std::unique_ptr<asio::signal_set> hangup;   // SIGHUP: reload
   Lifecycle lifecycle;
   size_t next = 0;  // accept loops all run on worker 0's thread
+  size_t sessions_per_worker = 0;  // server.max_connections split across the workers
+  LogThrottle accept_errors;  // accept loops all run on worker 0's thread
 
   explicit Impl(RuntimeHolder& r) : runtime(r) {}
 
@@ -206,12 +232,21 @@ struct Server::Impl {
       tcp::socket socket = co_await acceptor.async_accept(w.ioc, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == asio::error::operation_aborted) co_return;
       if (ec) {
-        // EMFILE and friends: log and keep accepting; the condition is usually transient.
-        spdlog::warn("accept failed: {}", ec.message());
+        // EMFILE and friends: usually transient (connections close), so keep accepting,
+        // but after a pause, and log at most once a second.
+        const bool exhausted = out_of_descriptors(ec);
+        if (const auto left_out = accept_errors.allow())
+          spdlog::warn("accept failed: {}{} ({} more accept failures in the last second not logged)", ec.message(),
+                       exhausted ? "; pausing accepts for 100 ms" : "", *left_out);
+        if (exhausted) {
+          asio::steady_timer pause(acceptor.get_executor(), kAcceptBackoff);
+          co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+        }
         continue;
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits,
-                                     file_io, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get()};
+                                     file_io, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
+                                     sessions_per_worker};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -254,6 +289,10 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
+  const uint64_t cap = connection_cap(cfg->server);
+  impl_->sessions_per_worker = static_cast<size_t>((cap + n - 1) / n);
+  spdlog::info("connection limit: {} ({} per worker thread){}", cap, impl_->sessions_per_worker,
+               cfg->server.max_connections ? "" : ", from the file descriptor limit (server.max_connections: 0)");
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<Worker>();
     w->upstream = std::make_unique<providers::UpstreamClient>(w->ioc, n);

@@ -21,6 +21,7 @@
 #include "server/request_record.h"
 #include "common/http_wire.h"
 #include "server/access_log.h"
+#include "server/log_throttle.h"
 #include "server/shared_limits.h"
 #include "server/transcription_endpoint.h"
 
@@ -29,6 +30,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <type_traits>
 
@@ -223,6 +225,12 @@ class Session final : public ResponseSink, public SessionControl {
     if (!idle_) return;  // busy: send() answers with Connection: close
     error_code ec;
     lowest().socket().cancel(ec);  // the pending head read ends with operation_aborted
+    idle_ = false;  // closing now: not a candidate for make_room() any more
+  }
+
+  std::optional<providers::Clock::time_point> idle_since() const override {
+    if (!idle_) return std::nullopt;
+    return idle_since_;
   }
 
   asio::awaitable<void> run() {
@@ -440,6 +448,7 @@ class Session final : public ResponseSink, public SessionControl {
     error_code ec;
     if (services_.lifecycle.closing) co_return false;
     idle_ = true;
+    idle_since_ = providers::Clock::now();
     co_await http::async_read_header(stream_, buffer_, head_parser, asio::redirect_error(asio::use_awaitable, ec));
     idle_ = false;
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
@@ -449,6 +458,10 @@ class Session final : public ResponseSink, public SessionControl {
       // Oversized head, or malformed HTTP including ambiguous framing (Content-Length
       // with chunked): answer, then close.
       const ApiError e = head_error(ec, head_cfg.max_header_bytes);
+      co_return co_await finish_without_body(e, true);
+    }
+    if (const auto framing = framing_error(head_parser.get())) {
+      const ApiError e = *framing;
       co_return co_await finish_without_body(e, true);
     }
     const auto started = providers::Clock::now();
@@ -714,11 +727,89 @@ class Session final : public ResponseSink, public SessionControl {
   RequestRecord record_;        // the request being served (log line, metrics)
   bool streaming_ = false;      // counted in tresor_active_streams
   bool idle_ = false;           // waiting for the next request head (drain closes it)
+  providers::Clock::time_point idle_since_{};  // when idle_ last became true
 };
 
 }  // namespace
 
+namespace {
+
+// A refused connection gets this long to take its 503 before it is closed.
+constexpr auto kRefuseTime = std::chrono::seconds(1);
+
+std::string busy_answer() {
+  const ApiError e{503, "service_unavailable", "server_busy",
+                   "The server is at its connection limit; retry shortly", std::nullopt};
+  const Response r = error_response(e);
+  http::response<http::string_body> res{http::status::service_unavailable, 11};
+  res.set(http::field::server, "tresor-router");
+  res.set(http::field::content_type, r.content_type);
+  res.set(http::field::retry_after, "1");
+  res.keep_alive(false);
+  res.body() = r.body;
+  res.prepare_payload();
+  return common::wire_bytes(res);
+}
+
+// The 503 is written before the request is read (it may not have arrived); the read
+// side is then drained briefly, as in lingering_close(), so that closing with the
+// request unread does not reset the connection before the client reads the answer.
+asio::awaitable<void> refuse_busy(tcp::socket socket) {
+  static const std::string answer = busy_answer();
+  beast::tcp_stream stream(std::move(socket));
+  stream.expires_after(kRefuseTime);
+  error_code ec;
+  co_await asio::async_write(stream, asio::buffer(answer), asio::redirect_error(asio::use_awaitable, ec));
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  char scratch[4096];
+  while (!ec) co_await stream.async_read_some(asio::buffer(scratch), asio::redirect_error(asio::use_awaitable, ec));
+  stream.close();
+}
+
+void log_at_cap(Admission admission, size_t open, size_t max_sessions) {
+  thread_local LogThrottle throttle;
+  const auto left_out = throttle.allow();
+  if (!left_out) return;
+  spdlog::warn("connection limit: {} connections on this worker (its share of server.max_connections is {}): {}"
+               " ({} more such events in the last second not logged)",
+               open, max_sessions,
+               admission == Admission::refused ? "every one busy, refused a new connection with 503"
+                                               : "closed the connection idle longest for a new one",
+               *left_out);
+}
+
+}  // namespace
+
+Admission make_room(SessionRegistry& registry, size_t max_sessions) {
+  if (max_sessions == 0 || registry.size() < max_sessions) return Admission::admitted;
+  // A linear scan, only at the cap: cheaper than keeping every session in an LRU list
+  // on every request.
+  SessionControl* oldest = nullptr;
+  providers::Clock::time_point oldest_since{};
+  for (auto* s : registry) {
+    const auto since = s->idle_since();
+    if (since && (!oldest || *since < oldest_since)) {
+      oldest = s;
+      oldest_since = *since;
+    }
+  }
+  if (!oldest) return Admission::refused;
+  oldest->drain();
+  return Admission::idle_closed;
+}
+
 asio::awaitable<void> run_session(tcp::socket socket, SessionServices services) {
+  const Admission admission = make_room(services.registry, services.max_sessions);
+  if (admission != Admission::admitted) {
+    log_at_cap(admission, services.registry.size(), services.max_sessions);
+    if (admission == Admission::idle_closed) {
+      services.metrics.idle_connection_closed();
+    } else {
+      services.metrics.connection_refused();
+      if (!services.tls) co_await refuse_busy(std::move(socket));
+      co_return;  // HTTPS: closed without a handshake
+    }
+  }
   if (services.tls) {
     Session<beast::ssl_stream<beast::tcp_stream>> session(
         beast::ssl_stream<beast::tcp_stream>(beast::tcp_stream(std::move(socket)), *services.tls), services);

@@ -7,6 +7,8 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <unordered_set>
 
 #include "providers/file_io_pool.h"
@@ -35,6 +37,10 @@ class SessionControl {
   // Called on the session's own worker thread: an idle connection (waiting for its next
   // request) closes now; a busy one closes after its current answer.
   virtual void drain() = 0;
+  // Since when the session has been waiting for a request head (a new connection's first,
+  // or the next one on a keep-alive connection, trickled bytes included); nullopt while
+  // it serves a request. server.max_connections closes the one idle longest.
+  virtual std::optional<std::chrono::steady_clock::time_point> idle_since() const = 0;
 
  protected:
   ~SessionControl() = default;
@@ -59,8 +65,17 @@ struct SessionServices {
   SessionRegistry& registry;  // the worker's
   const std::string& jwks;  // the JWKS document, built at startup
   boost::asio::ssl::context* tls = nullptr;  // HTTPS listeners (server.tls), else plain HTTP
+  size_t max_sessions = 0;  // this worker's share of server.max_connections (0: no cap)
 };
 
+// Makes room for one more connection on a worker holding `max_sessions` or more: closes
+// the connection idle longest (nginx reuses its oldest keep-alive connection the same
+// way). False when every connection is busy. Runs on the worker's thread.
+enum class Admission { admitted, idle_closed, refused };
+Admission make_room(SessionRegistry& registry, size_t max_sessions);
+
+// Serves a new connection, or (at max_sessions with none idle) answers it 503 server_busy
+// with Connection: close (plain HTTP) or just closes it (HTTPS: no handshake spent on it).
 boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket, SessionServices services);
 
 }  // namespace tresor::server

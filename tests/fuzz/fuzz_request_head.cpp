@@ -7,7 +7,8 @@
 // Properties: a head either parses, or fails with a 431 (only for header_limit) or 400
 // envelope; a parsed head respects the limit; a kept X-Request-Id is 1..128 safe
 // characters; only the configured key authenticates; a timeout budget is 1..max; a head
-// is never both chunked and Content-Length framed.
+// is never both chunked and Content-Length framed, and a head whose framing is accepted
+// has one Content-Length of digits or one "chunked" Transfer-Encoding (framing_error).
 #include <boost/beast/http/error.hpp>
 
 #include <algorithm>
@@ -56,6 +57,24 @@ void check_head(server::HeadParser& parser, uint64_t max_header_bytes) {
 
   // Never both framings at once (the request smuggling shape): Beast refuses it.
   if (parser.chunked()) FUZZ_CHECK(!parser.content_length());
+  // A head the session goes on with has one unambiguous framing: at most one
+  // Content-Length of digits only, at most one Transfer-Encoding and it is "chunked".
+  if (const auto refused = server::framing_error(req)) {
+    FUZZ_CHECK(refused->status == 400u && refused->code == "bad_request");
+    return;
+  }
+  size_t lengths = 0, encodings = 0;
+  for (const auto& f : req) {
+    if (f.name() == http::field::content_length) {
+      ++lengths;
+      FUZZ_CHECK(!f.value().empty() && f.value().find_first_not_of("0123456789") == std::string_view::npos);
+    }
+    if (f.name() == http::field::transfer_encoding) {
+      ++encodings;
+      FUZZ_CHECK(boost::beast::iequals(f.value(), "chunked") && req.version() >= 11);
+    }
+  }
+  FUZZ_CHECK(lengths <= 1 && encodings <= 1);
 }
 
 }  // namespace

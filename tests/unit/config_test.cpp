@@ -287,7 +287,8 @@ TEST_CASE("config: integers outside their range or not integers are refused") {
       "server: {threads: two}",          "server: {max_body_bytes: 0}",    "server: {max_header_bytes: 511}",
       "timeouts: {max_seconds: 0}",      "timeouts: {connect_ms: 0}",      "retry: {attempts_per_route: 0}",
       "retry: {attempts_per_route: 11}", "breaker: {consecutive_failures: 0}", "receipts: {ttl_seconds: 0}",
-      "server: {threads: 0x10}",         "server: {threads: \"\"}",        "server: {threads: 99999999999999999999}",
+      "server: {threads: 0x10}",         "server: {max_connections: -1}",  "server: {max_connections: 16777217}",
+      "server: {max_connections: many}",         "server: {threads: \"\"}",        "server: {threads: 99999999999999999999}",
   };
   for (const char* yaml : bad) {
     INFO(yaml);
@@ -297,6 +298,9 @@ TEST_CASE("config: integers outside their range or not integers are refused") {
   }
   CHECK(load_config_text("server: {threads: 256}", "ok.yaml")->server.threads == 256);
   CHECK(load_config_text("server: {max_header_bytes: 512}", "ok.yaml")->server.max_header_bytes == 512);
+  CHECK(load_config_text("server: {max_connections: 20}", "ok.yaml")->server.max_connections == 20);
+  CHECK(load_config_text("server: {max_connections: 16777216}", "ok.yaml")->server.max_connections == 16777216);
+  CHECK(load_config_text("server: {}", "ok.yaml")->server.max_connections == 0);  // 0: from the fd limit
 }
 
 TEST_CASE("config: default_seconds may not exceed max_seconds") {
