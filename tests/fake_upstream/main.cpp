@@ -54,7 +54,7 @@ struct Fault {
       reset, reset_after, bad_event_after, lag_first_ms, silent, no_done, no_done_close, no_finish,
       error_event_after, usage_in_finish,
       audio_ms, usage_tokens, no_usage,  // transcriptions only
-      huge_headers, endless_headers, garbage, gzip, body_bytes, chunked, no_length;  // hostile upstream
+      huge_headers, endless_headers, garbage, garbage_after, gzip, body_bytes, chunked, no_length;  // hostile upstream
   std::optional<std::string> content, error_code;
 };
 
@@ -126,6 +126,7 @@ std::optional<std::int64_t> Fault::*int_key(std::string_view key) {
       {"huge_headers", &Fault::huge_headers},
       {"endless_headers", &Fault::endless_headers},
       {"garbage", &Fault::garbage},
+      {"garbage_after", &Fault::garbage_after},
       {"gzip", &Fault::gzip},
       {"body_bytes", &Fault::body_bytes},
       {"chunked", &Fault::chunked},
@@ -1146,6 +1147,13 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
       if (f.bad_event_after == sent) co_await events.send(bad_event);
       if (f.error_event_after == sent) {
         co_await events.send(r.error_event);
+        errored = true;
+        break;
+      }
+      if (f.garbage_after == sent) {
+        // 4 KiB of junk inside the event stream, then the response ends (no [DONE]).
+        std::string junk = http_chunk(garbage_bytes(4096));
+        co_await write(s, junk);
         errored = true;
         break;
       }

@@ -195,6 +195,24 @@ describe('garbage instead of an answer', { timeout: 60_000 }, () => {
     await assertUnharmed();
   });
 
+  test('random bytes after the first event → the stream ends with an in-band error event, no [DONE]', async () => {
+    await fault(fa, { garbage_after: 1 });
+    const r = await s.chat(chatBody(A, { stream: true }));
+    assert.equal(r.status, 200);
+    const { events, raw } = await readSse(r, { timeoutMs: 10_000 });
+    assertNoKey(raw, 'the stream');
+    assert.doesNotMatch(raw, /\uFFFD/, 'no garbage byte relayed to the client');
+    const data = events.map((e) => e.data);
+    assert.ok(!data.includes('[DONE]'), 'a broken stream must not end with [DONE]');
+    const content = events.map(parseEventJson).filter((e) => e?.choices?.[0]?.delta?.content);
+    assert.equal(content.length, 1, 'the one content chunk before the garbage is relayed');
+    const last = parseEventJson(events.at(-1));
+    assert.equal(last?.error?.type, 'upstream_error', `last event: ${events.at(-1)?.data}`);
+    assert.equal(last.error.code, 'upstream_error');
+    assert.ok(events.slice(0, -1).every((e) => parseEventJson(e) && !parseEventJson(e).error), 'only valid events before the error');
+    await assertUnharmed();
+  });
+
   test('not even HTTP (random bytes instead of a status line) → 502 bad_response', async () => {
     await fa.behaviour({ garbage: 2 });
     let r = await chatError(chatBody(A), { status: 502, code: 'upstream_error' });
