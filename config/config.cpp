@@ -135,7 +135,8 @@ ListenAddress parse_listen(const Reader& r, const YAML::Node& node) {
 void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
   r.expect_map(n, "server",
                {"listen", "threads", "max_body_bytes", "max_header_bytes",
-                "header_timeout_seconds", "body_timeout_seconds", "max_connections", "upload_spool_dir", "upload_memory_bytes", "drain_seconds",
+                "header_timeout_seconds", "body_timeout_seconds", "max_connections", "upload_spool_dir",
+                "upload_memory_bytes", "max_upstream_body_bytes", "drain_seconds",
                 "drain_notice_seconds", "tls"});
   if (auto l = n["listen"]) {
     if (l.IsSequence()) {
@@ -176,6 +177,9 @@ void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
     r.fail(n, "server.drain_notice_seconds may not exceed server.drain_seconds");
   if (auto v = n["upload_memory_bytes"])
     s.upload_memory_bytes = r.integer<uint64_t>(v, "server.upload_memory_bytes", 0, 64ull << 20);
+  // At least 64 KiB (an ordinary answer must fit); at most 1 GiB (per request, in memory).
+  if (auto v = n["max_upstream_body_bytes"])
+    s.max_upstream_body_bytes = r.integer<uint64_t>(v, "server.max_upstream_body_bytes", 64ull << 10, 1ull << 30);
 }
 
 void load_timeouts(const Reader& r, const YAML::Node& n, TimeoutsConfig& t) {

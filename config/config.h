@@ -40,6 +40,10 @@ struct ServerConfig {
   // temporary files, so failover can replay them). Empty: $TMPDIR, else /tmp.
   std::string upload_spool_dir;
   uint64_t upload_memory_bytes = 256 * 1024;
+  // The most of one upstream answer the router buffers: a non-stream chat body, or a
+  // transcript (which also keeps its own lower bound, 16 MiB). An answer over it fails
+  // the attempt (bad_response, connection dropped). Streams are relayed, not buffered.
+  uint64_t max_upstream_body_bytes = 64ull << 20;
   // SIGTERM: /readyz turns 503 at once; after drain_notice_seconds (time for a load
   // balancer to notice) the listeners close; in-flight requests and streams then have
   // until drain_seconds after the signal to finish before the process exits.

@@ -264,6 +264,27 @@ TransportError classify_read_error(const error_code& ec, Clock::time_point deadl
   return in_body ? TransportError::cut : TransportError::reset;
 }
 
+// The Content-Encoding of a 2xx answer when it is not identity (cut to 64 characters for
+// the log), else empty. We sent Accept-Encoding: identity: compressed bytes relayed or
+// parsed as JSON/SSE would be garbage, so such an answer is a protocol error. Error
+// statuses are left alone: their status is what counts, their body only lends a message.
+std::string unrequested_coding(const http::response_parser<http::buffer_body>::value_type& head) {
+  if (head.result_int() < 200 || head.result_int() > 299) return {};
+  std::string coding;
+  const auto [first, last] = head.equal_range(http::field::content_encoding);
+  for (auto it = first; it != last; ++it) {
+    std::string_view v(it->value().data(), it->value().size());
+    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    if (v.empty() || beast::iequals(v, "identity")) continue;
+    coding = std::string(v.substr(0, 64));
+    for (auto& ch : coding)
+      if (static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e) ch = '?';
+    break;
+  }
+  return coding;
+}
+
 template <typename Fn>
 asio::awaitable<error_code> with_stream(Connection& c, Fn fn) {
   if (auto* p = std::get_if<PlainStream>(&c.stream)) co_return co_await fn(*p);
@@ -433,7 +454,14 @@ asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::tim
   // 64 bytes of spare capacity: simdjson parses a string in place only when that much
   // padding follows it, and copies it into a fresh aligned buffer otherwise.
   constexpr size_t kParserPadding = 64;
-  if (const auto len = impl_->parser.content_length(); len && *len <= limit) body.reserve(*len + kParserPadding);
+  if (const auto len = impl_->parser.content_length(); len && *len > limit) {
+    // Announced too large: refuse before reading a byte of it.
+    impl_->failed = true;
+    error = TransportError::too_large;
+    co_return std::string();
+  } else if (len) {
+    body.reserve(*len + kParserPadding);
+  }
   while (!impl_->parser.is_done()) {
     std::string piece = co_await read_some(deadline, error);
     if (error != TransportError::none) co_return std::string();
@@ -485,6 +513,9 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
   if (!entry->authorization.empty()) req.set(http::field::authorization, entry->authorization);
   req.set(http::field::content_type, request.content_type);
   if (!request.accept.empty()) req.set(http::field::accept, request.accept);
+  // We relay and parse bodies as they come and decode none: ask for them uncompressed
+  // (an upstream that compresses anyway is refused below).
+  req.set(http::field::accept_encoding, "identity");
   req.keep_alive(true);
   if (request.streamed_body) {
     req.content_length(request.streamed_body->size());
@@ -563,6 +594,13 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
       result.error = error;
       result.detail = "provider " + provider.name + ": " + std::string(to_string(error)) +
                       " before the response head: " + ec.message();
+      co_return result;
+    }
+    if (const auto coding = unrequested_coding(impl->parser.get()); !coding.empty()) {
+      pool->release(std::move(conn), false);
+      result.error = TransportError::protocol;
+      result.detail = "provider " + provider.name + ": answered with Content-Encoding " + coding +
+                      ", which was not asked for";
       co_return result;
     }
     impl->conn = std::move(conn);

@@ -17,9 +17,6 @@ using providers::Clock;
 using providers::TransportError;
 using router::AttemptOutcome;
 
-// An upstream answer larger than this is refused: no chat completion comes near it,
-// and it bounds what one request can make us buffer.
-constexpr size_t kMaxUpstreamBodyBytes = 64 * 1024 * 1024;
 // After [DONE]: how much of an upstream stream's tail (normally just the zero-length chunk)
 // is read, and how long for, to keep its connection for the next request.
 constexpr size_t kStreamTailBytes = 64 * 1024;
@@ -122,7 +119,10 @@ class ChatAttempts final : public EndpointAttempts {
                                                             Clock::time_point attempt_start) {
     TransportError error = TransportError::none;
     const auto reading = Clock::now();
-    std::string body = co_await response.read_all(kMaxUpstreamBodyBytes, plan.request_deadline, error);
+    // server.max_upstream_body_bytes bounds what one request can make us buffer; no
+    // chat completion comes near the 64 MiB default.
+    const size_t cap = rt_.config->server.max_upstream_body_bytes;
+    std::string body = co_await response.read_all(cap, plan.request_deadline, error);
     waited(reading);
     if (error != TransportError::none) {
       spdlog::warn("route {} failed while sending its answer: {}", plan.route->id, providers::to_string(error));

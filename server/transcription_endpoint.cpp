@@ -3,6 +3,7 @@
 #include <simdjson.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "providers/multipart_body.h"
@@ -21,8 +22,13 @@ using router::AttemptOutcome;
 
 constexpr std::string_view kUpstreamPath = "/audio/transcriptions";
 // A transcript larger than this is refused (30 minutes of speech in verbose_json with
-// word timestamps stays far below it); it bounds what one request makes us buffer.
+// word timestamps stays far below it) even when server.max_upstream_body_bytes, which
+// bounds what one request makes us buffer, is set higher.
 constexpr size_t kMaxTranscriptBytes = 16 * 1024 * 1024;
+
+size_t transcript_cap(const config::Config& cfg) {
+  return std::min<uint64_t>(kMaxTranscriptBytes, cfg.server.max_upstream_body_bytes);
+}
 
 // Helpers below are plain functions on purpose: g++ 12 miscompiles braced temporaries
 // inside coroutines (double destruction), so coroutine bodies only use named values.
@@ -213,7 +219,8 @@ class TranscriptionAttempts final : public EndpointAttempts {
     if (response.status() != 200) co_return co_await refused(plan, provider, response);
     TransportError error = TransportError::none;
     const auto reading = Clock::now();
-    const std::string upstream = co_await response.read_all(kMaxTranscriptBytes, plan.request_deadline, error);
+    const size_t cap = transcript_cap(*rt_.config);
+    const std::string upstream = co_await response.read_all(cap, plan.request_deadline, error);
     waited(reading);
     if (error != TransportError::none) {
       spdlog::warn("route {} failed while sending its transcript: {}", route.id, providers::to_string(error));

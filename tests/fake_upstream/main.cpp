@@ -9,6 +9,7 @@
 #include <boost/json.hpp>
 
 #include <openssl/evp.h>
+#include <zlib.h>
 
 #include <poll.h>
 
@@ -52,7 +53,8 @@ struct Fault {
   std::optional<std::int64_t> status, retry_after, delay_ms, chunks, pace_ms, stall_after, cut_after,
       reset, reset_after, bad_event_after, lag_first_ms, silent, no_done, no_done_close, no_finish,
       error_event_after, usage_in_finish,
-      audio_ms, usage_tokens, no_usage;  // transcriptions only
+      audio_ms, usage_tokens, no_usage,  // transcriptions only
+      huge_headers, endless_headers, garbage, garbage_after, gzip, body_bytes, chunked, no_length;  // hostile upstream
   std::optional<std::string> content, error_code;
 };
 
@@ -120,7 +122,15 @@ std::optional<std::int64_t> Fault::*int_key(std::string_view key) {
       {"usage_in_finish", &Fault::usage_in_finish},
       {"audio_ms", &Fault::audio_ms},
       {"usage_tokens", &Fault::usage_tokens},
-      {"no_usage", &Fault::no_usage}};
+      {"no_usage", &Fault::no_usage},
+      {"huge_headers", &Fault::huge_headers},
+      {"endless_headers", &Fault::endless_headers},
+      {"garbage", &Fault::garbage},
+      {"garbage_after", &Fault::garbage_after},
+      {"gzip", &Fault::gzip},
+      {"body_bytes", &Fault::body_bytes},
+      {"chunked", &Fault::chunked},
+      {"no_length", &Fault::no_length}};
   for (auto& [name, member] : ints)
     if (key == name) return member;
   return nullptr;
@@ -226,6 +236,73 @@ std::string http_chunk(std::string_view payload) {
   char hex[32];
   auto [end, ec] = std::to_chars(hex, hex + sizeof hex, payload.size(), 16);
   return std::string(hex, end) + "\r\n" + std::string(payload) + "\r\n";
+}
+
+// ---------------------------------------------------------------- hostile-upstream faults
+
+// `huge_headers`: about n bytes of extra header lines (X-Fake-Pad-<i>: xxx…), ~1 KiB each.
+std::string header_padding(std::int64_t n) {
+  std::string out;
+  for (std::int64_t i = 0; static_cast<std::int64_t>(out.size()) < n; ++i)
+    out += "X-Fake-Pad-" + std::to_string(i) + ": " + std::string(1000, 'x') + "\r\n";
+  return out;
+}
+
+// `garbage`: n bytes that are neither JSON, SSE nor HTTP (fixed seed: the same every run;
+// no CR/LF, so an SSE parser sees one long line without a field it knows).
+std::string garbage_bytes(std::size_t n) {
+  std::string out(n, '\0');
+  std::uint32_t x = 2463534242u;
+  for (auto& c : out) {
+    x ^= x << 13; x ^= x >> 17; x ^= x << 5;  // xorshift32
+    c = static_cast<char>(x & 0xff);
+    if (c == '\r' || c == '\n') c = '#';
+  }
+  if (!out.empty()) out[0] = '\x8b';  // never a '{' or a letter that starts "HTTP/"
+  return out;
+}
+
+// `gzip`: real gzip (zlib, windowBits 16 + 15).
+std::string gzip_bytes(std::string_view in) {
+  z_stream z{};
+  if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + 15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return {};
+  std::string out(deflateBound(&z, in.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// `body_bytes`: the answer split where padding goes (inside the content / text string,
+// so the padded body is still valid JSON), and how many 'x' to insert there.
+struct PaddedBody {
+  std::string prefix, suffix;
+  std::uint64_t padding = 0;
+};
+
+PaddedBody padded_body(const std::string& body, std::int64_t target) {
+  PaddedBody p;
+  std::size_t at = 0;
+  for (std::string_view marker : {std::string_view("\"content\":\""), std::string_view("\"text\":\"")})
+    if (auto pos = body.find(marker); pos != std::string::npos) { at = pos + marker.size(); break; }
+  p.prefix = body.substr(0, at);
+  p.suffix = body.substr(at);
+  if (target > static_cast<std::int64_t>(body.size())) p.padding = static_cast<std::uint64_t>(target) - body.size();
+  return p;
+}
+
+// A 200 head for the padded body: Content-Length (default), chunked, or neither (the body
+// ends when we close, `no_length`).
+std::string padded_head(std::string_view type, std::uint64_t total, const Fault& f, std::string_view extra) {
+  std::string h = "HTTP/1.1 200 OK\r\nServer: tresor-fake-upstream\r\nContent-Type: " + std::string(type) + "\r\n";
+  if (on(f.no_length)) h += "Connection: close\r\n";
+  else if (on(f.chunked)) h += "Transfer-Encoding: chunked\r\n";
+  else h += "Content-Length: " + std::to_string(total) + "\r\n";
+  return h + std::string(extra) + "\r\n";
 }
 
 awaitable<void> sleep_ms(std::int64_t ms) {
@@ -976,10 +1053,79 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
       co_return;
     }
 
+    const std::string pad = f.huge_headers && *f.huge_headers > 0 ? header_padding(*f.huge_headers) : std::string();
+    if (f.endless_headers && *f.endless_headers > 0) {
+      // A head that never ends: one more header line every endless_headers ms, until the
+      // client leaves (the watcher cancels us) or a write fails.
+      std::string status_line = "HTTP/1.1 200 OK\r\n";
+      co_await write(s, status_line);
+      for (std::uint64_t i = 0;; ++i) {
+        co_await sleep_ms(*f.endless_headers);
+        std::string line = "X-Fake-Endless-" + std::to_string(i) + ": " + std::string(64, 'y') + "\r\n";
+        co_await write(s, line);
+      }
+    }
+    if (on(f.garbage)) {
+      std::string junk = garbage_bytes(4096);
+      if (*f.garbage == 2) {  // not even HTTP: junk instead of a status line, then FIN
+        co_await write(s, junk);
+        ending = Ending::cut;
+        co_return;
+      }
+      std::string type = r.stream ? "text/event-stream" : r.content_type;
+      std::string bytes = head(200, type, junk.size(), keep_alive, pad) + junk;
+      co_await write(s, bytes);
+      ending = Ending::complete;
+      co_return;
+    }
+    if (on(f.gzip)) {
+      // Compressed although the request did not ask for it. A stream is all its events
+      // compressed as one gzip member in one chunk.
+      std::string plain;
+      if (r.stream)
+        for (auto& e : r.events) plain += "data: " + e + "\n\n";
+      else
+        plain = r.completion_body;
+      std::string packed = gzip_bytes(plain);
+      std::string type = r.stream ? "text/event-stream" : r.content_type;
+      std::string extra = "Content-Encoding: gzip\r\n" + pad;
+      std::string bytes = r.stream ? head(200, type, std::nullopt, keep_alive, extra) + http_chunk(packed) + "0\r\n\r\n"
+                                   : head(200, type, packed.size(), keep_alive, extra) + packed;
+      co_await write(s, bytes);
+      ending = Ending::complete;
+      co_return;
+    }
+    if (!r.stream && f.body_bytes) {
+      // A big answer, written 64 KiB at a time so that the fake never holds it whole.
+      PaddedBody p = padded_body(r.completion_body, *f.body_bytes);
+      const std::uint64_t total = p.prefix.size() + p.padding + p.suffix.size();
+      const bool chunked = on(f.chunked) && !on(f.no_length);
+      std::string bytes = padded_head(r.content_type, total, f, pad);
+      bytes += chunked ? http_chunk(p.prefix) : p.prefix;
+      co_await write(s, bytes);
+      const std::string block(64 * 1024, 'x');
+      const std::string framed = http_chunk(block);
+      for (std::uint64_t left = p.padding; left > 0;) {
+        const std::uint64_t n = std::min<std::uint64_t>(left, block.size());
+        if (n == block.size()) {
+          co_await write(s, chunked ? framed : block);
+        } else {
+          std::string tail = block.substr(0, n);
+          if (chunked) tail = http_chunk(tail);
+          co_await write(s, tail);
+        }
+        left -= n;
+      }
+      std::string end = chunked ? http_chunk(p.suffix) + "0\r\n\r\n" : p.suffix;
+      co_await write(s, end);
+      ending = on(f.no_length) ? Ending::cut : Ending::complete;
+      co_return;
+    }
+
     if (!r.stream) {
       const std::string& body = r.completion_body;
       const std::string& type = r.content_type;
-      std::string bytes = head(200, type, body.size(), keep_alive);
+      std::string bytes = head(200, type, body.size(), keep_alive, pad);
       bool partial = f.stall_after || f.cut_after || f.reset_after;  // any value: half the body
       bytes += partial ? body.substr(0, body.size() / 2) : body;
       co_await write(s, bytes);
@@ -988,7 +1134,7 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
       co_return;
     }
 
-    std::string type = "text/event-stream", extra = "Cache-Control: no-cache\r\n";
+    std::string type = "text/event-stream", extra = "Cache-Control: no-cache\r\n" + pad;
     std::string stream_head = head(200, type, std::nullopt, keep_alive, extra);
     co_await write(s, stream_head);
     EventWriter<Stream> events{s, f.lag_first_ms.value_or(0), r.pace_ms};
@@ -1001,6 +1147,13 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
       if (f.bad_event_after == sent) co_await events.send(bad_event);
       if (f.error_event_after == sent) {
         co_await events.send(r.error_event);
+        errored = true;
+        break;
+      }
+      if (f.garbage_after == sent) {
+        // 4 KiB of junk inside the event stream, then the response ends (no [DONE]).
+        std::string junk = http_chunk(garbage_bytes(4096));
+        co_await write(s, junk);
         errored = true;
         break;
       }

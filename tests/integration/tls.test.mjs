@@ -106,5 +106,11 @@ describe('TLS to the upstream', { timeout: 60_000 }, () => {
     const err = await readErrorEnvelope(r, { status: 502, code: 'upstream_error' });
     assert.ok(!err._text.includes(providerKey));
     assert.equal((await wrongName.requests()).length, 0, 'no request may reach an upstream with the wrong name');
+    // The process is unharmed: healthy, and the verified provider still serves.
+    const h = await fetch(gw.url('/healthz'));
+    await h.arrayBuffer();
+    assert.equal(h.status, 200);
+    const ok = await chat('eu/fake/gpt-oss-120b');
+    assert.equal(ok.status, 200, await ok.text());
   });
 });

@@ -492,3 +492,16 @@ TEST_CASE("config: the upload spool directory must exist; the memory threshold i
   CHECK(d->server.upload_spool_dir.empty());
   CHECK(d->server.upload_memory_bytes == 262144);
 }
+
+TEST_CASE("config: the upstream body cap has a default and a range") {
+  const auto d = load_config_text("server: {}\n", "d.yaml");
+  CHECK(d->server.max_upstream_body_bytes == 64ull * 1024 * 1024);
+  const auto c = load_config_text("server:\n  max_upstream_body_bytes: 1048576\n", "c.yaml");
+  CHECK(c->server.max_upstream_body_bytes == 1048576);
+  CHECK(load_config_text("server:\n  max_upstream_body_bytes: 65536\n", "lo.yaml")->server.max_upstream_body_bytes == 65536);
+  CHECK(load_config_text("server:\n  max_upstream_body_bytes: 1073741824\n", "hi.yaml")->server.max_upstream_body_bytes ==
+        1073741824);
+  CHECK(contains(error_of("server:\n  max_upstream_body_bytes: 65535\n"), "max_upstream_body_bytes"));
+  CHECK(contains(error_of("server:\n  max_upstream_body_bytes: 1073741825\n"), "max_upstream_body_bytes"));
+  CHECK(contains(error_of("server:\n  max_upstream_body_bytes: lots\n"), "max_upstream_body_bytes"));
+}
