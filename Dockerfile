@@ -15,7 +15,7 @@ FROM debian:bookworm AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       g++ cmake ninja-build pkg-config ccache \
       libboost1.81-dev libboost-json1.81-dev libsimdjson-dev libspdlog-dev libyaml-cpp-dev \
-      libsqlite3-dev libhiredis-dev libssl-dev prometheus-cpp-dev libjemalloc-dev \
+      libsqlite3-dev libhiredis-dev libssl-dev prometheus-cpp-dev libjemalloc-dev zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV CCACHE_DIR=/ccache
 WORKDIR /src

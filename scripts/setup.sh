@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-dev libsimdjson-dev
-          libspdlog-dev libyaml-cpp-dev catch2 libsqlite3-dev libhiredis-dev libssl-dev libjemalloc-dev
+          libspdlog-dev libyaml-cpp-dev catch2 libsqlite3-dev libhiredis-dev libssl-dev libjemalloc-dev zlib1g-dev
           redis-server sqlite3 openssl ca-certificates curl
           prometheus-cpp-dev prometheus  # prometheus: promtool parses /metrics in the tests
           espeak-ng sox libsox-fmt-mp3 ffmpeg)  # test audio for the transcription tests
