@@ -162,14 +162,14 @@ class ChatAttempts final : public EndpointAttempts {
       spdlog::warn("route {} did not answer with an event stream", plan.route->id);
       co_return outcome_only(AttemptOutcome::bad_response);
     }
-    // The receipt id is reserved now and travels on the finish chunk; the receipt itself
-    // is stored once the stream completes, before [DONE].
-    TresorInfo info = tresor_info(requested_route_, plan);
+    // The receipt id is reserved now and travels on the finish chunk, which the relay holds
+    // back until the receipt is stored, once the stream completes (then [DONE]).
+    const TresorInfo unreceipted = tresor_info(requested_route_, plan);
+    TresorInfo info = unreceipted;
     if (!head_.receipt_opt_out) info.receipt_id = receipts::new_receipt_id();
-    const std::string tresor = tresor_object_json(info);
     const std::string& secret = rt_.config->providers.at(plan.route->provider).api_key;
-    StreamRelay relay(tresor, req_.include_usage, std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds),
-                      secret);
+    StreamRelay relay(tresor_object_json(info), tresor_object_json(unreceipted), req_.include_usage,
+                      std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds), secret);
     const auto waiting = Clock::now();
     const auto first = co_await relay.await_first_event(response, plan.first_byte_deadline);
     waited(waiting);
@@ -217,20 +217,24 @@ class ChatAttempts final : public EndpointAttempts {
     return f;
   }
 
-  // A whole answer was relayed: store its receipt, then tell the client it is done.
+  // A whole answer was relayed: store its receipt, then send the held-back finish chunk
+  // (with the receipt id only if stored, like a JSON answer) and [DONE].
   boost::asio::awaitable<void> complete_stream(const config::RouteConfig& route, const TresorInfo& info,
                                                StreamRelay& relay) {
     bill(route, relay.prompt_tokens(), relay.completion_tokens());
+    bool stored = false;
     if (info.receipt_id) {
       receipts::Claims claims = make_claims(
           *info.receipt_id, info,
           claim_figures(relay.response_sha256(), relay.prompt_tokens(), relay.completion_tokens()), head_.nonce);
       std::string customer = head_.customer();
-      if (!co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims)))
-        spdlog::error("route {}: the stream's receipt could not be stored", info.routed_model);
+      stored = co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims));
+      if (!stored)
+        spdlog::error("route {}: the stream's receipt could not be stored; finishing without receipt_id",
+                      info.routed_model);
     }
-    const std::string done = "data: [DONE]\n\n";
-    if (co_await sink_.write_stream(done)) co_await sink_.end_stream();
+    const std::string tail = relay.release_held(stored) + "data: [DONE]\n\n";
+    if (co_await sink_.write_stream(tail)) co_await sink_.end_stream();
   }
 
   const Runtime& rt_;

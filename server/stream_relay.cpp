@@ -71,9 +71,10 @@ std::string error_event(const ApiError& e) {
 
 }  // namespace
 
-StreamRelay::StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle,
-                         std::string provider_secret)
+StreamRelay::StreamRelay(std::string tresor_object, std::string unreceipted_tresor_object, bool include_usage,
+                         std::chrono::seconds idle, std::string provider_secret)
     : tresor_(std::move(tresor_object)),
+      unreceipted_tresor_(std::move(unreceipted_tresor_object)),
       provider_secret_(std::move(provider_secret)),
       include_usage_(include_usage),
       idle_(idle) {}
@@ -83,11 +84,27 @@ void StreamRelay::finish() {
     // No finish chunk came: carry the tresor object on a chunk of its own.
     std::string chunk = R"({"object":"chat.completion.chunk","choices":[]})";
     digest_.update(chunk);
-    append_tresor_member(chunk, tresor_);
-    append_event(out_, chunk);
+    emit(std::move(chunk), true);
     tresor_sent_ = true;
   }
   done_ = true;
+}
+
+void StreamRelay::emit(std::string data, bool carries_tresor) {
+  if (carries_tresor || !held_.empty())
+    held_.push_back(HeldEvent{std::move(data), carries_tresor});
+  else
+    append_event(out_, data);
+}
+
+std::string StreamRelay::release_held(bool receipt_stored) {
+  std::string out;
+  for (auto& e : held_) {
+    if (e.carries_tresor) append_tresor_member(e.data, receipt_stored ? tresor_ : unreceipted_tresor_);
+    append_event(out, e.data);
+  }
+  held_.clear();
+  return out;
 }
 
 StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
@@ -108,22 +125,24 @@ StreamRelay::Batch StreamRelay::consume(std::string_view bytes) {
     }
     const ChunkInfo info = classify_chunk(chunk);
     if (info.kind == ChunkKind::error) {
-      // Mid-stream: relay the upstream's error, rebuilt with the provider's key scrubbed.
-      if (any_event_) append_event(out_, error_body(upstream_stream_error(data, provider_secret_)));
+      // Mid-stream: relay the upstream's error, rebuilt with the provider's key scrubbed,
+      // after what was held back (a stream that fails has no receipt).
+      if (any_event_) {
+        out_ += release_held(false);
+        append_event(out_, error_body(upstream_stream_error(data, provider_secret_)));
+      }
       return Batch::error_event;
     }
     digest_.update(data);  // as the client gets it, minus the tresor member
-    if (info.kind == ChunkKind::finish || info.kind == ChunkKind::usage) {
-      append_tresor_member(data, tresor_);
-      tresor_sent_ = true;
-    }
+    const bool carries_tresor = info.kind == ChunkKind::finish || info.kind == ChunkKind::usage;
+    if (carries_tresor) tresor_sent_ = true;
     if (info.kind == ChunkKind::finish) finish_seen_ = true;
     if (info.has_usage) {
       usage_seen_ = true;
       prompt_tokens_ = info.prompt_tokens;
       completion_tokens_ = info.completion_tokens;
     }
-    append_event(out_, data);
+    emit(std::move(data), carries_tresor);
     any_event_ = true;
   }
   return Batch::more;
@@ -173,7 +192,7 @@ boost::asio::awaitable<StreamRelay::Ending> StreamRelay::relay(providers::Upstre
                                                           : upstream_error("The upstream stream ended before completion");
       spdlog::warn("upstream stream failed after the first event: {}",
                    error == TransportError::none ? "ended without [DONE]" : providers::to_string(error));
-      const std::string event = error_event(e);
+      const std::string event = release_held(false) + error_event(e);
       co_await sink.write_stream(event);
       co_await sink.end_stream();
       co_return Ending::failed;
@@ -182,8 +201,8 @@ boost::asio::awaitable<StreamRelay::Ending> StreamRelay::relay(providers::Upstre
     if (batch == Batch::error_event || batch == Batch::oversized) {
       if (batch == Batch::oversized) {
         const ApiError e = upstream_error("The upstream sent an oversized event");
-        const std::string event = error_event(e);
-        out_ += event;
+        out_ += release_held(false);
+        out_ += error_event(e);
       }
       const std::string chunk = std::move(out_);
       out_.clear();

@@ -33,9 +33,14 @@ class StreamRelay {
     error_event,  // the upstream's first event was an error object
   };
 
-  // `provider_secret` is scrubbed from an upstream error event before it is relayed.
-  StreamRelay(std::string tresor_object, bool include_usage, std::chrono::seconds idle,
-              std::string provider_secret = {});
+  // `tresor_object` carries the receipt id; `unreceipted_tresor_object` is the same without
+  // it, for a stream whose receipt is not stored (it failed, or the stream did). The finish
+  // and usage chunks carry it, so they (and anything after them) are held back until the
+  // caller knows whether the receipt is stored: a receipt id never reaches the client
+  // before its receipt (durability: sync). `provider_secret` is scrubbed from an upstream
+  // error event before it is relayed.
+  StreamRelay(std::string tresor_object, std::string unreceipted_tresor_object, bool include_usage,
+              std::chrono::seconds idle, std::string provider_secret = {});
 
   boost::asio::awaitable<FirstEvent> await_first_event(providers::UpstreamResponse& upstream,
                                                        providers::Clock::time_point deadline);
@@ -45,8 +50,12 @@ class StreamRelay {
     client_gone,  // a write failed: nothing more to do
   };
   // Writes what is buffered and relays the rest; the client stream must have begun.
-  // Does not write [DONE] (the receipt must be stored first).
+  // After `completed` the held-back tail is still unwritten: store the receipt, then write
+  // release_held() and [DONE].
   boost::asio::awaitable<Ending> relay(providers::UpstreamResponse& upstream, ResponseSink& sink);
+  // The held-back events (finish, usage, …), each tresor object with the receipt id only
+  // when `receipt_stored`. Clears them.
+  std::string release_held(bool receipt_stored);
 
   size_t dropped_events() const { return dropped_events_; }
   // SHA-256 over the data payloads the client received, each without its tresor member,
@@ -58,16 +67,26 @@ class StreamRelay {
  private:
   enum class Batch { more, done, error_event, oversized };
   Batch consume(std::string_view bytes);
-  void finish();  // the answer is complete: make sure the client got the tresor object
+  void finish();  // the answer is complete: make sure the client gets the tresor object
+  // Queues one event for the client: held back when it carries the tresor object or
+  // something is held already (the order stays the upstream's).
+  void emit(std::string data, bool carries_tresor);
+
+  struct HeldEvent {
+    std::string data;  // without the tresor member
+    bool carries_tresor = false;
+  };
   bool complete_without_done() const { return finish_seen_ && (usage_seen_ || !include_usage_); }
 
   std::string tresor_;
+  std::string unreceipted_tresor_;
   std::string provider_secret_;
   bool include_usage_;
   std::chrono::seconds idle_;
   providers::SseParser sse_;
   std::vector<std::string> events_;
   std::string out_;  // client bytes not yet written
+  std::vector<HeldEvent> held_;
   size_t dropped_events_ = 0;
   bool any_event_ = false;
   bool tresor_sent_ = false;
