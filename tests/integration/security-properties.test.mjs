@@ -20,8 +20,8 @@ import net from 'node:net';
 import path from 'node:path';
 import {
   startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, chatBody,
-  registerCanary, findCanaries, canarySecrets, redactCanaries, readSse, fetchReceipt, fetchJwks, defaultStorePath,
-  runRouterCli, writeConfig, routerBin, tempDir, waitFor, toYaml, closedPort, ROUTE_GPT, STARTUP_TIMEOUT_MS,
+  registerCanary, findCanaries, canarySecrets, redactCanaries, readSse, parseEventJson, fetchReceipt, fetchJwks, defaultStorePath,
+  runRouterCli, writeConfig, routerBin, tempDir, waitFor, closedPort, ROUTE_GPT, STARTUP_TIMEOUT_MS,
 } from './harness.mjs';
 
 // ---------------------------------------------------------------------------------------------
@@ -68,7 +68,8 @@ describe('no config key disables upstream TLS verification', { timeout: 60_000 }
     const c = baseConfig();
     c.providers.fake.insecure = true;
     const file = writeConfig(c);
-    const child = spawn(routerBin(), ['--config', file], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // In the config's temp dir: were it to start, its default state must not land in the repo.
+    const child = spawn(routerBin(), ['--config', file], { env, cwd: path.dirname(file), stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { out += d; });
@@ -76,8 +77,8 @@ describe('no config key disables upstream TLS verification', { timeout: 60_000 }
     const timer = setTimeout(() => child.kill('SIGKILL'), STARTUP_TIMEOUT_MS);
     const { code, signal } = await exited;
     clearTimeout(timer);
-    assert.equal(signal, null, `still running after ${STARTUP_TIMEOUT_MS} ms: ${out.slice(-500)}`);
-    assert.notEqual(code, 0, out);
+    assert.equal(signal, null, `still running after ${STARTUP_TIMEOUT_MS} ms: ${redactCanaries(out.slice(-500))}`);
+    assert.notEqual(code, 0, redactCanaries(out));
     assert.doesNotMatch(out, /listening on/);
     assert.deepEqual(findCanaries(out), []);
   });
@@ -134,6 +135,7 @@ const PRICE_PER_ANSWER = 1.1;
 let fake; let providerKey; let redis; let redisPort; let redisDir;
 let sqlite; let red; // { gw, keyA, keyB }
 let keyDir; let keyFile; let keyForms;
+const issuedReceipts = { sqlite: [], redis: [] }; // ids, to prove the store scans see real rows
 
 before(async () => {
   providerKey = makeProviderKey();
@@ -166,13 +168,19 @@ before(async () => {
   keyForms = privateKeyForms(readFileSync(keyFile, 'utf8'));
   for (const f of keyForms.forms) registerCanary(f);
   const gwR = await startGateway({ config: r.config, env: { FAKE_PROVIDER_KEY: providerKey }, name: 'gateway-redis' });
+  // Its default signing key (state/ in its config dir) must stay out of Redis and the logs too.
+  const redisGwKey = path.join(path.dirname(gwR.configPath), 'state', 'receipt-es256.pem');
+  for (const f of privateKeyForms(readFileSync(redisGwKey, 'utf8')).forms) registerCanary(f);
   sqlite = { gw: gwS, keyA: s.keyA, keyB: s.keyB };
   red = { gw: gwR, keyA: r.keyA, keyB: r.keyB };
 });
 
 after(async () => {
-  await stopAll();
-  if (redis) redis.kill('SIGKILL');
+  try {
+    await stopAll();
+  } finally {
+    if (redis) redis.kill('SIGKILL'); // also when stopAll() reports a leaked canary
+  }
 });
 
 describe('signing key file', { timeout: 60_000 }, () => {
@@ -237,6 +245,7 @@ for (const storeName of ['sqlite', 'redis']) {
       const { gw, keyA, keyB } = ctx();
       const res = await chatAs(gw, keyA);
       const id = (await res.json()).tresor.receipt_id;
+      issuedReceipts[storeName].push(id);
       assert.equal((await fetchReceipt(gw, keyA, id)).status, 200, 'the owner fetches it');
       const foreign = await fetchReceipt(gw, keyB, id);
       const unknown = await fetchReceipt(gw, keyB, randomUUID());
@@ -275,16 +284,22 @@ for (const storeName of ['sqlite', 'redis']) {
       const { gw, keyA } = ctx();
       const res = await chatAs(gw, keyA, { stream: true, stream_options: { include_usage: true } });
       assert.equal(res.status, 200);
-      const { raw } = await readSse(res);
+      const { raw, events } = await readSse(res);
       assert.match(raw, /data: \[DONE\]/);
-      assert.deepEqual(findCanaries(raw).map(redactCanaries), []);
+      // The text the client reassembles too: a secret cut across events is in no raw event.
+      const text = events.map((e) => parseEventJson(e)?.choices?.[0]?.delta?.content ?? '').join('');
+      assert.equal(text, 'Hello from the fake upstream.');
+      assert.deepEqual([...findCanaries(raw), ...findCanaries(text)].map(redactCanaries), []);
     });
   });
 }
 
 describe('the stores hold no secret', { timeout: 60_000 }, () => {
-  /** Canary hits in a file's bytes, reported by length only (never the secret). */
+  /** Canary hits in a file's bytes, reported by their first characters only (never the secret). */
   const hitsIn = (file) => findCanaries(readFileSync(file).toString('latin1')).map((c) => `${path.basename(file)}: ${c.slice(0, 6)}…`);
+  // Positive control: the scan reads the stored values as plain bytes (no compression or
+  // encoding hides them), shown by a receipt id that was stored and fetched above.
+  const holds = (files, text) => files.some((f) => readFileSync(f).toString('latin1').includes(text));
 
   test('SQLite store (db, WAL, SHM): no client key, provider key or signing key material', () => {
     const db = defaultStorePath(sqlite.gw);
@@ -293,9 +308,10 @@ describe('the stores hold no secret', { timeout: 60_000 }, () => {
     const files = readdirSync(dir).filter((f) => f.startsWith(path.basename(db))).map((f) => path.join(dir, f));
     assert.ok(files.length >= 1);
     // It does hold receipts: the scan looks at real rows, not an empty file.
-    assert.ok(files.reduce((n, f) => n + statSync(f).size, 0) > 4096);
+    assert.equal(issuedReceipts.sqlite.length, 1);
+    assert.ok(holds(files, issuedReceipts.sqlite[0]), 'the scanned bytes hold the stored receipt id');
+    assert.ok(canarySecrets().includes(sqlite.keyA) && canarySecrets().includes(providerKey));
     assert.deepEqual(files.flatMap(hitsIn), []);
-    assert.ok(canarySecrets().includes(sqlite.keyA));
   });
 
   test('Redis store (full RDB dump, uncompressed): no client key, provider key or signing key material', async () => {
@@ -304,6 +320,8 @@ describe('the stores hold no secret', { timeout: 60_000 }, () => {
     const dump = path.join(redisDir, 'dump.rdb');
     const keys = await redisCommand(redisPort, 'DBSIZE');
     assert.ok(Number(keys.slice(1)) > 0, `the store holds keys: ${keys}`);
+    assert.equal(issuedReceipts.redis.length, 1);
+    assert.ok(holds([dump], issuedReceipts.redis[0]), 'the dump holds the stored receipt id');
     assert.deepEqual(hitsIn(dump), []);
   });
 });
