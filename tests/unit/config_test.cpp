@@ -444,6 +444,26 @@ TEST_CASE("config: store and attestation values") {
   CHECK(contains(error_of("attestation: {mode: snp}"), "only 'dev'"));
 }
 
+TEST_CASE("config: receipts.durability and receipts.signing take only their documented values") {
+  using tresor::config::ReceiptsConfig;
+  const auto defaults = load_config_text("{}", "d.yaml")->receipts;
+  CHECK(defaults.durability == ReceiptsConfig::Durability::sync);
+  CHECK(defaults.signing == ReceiptsConfig::Signing::on_fetch);
+  CHECK(load_config_text("receipts: {durability: async}", "r.yaml")->receipts.durability ==
+        ReceiptsConfig::Durability::async);
+  CHECK(load_config_text("receipts: {durability: sync}", "r.yaml")->receipts.durability ==
+        ReceiptsConfig::Durability::sync);
+  CHECK(load_config_text("receipts: {signing: at_issue}", "r.yaml")->receipts.signing ==
+        ReceiptsConfig::Signing::at_issue);
+  // A typo must not silently fall back to the default (e.g. losing sync durability).
+  const auto durability = error_of("receipts:\n  durability: Async\n");
+  CHECK(has_position(durability, "cfg.yaml", 2));
+  CHECK(contains(durability, "receipts.durability must be sync or async, got 'Async'"));
+  const auto signing = error_of("receipts:\n  signing: lazy\n");
+  CHECK(has_position(signing, "cfg.yaml", 2));
+  CHECK(contains(signing, "receipts.signing must be on_fetch or at_issue, got 'lazy'"));
+}
+
 TEST_CASE("config: a structural type error is reported with its position") {
   CHECK(starts_with(error_of("server: 5\n"), "cfg.yaml:1:9: "));
   CHECK(starts_with(error_of("server:\n  threads: [1]\n"), "cfg.yaml:2:12: "));
