@@ -25,7 +25,8 @@ let evilControlConnections = 0;
 const CHAT_TARGET = '/v1/chat/completions';
 const AUDIO_TARGET = '/v1/audio/transcriptions';
 // Everything the router itself puts on an upstream request (providers/upstream_client.cpp).
-const ROUTER_HEADERS = new Set(['host', 'user-agent', 'authorization', 'content-type', 'accept', 'content-length']);
+const ROUTER_HEADERS = new Set(['host', 'user-agent', 'authorization', 'content-type', 'accept', 'accept-encoding',
+  'content-length']);
 
 before(async () => {
   providerKey = makeProviderKey();
@@ -59,6 +60,8 @@ async function assertUpstreamsClean(label, expectedTarget) {
     const extra = Object.keys(r.headers).filter((h) => !ROUTER_HEADERS.has(h));
     assert.deepEqual(extra, [], `${label}: client headers reached the upstream`);
     assert.equal(r.headers.authorization, `Bearer ${providerKey}`, label);
+    // The router's own value, never the client's (fetch sends "gzip, deflate").
+    assert.equal(r.headers['accept-encoding'], 'identity', `${label}: upstream Accept-Encoding`);
     assert.deepEqual(findCanaries(JSON.stringify(r)).filter((c) => c !== providerKey), [],
       `${label}: a client secret reached the upstream`);
   }
