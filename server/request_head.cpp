@@ -17,11 +17,26 @@ ApiError bad_http(std::string_view what, const boost::system::error_code& ec) {
   return invalid_request("bad_request", std::string(what) + ": " + ec.message());
 }
 
+namespace {
+
+ApiError header_too_large(uint64_t max_header_bytes) {
+  return ApiError{431, "invalid_request_error", "request_header_too_large",
+                  "Request headers exceed " + std::to_string(max_header_bytes) + " bytes", std::nullopt};
+}
+
+}  // namespace
+
 ApiError head_error(const boost::system::error_code& ec, uint64_t max_header_bytes) {
-  if (ec == boost::beast::http::error::header_limit)
-    return ApiError{431, "invalid_request_error", "request_header_too_large",
-                    "Request headers exceed " + std::to_string(max_header_bytes) + " bytes", std::nullopt};
+  if (ec == boost::beast::http::error::header_limit) return header_too_large(max_header_bytes);
   return bad_http("Malformed HTTP request", ec);
+}
+
+std::optional<ApiError> oversized_head(const HeadParser::value_type& req, uint64_t max_header_bytes) {
+  // "METHOD SP target SP HTTP/1.1 CRLF", then "name: value CRLF" per field, then CRLF.
+  uint64_t bytes = req.method_string().size() + 1 + req.target().size() + 1 + 8 + 2 + 2;
+  for (const auto& f : req) bytes += f.name_string().size() + 2 + f.value().size() + 2;
+  if (bytes <= max_header_bytes) return std::nullopt;
+  return header_too_large(max_header_bytes);
 }
 
 std::optional<ApiError> framing_error(const HeadParser::value_type& req) {

@@ -27,6 +27,12 @@ void limit_head_parser(HeadParser& parser, uint64_t max_header_bytes);
 // with chunked). The connection is closed after it.
 ApiError head_error(const boost::system::error_code& ec, uint64_t max_header_bytes);
 
+// 431 request_header_too_large when the whole head is over max_header_bytes. Beast 1.81
+// applies header_limit to the request line and to the field block separately (it never
+// deducts the line), so a head it accepts can be up to twice the limit; this counts the
+// head as sent (line, names, values, separators) and refuses the rest.
+std::optional<ApiError> oversized_head(const HeadParser::value_type& req, uint64_t max_header_bytes);
+
 // Request smuggling: framing that another HTTP hop could read differently is refused
 // (400 bad_request, then close) rather than interpreted (RFC 9112 §6.1, §6.3). Beast
 // already refuses Content-Length with chunked, differing Content-Lengths and malformed

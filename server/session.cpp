@@ -460,6 +460,10 @@ class Session final : public ResponseSink, public SessionControl {
       const ApiError e = head_error(ec, head_cfg.max_header_bytes);
       co_return co_await finish_without_body(e, true);
     }
+    if (const auto oversized = oversized_head(head_parser.get(), head_cfg.max_header_bytes)) {
+      const ApiError e = *oversized;
+      co_return co_await finish_without_body(e, true);
+    }
     if (const auto framing = framing_error(head_parser.get())) {
       const ApiError e = *framing;
       co_return co_await finish_without_body(e, true);

@@ -36,6 +36,11 @@ bool safe_id_char(char c) {
 // check_control_headers).
 void check_head(server::HeadParser& parser, uint64_t max_header_bytes) {
   auto& req = parser.get();
+  // The session's second size check (Beast bounds the line and the fields separately).
+  if (const auto refused = server::oversized_head(req, max_header_bytes)) {
+    FUZZ_CHECK(refused->status == 431u && refused->code == "request_header_too_large");
+    return;
+  }
   const server::RequestHead head = server::make_head(req);
   FUZZ_CHECK(head.method == req.method_string());
   size_t bytes = head.method.size() + head.target.size();
