@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/temp_dir.h"
 #include "receipts/receipt_service.h"
 #include "receipts/signer.h"
 #include "receipts/store.h"
@@ -28,24 +29,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class TempDir {
+class TempDir : public tresor::test::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tresor-service-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+  TempDir() : tresor::test::TempDir("tresor-service-") {}
 };
+
 
 // Every operation throws, as a store whose backend is gone might.
 class ThrowingStore final : public ReceiptStore {

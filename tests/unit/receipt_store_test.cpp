@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/temp_dir.h"
 #include "receipts/claims.h"
 #include "receipts/receipt_service.h"
 #include "receipts/signer.h"
@@ -33,25 +34,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh folder under the system temp dir, removed with everything in it.
-class TempDir {
+class TempDir : public tresor::test::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tresor-receipts-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+  TempDir() : tresor::test::TempDir("tresor-receipts-") {}
 };
+
 
 StoredReceipt receipt(const std::string& id, const std::string& customer, int64_t expires_at) {
   return StoredReceipt{id, customer, "jws-of-" + id, expires_at, "claims-of-" + id};

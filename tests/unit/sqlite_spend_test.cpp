@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/temp_dir.h"
 #include "receipts/store.h"
 
 using tresor::receipts::open_sqlite_store;
@@ -19,24 +20,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-class TempDir {
+class TempDir : public tresor::test::TempDir {
  public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tresor-spend-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
+  TempDir() : tresor::test::TempDir("tresor-spend-") {}
 };
+
 
 double spend_of(const std::vector<SpendEntry>& v, const std::string& customer, const std::string& route) {
   const auto it = std::find_if(v.begin(), v.end(), [&](const SpendEntry& e) {
