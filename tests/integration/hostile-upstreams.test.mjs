@@ -138,17 +138,27 @@ async function chatServedByB(extra = {}) {
 
 // ---------------------------------------------------------------------------------------------
 
+
+/**
+ * With `spec` as provider A's persistent behaviour, a chat, a stream and a transcription
+ * through A each get a clean 502 with the attempt labelled bad_response; afterwards the
+ * behaviour is cleared and the gateway must be unharmed.
+ */
+async function expectBadResponseOnEveryEndpoint(spec) {
+  await fa.behaviour(spec);
+  let r = await chatError(chatBody(A), { status: 502, code: 'upstream_error' });
+  expectAttempts(r.attempts, [[A, 'bad_response']]);
+  r = await streamError(A);
+  expectAttempts(r.attempts, [[A, 'bad_response']]);
+  r = await transcriptionError(WA);
+  expectAttempts(r.attempts, [[WA, 'bad_response']]);
+  await fa.behaviour({});
+  await assertUnharmed();
+}
+
 describe('response head: huge or endless', { timeout: 60_000 }, () => {
   test('1 MiB of header lines (cap 64 KiB) → 502 bad_response, chat, stream and transcription', async () => {
-    await fa.behaviour({ huge_headers: MiB }); // persistent: every request below
-    let r = await chatError(chatBody(A), { status: 502, code: 'upstream_error' });
-    expectAttempts(r.attempts, [[A, 'bad_response']]);
-    r = await streamError(A);
-    expectAttempts(r.attempts, [[A, 'bad_response']]);
-    r = await transcriptionError(WA);
-    expectAttempts(r.attempts, [[WA, 'bad_response']]);
-    await fa.behaviour({});
-    await assertUnharmed();
+    await expectBadResponseOnEveryEndpoint({ huge_headers: MiB });
   });
 
   test('header lines without end, fast (one per ms) → 502 once past 64 KiB', async () => {
@@ -214,15 +224,7 @@ describe('garbage instead of an answer', { timeout: 60_000 }, () => {
   });
 
   test('not even HTTP (random bytes instead of a status line) → 502 bad_response', async () => {
-    await fa.behaviour({ garbage: 2 });
-    let r = await chatError(chatBody(A), { status: 502, code: 'upstream_error' });
-    expectAttempts(r.attempts, [[A, 'bad_response']]);
-    r = await streamError(A);
-    expectAttempts(r.attempts, [[A, 'bad_response']]);
-    r = await transcriptionError(WA);
-    expectAttempts(r.attempts, [[WA, 'bad_response']]);
-    await fa.behaviour({});
-    await assertUnharmed();
+    await expectBadResponseOnEveryEndpoint({ garbage: 2 });
   });
 
   test('garbage on the first route fails over to the next (chat, stream, transcription)', async () => {
