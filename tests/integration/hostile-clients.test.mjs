@@ -84,7 +84,12 @@ describe('slow clients', { timeout: 60_000 }, () => {
       assert.ok(ms <= HEADER_TIMEOUT_S * 1000 + SLACK_MS, `cut after ${ms.toFixed(0)} ms, header timeout ${HEADER_TIMEOUT_S} s`);
       c.destroy();
     }
-    assert.ok(await s.healthy());
+    // On a new connection: header_timeout_seconds also ends idle keep-alive connections, so
+    // fetch's pooled one (idle since the chat above, ~2 s ago) may be closed by the gateway
+    // just as it is reused, a client-side race that says nothing about the gateway.
+    const { res: health, conn } = await rawRequest(s.gw.port, { method: 'GET', target: '/healthz', headers: [['Connection', 'close']] });
+    conn.destroy();
+    assert.equal(health.status, 200, 'the gateway is healthy afterwards');
   });
 
   test('a complete head with a body that stalls is cut at body_timeout', async () => {
