@@ -864,6 +864,17 @@ export async function rawRequest(port, { method = 'POST', target = '/v1/chat/com
   return { res, conn };
 }
 
+/** One Redis (RESP) command over a fresh loopback socket; resolves with the raw reply text. */
+export function redisCommand(port, ...args) {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect(port, '127.0.0.1');
+    let buf = '';
+    sock.once('error', reject);
+    sock.on('data', (d) => { buf += d.toString(); if (buf.endsWith('\r\n')) { sock.destroy(); resolve(buf); } });
+    sock.once('connect', () => sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
+  });
+}
+
 /** Encodes one HTTP/1.1 chunk. */
 export function chunk(data) {
   const b = Buffer.isBuffer(data) ? data : Buffer.from(data);

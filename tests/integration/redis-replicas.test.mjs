@@ -9,6 +9,7 @@ import net from 'node:net';
 import {
   startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, waitFor, tempDir,
   ROUTE_GPT,
+  redisCommand,
 } from './harness.mjs';
 
 async function freePort() {
@@ -40,17 +41,6 @@ let limitedKey;
 let payingKey;
 let redisPort;
 const LIMIT = 6;
-
-// One RESP command over a fresh socket; resolves with the raw reply text.
-function redisCommand(port, ...args) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    let buf = '';
-    sock.once('error', reject);
-    sock.on('data', (d) => { buf += d.toString(); if (buf.endsWith('\r\n')) { sock.destroy(); resolve(buf); } });
-    sock.once('connect', () => sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
-  });
-}
 
 before(async () => {
   const port = await freePort();

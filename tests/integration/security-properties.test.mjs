@@ -22,6 +22,7 @@ import {
   startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, chatBody,
   registerCanary, findCanaries, canarySecrets, redactCanaries, readSse, parseEventJson, fetchReceipt, fetchJwks, defaultStorePath,
   runRouterCli, writeConfig, routerBin, tempDir, waitFor, closedPort, ROUTE_GPT, STARTUP_TIMEOUT_MS,
+  redisCommand,
 } from './harness.mjs';
 
 // ---------------------------------------------------------------------------------------------
@@ -93,17 +94,6 @@ function redisPing(port) {
     sock.once('error', () => resolve(false));
     sock.once('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
     sock.once('connect', () => sock.write('PING\r\n'));
-  });
-}
-
-// One RESP command; resolves with the first reply line.
-function redisCommand(port, ...args) {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect(port, '127.0.0.1');
-    let buf = '';
-    sock.once('error', reject);
-    sock.on('data', (d) => { buf += d.toString(); if (buf.endsWith('\r\n')) { sock.destroy(); resolve(buf); } });
-    sock.once('connect', () => sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`));
   });
 }
 
