@@ -420,11 +420,12 @@ class Session final : public ResponseSink, public SessionControl {
   void finish_record() {
     const auto now = providers::Clock::now();
     if (record_.status == 0) record_.status = 499;  // nothing was answered: the client left
+    services_.metrics.request_done(record_, now);
+    // After request_done: a scrape that sees the stream gone also sees it counted.
     if (streaming_) {
       streaming_ = false;
       services_.metrics.stream_ended();
     }
-    services_.metrics.request_done(record_, now);
     write_access_line(access_log_json(record_, now), stream_.get_executor());
   }
 

@@ -127,6 +127,17 @@ async function scrape() {
   return new Scrape(text);
 }
 
+/**
+ * A scrape taken once `ready(scrape)` holds. A request is counted when the gateway is done with
+ * its connection, just after the client has its answer, so a scrape sent at once can still
+ * miss it (seen in CI on a loaded machine).
+ */
+async function scrapeUntil(ready, what) {
+  let m;
+  await waitFor(async () => ready(m = await scrape()), { timeoutMs: 10_000, what });
+  return m;
+}
+
 /** Every series of `name` whose value changed between two scrapes: { labelKey: delta }. */
 function deltas(before, afterScrape, name) {
   const out = {};
@@ -171,7 +182,8 @@ describe('GET /metrics', { timeout: 120_000 }, () => {
     // Some traffic first, so the labelled families have series.
     const ok = await readAll(await s.chat(chatBody(A)));
     assert.equal(ok.status, 200, ok.text);
-    const m = await scrape();
+    const m = await scrapeUntil((x) => x.value('tresor_route_requests_total', { route: A, status: '200' }) >= 1,
+      'the chat request in /metrics');
     const r = await promtoolCheck(m.text);
     assert.equal(r.code, 0, `promtool check metrics exited ${r.code}:\n${r.stdout}${r.stderr}`);
     const families = {
@@ -378,7 +390,9 @@ describe('GET /metrics', { timeout: 120_000 }, () => {
     const r = await readAll(await s.chat(chatBody(DEAD, { failover: [B] })));
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.tresor.routed_model, B);
-    const after0 = await scrape();
+    const after0 = await scrapeUntil((x) => x.value('tresor_upstream_attempts_total', { route: B, outcome: 'ok' }) -
+      before0.value('tresor_upstream_attempts_total', { route: B, outcome: 'ok' }) >= BREAKER_FAILURES + 1,
+      'every request of this test in /metrics');
     assert.deepEqual(deltas(before0, after0, 'tresor_upstream_attempts_total'), expectDeltas([
       [{ route: DEAD, outcome: 'connect_failed' }, BREAKER_FAILURES],
       [{ route: B, outcome: 'ok' }, BREAKER_FAILURES + 1],
