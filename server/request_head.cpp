@@ -64,6 +64,27 @@ std::optional<ApiError> framing_error(const HeadParser::value_type& req) {
   return std::nullopt;
 }
 
+std::optional<ApiError> host_error(const HeadParser::value_type& req) {
+  const auto refuse = [](std::string_view why) {
+    return invalid_request("bad_request", "Malformed HTTP request: " + std::string(why));
+  };
+  size_t hosts = 0;
+  for (const auto& f : req) {
+    if (f.name() != boost::beast::http::field::host) continue;
+    if (++hosts > 1) return refuse("more than one Host header");
+    // uri-host [":" port]: reg-name, IPv4 or an [IP-literal] (RFC 3986 §3.2.2); nothing
+    // that makes it a URL (scheme, path, userinfo) or a list.
+    const auto v = f.value();
+    const bool valid = std::all_of(v.begin(), v.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             std::string_view("-._~%!$&'()*+;=:[]").find(c) != std::string_view::npos;
+    });
+    if (!valid) return refuse("Host is not a host[:port]");
+  }
+  if (hosts == 0 && req.version() >= 11) return refuse("an HTTP/1.1 request needs a Host header");
+  return std::nullopt;
+}
+
 RequestHead make_head(const HeadParser::value_type& req) {
   RequestHead head;
   head.method = std::string(req.method_string());

@@ -43,6 +43,13 @@ std::optional<ApiError> oversized_head(const HeadParser::value_type& req, uint64
 // nullopt when the framing is unambiguous.
 std::optional<ApiError> framing_error(const HeadParser::value_type& req);
 
+// RFC 9112 §3.2: 400 bad_request for an HTTP/1.1 request without Host, for any request
+// with more than one Host, and for a Host that is not a uri-host[:port]. The router never
+// reads Host (the upstream's comes from the config), but a hop in front of it may route
+// by it: two Hosts, or a URL as Host, are read differently by different parsers.
+// nullopt when Host is acceptable.
+std::optional<ApiError> host_error(const HeadParser::value_type& req);
+
 // 400 bad_request naming what failed (`what`: "Malformed HTTP request", ...).
 ApiError bad_http(std::string_view what, const boost::system::error_code& ec);
 

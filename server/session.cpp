@@ -469,6 +469,10 @@ class Session final : public ResponseSink, public SessionControl {
       const ApiError e = *framing;
       co_return co_await finish_without_body(e, true);
     }
+    if (const auto host = host_error(head_parser.get())) {
+      const ApiError e = *host;
+      co_return co_await finish_without_body(e, true);
+    }
     const auto started = providers::Clock::now();
     const auto runtime = runtime_.current();  // this request's snapshot, to the end
     const auto& server_cfg = runtime->config->server;

@@ -8,7 +8,8 @@
 // envelope; a parsed head respects the limit; a kept X-Request-Id is 1..128 safe
 // characters; only the configured key authenticates; a timeout budget is 1..max; a head
 // is never both chunked and Content-Length framed, and a head whose framing is accepted
-// has one Content-Length of digits or one "chunked" Transfer-Encoding (framing_error).
+// has one Content-Length of digits or one "chunked" Transfer-Encoding (framing_error);
+// an accepted head has one Host that is a host[:port] (none only in HTTP/1.0).
 #include <boost/beast/http/error.hpp>
 
 #include <algorithm>
@@ -80,6 +81,20 @@ void check_head(server::HeadParser& parser, uint64_t max_header_bytes) {
     }
   }
   FUZZ_CHECK(lengths <= 1 && encodings <= 1);
+
+  // Host (RFC 9112 §3.2): a head the session goes on with has at most one Host, one in
+  // HTTP/1.1, and it has no character that would make it a URL or a list.
+  if (const auto refused = server::host_error(req)) {
+    FUZZ_CHECK(refused->status == 400u && refused->code == "bad_request");
+    return;
+  }
+  size_t hosts = 0;
+  for (const auto& f : req) {
+    if (f.name() != http::field::host) continue;
+    ++hosts;
+    FUZZ_CHECK(f.value().find_first_of("/?#@, \t") == std::string_view::npos);
+  }
+  FUZZ_CHECK(hosts == 1 || (hosts == 0 && req.version() < 11));
 }
 
 }  // namespace

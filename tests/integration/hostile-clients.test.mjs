@@ -1,5 +1,6 @@
 // Hostile clients (issue 9, item 3): slowloris heads and stalled bodies are cut by their
-// timeouts while others are served; request-smuggling framings get 400 and a close; the
+// timeouts while others are served; request-smuggling framings and Host games (none in
+// HTTP/1.1, two, a URL) get 400 and a close; the
 // connection cap (server.max_connections) closes the longest-idle connection or refuses
 // with 503 server_busy; 10,000 idle connections do not keep a new client from being served.
 import { after, before, describe, test } from 'node:test';
@@ -150,6 +151,10 @@ describe('request smuggling shapes → 400 bad_request and close', { timeout: 60
     'chunk size 0x-prefixed': head('Transfer-Encoding: chunked\r\n') + `0x${hex}\r\n${body}\r\n0\r\n\r\n`,
     'chunk extension without a name': head('Transfer-Encoding: chunked\r\n') + `${hex};\r\n${body}\r\n0\r\n\r\n`,
     'chunk lines ending in bare LF': head('Transfer-Encoding: chunked\r\n') + `${hex}\n${body}\n0\n\n`,
+    // RFC 9112 §3.2: a hop in front of the router may route by Host.
+    'HTTP/1.1 without Host': head(`Content-Length: ${n}\r\n`).replace('Host: x\r\n', '') + body,
+    'two Host headers': head(`Host: y\r\nContent-Length: ${n}\r\n`) + body,
+    'Host: a URL': head(`Content-Length: ${n}\r\n`).replace('Host: x', 'Host: http://x/') + body,
   };
 
   for (const [name, raw] of Object.entries(shapes)) {
@@ -179,6 +184,22 @@ describe('request smuggling shapes → 400 bad_request and close', { timeout: 60
           `${hex};name=value\r\n${body}\r\n0\r\n\r\n` + chatRequestBytes(s.key, body));
         assert.equal((await conn.readResponse()).status, 200, JSON.stringify(te));
         assert.equal((await conn.readResponse()).status, 200, 'the pipelined request after it');
+      } finally {
+        conn.destroy();
+      }
+    }
+  });
+
+  test('controls: an HTTP/1.0 request without Host, and Host as [IPv6]:port, are served', async () => {
+    for (const raw of [
+      head(`Content-Length: ${n}\r\n`).replace('HTTP/1.1', 'HTTP/1.0').replace('Host: x\r\n', '') + body,
+      head(`Content-Length: ${n}\r\n`).replace('Host: x', 'Host: [::1]:8080') + body,
+    ]) {
+      const conn = await RawConnection.connect(s.gw.port);
+      try {
+        await conn.write(raw.replace('AUTH', `Authorization: Bearer ${s.key}`));
+        const res = await conn.readResponse();
+        assert.equal(res.status, 200, `${raw.split('\r\n')[0]}: ${res.text.slice(0, 200)}`);
       } finally {
         conn.destroy();
       }
