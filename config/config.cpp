@@ -135,7 +135,7 @@ ListenAddress parse_listen(const Reader& r, const YAML::Node& node) {
 void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
   r.expect_map(n, "server",
                {"listen", "threads", "max_body_bytes", "max_header_bytes",
-                "header_timeout_seconds", "body_timeout_seconds", "max_connections", "upload_spool_dir",
+                "header_timeout_seconds", "body_timeout_seconds", "min_body_bytes_per_second", "max_connections", "upload_spool_dir",
                 "upload_memory_bytes", "max_upstream_body_bytes", "drain_seconds",
                 "drain_notice_seconds", "tls"});
   if (auto l = n["listen"]) {
@@ -155,6 +155,8 @@ void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
     s.header_timeout_seconds = r.integer<unsigned>(v, "server.header_timeout_seconds", 1, 3600);
   if (auto v = n["body_timeout_seconds"])
     s.body_timeout_seconds = r.integer<unsigned>(v, "server.body_timeout_seconds", 1, 3600);
+  if (auto v = n["min_body_bytes_per_second"])
+    s.min_body_bytes_per_second = r.integer<uint64_t>(v, "server.min_body_bytes_per_second", 0, uint64_t{1} << 30);
   if (auto v = n["max_connections"])
     s.max_connections = r.integer<uint64_t>(v, "server.max_connections", 0, 1u << 24);
   if (auto v = n["upload_spool_dir"]) {

@@ -30,6 +30,10 @@ struct ServerConfig {
   unsigned header_timeout_seconds = 30;
   // Longest silence while a request body is being received.
   unsigned body_timeout_seconds = 60;
+  // The slowest average pace of a request body once body_timeout_seconds have passed: a
+  // body must have arrived within body_timeout_seconds + bytes / this (Apache's MinRate).
+  // Ends clients that trickle a byte just often enough to never be silent. 0 = off.
+  uint64_t min_body_bytes_per_second = 1024;
   // Open client connections, split evenly across the worker threads (like nginx's
   // worker_connections). 0 = derived at startup from the file-descriptor limit (3/4 of
   // RLIMIT_NOFILE, the rest left for upstream connections, spool files and the store).

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/api_error.h"
+#include "server/body_pace.h"
 #include "server/chat_endpoint.h"
 #include "server/http_types.h"
 #include "server/receipt_issuer.h"
@@ -587,8 +588,10 @@ class Session final : public ResponseSink, public SessionControl {
     if (const auto len = body_parser.content_length(); len && *len <= server_cfg.max_body_bytes)
       body_parser.get().body().reserve(static_cast<size_t>(*len) + simdjson::SIMDJSON_PADDING);
     body_parser.body_limit(server_cfg.max_body_bytes);
+    const BodyPace pace(providers::Clock::now(), std::chrono::seconds(server_cfg.body_timeout_seconds),
+                        server_cfg.min_body_bytes_per_second);
     while (!body_parser.is_done()) {
-      lowest().expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
+      lowest().expires_at(pace.next_read_deadline(body_parser.get().body().size(), providers::Clock::now()));
       co_await http::async_read_some(stream_, buffer_, body_parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::body_limit) co_return co_await finish_without_body(too_large, true);
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
@@ -623,10 +626,12 @@ class Session final : public ResponseSink, public SessionControl {
     body_parser.body_limit(server_cfg.max_body_bytes);
     std::vector<char> piece(kUploadReadBytes);
     error_code ec;
+    const BodyPace pace(providers::Clock::now(), std::chrono::seconds(server_cfg.body_timeout_seconds),
+                        server_cfg.min_body_bytes_per_second);
     while (!body_parser.is_done()) {
       body_parser.get().body().data = piece.data();
       body_parser.get().body().size = piece.size();
-      lowest().expires_after(std::chrono::seconds(server_cfg.body_timeout_seconds));
+      lowest().expires_at(pace.next_read_deadline(record_.bytes_in, providers::Clock::now()));
       co_await http::async_read_some(stream_, buffer_, body_parser, asio::redirect_error(asio::use_awaitable, ec));
       if (ec == http::error::need_buffer) ec = {};
       if (ec == http::error::body_limit) co_return co_await finish_without_body(too_large, true);
@@ -647,7 +652,8 @@ class Session final : public ResponseSink, public SessionControl {
     if (auto err = upload.finish()) co_return co_await finish_without_body(*err, false);
     // The budget (X-Tresor-Timeout-Seconds) counts from here, not from the request head: it
     // bounds the upstream's work, and a 25 MiB upload over a slow link must not use it up
-    // before any route is tried (the upload itself is bounded by body_timeout_seconds).
+    // before any route is tried (the upload itself is bounded by body_timeout_seconds and
+    // min_body_bytes_per_second).
     const auto uploaded = providers::Clock::now();
     co_await handle_transcription(runtime, services, controls, upload, uploaded, *this);
     if (!responded_) {

@@ -16,7 +16,8 @@ namespace tresor::server {
 inline constexpr std::string_view kTranscriptionsPath = "/v1/audio/transcriptions";
 
 // `upload` has finished without error. `started` is when it did: the budget counts from
-// there (the upload's own pace is bounded by server.body_timeout_seconds).
+// there (the upload's own pace is bounded by server.body_timeout_seconds and
+// server.min_body_bytes_per_second).
 boost::asio::awaitable<void> handle_transcription(const Runtime& rt, EndpointServices services,
                                                   const ControlHeaders& head, const TranscriptionUpload& upload,
                                                   providers::Clock::time_point started, ResponseSink& sink);

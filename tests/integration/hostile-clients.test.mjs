@@ -9,11 +9,12 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   startStack, stopAll, chatBody, readErrorEnvelope, RawConnection, requestHead, rawRequest, waitFor,
-  performance, routerBin, tempDir, ROUTE_GPT,
+  performance, routerBin, tempDir, ROUTE_GPT, ROUTE_WHISPER,
 } from './harness.mjs';
 
 const HEADER_TIMEOUT_S = 2;
 const BODY_TIMEOUT_S = 2;
+const MIN_BODY_RATE = 200; // server.min_body_bytes_per_second in the slow-clients stack
 // What the gateway does not control: scheduling on 2 shared cores, an ASan build.
 const SLACK_MS = 1500;
 
@@ -53,7 +54,11 @@ after(stopAll);
 describe('slow clients', { timeout: 60_000 }, () => {
   let s;
   before(async () => {
-    s = await startStack({ configOverrides: { server: { header_timeout_seconds: HEADER_TIMEOUT_S, body_timeout_seconds: BODY_TIMEOUT_S } } });
+    s = await startStack({
+      configOverrides: {
+        server: { header_timeout_seconds: HEADER_TIMEOUT_S, body_timeout_seconds: BODY_TIMEOUT_S, min_body_bytes_per_second: MIN_BODY_RATE },
+      },
+    });
   });
 
   /** Sends `bytes` one byte every `everyMs` until the gateway closes; resolves the close time. */
@@ -91,6 +96,64 @@ describe('slow clients', { timeout: 60_000 }, () => {
     const { res: health, conn } = await rawRequest(s.gw.port, { method: 'GET', target: '/healthz', headers: [['Connection', 'close']] });
     conn.destroy();
     assert.equal(health.status, 200, 'the gateway is healthy afterwards');
+  });
+
+  // A transcription upload as one multipart body (boundary "trickle").
+  function uploadRequest(key) {
+    const body = '--trickle\r\nContent-Disposition: form-data; name="model"\r\n\r\n' + ROUTE_WHISPER + '\r\n' +
+      '--trickle\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n' +
+      'RIFF....WAVEfmt '.repeat(4) + '\r\n--trickle--\r\n';
+    const head = requestHead('POST', '/v1/audio/transcriptions', [
+      ['Authorization', `Bearer ${key}`], ['Content-Type', 'multipart/form-data; boundary=trickle'],
+      ['Content-Length', String(Buffer.byteLength(body))],
+    ]);
+    return { head, body: Buffer.from(body, 'latin1') };
+  }
+
+  for (const [what, request] of [
+    ['chat', () => { const b = JSON.stringify(chatBody(ROUTE_GPT)); const all = chatRequestBytes(s.key, b); return { head: all.slice(0, -b.length), body: Buffer.from(b) }; }],
+    ['transcription upload', () => uploadRequest(s.key)],
+  ]) {
+    test(`${what}: a body trickled a byte every 100 ms (never silent for body_timeout) is cut at body_timeout + bytes / min_body_bytes_per_second`, async () => {
+      const before = (await s.fake.stats()).requests;
+      const { head, body } = request();
+      assert.ok(body.length * 100 > (BODY_TIMEOUT_S + 2) * 1000, 'the whole body would take longer than the allowance');
+      const conn = await RawConnection.connect(s.gw.port);
+      await conn.write(head);
+      const t0 = performance.now();
+      const end = await trickle(conn, body, 100);
+      const ms = end - t0;
+      // 10 bytes/s earn 50 ms per second against MIN_BODY_RATE: cut at about body_timeout + 5 %.
+      console.log(`${what}: trickled body cut after ${ms.toFixed(0)} ms (body_timeout_seconds: ${BODY_TIMEOUT_S}, min ${MIN_BODY_RATE} B/s)`);
+      assert.ok(conn.ended || conn.closed || conn.error, 'the gateway closed the connection');
+      assert.equal(conn.buf.length, 0, `closed without an answer: ${conn.buf.toString('latin1').slice(0, 200)}`);
+      assert.ok(ms >= BODY_TIMEOUT_S * 1000 - 100, `cut after ${ms.toFixed(0)} ms: before its allowance`);
+      assert.ok(ms <= BODY_TIMEOUT_S * 1000 + SLACK_MS, `cut after ${ms.toFixed(0)} ms, allowance ≈ ${BODY_TIMEOUT_S} s`);
+      conn.destroy();
+      assert.equal((await s.fake.stats()).requests, before, 'nothing went upstream');
+    });
+  }
+
+  test('a body sent at twice min_body_bytes_per_second for twice body_timeout is served', async () => {
+    // ≈ 1600 bytes in 100-byte pieces every 250 ms: 400 B/s for 4 s.
+    const body = JSON.stringify(chatBody(ROUTE_GPT, { messages: [{ role: 'user', content: 'x'.repeat(1500) }] }));
+    const all = Buffer.from(chatRequestBytes(s.key, body));
+    const headLength = all.length - Buffer.byteLength(body);
+    const conn = await RawConnection.connect(s.gw.port);
+    try {
+      await conn.write(all.subarray(0, headLength));
+      const t0 = performance.now();
+      for (let i = headLength; i < all.length; i += 100) {
+        await conn.write(all.subarray(i, Math.min(i + 100, all.length)));
+        if (i + 100 < all.length) await new Promise((r) => setTimeout(r, 250)); // the client's pace, not a sync
+      }
+      const res = await conn.readResponse({ timeoutMs: 10_000 });
+      const ms = performance.now() - t0;
+      assert.equal(res.status, 200, res.text.slice(0, 200));
+      assert.ok(ms > BODY_TIMEOUT_S * 1000, `the upload took ${ms.toFixed(0)} ms, longer than body_timeout`);
+    } finally {
+      conn.destroy();
+    }
   });
 
   test('a complete head with a body that stalls is cut at body_timeout', async () => {

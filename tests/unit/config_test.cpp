@@ -289,6 +289,7 @@ TEST_CASE("config: integers outside their range or not integers are refused") {
       "retry: {attempts_per_route: 11}", "breaker: {consecutive_failures: 0}", "receipts: {ttl_seconds: 0}",
       "server: {threads: 0x10}",         "server: {max_connections: -1}",  "server: {max_connections: 16777217}",
       "server: {max_connections: many}",         "server: {threads: \"\"}",        "server: {threads: 99999999999999999999}",
+      "server: {min_body_bytes_per_second: -1}", "server: {min_body_bytes_per_second: 1073741825}",
   };
   for (const char* yaml : bad) {
     INFO(yaml);
@@ -301,6 +302,8 @@ TEST_CASE("config: integers outside their range or not integers are refused") {
   CHECK(load_config_text("server: {max_connections: 20}", "ok.yaml")->server.max_connections == 20);
   CHECK(load_config_text("server: {max_connections: 16777216}", "ok.yaml")->server.max_connections == 16777216);
   CHECK(load_config_text("server: {}", "ok.yaml")->server.max_connections == 0);  // 0: from the fd limit
+  CHECK(load_config_text("server: {}", "ok.yaml")->server.min_body_bytes_per_second == 1024);
+  CHECK(load_config_text("server: {min_body_bytes_per_second: 0}", "ok.yaml")->server.min_body_bytes_per_second == 0);
 }
 
 TEST_CASE("config: default_seconds may not exceed max_seconds") {
