@@ -37,7 +37,7 @@ struct PendingIssue {
 struct PendingFetch {
   std::string id;
   std::string customer;
-  std::function<void(std::optional<std::string>)> done;
+  std::function<void(FetchResult)> done;
 };
 
 // A callback that throws must not take the worker (and every later receipt) down.
@@ -168,14 +168,18 @@ struct ReceiptService::Impl {
   }
 
   void serve(PendingFetch& f) {
-    std::optional<std::string> jws;
+    FetchResult result;
     try {
-      if (auto r = store->load(f.id, f.customer, unix_now())) jws = signed_form(*r);
-    } catch (const std::exception& e) {
-      // Answered as not found; the endpoint cannot do better for a broken store.
+      if (auto r = store->load(f.id, f.customer, unix_now())) result.jws = signed_form(*r);
+    } catch (const StoreUnavailable& e) {
       spdlog::error("receipts: fetching receipt {} failed: {}", f.id, e.what());
+      result.store_unavailable = true;
+    } catch (const std::exception& e) {
+      // Signing failed or the store broke in an unexpected way: the client can retry.
+      spdlog::error("receipts: fetching receipt {} failed: {}", f.id, e.what());
+      result.store_unavailable = true;
     }
-    run_callback(f.done, "fetch", std::move(jws));
+    run_callback(f.done, "fetch", std::move(result));
   }
 
   // The receipt's JWS, signing it now when it was stored unsigned. The signature is
@@ -231,10 +235,9 @@ void ReceiptService::issue(std::string id, std::string customer, std::string cla
   if (!impl_->enqueue(impl_->issues, p)) run_callback(p.done, "issue", false);  // shut down: say so
 }
 
-void ReceiptService::fetch(std::string id, std::string customer,
-                           std::function<void(std::optional<std::string>)> done) {
+void ReceiptService::fetch(std::string id, std::string customer, std::function<void(FetchResult)> done) {
   PendingFetch f{std::move(id), std::move(customer), std::move(done)};
-  if (!impl_->enqueue(impl_->fetches, f)) run_callback(f.done, "fetch", std::optional<std::string>());
+  if (!impl_->enqueue(impl_->fetches, f)) run_callback(f.done, "fetch", FetchResult{std::nullopt, true});
 }
 
 void ReceiptService::charge(SpendEntry entry) {

@@ -15,6 +15,14 @@
 
 namespace tresor::receipts {
 
+// A fetch's answer: the JWS; none (unknown, expired or another customer's); or the store
+// could not tell (unreachable, failing, shutting down), which the endpoint answers 503 so
+// that a client retries instead of concluding the receipt does not exist.
+struct FetchResult {
+  std::optional<std::string> jws;
+  bool store_unavailable = false;
+};
+
 class ReceiptService {
  public:
   ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store, int64_t ttl_seconds,
@@ -25,10 +33,10 @@ class ReceiptService {
   // `done(ok)` runs on the service thread once the receipt is durable (or failed).
   // Thread-safe.
   void issue(std::string id, std::string customer, std::string claims_json, std::function<void(bool)> done);
-  // `done(jws or nullopt)` on the service thread; a receipt stored unsigned is signed
-  // with the active key now and its JWS stored, so every later fetch returns the same
-  // bytes. Thread-safe.
-  void fetch(std::string id, std::string customer, std::function<void(std::optional<std::string>)> done);
+  // `done(result)` on the service thread; a receipt stored unsigned is signed with the
+  // active key now and its JWS stored, so every later fetch returns the same bytes.
+  // Thread-safe.
+  void fetch(std::string id, std::string customer, std::function<void(FetchResult)> done);
 
   // Persists a charge (credits); many go in one transaction, like receipts. Thread-safe.
   void charge(SpendEntry entry);

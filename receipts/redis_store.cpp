@@ -209,9 +209,11 @@ class RedisStore final : public ReceiptStore {
 
   std::optional<StoredReceipt> load(const std::string& id, const std::string& customer, int64_t now) override {
     using Result = Attempt<std::optional<StoredReceipt>>;
-    return run<std::optional<StoredReceipt>>("get", std::nullopt, [&](bool) -> Result {
+    bool answered = false;
+    auto found = run<std::optional<StoredReceipt>>("get", std::nullopt, [&](bool) -> Result {
       Reply r = command({"HMGET", receipt_key(id), "customer", "jws", "exp", "claims"});
       if (!r) return Result::lost();
+      answered = true;
       if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         log_unexpected("HMGET", r.get());
         return Result::ok(std::nullopt);
@@ -235,6 +237,8 @@ class RedisStore final : public ReceiptStore {
       out.claims = reply_text(claims);
       return Result::ok(std::move(out));
     });
+    if (!answered) throw StoreUnavailable("receipt store " + url_ + " is unreachable");
+    return found;
   }
 
   std::optional<std::string> store_signature(const std::string& id, const std::string& jws) override {

@@ -113,8 +113,10 @@ class SqliteStore final : public ReceiptStore {
     // Customer and expiry are checked in SQL so that another customer's or an expired
     // receipt is indistinguishable from a missing one (the endpoint returns 404 for all).
     if (!bind_text(s, 1, id) || !bind_text(s, 2, customer) || sqlite3_bind_int64(s, 3, now) != SQLITE_OK)
-      return std::nullopt;
-    if (sqlite3_step(s) != SQLITE_ROW) return std::nullopt;
+      throw StoreUnavailable(std::string("receipt lookup: ") + sqlite3_errmsg(db_));
+    const int step = sqlite3_step(s);
+    if (step == SQLITE_DONE) return std::nullopt;
+    if (step != SQLITE_ROW) throw StoreUnavailable(std::string("receipt lookup: ") + sqlite3_errmsg(db_));
     StoredReceipt r;
     r.id = id;
     r.customer = customer;

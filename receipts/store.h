@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,12 +26,20 @@ struct SpendEntry {
   double amount = 0;
 };
 
+// Thrown by load() when the store could not answer (Redis unreachable, an SQLite error):
+// the receipt may well exist, so the fetch is a 503 to retry, not a 404.
+class StoreUnavailable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class ReceiptStore {
  public:
   virtual ~ReceiptStore() = default;
   // Persists all of `batch` durably in one transaction; false on failure (none stored).
   virtual bool put_batch(const std::vector<StoredReceipt>& batch) = 0;
-  // The receipt when `id` exists, belongs to `customer` and has not expired at `now`.
+  // The receipt when `id` exists, belongs to `customer` and has not expired at `now`;
+  // throws StoreUnavailable when the store cannot tell.
   virtual std::optional<StoredReceipt> load(const std::string& id, const std::string& customer, int64_t now) = 0;
   // Records `jws` for a receipt stored unsigned; returns the JWS the store holds now (an
   // earlier one, e.g. another replica's, wins) or nullopt when the receipt is gone.

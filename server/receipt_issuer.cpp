@@ -35,9 +35,9 @@ asio::awaitable<bool> issue_receipt(receipts::ReceiptService& service, const con
   co_return co_await wait_for(rendezvous);
 }
 
-asio::awaitable<std::optional<std::string>> fetch_receipt(receipts::ReceiptService& service, std::string id,
-                                                          std::string customer) {
-  auto rendezvous = std::make_shared<Rendezvous<std::optional<std::string>>>(co_await asio::this_coro::executor);
+asio::awaitable<receipts::FetchResult> fetch_receipt(receipts::ReceiptService& service, std::string id,
+                                                     std::string customer) {
+  auto rendezvous = std::make_shared<Rendezvous<receipts::FetchResult>>(co_await asio::this_coro::executor);
   service.fetch(std::move(id), std::move(customer), resume_on(rendezvous));
   co_return co_await wait_for(rendezvous);
 }

@@ -18,7 +18,7 @@ namespace tresor::server {
 boost::asio::awaitable<bool> issue_receipt(receipts::ReceiptService& service, const config::ReceiptsConfig& cfg,
                                            std::string customer, receipts::Claims claims);
 
-boost::asio::awaitable<std::optional<std::string>> fetch_receipt(receipts::ReceiptService& service, std::string id,
-                                                                 std::string customer);
+boost::asio::awaitable<receipts::FetchResult> fetch_receipt(receipts::ReceiptService& service, std::string id,
+                                                            std::string customer);
 
 }  // namespace tresor::server

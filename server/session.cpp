@@ -177,8 +177,15 @@ Response receipt_response(const std::string& id, const std::string& jws) {
   return r;
 }
 
-Response receipt_answer(const std::string& id, const std::optional<std::string>& jws) {
-  return jws ? receipt_response(id, *jws) : error_response(receipt_not_found());
+// 503 + Retry-After when the store could not tell: the receipt may exist (a 404 would
+// tell the client it does not).
+Response receipt_answer(const std::string& id, const receipts::FetchResult& fetched) {
+  if (fetched.jws) return receipt_response(id, *fetched.jws);
+  if (!fetched.store_unavailable) return error_response(receipt_not_found());
+  Response r = error_response(ApiError{503, "service_unavailable", "receipt_store_unavailable",
+                                       "The receipt store is unavailable; retry shortly", std::nullopt});
+  r.headers.emplace_back("Retry-After", "1");
+  return r;
 }
 
 Response health_response() {
@@ -692,13 +699,14 @@ class Session final : public ResponseSink, public SessionControl {
   }
 
   // GET /v1/receipts/{id}: scoped to the caller's customer; unknown, expired, malformed
-  // or another customer's id are all the same 404, so existence does not leak.
+  // or another customer's id are all the same 404, so existence does not leak; a store
+  // that cannot answer is a 503.
   asio::awaitable<void> send_receipt(std::string_view target, const std::string& customer) {
     const auto path = target.substr(0, target.find('?'));
     const std::string id(path.substr(kReceiptsPrefix.size()));
-    std::optional<std::string> jws;
-    if (receipts::is_receipt_id(id)) jws = co_await fetch_receipt(services_.receipts, id, customer);
-    Response r = receipt_answer(id, jws);
+    receipts::FetchResult fetched;
+    if (receipts::is_receipt_id(id)) fetched = co_await fetch_receipt(services_.receipts, id, customer);
+    Response r = receipt_answer(id, fetched);
     co_await send(std::move(r));
   }
 

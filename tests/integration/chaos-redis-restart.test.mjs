@@ -8,11 +8,12 @@
 // whose receipt could not be stored comes without `receipt_id` (JSON, and a stream's finish
 // chunk, which is held back until the receipt is stored). Once Redis answers again
 // the gateway uses it by itself (no restart) within RECOVERY_BOUND_MS, /readyz is 200 again,
-// and every receipt id given to a client, before, during or after the outage, is fetchable.
+// and every receipt id given to a client, before, during or after the outage, is fetchable
+// (during the outage a fetch is a 503 receipt_store_unavailable, not a 404).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startStack, stopAll, waitFor, RECEIPT_ID_RE, performance } from './harness.mjs';
+import { startStack, stopAll, waitFor, readErrorEnvelope, RECEIPT_ID_RE, performance } from './harness.mjs';
 import { runChatLoad, fetchAll, startRedis } from './chaos-support.mjs';
 
 const CLIENTS = 8;
@@ -70,6 +71,12 @@ async function restartUnderLoad(signal) {
     await waitFor(() => performance.now() - tDown >= OUTAGE_MS &&
       results.filter((r) => r.startedAt > tDown).length >= 20, { what: 'requests answered during the outage' });
     await waitFor(async () => (await readyStatus()) === 503, { what: '/readyz 503 while Redis is down' });
+    // A receipt stored before the outage cannot be read now: 503 to retry, not a 404
+    // telling the client it does not exist.
+    const storedBefore = results.find(valid).chat.receiptId;
+    const fetchedDown = await fetch(s.gw.url(`/v1/receipts/${storedBefore}`), { headers: { authorization: `Bearer ${s.key}` } });
+    await readErrorEnvelope(fetchedDown, { status: 503, type: 'service_unavailable', code: 'receipt_store_unavailable' });
+    assert.equal(fetchedDown.headers.get('retry-after'), '1');
     const tUp = performance.now();
     await redis.start();
     const tListening = performance.now();

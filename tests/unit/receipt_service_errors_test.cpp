@@ -18,6 +18,7 @@
 #include "receipts/signer.h"
 #include "receipts/store.h"
 
+using tresor::receipts::FetchResult;
 using tresor::receipts::open_sqlite_store;
 using tresor::receipts::ReceiptService;
 using tresor::receipts::ReceiptStore;
@@ -61,10 +62,10 @@ bool issue_and_wait(ReceiptService& service, const std::string& id) {
   return result.get();
 }
 
-std::optional<std::string> fetch_and_wait(ReceiptService& service, const std::string& id) {
-  std::promise<std::optional<std::string>> done;
+FetchResult fetch_and_wait(ReceiptService& service, const std::string& id) {
+  std::promise<FetchResult> done;
   auto result = done.get_future();
-  service.fetch(id, "acme", [&done](std::optional<std::string> jws) { done.set_value(std::move(jws)); });
+  service.fetch(id, "acme", [&done](FetchResult r) { done.set_value(std::move(r)); });
   return result.get();
 }
 
@@ -76,7 +77,10 @@ TEST_CASE("receipt service: a throwing store fails each call cleanly and the ser
   CHECK_FALSE(issue_and_wait(service, "r1"));
   CHECK(service.counts().failed == 1);
   CHECK(service.counts().stored == 0);
-  CHECK_FALSE(fetch_and_wait(service, "r1"));  // answered as not found (404), not left hanging
+  // Answered, not left hanging, and as "the store cannot tell" (503), not as not found.
+  const FetchResult fetched = fetch_and_wait(service, "r1");
+  CHECK_FALSE(fetched.jws);
+  CHECK(fetched.store_unavailable);
   service.charge(SpendEntry{"acme", "eu/pm/a", 1.0});
   CHECK(service.load_spend().empty());
   CHECK(service.stored_count() == 0);
@@ -98,7 +102,7 @@ TEST_CASE("receipt service: a callback that throws does not stop later receipts"
   service.issue("r2", "acme", kClaims, [](bool) { throw 42; });  // not even an exception type
   CHECK(issue_and_wait(service, "r3"));
   CHECK(service.stored_count() == 3);
-  const auto jws = fetch_and_wait(service, "r1");
+  const auto jws = fetch_and_wait(service, "r1").jws;
   REQUIRE(jws);
   CHECK(std::count(jws->begin(), jws->end(), '.') == 2);  // a compact JWS
 }

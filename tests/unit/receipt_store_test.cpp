@@ -131,9 +131,11 @@ struct DoneCounter {
 
 // The service's answer to a fetch, waited for.
 std::optional<std::string> fetch_now(ReceiptService& service, const std::string& id, const std::string& customer) {
-  std::promise<std::optional<std::string>> result;
-  service.fetch(id, customer, [&](std::optional<std::string> jws) { result.set_value(std::move(jws)); });
-  return result.get_future().get();
+  std::promise<tresor::receipts::FetchResult> result;
+  service.fetch(id, customer, [&](tresor::receipts::FetchResult r) { result.set_value(std::move(r)); });
+  auto fetched = result.get_future().get();
+  REQUIRE_FALSE(fetched.store_unavailable);
+  return fetched.jws;
 }
 
 std::string claims_for(const std::string& id) { return R"({"jti":")" + id + R"(","receipt_type":"message"})"; }

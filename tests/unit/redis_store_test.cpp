@@ -364,7 +364,8 @@ TEST_CASE("redis store: reconnects after the connection drops or Redis restarts"
   // persistence here), the next operation reconnects, SELECTs db 2 again and works.
   redis.stop();
   CHECK_FALSE(store->put_batch({receipt("while-down", "acme", now + 60)}));
-  CHECK_FALSE(store->get("before", "acme", now).has_value());
+  // A lookup cannot tell "missing" from "unreachable" by its value: it throws (→ 503).
+  CHECK_THROWS_AS(store->get("before", "acme", now), tresor::receipts::StoreUnavailable);
   CHECK_FALSE(store->add_spend({{"acme", "r", 1}}));
   CHECK(store->load_spend().empty());
   redis.start();
