@@ -1,6 +1,6 @@
-// Hostile clients (issue 9, item 3): slowloris heads and stalled bodies are cut by their
-// timeouts while others are served; request-smuggling framings and Host games (none in
-// HTTP/1.1, two, a URL) get 400 and a close; the
+// Hostile clients (issue 9, item 3): slowloris heads, stalled bodies and bodies trickled
+// below server.min_body_bytes_per_second are cut while others are served; request-smuggling
+// framings and Host games (none in HTTP/1.1, two, a URL) get 400 and a close; the
 // connection cap (server.max_connections) closes the longest-idle connection or refuses
 // with 503 server_busy; 10,000 idle connections do not keep a new client from being served.
 import { after, before, describe, test } from 'node:test';
