@@ -178,8 +178,8 @@ class ChatAttempts final : public EndpointAttempts {
       case StreamRelay::FirstEvent::timeout:
         co_return outcome_only(transport_outcome(TransportError::timeout, plan, true, true));
       case StreamRelay::FirstEvent::failed:
-      case StreamRelay::FirstEvent::empty:
         co_return outcome_only(AttemptOutcome::reset);
+      case StreamRelay::FirstEvent::unusable:
       case StreamRelay::FirstEvent::error_event:
         co_return outcome_only(AttemptOutcome::bad_response);
     }

@@ -155,11 +155,11 @@ boost::asio::awaitable<StreamRelay::FirstEvent> StreamRelay::await_first_event(
     const std::string bytes = co_await upstream.read_some(deadline, error);
     if (error == TransportError::timeout) co_return FirstEvent::timeout;
     if (error != TransportError::none) co_return FirstEvent::failed;
-    if (bytes.empty() && upstream.body_done()) co_return FirstEvent::empty;
+    if (bytes.empty() && upstream.body_done()) co_return FirstEvent::unusable;
     const Batch batch = consume(bytes);
     if (batch == Batch::error_event) co_return FirstEvent::error_event;
-    if (batch == Batch::oversized) co_return FirstEvent::failed;
-    if (batch == Batch::done && !any_event_) co_return FirstEvent::empty;
+    if (batch == Batch::oversized) co_return FirstEvent::unusable;
+    if (batch == Batch::done && !any_event_) co_return FirstEvent::unusable;
   }
   co_return FirstEvent::ready;
 }

@@ -29,7 +29,8 @@ class StreamRelay {
     ready,        // a valid event is buffered: commit and relay()
     timeout,      // no event before the deadline
     failed,       // reset/cut/protocol error before the first event
-    empty,        // the upstream ended (or sent [DONE]) without any event
+    unusable,     // a 200 that is no stream: it ended (or sent [DONE]) without any event,
+                  // or its first event is over the event size limit (bad_response)
     error_event,  // the upstream's first event was an error object
   };
 

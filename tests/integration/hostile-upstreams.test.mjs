@@ -201,7 +201,7 @@ describe('garbage instead of an answer', { timeout: 60_000 }, () => {
   test('200 text/event-stream with random bytes → 502 before any event', async () => {
     await fault(fa, { garbage: 1 });
     const r = await streamError(A);
-    expectAttempts(r.attempts, [[A, /^(bad_response|reset)$/]]);
+    expectAttempts(r.attempts, [[A, 'bad_response']]);
     await assertUnharmed();
   });
 
