@@ -6,20 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import { chatBody, tempDir, waitFor, ROUTE_GPT, performance } from './harness.mjs';
-
-/** A free loopback port (listen on 0, close). */
-export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import { chatBody, closedPort, redisPing, tempDir, waitFor, ROUTE_GPT, performance } from './harness.mjs';
 
 /**
  * One HTTP request over `agent`; never rejects. Resolves { status, headers, text, complete, ms,
@@ -151,16 +138,6 @@ export async function fetchAll(port, key, ids, { concurrency = 16 } = {}) {
 // ---------------------------------------------------------------------------------------------
 // redis-server
 
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect(port, '127.0.0.1');
-    sock.setTimeout(1000, () => { sock.destroy(); resolve(false); });
-    sock.once('error', () => resolve(false));
-    sock.once('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
-    sock.once('connect', () => sock.write('PING\r\n'));
-  });
-}
-
 const redisProcs = new Set();
 process.on('exit', () => {
   for (const r of redisProcs) {
@@ -175,7 +152,7 @@ process.on('exit', () => {
  * same port and dir (the data comes back from the AOF).
  */
 export async function startRedis() {
-  const port = await freePort();
+  const port = await closedPort();
   const dir = tempDir('tresor-redis-');
   const redis = {
     port,

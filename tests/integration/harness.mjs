@@ -875,6 +875,17 @@ export function redisCommand(port, ...args) {
   });
 }
 
+/** Whether a redis-server answers PING on this loopback port (false on refusal or 1 s of silence). */
+export function redisPing(port) {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1');
+    sock.setTimeout(1000, () => { sock.destroy(); resolve(false); });
+    sock.once('error', () => resolve(false));
+    sock.once('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
+    sock.once('connect', () => sock.write('PING\r\n'));
+  });
+}
+
 /** Encodes one HTTP/1.1 chunk. */
 export function chunk(data) {
   const b = Buffer.isBuffer(data) ? data : Buffer.from(data);

@@ -138,6 +138,15 @@ async function chatServedByB(extra = {}) {
 
 // ---------------------------------------------------------------------------------------------
 
+/** Chat, stream and transcription under the current behaviour: each a 502 after one bad_response attempt. */
+async function expectBadResponseEverywhere() {
+  let r = await chatError(chatBody(A), { status: 502, code: 'upstream_error' });
+  expectAttempts(r.attempts, [[A, 'bad_response']]);
+  r = await streamError(A);
+  expectAttempts(r.attempts, [[A, 'bad_response']]);
+  r = await transcriptionError(WA);
+  expectAttempts(r.attempts, [[WA, 'bad_response']]);
+}
 
 /**
  * With `spec` as provider A's persistent behaviour, a chat, a stream and a transcription
@@ -146,12 +155,7 @@ async function chatServedByB(extra = {}) {
  */
 async function expectBadResponseOnEveryEndpoint(spec) {
   await fa.behaviour(spec);
-  let r = await chatError(chatBody(A), { status: 502, code: 'upstream_error' });
-  expectAttempts(r.attempts, [[A, 'bad_response']]);
-  r = await streamError(A);
-  expectAttempts(r.attempts, [[A, 'bad_response']]);
-  r = await transcriptionError(WA);
-  expectAttempts(r.attempts, [[WA, 'bad_response']]);
+  await expectBadResponseEverywhere();
   await fa.behaviour({});
   await assertUnharmed();
 }
@@ -246,12 +250,7 @@ describe('garbage instead of an answer', { timeout: 60_000 }, () => {
 describe('gzip nobody asked for', { timeout: 60_000 }, () => {
   test('the router asks for identity, refuses a gzip answer (502), and fails over', async () => {
     await fa.behaviour({ gzip: 1 });
-    let r = await chatError(chatBody(A), { status: 502, code: 'upstream_error' });
-    expectAttempts(r.attempts, [[A, 'bad_response']]);
-    r = await streamError(A);
-    expectAttempts(r.attempts, [[A, 'bad_response']]);
-    r = await transcriptionError(WA);
-    expectAttempts(r.attempts, [[WA, 'bad_response']]);
+    await expectBadResponseEverywhere();
     for (const q of await fa.requests())
       assert.equal(q.headers['accept-encoding'], 'identity', `${q.target}: Accept-Encoding sent upstream`);
     expectAttempts(await chatServedByB(), [[A, 'bad_response'], [B, 'ok']]);

@@ -5,32 +5,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import {
   startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, waitFor, tempDir,
-  ROUTE_GPT,
-  redisCommand,
+  ROUTE_GPT, closedPort, redisCommand, redisPing,
 } from './harness.mjs';
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect(port, '127.0.0.1');
-    sock.once('error', () => resolve(false));
-    sock.once('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
-    sock.once('connect', () => sock.write('PING\r\n'));
-  });
-}
 
 let redis;
 let gwA;
@@ -43,7 +21,7 @@ let redisPort;
 const LIMIT = 6;
 
 before(async () => {
-  const port = await freePort();
+  const port = await closedPort();
   redisPort = port;
   redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
     { stdio: 'ignore' });

@@ -16,13 +16,12 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createPrivateKey, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import {
   startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, chatBody,
   registerCanary, findCanaries, canarySecrets, redactCanaries, readSse, parseEventJson, fetchReceipt, fetchJwks, defaultStorePath,
   runRouterCli, writeConfig, routerBin, tempDir, waitFor, closedPort, ROUTE_GPT, STARTUP_TIMEOUT_MS,
-  redisCommand,
+  redisCommand, redisPing,
 } from './harness.mjs';
 
 // ---------------------------------------------------------------------------------------------
@@ -87,15 +86,6 @@ describe('no config key disables upstream TLS verification', { timeout: 60_000 }
 
 // ---------------------------------------------------------------------------------------------
 // Two gateways: SQLite store (started under umask 000 with a fresh signing key), Redis store.
-
-function redisPing(port) {
-  return new Promise((resolve) => {
-    const sock = net.connect(port, '127.0.0.1');
-    sock.once('error', () => resolve(false));
-    sock.once('data', (d) => { sock.destroy(); resolve(d.toString().startsWith('+PONG')); });
-    sock.once('connect', () => sock.write('PING\r\n'));
-  });
-}
 
 /** Starts a gateway whose process runs under umask 000 (a shell wrapper that execs the router). */
 async function startGatewayUmask0(opts) {
