@@ -85,6 +85,12 @@ std::optional<ApiError> host_error(const HeadParser::value_type& req) {
   return std::nullopt;
 }
 
+std::optional<ApiError> head_refusal(const HeadParser::value_type& req, uint64_t max_header_bytes) {
+  if (auto refused = oversized_head(req, max_header_bytes)) return refused;
+  if (auto refused = framing_error(req)) return refused;
+  return host_error(req);
+}
+
 RequestHead make_head(const HeadParser::value_type& req) {
   RequestHead head;
   head.method = std::string(req.method_string());

@@ -50,6 +50,10 @@ std::optional<ApiError> framing_error(const HeadParser::value_type& req);
 // nullopt when Host is acceptable.
 std::optional<ApiError> host_error(const HeadParser::value_type& req);
 
+// The first reason to refuse a head Beast has parsed, in this order: oversized_head (431),
+// framing_error, host_error (400). nullopt: the session goes on with it.
+std::optional<ApiError> head_refusal(const HeadParser::value_type& req, uint64_t max_header_bytes);
+
 // 400 bad_request naming what failed (`what`: "Malformed HTTP request", ...).
 ApiError bad_http(std::string_view what, const boost::system::error_code& ec);
 

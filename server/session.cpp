@@ -469,16 +469,9 @@ class Session final : public ResponseSink, public SessionControl {
       const ApiError e = head_error(ec, head_cfg.max_header_bytes);
       co_return co_await finish_without_body(e, true);
     }
-    if (const auto oversized = oversized_head(head_parser.get(), head_cfg.max_header_bytes)) {
-      const ApiError e = *oversized;
-      co_return co_await finish_without_body(e, true);
-    }
-    if (const auto framing = framing_error(head_parser.get())) {
-      const ApiError e = *framing;
-      co_return co_await finish_without_body(e, true);
-    }
-    if (const auto host = host_error(head_parser.get())) {
-      const ApiError e = *host;
+    // Parsed, but over the whole-head limit, ambiguously framed or with a bad Host.
+    if (const auto refused = head_refusal(head_parser.get(), head_cfg.max_header_bytes)) {
+      const ApiError e = *refused;
       co_return co_await finish_without_body(e, true);
     }
     const auto started = providers::Clock::now();

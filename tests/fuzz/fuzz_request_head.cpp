@@ -37,9 +37,15 @@ bool safe_id_char(char c) {
 // check_control_headers).
 void check_head(server::HeadParser& parser, uint64_t max_header_bytes) {
   auto& req = parser.get();
+  // What the session runs: the first of the three checks below that refuses, or none.
+  const auto refusal = server::head_refusal(req, max_header_bytes);
+  const auto same_as_session = [&](const server::ApiError& e) {
+    return refusal && refusal->status == e.status && refusal->message == e.message;
+  };
   // The session's second size check (Beast bounds the line and the fields separately).
   if (const auto refused = server::oversized_head(req, max_header_bytes)) {
     FUZZ_CHECK(refused->status == 431u && refused->code == "request_header_too_large");
+    FUZZ_CHECK(same_as_session(*refused));
     return;
   }
   const server::RequestHead head = server::make_head(req);
@@ -67,6 +73,7 @@ void check_head(server::HeadParser& parser, uint64_t max_header_bytes) {
   // Content-Length of digits only, at most one Transfer-Encoding and it is "chunked".
   if (const auto refused = server::framing_error(req)) {
     FUZZ_CHECK(refused->status == 400u && refused->code == "bad_request");
+    FUZZ_CHECK(same_as_session(*refused));
     return;
   }
   size_t lengths = 0, encodings = 0;
@@ -86,8 +93,10 @@ void check_head(server::HeadParser& parser, uint64_t max_header_bytes) {
   // HTTP/1.1, and it has no character that would make it a URL or a list.
   if (const auto refused = server::host_error(req)) {
     FUZZ_CHECK(refused->status == 400u && refused->code == "bad_request");
+    FUZZ_CHECK(same_as_session(*refused));
     return;
   }
+  FUZZ_CHECK(!refusal);
   size_t hosts = 0;
   for (const auto& f : req) {
     if (f.name() != http::field::host) continue;
