@@ -4,22 +4,16 @@
 #include <utility>
 #include <vector>
 
+#include "common/http_text.h"
+
 namespace tresor::providers {
 
 namespace {
-
-constexpr std::string_view kWhitespace = " \t";
 
 char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
-}
-
-std::string_view trim(std::string_view s) {
-  const size_t first = s.find_first_not_of(kWhitespace);
-  if (first == std::string_view::npos) return {};
-  return s.substr(first, s.find_last_not_of(kWhitespace) - first + 1);
 }
 
 // RFC 7230 tchar: what a header name or parameter name may contain.
@@ -86,7 +80,7 @@ std::optional<std::vector<Param>> parse_params(std::string_view s) {
       if (!closed) return std::nullopt;
     } else {
       const size_t end = std::min(s.find(';', i), s.size());
-      const std::string_view raw = trim(s.substr(i, end - i));
+      const std::string_view raw = common::trim_ows(s.substr(i, end - i));
       if (raw.empty() || raw.find('"') != std::string_view::npos) return std::nullopt;
       p.value = raw;
       i = end;
@@ -99,7 +93,7 @@ std::optional<std::vector<Param>> parse_params(std::string_view s) {
 
 std::optional<std::string> boundary_from_content_type(std::string_view content_type) {
   const size_t semi = std::min(content_type.find(';'), content_type.size());
-  if (!iequals(trim(content_type.substr(0, semi)), "multipart/form-data")) return std::nullopt;
+  if (!iequals(common::trim_ows(content_type.substr(0, semi)), "multipart/form-data")) return std::nullopt;
   const auto params = parse_params(content_type.substr(semi));
   if (!params) return std::nullopt;
   std::optional<std::string> boundary;
@@ -288,7 +282,7 @@ void MultipartParser::begin_part(std::string_view block) {
       fail(MultipartError::MalformedHeaders, "malformed part header line");
       return;
     }
-    const std::string_view value = trim(line.substr(colon + 1));
+    const std::string_view value = common::trim_ows(line.substr(colon + 1));
     if (std::any_of(value.begin(), value.end(), [](char c) {
           const auto u = static_cast<unsigned char>(c);
           return (u < 0x20 && c != '\t') || u == 0x7f;
@@ -304,7 +298,7 @@ void MultipartParser::begin_part(std::string_view block) {
       }
       has_disposition = true;
       const size_t semi = std::min(value.find(';'), value.size());
-      if (!iequals(trim(value.substr(0, semi)), "form-data")) {
+      if (!iequals(common::trim_ows(value.substr(0, semi)), "form-data")) {
         fail(MultipartError::MalformedHeaders, "Content-Disposition is not form-data");
         return;
       }

@@ -2,6 +2,7 @@
 // object owning its stream and buffer), with C++20 coroutines for the sequential
 // protocol steps and beast::tcp_stream's per-operation expiry for every deadline.
 #include "providers/upstream_client.h"
+#include "common/http_text.h"
 #include "common/http_wire.h"
 
 #include <cstring>
@@ -273,9 +274,7 @@ std::string unrequested_coding(const http::response_parser<http::buffer_body>::v
   std::string coding;
   const auto [first, last] = head.equal_range(http::field::content_encoding);
   for (auto it = first; it != last; ++it) {
-    std::string_view v(it->value().data(), it->value().size());
-    while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+    const std::string_view v = common::trim_ows(std::string_view(it->value().data(), it->value().size()));
     if (v.empty() || beast::iequals(v, "identity")) continue;
     coding = std::string(v.substr(0, 64));
     for (auto& ch : coding)

@@ -1,14 +1,14 @@
 #include "router/timeout_override.h"
 
+#include "common/http_text.h"
+
 namespace tresor::router {
 
 std::optional<std::chrono::seconds> parse_timeout_override(
     const std::vector<std::string_view>& values, unsigned default_seconds, unsigned max_seconds) {
   if (values.empty()) return std::chrono::seconds(default_seconds);
   if (values.size() > 1) return std::nullopt;  // duplicate: ambiguous, reject
-  std::string_view v = values.front();
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  const std::string_view v = common::trim_ows(values.front());
   if (v.empty()) return std::nullopt;
   // Plain decimal digits only: rejects "+5", "-1", "1.5", "0x10", "1e3".
   unsigned long long value = 0;

@@ -1,5 +1,6 @@
 #include "server/auth.h"
 
+#include "common/http_text.h"
 #include "receipts/claims.h"
 
 #include <algorithm>
@@ -20,19 +21,14 @@ KeyIndex::KeyIndex(const config::Config& cfg) {
 }
 
 AuthResult KeyIndex::authenticate(std::string_view authorization, bool header_present) const {
-  auto trim = [](std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-    return s;
-  };
-  authorization = trim(authorization);
+  authorization = common::trim_ows(authorization);
   if (!header_present || authorization.empty()) return {AuthStatus::missing, nullptr};
   constexpr std::string_view kScheme = "bearer ";
   if (authorization.size() <= kScheme.size() ||
       !std::equal(kScheme.begin(), kScheme.end(), authorization.begin(),
                   [](char a, char b) { return a == std::tolower(static_cast<unsigned char>(b)); }))
     return {AuthStatus::invalid, nullptr};
-  const std::string_view key = trim(authorization.substr(kScheme.size()));
+  const std::string_view key = common::trim_ows(authorization.substr(kScheme.size()));
   if (!is_well_formed_key(key)) return {AuthStatus::invalid, nullptr};
   const auto it = by_hash_.find(sha256_hex(key));
   if (it == by_hash_.end()) return {AuthStatus::invalid, nullptr};

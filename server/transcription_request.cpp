@@ -10,6 +10,8 @@
 #include <map>
 #include <set>
 
+#include "common/http_text.h"
+
 namespace tresor::server {
 namespace {
 
@@ -19,15 +21,9 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // Media type without parameters (";codecs=opus"), lower-case.
 std::string bare_media_type(std::string_view content_type) {
-  return lower(trim(content_type.substr(0, content_type.find(';'))));
+  return lower(common::trim_ows(content_type.substr(0, content_type.find(';'))));
 }
 
 std::optional<std::string> type_from_extension(const std::optional<std::string>& filename) {
