@@ -24,6 +24,11 @@ ApiError header_too_large(uint64_t max_header_bytes) {
                   "Request headers exceed " + std::to_string(max_header_bytes) + " bytes", std::nullopt};
 }
 
+// 400 bad_request for a head Beast parsed but the router refuses (framing, Host).
+ApiError malformed(std::string_view why) {
+  return invalid_request("bad_request", "Malformed HTTP request: " + std::string(why));
+}
+
 }  // namespace
 
 ApiError head_error(const boost::system::error_code& ec, uint64_t max_header_bytes) {
@@ -40,9 +45,6 @@ std::optional<ApiError> oversized_head(const HeadParser::value_type& req, uint64
 }
 
 std::optional<ApiError> framing_error(const HeadParser::value_type& req) {
-  const auto refuse = [](std::string_view why) {
-    return invalid_request("bad_request", "Malformed HTTP request: " + std::string(why));
-  };
   size_t lengths = 0;
   size_t encodings = 0;
   for (const auto& f : req) {
@@ -50,28 +52,25 @@ std::optional<ApiError> framing_error(const HeadParser::value_type& req) {
       ++lengths;
       const auto v = f.value();
       if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        return refuse("Content-Length is not one number");  // Beast takes "5, 5" as 5
+        return malformed("Content-Length is not one number");  // Beast takes "5, 5" as 5
     }
     if (f.name() == boost::beast::http::field::transfer_encoding) {
       ++encodings;
       if (!boost::beast::iequals(f.value(), "chunked"))
-        return refuse("unsupported Transfer-Encoding (only chunked is accepted)");
+        return malformed("unsupported Transfer-Encoding (only chunked is accepted)");
     }
   }
-  if (lengths > 1) return refuse("repeated Content-Length");
-  if (encodings > 1) return refuse("repeated Transfer-Encoding");
-  if (encodings > 0 && req.version() < 11) return refuse("Transfer-Encoding in an HTTP/1.0 request");
+  if (lengths > 1) return malformed("repeated Content-Length");
+  if (encodings > 1) return malformed("repeated Transfer-Encoding");
+  if (encodings > 0 && req.version() < 11) return malformed("Transfer-Encoding in an HTTP/1.0 request");
   return std::nullopt;
 }
 
 std::optional<ApiError> host_error(const HeadParser::value_type& req) {
-  const auto refuse = [](std::string_view why) {
-    return invalid_request("bad_request", "Malformed HTTP request: " + std::string(why));
-  };
   size_t hosts = 0;
   for (const auto& f : req) {
     if (f.name() != boost::beast::http::field::host) continue;
-    if (++hosts > 1) return refuse("more than one Host header");
+    if (++hosts > 1) return malformed("more than one Host header");
     // uri-host [":" port]: reg-name, IPv4 or an [IP-literal] (RFC 3986 §3.2.2); nothing
     // that makes it a URL (scheme, path, userinfo) or a list.
     const auto v = f.value();
@@ -79,9 +78,9 @@ std::optional<ApiError> host_error(const HeadParser::value_type& req) {
       return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
              std::string_view("-._~%!$&'()*+;=:[]").find(c) != std::string_view::npos;
     });
-    if (!valid) return refuse("Host is not a host[:port]");
+    if (!valid) return malformed("Host is not a host[:port]");
   }
-  if (hosts == 0 && req.version() >= 11) return refuse("an HTTP/1.1 request needs a Host header");
+  if (hosts == 0 && req.version() >= 11) return malformed("an HTTP/1.1 request needs a Host header");
   return std::nullopt;
 }
 
