@@ -9,9 +9,8 @@
 // few) and its VmRSS grows by less than RSS_BOUND_KIB.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { startStack, stopAll, waitFor, delay, performance } from './harness.mjs';
-import { runChatLoad, fdCount, rssKiB, underAsan } from './chaos-support.mjs';
+import { runChatLoad, startChatLoad, fdCount, rssKiB, underAsan } from './chaos-support.mjs';
 
 const CLIENTS = 8;
 const BUDGET_SECONDS = 5;
@@ -31,18 +30,16 @@ after(stopAll);
 
 /** Load until `count` full successes; returns every result. */
 async function steadyLoad(s, count) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
   const results = [];
   let ok = 0;
   await runChatLoad({
-    port: s.gw.port, key: s.key, clients: CLIENTS, agent, streamEvery: 2, timeoutSeconds: BUDGET_SECONDS,
+    port: s.gw.port, key: s.key, clients: CLIENTS, streamEvery: 2, timeoutSeconds: BUDGET_SECONDS,
     stop: () => ok >= count,
     onResult: (r) => {
       results.push(r);
       if (r.complete && r.status === 200 && (!r.stream || r.chat.done)) ok++;
     },
   });
-  agent.destroy();
   return results;
 }
 
@@ -79,13 +76,10 @@ describe('a flapping upstream for a minute', { timeout: 150_000 }, () => {
     const rssBefore = rssKiB(pid);
 
     // Flap while the load runs.
-    const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
-    const results = [];
-    let stopping = false;
-    const load = runChatLoad({
-      port: s.gw.port, key: s.key, clients: CLIENTS, agent, streamEvery: 2, timeoutSeconds: BUDGET_SECONDS,
-      stop: () => stopping, onResult: (r) => results.push(r),
+    const load = startChatLoad({
+      port: s.gw.port, key: s.key, clients: CLIENTS, streamEvery: 2, timeoutSeconds: BUDGET_SECONDS,
     });
+    const { results } = load;
     const t0 = performance.now();
     let cycles = 0;
     try {
@@ -103,9 +97,7 @@ describe('a flapping upstream for a minute', { timeout: 150_000 }, () => {
         await delay(PHASE_MS); // the scenario's up time
       }
     } finally {
-      stopping = true;
-      await load;
-      agent.destroy();
+      await load.stop();
     }
     const flapMs = performance.now() - t0;
 

@@ -12,9 +12,8 @@
 // (during the outage a fetch is a 503 receipt_store_unavailable, not a 404).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { startStack, stopAll, waitFor, readErrorEnvelope, RECEIPT_ID_RE, performance } from './harness.mjs';
-import { runChatLoad, fetchAll, startRedis } from './chaos-support.mjs';
+import { startChatLoad, fetchAll, startRedis } from './chaos-support.mjs';
 
 const CLIENTS = 8;
 const BUDGET_SECONDS = 5;
@@ -52,13 +51,10 @@ async function readyStatus() {
 }
 
 async function restartUnderLoad(signal) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
-  const results = [];
-  let stopping = false;
-  const load = runChatLoad({
-    port: s.gw.port, key: s.key, clients: CLIENTS, agent, streamEvery: 2, timeoutSeconds: BUDGET_SECONDS,
-    stop: () => stopping, onResult: (r) => results.push(r),
+  const load = startChatLoad({
+    port: s.gw.port, key: s.key, clients: CLIENTS, streamEvery: 2, timeoutSeconds: BUDGET_SECONDS,
   });
+  const { results } = load;
   const valid = (r) => r.complete && r.status === 200 && r.chat.receiptId && !r.chat.errorEvent &&
     (!r.stream || r.chat.done);
   try {
@@ -89,8 +85,7 @@ async function restartUnderLoad(signal) {
     await waitFor(async () => (await readyStatus()) === 200, { what: '/readyz 200 once Redis is back' });
     const after = results.length;
     await waitFor(() => results.slice(after).filter(valid).length >= 50, { what: '50 answers with receipts after' });
-    stopping = true;
-    await load;
+    await load.stop();
 
     // Every answer: 200 or a clean 503, within its budget.
     const bad = [];
@@ -130,9 +125,7 @@ async function restartUnderLoad(signal) {
     assert.deepEqual(missing.slice(0, 10), [], `${missing.length} receipt ids given to clients are missing`);
     assert.ok(during.jsonWithoutReceipt + during.streamWithoutReceipt + during.s503 > 0, 'the outage was noticed');
   } finally {
-    stopping = true;
-    await load;
-    agent.destroy();
+    await load.stop();
   }
 }
 

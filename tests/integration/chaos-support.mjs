@@ -90,8 +90,10 @@ export function classifyChat(r, stream) {
  * Closed-loop load: `clients` workers, each sending chat requests back to back (every
  * `streamEvery`-th one a stream) until stop() says so. onResult(result) gets every
  * answer: { i, stream, status, complete, ms, error, startedAt, chat (classifyChat) }.
+ * Each worker keeps one keep-alive connection (an agent of `clients` sockets, closed at the end).
  */
-export async function runChatLoad({ port, key, clients, stop, onResult, streamEvery = 2, timeoutSeconds, agent }) {
+export async function runChatLoad({ port, key, clients, stop, onResult, streamEvery = 2, timeoutSeconds }) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
   const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
   if (timeoutSeconds) headers['x-tresor-timeout-seconds'] = String(timeoutSeconds);
   const plain = JSON.stringify(chatBody(ROUTE_GPT));
@@ -110,6 +112,24 @@ export async function runChatLoad({ port, key, clients, stop, onResult, streamEv
     }
   };
   await Promise.all(Array.from({ length: clients }, worker));
+  agent.destroy();
+}
+
+/**
+ * runChatLoad in the background until stop(): `results` fills as answers come; stop() ends
+ * the workers after their current request and resolves once all have.
+ */
+export function startChatLoad(opts) {
+  const results = [];
+  let stopping = false;
+  const done = runChatLoad({ ...opts, stop: () => stopping, onResult: (r) => results.push(r) });
+  return {
+    results,
+    stop: async () => {
+      stopping = true;
+      await done;
+    },
+  };
 }
 
 /** Fetches every id with the gateway's receipt endpoint; resolves { ok, missing: [id → status] }. */

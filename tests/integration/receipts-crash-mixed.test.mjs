@@ -10,7 +10,6 @@
 // receipts-crash.test.mjs keeps the larger non-stream run on SQLite.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
 import { startStack, stopAll, killHard, restartGateway, RECEIPT_ID_RE, performance } from './harness.mjs';
 import { runChatLoad, fetchAll, startRedis } from './chaos-support.mjs';
 
@@ -30,7 +29,6 @@ async function crashAndCount(store) {
     configOverrides: { providerFake: { max_connections: CLIENTS } },
     configHook: (c) => (store === 'redis' ? { ...c, store: redis.url } : c),
   });
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CLIENTS });
   const ids = [];              // ids a client was given as valid
   const cutStreamIds = [];     // finish chunk seen, the kill came before [DONE]: stored too
   const problems = [];         // anything else before the kill
@@ -41,7 +39,7 @@ async function crashAndCount(store) {
   const stats = { json: 0, stream: 0, lostAtKill: 0 };
 
   await runChatLoad({
-    port: s.gw.port, key: s.key, clients: CLIENTS, agent, streamEvery: 2,
+    port: s.gw.port, key: s.key, clients: CLIENTS, streamEvery: 2,
     stop: () => {
       if (killed) return true;
       inFlight++;
@@ -74,7 +72,6 @@ async function crashAndCount(store) {
     },
   });
   const exit = await killed;
-  agent.destroy();
   assert.equal(exit.signal, 'SIGKILL');
   assert.deepEqual(problems.slice(0, 5), [], `${problems.length} unexpected answers before the kill`);
   assert.ok(inFlightAtKill > 0, 'requests were in flight at the kill');
