@@ -4,7 +4,7 @@
 #
 #   scripts/coverage.sh [ctest args...]
 #
-# Installs what it needs (scripts/setup.sh, then gcovr from Debian), builds into build-cov/
+# Installs what it needs (scripts/setup.sh gcovr), builds into build-cov/
 # (-DTRESOR_COVERAGE=ON), runs the whole ctest suite there (Catch2 unit tests, integration
 # tests, the openai SDK tests), then prints line coverage per module for server/ router/
 # providers/ config/ receipts/ (and common/), the total of those five, the least-covered
@@ -25,14 +25,7 @@ build="${TRESOR_COVERAGE_BUILD_DIR:-$root/build-cov}"
 report="$build/coverage"
 
 if [ "${TRESOR_COVERAGE_REPORT_ONLY:-0}" != 1 ]; then
-  "$root/scripts/setup.sh"
-  if ! command -v gcovr >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    echo "coverage: installing gcovr"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends gcovr >/dev/null
-  fi
+  "$root/scripts/setup.sh" gcovr
   (cd "$root/tests/client" && npm ci --no-audit --no-fund --loglevel=error)
 
   echo "== coverage build: $build"

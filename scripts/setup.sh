@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing tresor-router need, on Debian 12 (bookworm).
 # Idempotent and quick when everything is already there; works on a brand-new machine.
+# Extra Debian packages a tool needs besides (coverage: gcovr; fuzzing: clang) may be
+# given as arguments: scripts/setup.sh gcovr
 set -euo pipefail
 
 packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-dev libsimdjson-dev
@@ -9,6 +11,7 @@ packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-de
           prometheus-cpp-dev prometheus  # prometheus: promtool parses /metrics in the tests
           espeak-ng sox libsox-fmt-mp3 ffmpeg)  # test audio for the transcription tests
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -27,16 +27,8 @@ fi
 target=$1 seconds=$2
 targets | grep -qx "$target" || { echo "unknown target '$target'; $0 list" >&2; exit 2; }
 
-# clang and its libFuzzer runtime (Debian: clang, libclang-rt-14-dev); only this script
-# needs them, so they are not in scripts/setup.sh.
-if ! command -v clang++ >/dev/null 2>&1 || ! compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
-  else
-    echo "needs clang and libFuzzer: sudo apt-get install clang libclang-rt-14-dev" >&2
-    exit 1
-  fi
-fi
+# The build's libraries, plus clang and its libFuzzer runtime, which only this script needs.
+"$root/scripts/setup.sh" clang libclang-rt-14-dev
 
 if [[ ! -f $build/build.ninja ]]; then
   launcher=()
