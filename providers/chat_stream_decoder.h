@@ -14,6 +14,12 @@
 
 #include "providers/sse_parser.h"
 
+// Declared only: users of the decoder need not compile simdjson's header.
+namespace simdjson::dom {
+class array;
+class object;
+}  // namespace simdjson::dom
+
 namespace tresor::providers {
 
 struct TokenUsage {
@@ -76,8 +82,18 @@ class ChatStreamDecoder {
     bool finished;
   };
 
+  struct ChoiceScan {
+    size_t total = 0;            // elements of the choices array
+    bool finished = false;       // the first choice 0 has a non-null finish_reason
+    bool index_missing = false;  // a choice 0 is choice 0 by its position only
+  };
+  enum class Rewrite { none, keep_choice_0, empty_choices };
+
   void decode_event(std::string& data, std::vector<ChatChunk>& out);
+  ChoiceScan scan_choices(simdjson::dom::array choices);
   void note_choice(int64_t index, bool finished);
+  bool rewrite_chunk(std::string_view data, Rewrite rewrite, std::string& json) const;
+  void fill_in(simdjson::dom::object chunk, std::string& json) const;
 
   Options options_;
   SseParser sse_;
@@ -90,6 +106,10 @@ class ChatStreamDecoder {
   std::string first_id_;
   std::string first_created_;
   std::string first_model_;
+  std::string fallback_id_json_;
+  std::string fallback_created_json_;
+  std::string fallback_model_json_;
+  std::vector<size_t> kept_positions_;  // positions of choice 0 in the current chunk's choices
   std::vector<ChoiceState> choices_;  // sorted by index
   size_t unfinished_choices_ = 0;
 };
