@@ -56,20 +56,6 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
 }  // namespace
 
-std::string_view to_string(TransportError e) {
-  switch (e) {
-    case TransportError::none: return "none";
-    case TransportError::connect_failed: return "connect_failed";
-    case TransportError::tls_failed: return "tls_failed";
-    case TransportError::timeout: return "timeout";
-    case TransportError::reset: return "reset";
-    case TransportError::cut: return "cut";
-    case TransportError::protocol: return "protocol";
-    case TransportError::too_large: return "too_large";
-  }
-  return "unknown";
-}
-
 // ---------------------------------------------------------------------------------
 // ProviderSet: parsed base URLs + TLS contexts
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/upstream_failure.h"
 #include "config/config.h"
 #include "providers/body_source.h"
 
@@ -21,19 +22,9 @@ namespace tresor::providers {
 
 using Clock = std::chrono::steady_clock;
 
-// Why an exchange with an upstream failed at the transport level. Feeds logs, the
-// failover decision (router) and metrics labels.
-enum class TransportError {
-  none,
-  connect_failed,  // DNS, refused, unreachable, connect timeout
-  tls_failed,      // handshake or certificate verification
-  timeout,         // the deadline passed while waiting on the upstream
-  reset,           // connection reset / closed before a complete response head
-  cut,             // the body ended early (EOF or reset mid-body)
-  protocol,        // unparseable HTTP from the upstream
-  too_large,       // response body over our limit
-};
-std::string_view to_string(TransportError e);
+// Why an exchange failed at the transport level (common/: router/ classifies it too).
+using TransportError = common::TransportError;
+using common::to_string;
 
 // Immutable per-config-snapshot data for all providers: parsed base URLs and TLS
 // contexts (loaded CA files). Built once at startup/reload; shared by all workers.

@@ -46,6 +46,43 @@ Clock::time_point first_byte_deadline(const FailoverPolicy& p, bool last, Clock:
 
 }  // namespace
 
+AttemptResult attempt_result(const common::UpstreamFailure& failure, const AttemptPlan& plan, bool stream,
+                             Clock::time_point now) {
+  using Kind = common::UpstreamFailure::Kind;
+  using common::TransportError;
+  AttemptResult r;
+  switch (failure.kind) {
+    case Kind::http_status:
+      r.outcome = AttemptOutcome::http_status;
+      r.http_status = failure.http_status;
+      r.upstream_error_code = failure.error_code;
+      r.retry_after = failure.retry_after;
+      return r;
+    case Kind::bad_response:
+      r.outcome = AttemptOutcome::bad_response;
+      return r;
+    case Kind::transport: break;
+  }
+  switch (failure.transport) {
+    case TransportError::connect_failed: r.outcome = AttemptOutcome::connect_failed; break;
+    case TransportError::tls_failed: r.outcome = AttemptOutcome::tls_failed; break;
+    case TransportError::protocol:
+    case TransportError::too_large: r.outcome = AttemptOutcome::bad_response; break;
+    case TransportError::timeout:
+      // The attempt's own timer fired when it was the earlier clock and the budget is not
+      // yet spent; otherwise the request's budget ran out.
+      r.outcome = failure.before_first_byte && plan.first_byte_deadline < plan.request_deadline &&
+                          now < plan.request_deadline
+                      ? (stream ? AttemptOutcome::first_event_timeout : AttemptOutcome::first_byte_timeout)
+                      : AttemptOutcome::deadline;
+      break;
+    case TransportError::reset:
+    case TransportError::cut:
+    case TransportError::none: r.outcome = AttemptOutcome::reset; break;
+  }
+  return r;
+}
+
 std::chrono::milliseconds retry_backoff(unsigned backoff_ms, unsigned retry_number) {
   thread_local std::mt19937 rng{std::random_device{}()};
   std::uniform_real_distribution<double> jitter(0.75, 1.25);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/upstream_failure.h"
 #include "config/config.h"
 #include "router/attempts.h"
 #include "router/route_health.h"
@@ -64,6 +65,12 @@ struct FailoverResult {
   std::vector<AttemptRecord> attempts;
   std::chrono::seconds retry_after{1};  // for no_route
 };
+
+// Pure: what a failed attempt means for the loop. Which clock ran out on a timeout (the
+// attempt's own first-byte/first-event timer, or the request's budget), and the outcome
+// enum with the upstream's status, error code and Retry-After.
+AttemptResult attempt_result(const common::UpstreamFailure& failure, const AttemptPlan& plan, bool stream,
+                             Clock::time_point now);
 
 boost::asio::awaitable<FailoverResult> run_failover(const std::vector<const config::RouteConfig*>& candidates,
                                                     Clock::time_point started, Clock::time_point deadline,

@@ -5,18 +5,15 @@
 #include <boost/beast/core/string.hpp>
 
 #include "router/timeout_override.h"
+#include "server/receipt_issuer.h"
 #include "server/upstream_errors.h"
 
 namespace tresor::server {
 
 using providers::Clock;
-using providers::TransportError;
 using router::AttemptOutcome;
 
 namespace {
-
-// Upstream error bodies are read up to this size (for their message and code).
-constexpr size_t kMaxErrorBodyBytes = 64 * 1024;
 
 bool receipt_opt_out(const RequestHead& head) {
   const auto v = head.value("X-Tresor-Receipt");
@@ -75,49 +72,10 @@ std::string attempts_with_success(const router::AttemptPlan& plan, Clock::time_p
   return router::format_attempts(attempts);
 }
 
-AttemptOutcome transport_outcome(TransportError error, const router::AttemptPlan& plan, bool stream,
-                                 bool before_first_byte) {
-  switch (error) {
-    case TransportError::connect_failed: return AttemptOutcome::connect_failed;
-    case TransportError::tls_failed: return AttemptOutcome::tls_failed;
-    case TransportError::protocol:
-    case TransportError::too_large: return AttemptOutcome::bad_response;
-    case TransportError::timeout:
-      // Which clock ran out: the attempt's own timer, or the request's budget?
-      if (before_first_byte && plan.first_byte_deadline < plan.request_deadline &&
-          Clock::now() < plan.request_deadline)
-        return stream ? AttemptOutcome::first_event_timeout : AttemptOutcome::first_byte_timeout;
-      return AttemptOutcome::deadline;
-    case TransportError::reset:
-    case TransportError::cut:
-    case TransportError::none: break;
-  }
-  return AttemptOutcome::reset;
-}
-
 router::AttemptResult outcome_only(AttemptOutcome outcome) {
   router::AttemptResult r;
   r.outcome = outcome;
   return r;
-}
-
-boost::asio::awaitable<router::AttemptResult> upstream_refusal(const router::AttemptPlan& plan,
-                                                               const config::ProviderConfig& provider,
-                                                               providers::UpstreamResponse& response,
-                                                               std::optional<ApiError>& pass_through) {
-  router::AttemptResult r;
-  r.outcome = AttemptOutcome::http_status;
-  r.http_status = static_cast<int>(response.status());
-  if (auto h = response.header("Retry-After"))
-    if (auto s = parse_retry_after(*h)) r.retry_after = std::chrono::seconds(*s);
-  TransportError error = TransportError::none;
-  const std::string body = co_await response.read_all(kMaxErrorBodyBytes, plan.request_deadline, error);
-  r.upstream_error_code = upstream_error_code(body);
-  // The upstream wrote the code: it may echo our credential.
-  spdlog::info("route {} answered HTTP {}{}{}", plan.route->id, r.http_status, r.upstream_error_code.empty() ? "" : " ",
-               scrub_secret(r.upstream_error_code, provider.api_key));
-  if (r.http_status >= 400 && r.http_status < 500) pass_through = upstream_rejected(response.status(), body, provider);
-  co_return r;
 }
 
 boost::asio::awaitable<router::AttemptResult> EndpointAttempts::attempt(const router::AttemptPlan& plan) {
@@ -129,13 +87,77 @@ boost::asio::awaitable<router::AttemptResult> EndpointAttempts::attempt(const ro
   co_return r;
 }
 
-boost::asio::awaitable<router::AttemptResult> EndpointAttempts::refused(const router::AttemptPlan& plan,
-                                                                        const config::ProviderConfig& provider,
-                                                                        providers::UpstreamResponse& response) {
-  const auto reading = Clock::now();
-  router::AttemptResult r = co_await upstream_refusal(plan, provider, response, pass_through_);
-  waited(reading);
-  co_return r;
+providers::ExchangeTarget EndpointAttempts::target(const router::AttemptPlan& plan, size_t max_body_bytes) const {
+  const config::RouteConfig& route = *plan.route;
+  return providers::ExchangeTarget{services_.upstream,
+                                   rt_.providers,
+                                   rt_.config->providers.at(route.provider),
+                                   route,
+                                   plan.first_byte_deadline,
+                                   plan.request_deadline,
+                                   std::chrono::milliseconds(rt_.config->timeouts.connect_ms),
+                                   max_body_bytes};
+}
+
+router::AttemptResult EndpointAttempts::failed(const router::AttemptPlan& plan,
+                                               const providers::UpstreamFailure& failure, bool stream) {
+  using Kind = providers::UpstreamFailure::Kind;
+  if (failure.kind == Kind::http_status) {
+    spdlog::info("route {} answered {}", plan.route->id, failure.detail);
+    if (failure.http_status >= 400 && failure.http_status < 500)
+      pass_through_ = upstream_rejected(static_cast<unsigned>(failure.http_status), failure.message);
+  } else {
+    spdlog::warn("route {} attempt failed: {}", plan.route->id, failure.detail);
+  }
+  return router::attempt_result(failure, plan, stream, Clock::now());
+}
+
+namespace {
+
+HeaderList answer_headers(const TresorInfo& info, const std::string& attempts) {
+  HeaderList h;
+  h.emplace_back(std::string(kAttemptsHeader), attempts);
+  if (info.receipt_id) h.emplace_back("X-Tresor-Receipt-Id", *info.receipt_id);
+  h.emplace_back("X-Tresor-Requested-Route", info.requested_route);
+  h.emplace_back("X-Tresor-Routed-Model", info.routed_model);
+  h.emplace_back("X-Tresor-Failover", info.failover ? "true" : "false");
+  return h;
+}
+
+}  // namespace
+
+boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::RouteConfig& route, const TresorInfo& info,
+                                                               double price, ClaimFigures figures) {
+  charge_customer(services_, head_.customer(), route, price);
+  if (!info.receipt_id) co_return false;
+  figures.router_attestation = services_.attestation.receipt_block();
+  receipts::Claims claims = make_claims(*info.receipt_id, info, std::move(figures), head_.nonce);
+  std::string customer = head_.customer();
+  const bool stored =
+      co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims));
+  if (!stored) spdlog::error("route {}: the receipt could not be stored; answering without receipt_id", route.id);
+  co_return stored;
+}
+
+boost::asio::awaitable<router::AttemptResult> EndpointAttempts::deliver(const router::AttemptPlan& plan,
+                                                                        Clock::time_point attempt_start,
+                                                                        WholeAnswer answer) {
+  served_by_ = plan;
+  TresorInfo info = tresor_info(requested_route_, plan);
+  if (!head_.receipt_opt_out) {
+    info.receipt_id = receipts::new_receipt_id();
+    // The body as it stands is exactly what the client gets minus `,"tresor":{…}`.
+    answer.figures.response_sha256 = receipts::sha256_hex(answer.body);
+  }
+  if (!co_await bill_and_record(*plan.route, info, answer.price, std::move(answer.figures))) info.receipt_id.reset();
+  const std::string attempts = attempts_with_success(plan, attempt_start);
+  Response reply;
+  if (answer.content_type == "application/json") append_tresor_member(answer.body, tresor_object_json(info));
+  reply.body = std::move(answer.body);
+  reply.content_type = std::move(answer.content_type);
+  reply.headers = answer_headers(info, attempts);
+  co_await sink_.send(std::move(reply));
+  co_return outcome_only(AttemptOutcome::ok);
 }
 
 Response failure_response(const router::FailoverResult& result, const std::optional<ApiError>& pass_through) {

@@ -1,7 +1,7 @@
 // What the two inference endpoints (chat completions, audio transcriptions) share: the
-// control headers read before the body, the services they run against, and the pieces
-// of an AttemptRunner that do not depend on the body format (outcome classification,
-// upstream refusals, the failure answer, receipt claims, billing, the access log).
+// control headers read before the body, the services they run against, and the one
+// inference path of an attempt (EndpointAttempts): run the exchange (providers/), let the
+// router judge a failure, and for an answer: bill, receipt, answer the client.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "providers/file_io_pool.h"
+#include "providers/exchange.h"
 #include "providers/upstream_client.h"
 #include "receipts/claims.h"
 #include "receipts/receipt_service.h"
@@ -63,16 +64,7 @@ TresorInfo tresor_info(const std::string& requested_route, const router::Attempt
 // The X-Tresor-Attempts value as it stands when this attempt succeeds.
 std::string attempts_with_success(const router::AttemptPlan& plan, providers::Clock::time_point attempt_start);
 
-router::AttemptOutcome transport_outcome(providers::TransportError error, const router::AttemptPlan& plan,
-                                         bool stream, bool before_first_byte);
 router::AttemptResult outcome_only(router::AttemptOutcome outcome);
-
-// An upstream answer other than 200: its status, Retry-After and error code for the
-// failover loop; a 4xx is also kept in `pass_through` (relayed if the loop ends there).
-boost::asio::awaitable<router::AttemptResult> upstream_refusal(const router::AttemptPlan& plan,
-                                                               const config::ProviderConfig& provider,
-                                                               providers::UpstreamResponse& response,
-                                                               std::optional<ApiError>& pass_through);
 
 // The answer when the failover loop did not serve the request.
 Response failure_response(const router::FailoverResult& result, const std::optional<ApiError>& pass_through);
@@ -96,13 +88,19 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
 void charge_customer(const EndpointServices& services, const std::string& customer, const config::RouteConfig& route,
                      double price);
 
-// An endpoint's AttemptRunner: besides running attempts it remembers which plan served,
-// the upstream 4xx to relay if the loop ends in pass_through, and adds the time spent
-// waiting on upstreams (and between attempts) to the request's record as it goes, so an
-// answer sent from inside an attempt already reports the right X-Tresor-Overhead-Us.
+// An endpoint's AttemptRunner. Both endpoints run attempts through it the same way: the
+// exchange is providers/' (a validated answer or an UpstreamFailure), what a failure
+// means is router/'s (attempt_result), and a whole answer goes to the client through
+// deliver() (bill, receipt, answer) — streams bill and record through bill_and_record().
+// It also remembers which plan served and the upstream 4xx to relay if the loop ends in
+// pass_through, and adds the time spent waiting on upstreams (and between attempts) to
+// the request's record as it goes, so an answer sent from inside an attempt already
+// reports the right X-Tresor-Overhead-Us.
 class EndpointAttempts : public router::AttemptRunner {
  public:
-  explicit EndpointAttempts(RequestRecord& record) : record_(record) {}
+  EndpointAttempts(const Runtime& rt, EndpointServices services, const ControlHeaders& head,
+                   std::string requested_route, ResponseSink& sink)
+      : rt_(rt), services_(services), head_(head), requested_route_(std::move(requested_route)), sink_(sink) {}
   boost::asio::awaitable<router::AttemptResult> attempt(const router::AttemptPlan& plan) final;
 
   const std::optional<ApiError>& pass_through() const { return pass_through_; }
@@ -111,18 +109,41 @@ class EndpointAttempts : public router::AttemptRunner {
  protected:
   virtual boost::asio::awaitable<router::AttemptResult> run_attempt(const router::AttemptPlan& plan) = 0;
 
-  // Adds the time since `since` to the upstream wait (the overhead figures subtract it).
-  void waited(providers::Clock::time_point since) { record_.upstream_wait += providers::Clock::now() - since; }
-  // upstream_refusal() with its body read counted as upstream wait.
-  boost::asio::awaitable<router::AttemptResult> refused(const router::AttemptPlan& plan,
-                                                        const config::ProviderConfig& provider,
-                                                        providers::UpstreamResponse& response);
+  // Where this attempt goes, under its timers.
+  providers::ExchangeTarget target(const router::AttemptPlan& plan, size_t max_body_bytes) const;
+  // An attempt without an answer: logged, an upstream 4xx kept for pass-through, and the
+  // router's verdict on it.
+  router::AttemptResult failed(const router::AttemptPlan& plan, const providers::UpstreamFailure& failure, bool stream);
 
+  // A whole answer for the client (before the tresor member).
+  struct WholeAnswer {
+    std::string body;
+    std::string content_type = "application/json";
+    double price = 0;     // what it costs the customer
+    ClaimFigures figures; // for the receipt; response_sha256 is computed here from `body`
+  };
+  // The one inference path of a whole answer: this plan served; bill; receipt (durable
+  // before its id leaves, unless opted out); answer with the tresor member (JSON) and the
+  // X-Tresor-* headers.
+  boost::asio::awaitable<router::AttemptResult> deliver(const router::AttemptPlan& plan,
+                                                        providers::Clock::time_point attempt_start, WholeAnswer answer);
+  // Bills the answer and, when `info` carries a receipt id, stores its receipt; false when
+  // that receipt could not be stored (the answer then goes out without the id).
+  boost::asio::awaitable<bool> bill_and_record(const config::RouteConfig& route, const TresorInfo& info, double price,
+                                               ClaimFigures figures);
+
+  // Adds the time since `since` to the upstream wait (the overhead figures subtract it).
+  void waited(providers::Clock::time_point since) { services_.record.upstream_wait += providers::Clock::now() - since; }
+
+  const Runtime& rt_;
+  EndpointServices services_;
+  const ControlHeaders& head_;
+  std::string requested_route_;
+  ResponseSink& sink_;
   std::optional<ApiError> pass_through_;
   std::optional<router::AttemptPlan> served_by_;
 
  private:
-  RequestRecord& record_;
   std::optional<providers::Clock::time_point> last_attempt_end_;
 };
 

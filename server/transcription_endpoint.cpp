@@ -10,17 +10,11 @@
 #include "router/failover.h"
 #include "server/json_members.h"
 #include "server/json_parser.h"
-#include "server/receipt_issuer.h"
-#include "server/tresor_member.h"
 
 namespace tresor::server {
 namespace {
 
 using providers::Clock;
-using providers::TransportError;
-using router::AttemptOutcome;
-
-constexpr std::string_view kUpstreamPath = "/audio/transcriptions";
 // A transcript larger than this is refused (30 minutes of speech in verbose_json with
 // word timestamps stays far below it) even when server.max_upstream_body_bytes, which
 // bounds what one request makes us buffer, is set higher.
@@ -67,8 +61,8 @@ std::vector<providers::FormField> upstream_fields(const TranscriptionRequest& re
   return fields;
 }
 
-// What the client gets from an upstream 200, before the tresor member.
-struct TranscriptAnswer {
+// What the client gets from a validated upstream transcript, before the tresor member.
+struct ClientTranscript {
   std::string body;
   std::string content_type;
   std::optional<int64_t> audio_seconds;  // rounded up
@@ -76,16 +70,7 @@ struct TranscriptAnswer {
   int64_t output_tokens = 0;
 };
 
-// A non-negative finite number, or nullopt (also for a missing member: the lookup result
-// is checked, never converted, since converting a failed lookup throws).
-std::optional<double> number_at(simdjson::simdjson_result<simdjson::dom::element> lookup) {
-  simdjson::dom::element e;
-  double d = 0;
-  if (lookup.get(e) || !e.is_number() || e.get(d) || !std::isfinite(d) || d < 0) return std::nullopt;
-  return d;
-}
-
-std::string usage_json(TranscriptionBilling billing, const TranscriptAnswer& a, bool upstream_tokens) {
+std::string usage_json(TranscriptionBilling billing, const ClientTranscript& a, bool upstream_tokens) {
   const bool tokens = billing == TranscriptionBilling::tokens ||
                       (billing == TranscriptionBilling::free && upstream_tokens);
   if (tokens)
@@ -96,41 +81,25 @@ std::string usage_json(TranscriptionBilling billing, const TranscriptAnswer& a, 
   return R"({"type":"duration","seconds":)" + std::to_string(*a.audio_seconds) + "}";
 }
 
-// Reads the upstream JSON (json / verbose_json): `text` must be a string. The usage is
-// normalised (spec §7.5) from whatever OpenAI variant the upstream reported, or from
-// verbose_json's `duration`; every other member passes through byte for byte.
-std::optional<TranscriptAnswer> read_transcript(const std::string& upstream, TranscriptFormat format,
-                                                const config::RouteConfig& route) {
-  simdjson::dom::element root;
-  if (upstream_json_parser().parse(upstream).get(root) || !root.is_object()) return std::nullopt;
-  std::string_view text;
-  if (root["text"].get(text)) return std::nullopt;
-  TranscriptAnswer a;
-  bool upstream_tokens = false;
-  std::optional<double> seconds;
-  simdjson::dom::element usage;
-  if (!root["usage"].get(usage) && usage.is_object()) {
-    std::string_view type;
-    if (usage["type"].get(type)) type = {};
-    int64_t n = 0;
-    if (type == "tokens" || usage["input_tokens"].is_int64()) {
-      upstream_tokens = true;
-      if (!usage["input_tokens"].get(n) && n >= 0) a.input_tokens = n;
-      if (!usage["output_tokens"].get(n) && n >= 0) a.output_tokens = n;
-    }
-    if (auto s = number_at(usage["seconds"])) seconds = s;
-  }
-  if (!seconds) seconds = number_at(root["duration"]);
-  if (seconds && *seconds < 1e9) a.audio_seconds = static_cast<int64_t>(std::ceil(*seconds));
-  const std::string usage_member = usage_json(transcription_billing(route), a, upstream_tokens);
-
+// The client's transcript in its format: text, or the upstream JSON with the usage
+// normalised (spec §7.5) from whatever OpenAI variant the upstream reported; every other
+// member passes through byte for byte.
+ClientTranscript client_transcript(const providers::TranscriptAnswer& answer, TranscriptFormat format,
+                                   const config::RouteConfig& route) {
+  ClientTranscript a;
+  a.input_tokens = answer.input_tokens;
+  a.output_tokens = answer.output_tokens;
+  if (answer.seconds && *answer.seconds < 1e9) a.audio_seconds = static_cast<int64_t>(std::ceil(*answer.seconds));
   if (format == TranscriptFormat::text) {
-    a.body = std::string(text);
+    a.body = answer.text;
     a.content_type = "text/plain; charset=utf-8";
     return a;
   }
+  const std::string usage_member = usage_json(transcription_billing(route), a, answer.token_usage);
+  // The upstream JSON was validated by providers/; parsed again here only to walk its members.
+  simdjson::dom::object root;
   std::vector<providers::JsonMember> members;
-  scan_top_level_members(upstream, root.get_object(), members);
+  if (!upstream_json_parser().parse(answer.json).get(root)) scan_top_level_members(answer.json, root, members);
   a.body = "{";
   for (const auto& m : members) {
     if (m.key == "usage" || m.key == "tresor") continue;
@@ -143,123 +112,40 @@ std::optional<TranscriptAnswer> read_transcript(const std::string& upstream, Tra
   return a;
 }
 
-HeaderList route_headers(const TresorInfo& info, const std::string& attempts) {
-  HeaderList h;
-  h.emplace_back(std::string(kAttemptsHeader), attempts);
-  if (info.receipt_id) h.emplace_back("X-Tresor-Receipt-Id", *info.receipt_id);
-  h.emplace_back("X-Tresor-Requested-Route", info.requested_route);
-  h.emplace_back("X-Tresor-Routed-Model", info.routed_model);
-  h.emplace_back("X-Tresor-Failover", info.failover ? "true" : "false");
-  return h;
-}
-
-Response transcript_response(TranscriptAnswer answer, const TresorInfo& info, const std::string& attempts) {
-  Response r;
-  if (answer.content_type == "application/json") append_tresor_member(answer.body, tresor_object_json(info));
-  r.body = std::move(answer.body);
-  r.content_type = std::move(answer.content_type);
-  r.headers = route_headers(info, attempts);
-  return r;
-}
-
-ClaimFigures claim_figures(const std::string& request_sha256, const TranscriptAnswer& a,
-                           const RouterAttestation& attestation) {
-  ClaimFigures f;
-  f.endpoint = std::string(kTranscriptionsPath);
-  f.request_sha256 = request_sha256;
-  f.response_sha256 = receipts::sha256_hex(a.body);  // before the tresor member
-  f.prompt_tokens = a.input_tokens;
-  f.completion_tokens = a.output_tokens;
-  f.audio_seconds = a.audio_seconds;
-  f.router_attestation = attestation.receipt_block();
-  return f;
-}
-
-providers::UpstreamRequest upstream_request(providers::MultipartUploadBody& body, const std::string& content_type) {
-  providers::UpstreamRequest up;
-  up.path = kUpstreamPath;
-  up.content_type = content_type;
-  up.accept = "application/json";
-  up.streamed_body = &body;
-  return up;
-}
-
 class TranscriptionAttempts final : public EndpointAttempts {
  public:
   TranscriptionAttempts(const Runtime& rt, EndpointServices services, const ControlHeaders& head,
                         const TranscriptionRequest& req, const TranscriptionUpload& upload,
                         std::string requested_route, ResponseSink& sink)
-      : EndpointAttempts(services.record),
-        rt_(rt),
-        services_(services),
-        head_(head),
-        req_(req),
-        upload_(upload),
-        requested_route_(std::move(requested_route)),
-        sink_(sink) {}
+      : EndpointAttempts(rt, services, head, std::move(requested_route), sink), req_(req), upload_(upload) {}
 
   boost::asio::awaitable<router::AttemptResult> run_attempt(const router::AttemptPlan& plan) override {
     const auto attempt_start = Clock::now();
     const config::RouteConfig& route = *plan.route;
-    const config::ProviderConfig& provider = rt_.config->providers.at(route.provider);
     const std::vector<providers::FormField> fields = upstream_fields(req_, route);
     providers::MultipartUploadBody body(fields, req_.file, upload_.spool(), &services_.file_io);
-    const std::string content_type = body.content_type();
-    providers::UpstreamRequest up = upstream_request(body, content_type);
-    const auto connect_timeout = std::chrono::milliseconds(rt_.config->timeouts.connect_ms);
+    std::string content_type = body.content_type();
+    const providers::ExchangeTarget to = target(plan, transcript_cap(*rt_.config));
     const auto asked = Clock::now();
-    auto sent = co_await services_.upstream.send(rt_.providers, provider, std::move(up), plan.first_byte_deadline,
-                                                 connect_timeout);
+    auto got = co_await providers::exchange_transcription(to, body, std::move(content_type));
     waited(asked);
-    if (!sent.response) {
-      spdlog::warn("route {} attempt failed: {}", route.id, sent.detail);
-      co_return outcome_only(transport_outcome(sent.error, plan, false, true));
-    }
-    providers::UpstreamResponse& response = *sent.response;
-    if (response.status() != 200) co_return co_await refused(plan, provider, response);
-    TransportError error = TransportError::none;
-    const auto reading = Clock::now();
-    const size_t cap = transcript_cap(*rt_.config);
-    const std::string upstream = co_await response.read_all(cap, plan.request_deadline, error);
-    waited(reading);
-    if (error != TransportError::none) {
-      spdlog::warn("route {} failed while sending its transcript: {}", route.id, providers::to_string(error));
-      co_return outcome_only(transport_outcome(error, plan, false, false));
-    }
-    std::optional<TranscriptAnswer> answer = read_transcript(upstream, req_.format, route);
-    if (!answer) {
-      spdlog::warn("route {} answered 200 without a JSON transcript", route.id);
-      co_return outcome_only(AttemptOutcome::bad_response);
-    }
-    served_by_ = plan;
-    const double price = transcription_price(route, answer->audio_seconds.value_or(0), answer->input_tokens,
-                                             answer->output_tokens);
-    charge_customer(services_, head_.customer(), route, price);
-    TresorInfo info = tresor_info(requested_route_, plan);
-    if (!head_.receipt_opt_out) {
-      const std::string id = receipts::new_receipt_id();
-      receipts::Claims claims = make_claims(id, info, claim_figures(upload_.body_sha256(), *answer, services_.attestation), head_.nonce);
-      std::string customer = head_.customer();
-      if (co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims)))
-        info.receipt_id = id;
-      else
-        spdlog::error("route {}: the receipt could not be stored; answering without receipt_id", route.id);
-    }
-    const std::string attempts = attempts_with_success(plan, attempt_start);
-    Response reply = transcript_response(std::move(*answer), info, attempts);
-    co_await sink_.send(std::move(reply));
-    co_return outcome_only(AttemptOutcome::ok);
+    if (auto* failure = std::get_if<providers::UpstreamFailure>(&got)) co_return failed(plan, *failure, false);
+    const ClientTranscript t = client_transcript(std::get<providers::TranscriptAnswer>(got), req_.format, route);
+    WholeAnswer answer;
+    answer.price = transcription_price(route, t.audio_seconds.value_or(0), t.input_tokens, t.output_tokens);
+    answer.figures.endpoint = std::string(kTranscriptionsPath);
+    answer.figures.request_sha256 = upload_.body_sha256();
+    answer.figures.prompt_tokens = t.input_tokens;
+    answer.figures.completion_tokens = t.output_tokens;
+    answer.figures.audio_seconds = t.audio_seconds;
+    answer.body = t.body;
+    answer.content_type = t.content_type;
+    co_return co_await deliver(plan, attempt_start, std::move(answer));
   }
 
-
  private:
-  const Runtime& rt_;
-  EndpointServices services_;
-  const ControlHeaders& head_;
   const TranscriptionRequest& req_;
   const TranscriptionUpload& upload_;
-  std::string requested_route_;
-  ResponseSink& sink_;
 };
 
 }  // namespace

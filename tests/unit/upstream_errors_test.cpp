@@ -4,25 +4,35 @@
 
 #include <boost/json.hpp>
 
+#include <limits>
 #include <string>
 
 #include "config/config.h"
 #include "server/api_error.h"
+#include "providers/error_body.h"
 #include "server/upstream_errors.h"
 
 using namespace tresor::server;
+using tresor::providers::parse_error_body;
+using tresor::providers::parse_retry_after;
+using tresor::providers::scrub_secret;
 
 namespace {
 
 const std::string kSecret = "sk-upstream-CANARY-1234";
 
-tresor::config::ProviderConfig provider_with_key() {
-  tresor::config::ProviderConfig p;
-  p.name = "pm";
-  p.base_url = "http://127.0.0.1:9/v1";
-  p.api_key = kSecret;
-  return p;
+// What the gateway relays of an upstream 4xx body: providers/ reads and scrubs it, the
+// server builds the envelope.
+ApiError rejected(unsigned status, const std::string& body) {
+  return upstream_rejected(status, parse_error_body(body, kSecret).message);
 }
+
+ApiError stream_error(const std::string& event) {
+  auto parsed = parse_error_body(event, kSecret);
+  return upstream_stream_error(parsed.code, parsed.message);
+}
+
+std::string upstream_error_code(const std::string& body) { return parse_error_body(body, kSecret).code; }
 
 // The parsed {"error":{…}} envelope of an ApiError.
 boost::json::object envelope(const ApiError& e) { return boost::json::parse(error_body(e)).as_object().at("error").as_object(); }
@@ -30,9 +40,7 @@ boost::json::object envelope(const ApiError& e) { return boost::json::parse(erro
 }  // namespace
 
 TEST_CASE("upstream errors: a relayed 4xx keeps its status and message, without the provider key") {
-  const auto e = upstream_rejected(
-      422, R"({"error":{"message":"bad key )" + kSecret + R"( for model","code":"invalid_model"}})",
-      provider_with_key());
+  const auto e = rejected(422, R"({"error":{"message":"bad key )" + kSecret + R"( for model","code":"invalid_model"}})");
   CHECK(e.status == 422);
   CHECK(e.type == "invalid_request_error");
   CHECK(e.code == "upstream_rejected");
@@ -44,26 +52,25 @@ TEST_CASE("upstream errors: a relayed 4xx keeps its status and message, without 
 
 TEST_CASE("upstream errors: a 4xx whose body is not an OpenAI error still gets a message naming the status") {
   for (const std::string body : {"", "<html>nope</html>", "{\"error\":42}", "[1,2]"}) {
-    const auto e = upstream_rejected(404, body, provider_with_key());
+    const auto e = rejected(404, body);
     CHECK(e.status == 404);
     CHECK(e.message == "The upstream rejected the request (HTTP 404)");
   }
 }
 
 TEST_CASE("upstream errors: a top-level message (no error object) is relayed too") {
-  const auto e = upstream_rejected(400, R"({"message":"too long"})", provider_with_key());
+  const auto e = rejected(400, R"({"message":"too long"})");
   CHECK(e.message == "too long");
 }
 
 TEST_CASE("upstream errors: a mid-stream error event keeps the upstream's message and code, scrubbed") {
-  const auto e = upstream_stream_error(
-      R"({"error":{"message":"overloaded, key )" + kSecret + R"(","code":"server_overloaded"}})", kSecret);
+  const auto e = stream_error(R"({"error":{"message":"overloaded, key )" + kSecret + R"(","code":"server_overloaded"}})");
   CHECK(e.status == 502);
   CHECK(e.type == "upstream_error");
   CHECK(e.code == "server_overloaded");
   CHECK(e.message == "overloaded, key [redacted]");
 
-  const auto garbage = upstream_stream_error("not json at all", kSecret);
+  const auto garbage = stream_error("not json at all");
   CHECK(garbage.code == "upstream_error");
   CHECK(garbage.message == "The upstream reported an error mid-stream");
 }
@@ -115,5 +122,7 @@ TEST_CASE("upstream errors: Retry-After takes delta-seconds only") {
   CHECK_FALSE(parse_retry_after("-1"));
   CHECK_FALSE(parse_retry_after("1.5"));
   CHECK_FALSE(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"));
-  CHECK_FALSE(parse_retry_after("99999999999999999999"));
+  CHECK(parse_retry_after("\t12\t") == 12u);
+  // Past what fits is still "stay away for long" (router/ bounds the hold), not "no header".
+  CHECK(parse_retry_after("99999999999999999999") == std::numeric_limits<unsigned>::max());
 }
