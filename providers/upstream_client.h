@@ -14,12 +14,13 @@
 #include <string>
 #include <string_view>
 
+#include "common/clock.h"
 #include "config/config.h"
 #include "providers/body_source.h"
 
 namespace tresor::providers {
 
-using Clock = std::chrono::steady_clock;
+using Clock = common::Clock;
 
 // Why an exchange with an upstream failed at the transport level. Feeds logs, the
 // failover decision (router) and metrics labels.
