@@ -14,12 +14,13 @@
 #include <string>
 #include <string_view>
 
+#include "common/body_source.h"
 #include "common/clock.h"
 #include "config/config.h"
-#include "providers/body_source.h"
 
 namespace tresor::providers {
 
+using common::BodySource;
 using Clock = common::Clock;
 
 // Why an exchange with an upstream failed at the transport level. Feeds logs, the

@@ -11,6 +11,7 @@
 #include "server/json_members.h"
 #include "server/json_parser.h"
 #include "server/receipt_issuer.h"
+#include "server/spool_body_source.h"
 #include "server/tresor_member.h"
 
 namespace tresor::server {
@@ -203,7 +204,8 @@ class TranscriptionAttempts final : public EndpointAttempts {
     const config::RouteConfig& route = *plan.route;
     const config::ProviderConfig& provider = rt_.config->providers.at(route.provider);
     const std::vector<providers::FormField> fields = upstream_fields(req_, route);
-    providers::MultipartUploadBody body(fields, req_.file, upload_.spool(), &services_.file_io);
+    SpoolBodySource file_bytes(upload_.spool(), &services_.file_io);
+    providers::MultipartUploadBody body(fields, req_.file, file_bytes);
     const std::string content_type = body.content_type();
     providers::UpstreamRequest up = upstream_request(body, content_type);
     const auto connect_timeout = std::chrono::milliseconds(rt_.config->timeouts.connect_ms);
