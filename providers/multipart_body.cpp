@@ -33,8 +33,9 @@ std::string quote_disposition_value(std::string_view value) {
 }
 
 MultipartUploadBody::MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file,
-                                         const UploadSpool& spool, FileIoPool* file_io)
-    : spool_(spool), file_io_(file_io), reader_(spool.reader()) {
+                                         BodySource& file_bytes)
+    : file_bytes_(file_bytes) {
+  file_bytes_.rewind();  // each attempt's body starts at the file's first byte
   for (;;) {
     boundary_ = random_multipart_boundary();
     const bool clash = std::any_of(fields.begin(), fields.end(), [&](const FormField& f) {
@@ -62,15 +63,15 @@ void MultipartUploadBody::build(const std::vector<FormField>& fields, const File
 
 std::string MultipartUploadBody::content_type() const { return "multipart/form-data; boundary=" + boundary_; }
 
-uint64_t MultipartUploadBody::size() const { return head_.size() + spool_.size() + tail_.size(); }
+uint64_t MultipartUploadBody::size() const { return head_.size() + file_bytes_.size() + tail_.size(); }
 
 void MultipartUploadBody::rewind() {
-  reader_ = spool_.reader();
+  file_bytes_.rewind();
   position_ = 0;
 }
 
 size_t MultipartUploadBody::copy_framing(char* buf, size_t n) {
-  const uint64_t file_end = head_.size() + spool_.size();
+  const uint64_t file_end = head_.size() + file_bytes_.size();
   const std::string* region = nullptr;
   uint64_t offset = 0;
   if (position_ < head_.size()) {
@@ -87,21 +88,15 @@ size_t MultipartUploadBody::copy_framing(char* buf, size_t n) {
   return k;
 }
 
-std::function<void()> MultipartUploadBody::file_read_job(char* buf, size_t n, size_t& got) {
-  return [this, buf, n, &got] { got = reader_.read(buf, n); };
-}
-
-// The body is three consecutive regions: head_, the spool, tail_.
+// The body is three consecutive regions: head_, the file's bytes, tail_.
 boost::asio::awaitable<size_t> MultipartUploadBody::read(char* buf, size_t n) {
   size_t copied = 0;
   while (copied < n) {
-    const uint64_t file_end = head_.size() + spool_.size();
+    const uint64_t file_end = head_.size() + file_bytes_.size();
     if (position_ >= head_.size() && position_ < file_end) {
       const size_t want = std::min<uint64_t>(n - copied, file_end - position_);
-      size_t got = 0;
-      if (file_io_ && spool_.on_disk()) co_await file_io_->run(file_read_job(buf + copied, want, got));
-      else got = reader_.read(buf + copied, want);
-      if (got == 0) break;  // the spool ended early; size() no longer holds, the caller sees it
+      const size_t got = co_await file_bytes_.read(buf + copied, want);
+      if (got == 0) break;  // the file ended early; size() no longer holds, the caller sees it
       copied += got;
       position_ += got;
       continue;

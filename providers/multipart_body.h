@@ -1,18 +1,18 @@
 // The multipart/form-data body a transcription attempt sends upstream: our own boundary,
-// the form fields, then the file part streamed from the UploadSpool. Built fresh per
-// attempt (each attempt may use another route's upstream_model), so failover replays
-// the identical file bytes without a second copy in memory.
+// the form fields, then the file part streamed from a BodySource (the server's upload
+// spool). Built fresh per attempt (each attempt may use another route's upstream_model),
+// so failover replays the identical file bytes without a second copy in memory.
 #pragma once
 
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "providers/body_source.h"
-#include "providers/file_io_pool.h"
-#include "providers/upload_spool.h"
+#include "common/body_source.h"
 
 namespace tresor::providers {
+
+using common::BodySource;
 
 struct FormField {
   std::string name;
@@ -35,11 +35,10 @@ std::string quote_disposition_value(std::string_view value);
 
 class MultipartUploadBody final : public BodySource {
  public:
-  // `spool` must be sealed and outlive this object. A field value that contains the
-  // boundary makes the constructor pick another boundary. File reads of a spool on disk
-  // run on `file_io` when given (inline otherwise: tests).
-  MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file, const UploadSpool& spool,
-                      FileIoPool* file_io = nullptr);
+  // `file_bytes` is the file part's content (a sealed upload spool); it must outlive
+  // this object, which rewinds it with itself. A field value that contains the boundary
+  // makes the constructor pick another boundary.
+  MultipartUploadBody(const std::vector<FormField>& fields, const FilePart& file, BodySource& file_bytes);
 
   // "multipart/form-data; boundary=…", for the request's Content-Type.
   std::string content_type() const;
@@ -53,14 +52,11 @@ class MultipartUploadBody final : public BodySource {
   void build(const std::vector<FormField>& fields, const FilePart& file);
   // Copies from head_ or tail_ at position_ (whichever it is in); 0 inside the file.
   size_t copy_framing(char* buf, size_t n);
-  std::function<void()> file_read_job(char* buf, size_t n, size_t& got);
 
-  const UploadSpool& spool_;
-  FileIoPool* file_io_;
+  BodySource& file_bytes_;
   std::string boundary_;
   std::string head_;  // every field part, then the file part's headers
   std::string tail_;  // CRLF and the closing delimiter
-  UploadSpool::Reader reader_;
   uint64_t position_ = 0;
 };
 

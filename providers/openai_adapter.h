@@ -5,14 +5,11 @@
 #include <string_view>
 #include <vector>
 
+#include "common/json_members.h"
+
 namespace tresor::providers {
 
-// One top-level member of the client's JSON object, as raw bytes of the client's body.
-struct JsonMember {
-  std::string_view raw_key;    // the key with its quotes, exactly as received
-  std::string key;             // unescaped, for matching
-  std::string_view raw_value;  // the value's JSON text, exactly as received
-};
+using common::JsonMember;  // one member of the client's object, raw bytes
 
 // The members the router consumes and never forwards (spec §1.1, Tresor-only fields).
 bool is_tresor_only_field(std::string_view key);

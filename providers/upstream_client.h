@@ -15,12 +15,14 @@
 #include <string_view>
 
 #include "common/upstream_failure.h"
+#include "common/body_source.h"
+#include "common/clock.h"
 #include "config/config.h"
-#include "providers/body_source.h"
 
 namespace tresor::providers {
 
-using Clock = std::chrono::steady_clock;
+using common::BodySource;
+using Clock = common::Clock;
 
 // Why an exchange failed at the transport level (common/: router/ classifies it too).
 using TransportError = common::TransportError;

@@ -1,7 +1,6 @@
 #include "receipts/claims.h"
 
 #include "common/json_text.h"
-#include "common/secure_random.h"
 
 #include <algorithm>
 #include <chrono>
@@ -9,107 +8,6 @@
 #include <stdexcept>
 
 namespace tresor::receipts {
-namespace {
-
-constexpr char kHex[] = "0123456789abcdef";
-
-std::string to_hex(const unsigned char* bytes, size_t n) {
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out += kHex[bytes[i] >> 4];
-    out += kHex[bytes[i] & 0xf];
-  }
-  return out;
-}
-
-}  // namespace
-
-namespace {
-
-std::string uuid_text(const unsigned char (&b)[16]) {
-  std::string out(36, '-');
-  size_t o = 0;
-  for (size_t i = 0; i < 16; ++i) {
-    if (o == 8 || o == 13 || o == 18 || o == 23) ++o;
-    out[o++] = kHex[b[i] >> 4];
-    out[o++] = kHex[b[i] & 0xf];
-  }
-  return out;
-}
-
-}  // namespace
-
-std::string new_receipt_id() {
-  unsigned char b[16];
-  common::secure_random_bytes(b + 6, 10);
-  const uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                std::chrono::system_clock::now().time_since_epoch())
-                                                .count());
-  for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(ms >> (40 - 8 * i));
-  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x70);  // version 7
-  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 9562 variant
-  return uuid_text(b);
-}
-
-std::string new_random_uuid() {
-  unsigned char b[16];
-  common::secure_random_bytes(b, sizeof b);
-  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);  // version 4
-  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);  // RFC 4122 variant
-  return uuid_text(b);
-}
-
-bool is_receipt_id(std::string_view id) {
-  if (id.size() != 36) return false;
-  for (size_t i = 0; i < id.size(); ++i) {
-    const char c = id[i];
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (c != '-') return false;
-    } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-namespace {
-
-// OpenSSL 3 looks EVP_sha256() up in its provider tables on every init (locks and a
-// hash lookup, ~1 us): fetched once per process instead.
-const EVP_MD* sha256_md() {
-  static EVP_MD* md = [] {
-    EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    if (fetched == nullptr) throw std::runtime_error("SHA-256 is not available from OpenSSL");
-    return fetched;
-  }();
-  return md;
-}
-
-}  // namespace
-
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  if (!ctx_ || EVP_DigestInit_ex2(ctx_, sha256_md(), nullptr) != 1) throw std::runtime_error("SHA-256 init failed");
-}
-
-Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
-
-void Sha256::update(std::string_view bytes) { EVP_DigestUpdate(ctx_, bytes.data(), bytes.size()); }
-
-std::string Sha256::hex() {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_DigestFinal_ex(ctx_, digest, &n);
-  return to_hex(digest, n);
-}
-
-std::string sha256_hex(std::string_view bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (EVP_Digest(bytes.data(), bytes.size(), digest, &n, sha256_md(), nullptr) != 1)
-    throw std::runtime_error("SHA-256 failed");
-  return to_hex(digest, n);
-}
 
 std::string claims_json(const Claims& c) {
   // Written member by member, in the order of spec §5.3 (one receipt per request: a

@@ -6,35 +6,17 @@
 #include <string>
 #include <string_view>
 
-#include <openssl/evp.h>
+#include "common/ids.h"
+#include "common/sha256.h"
 
 namespace tresor::receipts {
 
-// A fresh time-ordered (v7, RFC 9562) UUID: the receipt id and the JWS's jti. 48 bits of
-// Unix milliseconds, then 74 random bits. Time order makes the store's inserts land at
-// the right edge of its B-tree (a few pages written per group commit instead of one
-// random page per receipt); the random part keeps ids unguessable.
-std::string new_receipt_id();
-// A fresh random (v4) UUID, e.g. a generated X-Request-Id.
-std::string new_random_uuid();
-// Any lowercase 8-4-4-4-12 hex UUID (older receipts are v4).
-bool is_receipt_id(std::string_view id);
-
-// Incremental SHA-256 (OpenSSL EVP), lowercase hex out.
-class Sha256 {
- public:
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(std::string_view bytes);
-  std::string hex();  // finalises; call once
-
- private:
-  EVP_MD_CTX* ctx_;
-};
-
-std::string sha256_hex(std::string_view bytes);
+// Receipt ids and SHA-256 live in common/; these names keep the callers unchanged.
+using common::is_receipt_id;
+using common::new_random_uuid;
+using common::new_receipt_id;
+using common::Sha256;
+using common::sha256_hex;
 
 struct Claims {
   std::string id;  // jti

@@ -10,11 +10,12 @@
 #include <string>
 #include <unordered_map>
 
+#include "common/clock.h"
 #include "config/config.h"
 
 namespace tresor::router {
 
-using Clock = std::chrono::steady_clock;
+using Clock = common::Clock;
 
 enum class Admission {
   allowed,      // breaker closed

@@ -10,11 +10,13 @@
 #include <chrono>
 #include <cstdint>
 
+#include "common/clock.h"
+
 namespace tresor::server {
 
 class BodyPace {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = common::Clock;
 
   // min_bytes_per_second 0: only the silence rule.
   BodyPace(Clock::time_point body_started, std::chrono::seconds silence, uint64_t min_bytes_per_second)

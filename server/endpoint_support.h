@@ -12,7 +12,6 @@
 #include <string_view>
 #include <variant>
 
-#include "providers/file_io_pool.h"
 #include "providers/exchange.h"
 #include "providers/upstream_client.h"
 #include "receipts/claims.h"
@@ -23,6 +22,7 @@
 #include "server/api_error.h"
 #include "server/attestation.h"
 #include "server/credit_ledger.h"
+#include "server/file_io_pool.h"
 #include "server/http_types.h"
 #include "server/request_record.h"
 #include "server/runtime.h"
@@ -51,7 +51,7 @@ struct EndpointServices {
   router::RouteHealth& health;          // the process's
   receipts::ReceiptService& receipts;   // the process's
   CreditLedger& credits;                // the process's
-  providers::FileIoPool& file_io;       // the process's: spool reads off the I/O threads
+  FileIoPool& file_io;                  // the process's: spool reads off the I/O threads
   RequestRecord& record;                // this request's: routes, attempts, upstream wait
   const RouterAttestation& attestation; // the process's: embedded in receipts
 };

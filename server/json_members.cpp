@@ -11,7 +11,7 @@ class MemberScanner {
  public:
   explicit MemberScanner(std::string_view text) : s_(text) {}
 
-  void scan(std::vector<providers::JsonMember>& out, simdjson::dom::object object) {
+  void scan(std::vector<common::JsonMember>& out, simdjson::dom::object object) {
     skip_ws();
     ++i_;  // '{'
     auto keys = object.begin();
@@ -22,7 +22,7 @@ class MemberScanner {
         ++i_;
         skip_ws();
       }
-      providers::JsonMember m;
+      common::JsonMember m;
       const size_t key_start = i_;
       skip_string();
       m.raw_key = s_.substr(key_start, i_ - key_start);
@@ -75,7 +75,7 @@ class MemberScanner {
 }  // namespace
 
 void scan_top_level_members(std::string_view text, simdjson::dom::object object,
-                            std::vector<providers::JsonMember>& out) {
+                            std::vector<common::JsonMember>& out) {
   MemberScanner(text).scan(out, object);
 }
 

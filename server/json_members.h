@@ -8,13 +8,13 @@
 #include <string_view>
 #include <vector>
 
-#include "providers/openai_adapter.h"
+#include "common/json_members.h"
 
 namespace tresor::server {
 
 // `text` must be the exact bytes the DOM parser validated into `object` (the scan relies
 // on that validation and does no error handling of its own). Views point into `text`.
 void scan_top_level_members(std::string_view text, simdjson::dom::object object,
-                            std::vector<providers::JsonMember>& out);
+                            std::vector<common::JsonMember>& out);
 
 }  // namespace tresor::server

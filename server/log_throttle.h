@@ -7,12 +7,14 @@
 #include <cstddef>
 #include <optional>
 
+#include "common/clock.h"
+
 namespace tresor::server {
 
 // Not thread-safe: one per thread (or per strand of work).
 class LogThrottle {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = common::Clock;
   explicit LogThrottle(Clock::duration interval = std::chrono::seconds(1)) : interval_(interval) {}
 
   // Empty when this occurrence is to be left out; otherwise how many were left out since

@@ -9,18 +9,8 @@
 
 #include "common/clock_text.h"
 #include "common/json_text.h"
-#include "receipts/claims.h"
 
 namespace tresor::server {
-
-std::string request_id_from(std::string_view header) {
-  constexpr size_t kMaxRequestId = 128;
-  const bool usable = !header.empty() && header.size() <= kMaxRequestId &&
-                      std::all_of(header.begin(), header.end(), [](unsigned char c) {
-                        return std::isalnum(c) || c == '.' || c == '_' || c == ':' || c == '-';
-                      });
-  return usable ? std::string(header) : receipts::new_random_uuid();
-}
 
 std::string access_log_json(const RequestRecord& r, providers::Clock::time_point now) {
   using std::chrono::duration_cast;

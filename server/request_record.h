@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/ids.h"
 #include "providers/upstream_client.h"
 #include "router/attempts.h"
 
@@ -37,9 +38,8 @@ struct RequestRecord {
   }
 };
 
-// X-Request-Id as the client sent it when it is 1..128 characters of [A-Za-z0-9._:-];
-// otherwise a new random (v4) UUID.
-std::string request_id_from(std::string_view header);
+// X-Request-Id as the client sent it, or a new one (common/ids.h).
+using common::request_id_from;
 
 // One JSON object (no newline): time, request_id, method, endpoint, customer, status,
 // stream, requested_route, routed_model, failover, attempts, duration_ms,

@@ -119,7 +119,7 @@ struct Server::Impl {
   std::vector<std::unique_ptr<Worker>> workers;
   // Declared after the workers, so it is joined (its queued jobs finished) before the
   // workers' io_contexts, and the sessions that wait on those jobs, are destroyed.
-  providers::FileIoPool file_io{kFileIoThreads};
+  FileIoPool file_io{kFileIoThreads};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   std::unique_ptr<asio::signal_set> signals;  // SIGTERM, SIGINT: drain
   std::unique_ptr<asio::signal_set> hangup;   // SIGHUP: reload

@@ -557,7 +557,7 @@ class Session final : public ResponseSink, public SessionControl {
                                       : body_too_large(server_cfg.max_body_bytes);
     std::optional<std::string> boundary;
     if (upload) {
-      boundary = providers::boundary_from_content_type(req[http::field::content_type]);
+      boundary = boundary_from_content_type(req[http::field::content_type]);
       if (!boundary) {
         const ApiError e = not_multipart();
         co_return co_await finish_without_body(e, has_body);

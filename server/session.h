@@ -11,12 +11,12 @@
 #include <optional>
 #include <unordered_set>
 
-#include "providers/file_io_pool.h"
 #include "providers/upstream_client.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
 #include "server/attestation.h"
 #include "server/credit_ledger.h"
+#include "server/file_io_pool.h"
 #include "server/metrics.h"
 #include "server/rate_limiter.h"
 #include "server/runtime.h"
@@ -58,7 +58,7 @@ struct SessionServices {
   receipts::ReceiptService& receipts;
   RateLimiter& limiter;
   CreditLedger& credits;
-  providers::FileIoPool& file_io;  // blocking file work (upload spools)
+  FileIoPool& file_io;  // blocking file work (upload spools)
   Metrics& metrics;
   Lifecycle& lifecycle;
   const RouterAttestation& attestation;

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "receipts/claims.h"
+#include "common/sha256.h"
 #include "providers/exchange.h"
 #include "server/api_error.h"
 #include "server/http_types.h"
@@ -73,7 +73,7 @@ class StreamRelay {
   std::vector<HeldEvent> held_;
   bool tresor_sent_ = false;
   bool done_ = false;
-  receipts::Sha256 digest_;
+  common::Sha256 digest_;
 };
 
 }  // namespace tresor::server

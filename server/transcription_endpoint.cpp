@@ -10,6 +10,7 @@
 #include "router/failover.h"
 #include "server/json_members.h"
 #include "server/json_parser.h"
+#include "server/spool_body_source.h"
 
 namespace tresor::server {
 namespace {
@@ -98,7 +99,7 @@ ClientTranscript client_transcript(const providers::TranscriptAnswer& answer, Tr
   const std::string usage_member = usage_json(transcription_billing(route), a, answer.token_usage);
   // The upstream JSON was validated by providers/; parsed again here only to walk its members.
   simdjson::dom::object root;
-  std::vector<providers::JsonMember> members;
+  std::vector<common::JsonMember> members;
   if (!upstream_json_parser().parse(answer.json).get(root)) scan_top_level_members(answer.json, root, members);
   a.body = "{";
   for (const auto& m : members) {
@@ -123,7 +124,8 @@ class TranscriptionAttempts final : public EndpointAttempts {
     const auto attempt_start = Clock::now();
     const config::RouteConfig& route = *plan.route;
     const std::vector<providers::FormField> fields = upstream_fields(req_, route);
-    providers::MultipartUploadBody body(fields, req_.file, upload_.spool(), &services_.file_io);
+    SpoolBodySource file_bytes(upload_.spool(), &services_.file_io);
+    providers::MultipartUploadBody body(fields, req_.file, file_bytes);
     std::string content_type = body.content_type();
     const providers::ExchangeTarget to = target(plan, transcript_cap(*rt_.config));
     const auto asked = Clock::now();

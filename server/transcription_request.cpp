@@ -111,7 +111,7 @@ std::optional<std::string> accepted_audio_type(std::string_view part_content_typ
 
 TranscriptionUpload::TranscriptionUpload(std::string_view boundary, const UploadLimits& limits)
     : limits_(limits), spool_(limits.max_bytes, limits.memory_bytes, limits.spool_dir) {
-  parser_ = std::make_unique<providers::MultipartParser>(boundary, static_cast<providers::MultipartHandler&>(*this));
+  parser_ = std::make_unique<MultipartParser>(boundary, static_cast<MultipartHandler&>(*this));
   if (limits.digest_body) body_digest_.emplace();
 }
 
@@ -145,7 +145,7 @@ std::optional<ApiError> TranscriptionUpload::finish() {
   return std::nullopt;
 }
 
-void TranscriptionUpload::on_part_begin(const providers::PartHeaders& headers) {
+void TranscriptionUpload::on_part_begin(const PartHeaders& headers) {
   if (error_) return;
   if (headers.name == "file") {
     if (file_) return fail(invalid_parameter("file", "exactly one file part is allowed"));

@@ -13,10 +13,10 @@
 #include <vector>
 
 #include "providers/multipart_body.h"
-#include "providers/multipart_parser.h"
-#include "providers/upload_spool.h"
 #include "receipts/claims.h"
 #include "server/api_error.h"
+#include "server/multipart_parser.h"
+#include "server/upload_spool.h"
 
 namespace tresor::server {
 
@@ -34,7 +34,7 @@ enum class TranscriptFormat { json, text, verbose_json };
 
 struct UploadLimits {
   uint64_t max_bytes = 26214400;  // server.max_body_bytes: the whole request body
-  size_t memory_bytes = providers::UploadSpool::kDefaultMemoryThreshold;
+  size_t memory_bytes = UploadSpool::kDefaultMemoryThreshold;
   std::filesystem::path spool_dir;
   // SHA-256 of the body is the receipt's request_sha256: skipped when no receipt will be
   // issued (X-Tresor-Receipt: false), 64 KiB of audio costs ~30 us to hash.
@@ -42,7 +42,7 @@ struct UploadLimits {
 };
 
 // Receives the request body piece by piece.
-class TranscriptionUpload final : private providers::MultipartHandler {
+class TranscriptionUpload final : private MultipartHandler {
  public:
   TranscriptionUpload(std::string_view boundary, const UploadLimits& limits);
   ~TranscriptionUpload() override;
@@ -61,20 +61,20 @@ class TranscriptionUpload final : private providers::MultipartHandler {
   // After finish(): SHA-256 of the exact body bytes received (the receipt's
   // request_sha256); empty when limits.digest_body was false.
   const std::string& body_sha256() const { return body_sha256_; }
-  const providers::UploadSpool& spool() const { return spool_; }
+  const UploadSpool& spool() const { return spool_; }
   const std::vector<providers::FormField>& fields() const { return fields_; }
   // The file part's headers (type already normalised), once a file part began.
   const std::optional<providers::FilePart>& file() const { return file_; }
 
  private:
-  void on_part_begin(const providers::PartHeaders& headers) override;
+  void on_part_begin(const PartHeaders& headers) override;
   void on_part_data(std::string_view bytes) override;
   void on_part_end() override;
   void fail(ApiError error);
 
   UploadLimits limits_;
-  providers::UploadSpool spool_;
-  std::unique_ptr<providers::MultipartParser> parser_;
+  UploadSpool spool_;
+  std::unique_ptr<MultipartParser> parser_;
   std::optional<receipts::Sha256> body_digest_;
   std::string body_sha256_;
   std::vector<providers::FormField> fields_;

@@ -548,7 +548,7 @@ Intake intake(const http::request<http::string_body>& req, std::uint64_t connect
 //
 // POST …/audio/transcriptions with a multipart/form-data body (RFC 7578, RFC 2046 §5.1).
 // The multipart parser here is deliberately written independently of the gateway's own
-// (providers/multipart_parser): the fake exists to check what the gateway sent. It works on
+// (server/multipart_parser): the fake exists to check what the gateway sent. It works on
 // the whole body, which the connection loop has already read (64 MiB limit).
 
 std::string lower(std::string_view s) {

@@ -1,4 +1,4 @@
-// The multipart/form-data upload parser (providers/multipart_parser.h), with its
+// The multipart/form-data upload parser (server/multipart_parser.h), with its
 // Content-Type boundary extraction.
 // Input: a split plan (see fuzz_input.h), byte L picking small limits, then the request
 // Content-Type up to the first '\n', then the body.
@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "providers/multipart_parser.h"
+#include "server/multipart_parser.h"
 #include "tests/fuzz/fuzz_input.h"
 
-using namespace tresor::providers;
+using namespace tresor::server;
 
 namespace {
 

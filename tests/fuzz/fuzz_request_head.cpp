@@ -15,9 +15,9 @@
 #include <algorithm>
 #include <string>
 
-#include "providers/multipart_parser.h"
 #include "router/timeout_override.h"
 #include "server/auth.h"
+#include "server/multipart_parser.h"
 #include "server/request_head.h"
 #include "server/request_record.h"
 #include "tests/fuzz/fixed_config.h"
@@ -65,7 +65,7 @@ void check_head(server::HeadParser& parser, uint64_t max_header_bytes) {
   const auto budget = router::parse_timeout_override(head.values(router::kTimeoutHeader), 180, 600);
   if (budget) FUZZ_CHECK(budget->count() >= 1 && budget->count() <= 600);
 
-  (void)providers::boundary_from_content_type(head.value("Content-Type"));
+  (void)server::boundary_from_content_type(head.value("Content-Type"));
 
   // Never both framings at once (the request smuggling shape): Beast refuses it.
   if (parser.chunked()) FUZZ_CHECK(!parser.content_length());

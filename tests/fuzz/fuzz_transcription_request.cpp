@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t nl = in.find('\n');
   const std::string_view content_type = in.substr(0, nl);
   const std::string_view body = nl == std::string_view::npos ? std::string_view{} : in.substr(nl + 1);
-  const auto boundary = providers::boundary_from_content_type(content_type);
+  const auto boundary = server::boundary_from_content_type(content_type);
   if (!boundary) return 0;
 
   server::UploadLimits limits;

@@ -8,14 +8,14 @@
 #include <string_view>
 #include <vector>
 
-#include "providers/multipart_parser.h"
+#include "server/multipart_parser.h"
 
-using tresor::providers::boundary_from_content_type;
-using tresor::providers::MultipartError;
-using tresor::providers::MultipartHandler;
-using tresor::providers::MultipartLimits;
-using tresor::providers::MultipartParser;
-using tresor::providers::PartHeaders;
+using tresor::server::boundary_from_content_type;
+using tresor::server::MultipartError;
+using tresor::server::MultipartHandler;
+using tresor::server::MultipartLimits;
+using tresor::server::MultipartParser;
+using tresor::server::PartHeaders;
 
 namespace {
 

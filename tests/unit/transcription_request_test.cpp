@@ -12,10 +12,11 @@
 #include <vector>
 
 #include "providers/multipart_body.h"
-#include "providers/multipart_parser.h"
-#include "providers/upload_spool.h"
 #include "receipts/claims.h"
+#include "server/multipart_parser.h"
+#include "server/spool_body_source.h"
 #include "server/transcription_request.h"
+#include "server/upload_spool.h"
 
 using namespace tresor;
 using server::accepted_audio_type;
@@ -231,7 +232,7 @@ TEST_CASE("malformed framing is 400 invalid_multipart") {
 }
 
 TEST_CASE("upstream multipart body: fields then the file streamed from the spool, parsed back intact") {
-  providers::UploadSpool spool(1 << 20, 16, std::filesystem::temp_directory_path());
+  server::UploadSpool spool(1 << 20, 16, std::filesystem::temp_directory_path());
   std::string audio;
   for (int i = 0; i < 70000; ++i) audio.push_back(static_cast<char>(i * 31 % 251));
   REQUIRE(spool.append(audio));
@@ -241,14 +242,15 @@ TEST_CASE("upstream multipart body: fields then the file streamed from the spool
   providers::FilePart file;
   file.filename = "we\"ird.wav";
   file.content_type = "audio/wav";
-  providers::FileIoPool file_io(1);
-  providers::MultipartUploadBody body(fields, file, spool, &file_io);
+  server::FileIoPool file_io(1);
+  server::SpoolBodySource file_bytes(spool, &file_io);
+  providers::MultipartUploadBody body(fields, file, file_bytes);
   CHECK(body.content_type() == "multipart/form-data; boundary=" + body.boundary());
 
-  struct Collector : providers::MultipartHandler {
-    std::vector<providers::PartHeaders> heads;
+  struct Collector : server::MultipartHandler {
+    std::vector<server::PartHeaders> heads;
     std::vector<std::string> values;
-    void on_part_begin(const providers::PartHeaders& h) override {
+    void on_part_begin(const server::PartHeaders& h) override {
       heads.push_back(h);
       values.emplace_back();
     }
@@ -259,10 +261,11 @@ TEST_CASE("upstream multipart body: fields then the file streamed from the spool
   const std::string first = read_body(body);
   CHECK(first.size() == body.size());
   CHECK(read_body(body) == first);
-  providers::MultipartUploadBody inline_reads(fields, file, spool);  // no pool: read on this thread
+  server::SpoolBodySource inline_bytes(spool);  // no pool: read on this thread
+  providers::MultipartUploadBody inline_reads(fields, file, inline_bytes);
   CHECK(read_body(inline_reads).size() == first.size());
   Collector c;
-  providers::MultipartParser parser(body.boundary(), c);
+  server::MultipartParser parser(body.boundary(), c);
   REQUIRE(parser.feed(first));
   REQUIRE(parser.finish());
   REQUIRE(c.heads.size() == 4);
@@ -280,7 +283,7 @@ TEST_CASE("random boundaries differ and are valid RFC 2046 boundaries") {
   const auto b = providers::random_multipart_boundary();
   CHECK(a != b);
   CHECK(a.size() <= 70);
-  CHECK(providers::boundary_from_content_type("multipart/form-data; boundary=" + a) == a);
+  CHECK(server::boundary_from_content_type("multipart/form-data; boundary=" + a) == a);
 }
 
 TEST_CASE("an upload that will get no receipt is not hashed") {

@@ -12,10 +12,10 @@
 #include <thread>
 #include <vector>
 
-#include "providers/upload_spool.h"
+#include "server/upload_spool.h"
 
-using tresor::providers::open_unlinked_temp_file;
-using tresor::providers::UploadSpool;
+using tresor::server::open_unlinked_temp_file;
+using tresor::server::UploadSpool;
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "providers/upload_spool.h"
+#include "server/upload_spool.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-namespace tresor::providers {
+namespace tresor::server {
 
 namespace {
 
@@ -113,4 +113,4 @@ size_t UploadSpool::Reader::read(char* buf, size_t n) {
   }
 }
 
-}  // namespace tresor::providers
+}  // namespace tresor::server

@@ -9,7 +9,7 @@
 #include <functional>
 #include <memory>
 
-namespace tresor::providers {
+namespace tresor::server {
 
 class FileIoPool {
  public:
@@ -27,4 +27,4 @@ class FileIoPool {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace tresor::providers
+}  // namespace tresor::server

@@ -1,4 +1,4 @@
-#include "providers/file_io_pool.h"
+#include "server/file_io_pool.h"
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -8,7 +8,7 @@
 
 #include "common/rendezvous.h"
 
-namespace tresor::providers {
+namespace tresor::server {
 
 struct FileIoPool::Impl {
   explicit Impl(unsigned threads) : pool(threads) {}
@@ -46,4 +46,4 @@ boost::asio::awaitable<void> FileIoPool::run(std::function<void()> job) {
   if (error) std::rethrow_exception(error);
 }
 
-}  // namespace tresor::providers
+}  // namespace tresor::server

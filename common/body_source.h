@@ -7,7 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace tresor::providers {
+namespace tresor::common {
 
 class BodySource {
  public:
@@ -23,4 +23,4 @@ class BodySource {
   virtual boost::asio::awaitable<size_t> read(char* buf, size_t n) = 0;
 };
 
-}  // namespace tresor::providers
+}  // namespace tresor::common

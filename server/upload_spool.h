@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-namespace tresor::providers {
+namespace tresor::server {
 
 // Opens an anonymous read-write file in `dir` that has no name from the start
 // (O_TMPFILE). When O_TMPFILE is not supported by the kernel or file system (or
@@ -74,4 +74,4 @@ class UploadSpool {
   bool rejected_ = false;
 };
 
-}  // namespace tresor::providers
+}  // namespace tresor::server

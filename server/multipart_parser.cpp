@@ -1,4 +1,4 @@
-#include "providers/multipart_parser.h"
+#include "server/multipart_parser.h"
 
 #include <algorithm>
 #include <utility>
@@ -6,7 +6,7 @@
 
 #include "common/http_text.h"
 
-namespace tresor::providers {
+namespace tresor::server {
 
 namespace {
 
@@ -380,4 +380,4 @@ bool MultipartParser::finish() {
   return true;
 }
 
-}  // namespace tresor::providers
+}  // namespace tresor::server

@@ -11,7 +11,7 @@
 #include <string>
 #include <string_view>
 
-namespace tresor::providers {
+namespace tresor::server {
 
 // Extracts the boundary from a request Content-Type. Returns nullopt unless the media
 // type is multipart/form-data (case-insensitive) with a boundary parameter (quoted or
@@ -109,4 +109,4 @@ class MultipartParser {
   std::optional<MultipartFailure> error_;
 };
 
-}  // namespace tresor::providers
+}  // namespace tresor::server
