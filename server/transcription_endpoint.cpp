@@ -130,7 +130,7 @@ std::optional<TranscriptAnswer> read_transcript(const std::string& upstream, Tra
     a.content_type = "text/plain; charset=utf-8";
     return a;
   }
-  std::vector<providers::JsonMember> members;
+  std::vector<common::JsonMember> members;
   scan_top_level_members(upstream, root.get_object(), members);
   a.body = "{";
   for (const auto& m : members) {
