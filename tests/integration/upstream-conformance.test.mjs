@@ -35,7 +35,8 @@ import {
 
 const A = 'eu/prova/m1';
 const B = 'eu/provb/m1';
-const C = 'eu/provc/m1'; // provc: max_connections 1
+const C = 'eu/provc/m1'; // provc: max_connections 1, for the interim isolation test only
+const D = 'eu/provd/m1'; // provd: max_connections 1, for the dropped keep-alive test only
 const WA = 'eu/prova/whisper';
 const WHISPER = 'whisper'; // bare key: eu/prova/whisper, then eu/provb/whisper
 const UPSTREAM_A = 'prova-m1'; // startRoutingStack's default upstream_model for A
@@ -43,25 +44,40 @@ const CONTENT = 'Grüße vom Fake, in drei Teilen: {eins}, [zwei], "drei".';
 const PROMPT_TOKENS = 1; // chatBody's "Hello!"
 const CONTENT_WORDS = CONTENT.split(/\s+/).length;
 const SECOND_WORDS = 'SECOND-CHOICE from the fake upstream.'.split(/\s+/).length;
+// The interim tests each get a provider of their own: a gateway that misreads a 1xx leaves the
+// rest of the answer in its pooled connection, which would break whichever test came next.
+const INTERIM_VALUES = [100, 103, 'both'];
+const INTERIM_KINDS = ['json', 'stream', 'transcription'];
+const interimProvider = (v, kind) => `int${v}${kind}`;
+const INTERIM_PROVIDERS = INTERIM_VALUES.flatMap((v) => INTERIM_KINDS.map((k) => interimProvider(v, k)));
 
 let s;
 let fa;
 let fb;
 let fc;
+let fd;
 let key2; // a second customer
 let dir;
 
 before(async () => {
   key2 = makeKey();
   s = await startRoutingStack({
-    providers: ['prova', 'provb', 'provc'],
+    providers: ['prova', 'provb', 'provc', 'provd', ...INTERIM_PROVIDERS],
     routes: [
       { id: A, provider: 'prova' },
       { id: B, provider: 'provb' },
       { id: C, provider: 'provc' },
+      { id: D, provider: 'provd' },
       { id: WA, provider: 'prova', type: 'transcription' },
       { id: 'eu/provb/whisper', provider: 'provb', type: 'transcription' },
+      ...INTERIM_PROVIDERS.flatMap((p) => [
+        { id: `eu/${p}/m1`, provider: p },
+        { id: `eu/${p}/whisper`, provider: p, type: 'transcription' },
+      ]),
     ],
+    // One worker: one connection pool per provider, so max_connections 1 means that
+    // consecutive requests to provc / provd share one pooled connection.
+    server: { threads: 1 },
     // One attempt per route: the attempts header tells each outcome once. The breaker stays
     // out of the way (several tests fail prova on purpose).
     retry: { attempts_per_route: 1, backoff_ms: 50 },
@@ -70,11 +86,12 @@ before(async () => {
     content: CONTENT,
     configHook: (cfg) => {
       cfg.providers.provc.max_connections = 1;
+      cfg.providers.provd.max_connections = 1;
       cfg.auth.keys.push({ sha256: sha256Hex(key2), customer: 'other' });
       return cfg;
     },
   });
-  ({ prova: fa, provb: fb, provc: fc } = s.fakes);
+  ({ prova: fa, provb: fb, provc: fc, provd: fd } = s.fakes);
   dir = tempDir('tresor-conformance-');
 });
 after(stopAll);
@@ -152,12 +169,12 @@ async function chat(body, { key = s.key } = {}) {
   return { status: r.status, headers: r.headers, attempts: r.headers.get('x-tresor-attempts'), text, json, bodyText };
 }
 
-async function transcribe(model) {
+async function transcribe(model, { key = s.key } = {}) {
   const form = new FormData();
   form.append('model', model);
   form.append('file', new Blob([Buffer.alloc(2048, 7)], { type: 'audio/wav' }), 'a.wav');
   const r = await fetch(s.gw.url('/v1/audio/transcriptions'), {
-    method: 'POST', headers: { authorization: `Bearer ${s.key}` }, body: form,
+    method: 'POST', headers: { authorization: `Bearer ${key}` }, body: form,
   });
   const text = await r.text();
   let json;
@@ -202,26 +219,28 @@ async function expectBadResponse(send, route) {
 // ---------------------------------------------------------------------------------------------
 
 describe('interim 1xx heads before the answer', { timeout: 60_000 }, () => {
-  for (const v of [100, 103, 'both']) {
+  for (const v of INTERIM_VALUES) {
+    const route = (kind, what = 'm1') => `eu/${interimProvider(v, kind)}/${what}`;
     test(`interim ${v} before a JSON answer → 200 with the content`, async () => {
-      const r = await chat(chatBody(A, { fake: { interim: v } }));
+      const r = await chat(chatBody(route('json'), { fake: { interim: v } }));
       assert.equal(r.status, 200, r.text.slice(0, 400));
-      assert.equal(r.json?.choices?.[0]?.message?.content, CONTENT);
-      expectAttempts(r.attempts, [[A, 'ok']]);
+      assert.equal(r.json?.choices?.[0]?.message?.content, CONTENT, r.text.slice(0, 400));
+      expectAttempts(r.attempts, [[route('json'), 'ok']]);
     });
 
     test(`interim ${v} before a stream → 200 event stream with the whole content`, async () => {
-      const r = await chat(chatBody(A, { stream: true, fake: { interim: v } }));
+      const r = await chat(chatBody(route('stream'), { stream: true, fake: { interim: v } }));
       assert.equal(r.status, 200, r.text.slice(0, 400));
       assert.equal(contentOf(checkStream(r.text, 'interim stream')), CONTENT);
     });
 
     test(`interim ${v} before a transcription answer → 200 with the transcript`, async () => {
-      await fa.behaviour({ interim: v });
-      const r = await transcribe(WA);
+      const fake = s.fakes[interimProvider(v, 'transcription')];
+      await fake.behaviour({ interim: v });
+      const r = await transcribe(route('transcription', 'whisper'));
       assert.equal(r.status, 200, r.text.slice(0, 400));
       assert.match(r.json?.text ?? '', /^fake transcript of a\.wav/);
-      expectAttempts(r.attempts, [[WA, 'ok']]);
+      expectAttempts(r.attempts, [[route('transcription', 'whisper'), 'ok']]);
     });
   }
 
@@ -238,6 +257,9 @@ describe('interim 1xx heads before the answer', { timeout: 60_000 }, () => {
     assert.equal(rb.status, 200, `B: ${rb.text.slice(0, 400)}`);
     assert.equal(rb.json?.choices?.[0]?.message?.content, 'ANSWER-FOR-B', `B got: ${rb.text.slice(0, 400)}`);
     assert.ok(!rb.text.includes('ANSWER-FOR-A'), 'nothing of A in B');
+    const ids = (await fc.requests()).map((q) => q.connection_id);
+    assert.equal(ids.length, 2);
+    assert.equal(ids[0], ids[1], 'B reused A\'s pooled connection (the case under test)');
 
     const id = rb.json.tresor?.receipt_id;
     assert.ok(id, `B has a receipt id: ${rb.text}`);
@@ -411,16 +433,16 @@ describe('answers without id, object, created, model', { timeout: 60_000 }, () =
 
 describe('an upstream that closes a pooled connection as it is reused', { timeout: 60_000 }, () => {
   test('drop_next_on_connection: the next request is served on a fresh connection within ONE ok attempt', async () => {
-    const first = await chat(chatBody(C, { fake: { drop_next_on_connection: 1 } }));
+    const first = await chat(chatBody(D, { fake: { drop_next_on_connection: 1 } }));
     assert.equal(first.status, 200, first.text.slice(0, 400));
-    const second = await chat(chatBody(C));
+    const second = await chat(chatBody(D));
     assert.equal(second.status, 200, second.text.slice(0, 400));
     assert.equal(second.json.choices[0].message.content, CONTENT);
-    const stats = await fc.stats();
+    const stats = await fd.stats();
     assert.equal(stats.dropped_on_connection, 1, 'the second request was sent on the pooled connection and dropped');
-    const reqs = (await fc.requests()).filter((q) => q.target.endsWith('/chat/completions'));
+    const reqs = (await fd.requests()).filter((q) => q.target.endsWith('/chat/completions'));
     assert.equal(reqs.length, 2, 'the fake answered two requests');
     assert.notEqual(reqs[1].connection_id, reqs[0].connection_id, 'the retry went over a new connection');
-    expectAttempts(second.attempts, [[C, 'ok']]);
+    expectAttempts(second.attempts, [[D, 'ok']]);
   });
 });
