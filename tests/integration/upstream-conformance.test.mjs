@@ -312,11 +312,14 @@ describe('an error inside a 200, and answers without choices or text', { timeout
     await expectBadResponse(() => transcribe(WA), WA);
   });
 
-  test('error_null: "error": null on a normal JSON answer and on every chunk is served normally', async () => {
+  test('error_null (JSON): "error": null on a normal answer is served normally', async () => {
     const r = await chat(chatBody(A, { fake: { error_null: 1 } }));
     assert.equal(r.status, 200, r.text.slice(0, 400));
     assert.equal(r.json.choices[0].message.content, CONTENT);
     expectAttempts(r.attempts, [[A, 'ok']]);
+  });
+
+  test('error_null (stream): "error": null on every chunk is served normally', async () => {
     const st = await chat(chatBody(A, { stream: true, fake: { error_null: 1 } }));
     assert.equal(st.status, 200, st.text.slice(0, 400));
     assert.equal(contentOf(checkStream(st.text, 'error_null stream')), CONTENT);
