@@ -54,8 +54,10 @@ struct Fault {
       reset, reset_after, bad_event_after, lag_first_ms, silent, no_done, no_done_close, no_finish,
       error_event_after, usage_in_finish,
       audio_ms, usage_tokens, no_usage,  // transcriptions only
-      huge_headers, endless_headers, garbage, garbage_after, gzip, body_bytes, chunked, no_length;  // hostile upstream
-  std::optional<std::string> content, error_code;
+      huge_headers, endless_headers, garbage, garbage_after, gzip, body_bytes, chunked, no_length,  // hostile upstream
+      interim, error_in_200, error_null, no_choices, no_text, multiline_data, sse_extras, omit_fields,
+      drop_next_on_connection;  // legal but unusual upstreams
+  std::optional<std::string> content, error_code, sse_line_ending;
 };
 
 // A runtime behaviour posted with "times": applies to the next `remaining` chat requests.
@@ -69,15 +71,17 @@ struct State {
   Options opt;
   std::deque<json::object> requests;  // last 1000 chat requests, oldest first
   std::uint64_t request_count = 0, connections_accepted = 0, streams_completed = 0,
-                streams_aborted = 0, active_streams = 0;  // active_streams is a live gauge: never reset
+                streams_aborted = 0, dropped_on_connection = 0,
+                active_streams = 0;  // active_streams is a live gauge: never reset
   std::uint64_t next_connection_id = 0, next_completion_id = 0;
   std::map<std::string, std::uint64_t> by_model;  // chat requests per model (without its ?suffix)
   json::object behaviour;                         // POST /_fake/behaviour without "times"
   std::deque<QueuedBehaviour> behaviour_queue;    // ... with "times", consumed front first
 } g;
 
-// What the connection loop does after a response.
-enum class Next { keep, close, dead };
+// What the connection loop does after a response. keep_then_drop: keep the connection,
+// but read the next request on it and close without answering (drop_next_on_connection).
+enum class Next { keep, keep_then_drop, close, dead };
 // How a response producer ended.
 enum class Ending { complete, write_failed, cut, reset };
 
@@ -130,22 +134,39 @@ std::optional<std::int64_t> Fault::*int_key(std::string_view key) {
       {"gzip", &Fault::gzip},
       {"body_bytes", &Fault::body_bytes},
       {"chunked", &Fault::chunked},
-      {"no_length", &Fault::no_length}};
+      {"no_length", &Fault::no_length},
+      {"interim", &Fault::interim},
+      {"error_in_200", &Fault::error_in_200},
+      {"error_null", &Fault::error_null},
+      {"no_choices", &Fault::no_choices},
+      {"no_text", &Fault::no_text},
+      {"multiline_data", &Fault::multiline_data},
+      {"sse_extras", &Fault::sse_extras},
+      {"omit_fields", &Fault::omit_fields},
+      {"drop_next_on_connection", &Fault::drop_next_on_connection}};
   for (auto& [name, member] : ints)
     if (key == name) return member;
   return nullptr;
 }
 
-bool string_key(std::string_view key) { return key == "content" || key == "error_code"; }
+bool string_key(std::string_view key) {
+  return key == "content" || key == "error_code" || key == "sse_line_ending";
+}
+
+// `interim` also takes the word "both" (= 1: a 100 and a 103).
+std::optional<std::int64_t> int_value(std::string_view key, const json::value& v) {
+  if (key == "interim" && v.is_string() && v.get_string() == "both") return 1;
+  return to_int(v);
+}
 
 // Sets one fault key; v is a JSON value (body, runtime behaviour) or a JSON string (model
 // query string). A later layer overrides an earlier one key by key; null (or, for an
 // integer key, anything that is not a number) unsets the key.
 void set_fault(Fault& f, std::string_view key, const json::value& v) {
-  if (auto member = int_key(key)) f.*member = to_int(v);
+  if (auto member = int_key(key)) f.*member = int_value(key, v);
   if (f.status && (*f.status < 200 || *f.status > 599)) f.status.reset();  // keep the reply valid HTTP
   if (string_key(key)) {
-    auto& dst = key == "content" ? f.content : f.error_code;
+    auto& dst = key == "content" ? f.content : key == "error_code" ? f.error_code : f.sse_line_ending;
     if (v.is_string()) dst = std::string(v.get_string());
     else if (v.is_null()) dst.reset();
     else dst = json::serialize(v);
@@ -370,19 +391,117 @@ struct Request {  // one parsed chat request, with everything it will send preco
   std::string error_body;            // when fault.status is set
   std::string completion_body;       // non-stream answer
   std::string content_type = "application/json";  // of completion_body
-  std::vector<std::string> events;   // stream: role, content..., [finish], [usage], [DONE]
+  // Stream: steps of events (data payloads). Step 0 holds the role chunk(s), steps 1..chunks
+  // the content chunks (one per choice), the rest finish chunk(s), usage and [DONE]. The
+  // "…_after N chunks" fault points sit between steps.
+  std::vector<std::vector<std::string>> events;
   std::string error_event;           // stream: the error_event_after event
   bool hold_open = false;            // stream: no_done without no_done_close: stall after the events
 };
 
-json::object chunk_object(std::uint64_t id, std::int64_t created, const std::string& model, json::object delta,
-                          json::value finish_reason) {
-  json::object choice{{"index", 0}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish_reason)}};
-  return json::object{{"id", "chatcmpl-fake-" + std::to_string(id)},
-                      {"object", "chat.completion.chunk"},
-                      {"created", created},
-                      {"model", model},
-                      {"choices", json::array{std::move(choice)}}};
+// What every chunk of one stream shares, and the shape faults that apply to each.
+struct ChunkShape {
+  std::uint64_t id;
+  std::int64_t created;
+  std::string model;
+  bool omit_fields, error_null;
+};
+
+// `omit_fields` drops id/object/created/model; `error_null` adds "error":null.
+void apply_shape(json::object& o, const ChunkShape& c) {
+  if (c.omit_fields)
+    for (std::string_view k : {"id", "object", "created", "model"}) o.erase(k);
+  if (c.error_null) o["error"] = nullptr;
+}
+
+json::object chunk_object(const ChunkShape& c, std::int64_t index, json::object delta, json::value finish_reason) {
+  json::object choice{{"index", index}, {"delta", std::move(delta)}, {"finish_reason", std::move(finish_reason)}};
+  json::object o{{"id", "chatcmpl-fake-" + std::to_string(c.id)},
+                 {"object", "chat.completion.chunk"},
+                 {"created", c.created},
+                 {"model", c.model},
+                 {"choices", json::array{std::move(choice)}}};
+  apply_shape(o, c);
+  return o;
+}
+
+// `error_in_200`: the error envelope some providers send with status 200.
+std::string error_in_200_body() {
+  return json::serialize(json::object{
+      {"error", json::object{{"message", "fake upstream overloaded (error in a 200 answer)"},
+                             {"type", "server_error"},
+                             {"code", "overloaded"}}}});
+}
+
+// The content of choice `index` when the request asks for n > 1: choice 0 is the normal
+// content, the others are recognisable so a test can tell they leaked.
+std::string choice_content(const std::string& content, std::int64_t index) {
+  if (index == 0) return content;
+  return index == 1 ? "SECOND-CHOICE from the fake upstream." : "CHOICE-" + std::to_string(index + 1) + " from the fake upstream.";
+}
+
+// The request's `n` (choices), 1 when absent or not a number, at most 16.
+std::int64_t choice_count(const json::object& body) {
+  auto* n = body.if_contains("n");
+  std::optional<std::int64_t> v = n ? to_int(*n) : std::nullopt;
+  return std::clamp<std::int64_t>(v.value_or(1), 1, 16);
+}
+
+// Non-stream answer: all choices, usage, shaped by the faults.
+std::string completion_json(const ChunkShape& c, const std::vector<std::string>& contents, json::object usage,
+                            bool no_choices) {
+  json::array choices;
+  for (std::size_t k = 0; k < contents.size(); ++k) {
+    json::object message{{"role", "assistant"}, {"content", contents[k]}};
+    choices.push_back(json::object{{"index", k}, {"message", std::move(message)}, {"finish_reason", "stop"}});
+  }
+  json::object o{{"id", "chatcmpl-fake-" + std::to_string(c.id)},
+                 {"object", "chat.completion"},
+                 {"created", c.created},
+                 {"model", c.model}};
+  if (!no_choices) o["choices"] = std::move(choices);
+  o["usage"] = std::move(usage);
+  apply_shape(o, c);
+  return json::serialize(o);
+}
+
+// Stream events for all choices. With n > 1 the choices' content chunks interleave
+// (0, 1, …) and choice k >= 1 sends its last piece after choice 0's finish chunk, so
+// the later choices finish after choice 0.
+void stream_events(Request& r, const ChunkShape& c, const std::vector<std::string>& contents, json::object usage,
+                   bool include_usage) {
+  const Fault& f = r.fault;
+  const std::size_t n = contents.size();
+  std::vector<std::vector<std::string>> pieces;
+  for (auto& text : contents) pieces.push_back(split_pieces(text, r.chunks));
+  std::vector<std::string> roles;
+  for (std::size_t k = 0; k < n; ++k)
+    roles.push_back(json::serialize(chunk_object(c, k, {{"role", "assistant"}, {"content", ""}}, nullptr)));
+  r.events.push_back(std::move(roles));
+  const auto last = static_cast<std::size_t>(r.chunks) - 1;
+  for (std::size_t i = 0; i < static_cast<std::size_t>(r.chunks); ++i) {
+    std::vector<std::string> step;
+    for (std::size_t k = 0; k < n; ++k)
+      if (k == 0 || i != last) step.push_back(json::serialize(chunk_object(c, k, {{"content", pieces[k][i]}}, nullptr)));
+    r.events.push_back(std::move(step));
+  }
+  bool usage_on_finish = include_usage && on(f.usage_in_finish);
+  std::vector<std::string> finish;
+  for (std::size_t k = 0; k < n; ++k) {
+    if (k > 0 && r.chunks > 0)
+      finish.push_back(json::serialize(chunk_object(c, k, {{"content", pieces[k][last]}}, nullptr)));
+    if (on(f.no_finish)) continue;
+    auto fin = chunk_object(c, k, {}, "stop");
+    if (usage_on_finish && k + 1 == n) fin["usage"] = usage;
+    finish.push_back(json::serialize(fin));
+  }
+  if (!finish.empty()) r.events.push_back(std::move(finish));
+  if (include_usage && !usage_on_finish) {
+    auto u = chunk_object(c, 0, {}, nullptr);
+    u["choices"] = json::array{};
+    u["usage"] = std::move(usage);
+    r.events.push_back(std::vector<std::string>{json::serialize(u)});
+  }
 }
 
 // The request's model as sent ("fake-model" if absent), suffix included.
@@ -440,40 +559,29 @@ Request prepare_chat(const json::object& body, const json::object& behaviour) {
     r.error_body = status_error_body(f);
     return r;
   }
-
-  std::uint64_t id = ++g.next_completion_id;
-  auto created = static_cast<std::int64_t>(std::time(nullptr));
-  std::string m(model);
-  std::size_t p = prompt_tokens(body), cnt = count_words(content);
-  json::object usage{{"prompt_tokens", p}, {"completion_tokens", cnt}, {"total_tokens", p + cnt}};
-  if (!r.stream) {
-    json::object message{{"role", "assistant"}, {"content", content}};
-    json::object choice{{"index", 0}, {"message", std::move(message)}, {"finish_reason", "stop"}};
-    r.completion_body = json::serialize(json::object{{"id", "chatcmpl-fake-" + std::to_string(id)},
-                                                     {"object", "chat.completion"},
-                                                     {"created", created},
-                                                     {"model", m},
-                                                     {"choices", json::array{std::move(choice)}},
-                                                     {"usage", std::move(usage)}});
+  if (on(f.error_in_200)) {  // 200, but the body (or the first event) is an error envelope
+    r.completion_body = error_in_200_body();
+    r.events = {{r.completion_body}};
+    r.chunks = 0;
     return r;
   }
-  r.events.push_back(json::serialize(chunk_object(id, created, m, {{"role", "assistant"}, {"content", ""}}, nullptr)));
-  for (auto& piece : split_pieces(content, r.chunks))
-    r.events.push_back(json::serialize(chunk_object(id, created, m, {{"content", piece}}, nullptr)));
-  bool usage_on_finish = include_usage && on(f.usage_in_finish);
-  if (!on(f.no_finish)) {
-    auto finish = chunk_object(id, created, m, {}, "stop");
-    if (usage_on_finish) finish["usage"] = usage;
-    r.events.push_back(json::serialize(finish));
+
+  ChunkShape shape{++g.next_completion_id, static_cast<std::int64_t>(std::time(nullptr)), std::string(model),
+                   on(f.omit_fields), on(f.error_null)};
+  std::vector<std::string> contents;
+  std::size_t p = prompt_tokens(body), cnt = 0;
+  for (std::int64_t k = 0; k < choice_count(body); ++k) {
+    contents.push_back(choice_content(content, k));
+    cnt += count_words(contents.back());
   }
-  if (include_usage && !usage_on_finish) {
-    auto u = chunk_object(id, created, m, {}, nullptr);
-    u["choices"] = json::array{};
-    u["usage"] = std::move(usage);
-    r.events.push_back(json::serialize(u));
+  json::object usage{{"prompt_tokens", p}, {"completion_tokens", cnt}, {"total_tokens", p + cnt}};
+  if (!r.stream) {
+    r.completion_body = completion_json(shape, contents, std::move(usage), on(f.no_choices));
+    return r;
   }
+  stream_events(r, shape, contents, std::move(usage), include_usage);
   bool no_done = on(f.no_done) || on(f.no_done_close);
-  if (!no_done) r.events.push_back("[DONE]");
+  if (!no_done) r.events.push_back(std::vector<std::string>{"[DONE]"});
   r.hold_open = no_done && !on(f.no_done_close);
   r.error_event = json::serialize(json::object{
       {"error", json::object{{"message", "fake mid-stream error"}, {"type", "server_error"}, {"code", nullptr}}}});
@@ -796,6 +904,10 @@ void transcription_answer(Request& r, const TranscriptionAsk& a) {
   std::string text = "fake transcript of " + a.filename.value_or("none") + " (" + a.content_type.value_or("none") +
                      "): bytes=" + std::to_string(a.size) + " sha256=" + a.sha256;
   if (a.prompt) text += " prompt=" + *a.prompt;
+  if (on(f.error_in_200)) {  // whatever the format: 200 with a JSON error envelope
+    r.completion_body = error_in_200_body();
+    return;
+  }
   if (a.format == "text" || a.format == "srt" || a.format == "vtt") {
     r.content_type = a.format == "text" ? "text/plain; charset=utf-8" : "text/plain";
     r.completion_body = text;
@@ -804,13 +916,18 @@ void transcription_answer(Request& r, const TranscriptionAsk& a) {
   double seconds = static_cast<double>(f.audio_ms.value_or(3250)) / 1000.0;
   std::string usage = on(f.no_usage) ? "" : ",\"usage\":" + transcription_usage(f, a.size, text, seconds);
   std::string t = json_text(text);
+  // `no_text` leaves out the top-level text; `error_null` adds "error":null.
+  std::string text_member = on(f.no_text) ? "" : ",\"text\":" + t;
+  if (on(f.error_null)) usage += ",\"error\":null";
   if (a.format == "json") {
-    r.completion_body = "{\"text\":" + t + usage + "}";
+    std::string members = text_member + usage;
+    if (!members.empty()) members.erase(0, 1);  // the leading comma
+    r.completion_body = "{" + members + "}";
     return;
   }
   std::string d = json_number(seconds);  // verbose_json
   r.completion_body = "{\"task\":\"transcribe\",\"language\":" + json_text(a.language) + ",\"duration\":" + d +
-                      ",\"text\":" + t + ",\"segments\":[{\"id\":0,\"seek\":0,\"start\":0.0,\"end\":" + d +
+                      text_member + ",\"segments\":[{\"id\":0,\"seek\":0,\"start\":0.0,\"end\":" + d +
                       ",\"text\":" + t +
                       ",\"tokens\":[1,2,3],\"temperature\":0.0,\"avg_logprob\":-0.2,\"compression_ratio\":1.0,"
                       "\"no_speech_prob\":0.01}]" +
@@ -966,7 +1083,7 @@ Reply post_behaviour(const std::string& body) {
       times = to_int(v);
       if (!times || *times < 1) return bad_request("\"times\" wants an integer >= 1");
     } else if (int_key(key)) {
-      if (!v.is_null() && !to_int(v)) return bad_request("fake key \"" + key + "\" wants an integer");
+      if (!v.is_null() && !int_value(key, v)) return bad_request("fake key \"" + key + "\" wants an integer");
       if (key == "status" && !v.is_null() && (*to_int(v) < 200 || *to_int(v) > 599))
         return bad_request("fake key \"status\" wants 200-599");
     } else if (!string_key(key)) {
@@ -987,6 +1104,7 @@ std::string stats_json() {
                                       {"active_streams", g.active_streams},
                                       {"streams_completed", g.streams_completed},
                                       {"streams_aborted_by_client", g.streams_aborted},
+                                      {"dropped_on_connection", g.dropped_on_connection},
                                       {"by_model", std::move(by_model)}});
 }
 
@@ -1003,6 +1121,7 @@ Reply small_endpoint(const http::request<http::string_body>& req) {
   if (method == http::verb::post && path == "/_fake/reset") {
     g.requests.clear();
     g.request_count = g.connections_accepted = g.streams_completed = g.streams_aborted = 0;
+    g.dropped_on_connection = 0;
     g.by_model.clear();
     g.behaviour.clear();
     g.behaviour_queue.clear();
@@ -1018,20 +1137,92 @@ awaitable<void> write(Stream& s, const std::string& bytes) {
   co_await asio::async_write(s, asio::buffer(bytes), use_awaitable);
 }
 
+// How events are framed: all of it legal SSE (WHATWG HTML "event stream" format).
+struct SseStyle {
+  std::string eol = "\n";  // sse_line_ending: lf, crlf or cr
+  bool multiline = false;  // multiline_data
+  bool extras = false;     // sse_extras
+};
+
+SseStyle sse_style(const Fault& f) {
+  SseStyle st;
+  std::string le = lower(f.sse_line_ending.value_or("lf"));
+  st.eol = le == "crlf" ? "\r\n" : le == "cr" ? "\r" : "\n";
+  st.multiline = on(f.multiline_data);
+  st.extras = on(f.sse_extras);
+  return st;
+}
+
+// `multiline_data`: the JSON text cut into lines after every `{`, `[` and `,` outside a
+// string, so the lines joined with "\n" (as an SSE parser joins data lines) are the same
+// JSON with newlines as extra white space. `[DONE]` stays one line (it is not JSON: cut,
+// it would join to something else); other text that is not JSON is cut like JSON.
+std::vector<std::string> json_lines(std::string_view data) {
+  if (data == "[DONE]") return {std::string(data)};
+  std::vector<std::string> lines(1);
+  bool in_string = false, escaped = false;
+  for (char c : data) {
+    lines.back() += c;
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[' || c == ',') {
+      lines.emplace_back();
+    }
+  }
+  if (lines.size() > 1 && lines.back().empty()) lines.pop_back();
+  return lines;
+}
+
+// One event in the bytes of `style`. seq counts the stream's events from 1. With extras:
+// a comment-only block before the first event, then per event a comment, `event: message`,
+// `id: <seq>`, `retry: 1000` (first event only) and `data:` lines without the space.
+std::string sse_event(std::string_view data, const SseStyle& st, std::uint64_t seq) {
+  const std::string& e = st.eol;
+  std::string out;
+  if (st.extras) {
+    if (seq == 1) out += ": keep-alive" + e + e;
+    out += ": keep-alive" + e + "event: message" + e + "id: " + std::to_string(seq) + e;
+    if (seq == 1) out += "retry: 1000" + e;
+  }
+  const std::string prefix = st.extras ? "data:" : "data: ";
+  if (st.multiline)
+    for (auto& line : json_lines(data)) out += prefix + line + e;
+  else
+    out += prefix + std::string(data) + e;
+  return out + e;
+}
+
+// `interim`: informational heads before the final one: 100 Continue, 103 Early Hints, or
+// both (any other non-zero value).
+std::string interim_heads(std::int64_t which) {
+  std::string out;
+  if (which != 103) out += "HTTP/1.1 100 Continue\r\n\r\n";
+  if (which != 100) out += "HTTP/1.1 103 Early Hints\r\nLink: </x.css>; rel=preload\r\n\r\n";
+  return out;
+}
+
 // Writes SSE events, each as its own HTTP chunk and its own write so it leaves the moment
 // it is made; waits lag_first_ms before the first event and pace_ms before every other one.
 template <class Stream>
 struct EventWriter {
   Stream& s;
   std::int64_t lag_first_ms, pace_ms;
-  bool first = true;
+  SseStyle style;
+  std::uint64_t seq = 0;
 
   awaitable<void> send(const std::string& data) {
-    std::int64_t wait = first ? lag_first_ms : pace_ms;
-    first = false;
+    std::int64_t wait = seq == 0 ? lag_first_ms : pace_ms;
     if (wait > 0) co_await sleep_ms(wait);
-    std::string bytes = http_chunk("data: " + data + "\n\n");
+    std::string bytes = http_chunk(sse_event(data, style, ++seq));
     co_await write(s, bytes);
+  }
+
+  awaitable<void> send_step(const std::vector<std::string>& step) {
+    for (auto& data : step) co_await send(data);
   }
 };
 
@@ -1043,6 +1234,10 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
   try {
     if (on(f.silent)) co_await forever();  // never answer; ends when the client leaves
     if (f.delay_ms && *f.delay_ms > 0) co_await sleep_ms(*f.delay_ms);
+    if (on(f.interim)) {
+      std::string interim = interim_heads(*f.interim);
+      co_await write(s, interim);
+    }
 
     if (f.status) {
       std::string extra = f.retry_after ? "Retry-After: " + std::to_string(*f.retry_after) + "\r\n" : "";
@@ -1082,8 +1277,11 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
       // Compressed although the request did not ask for it. A stream is all its events
       // compressed as one gzip member in one chunk.
       std::string plain;
+      const SseStyle style = sse_style(f);
+      std::uint64_t seq = 0;
       if (r.stream)
-        for (auto& e : r.events) plain += "data: " + e + "\n\n";
+        for (auto& step : r.events)
+          for (auto& e : step) plain += sse_event(e, style, ++seq);
       else
         plain = r.completion_body;
       std::string packed = gzip_bytes(plain);
@@ -1137,10 +1335,10 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
     std::string type = "text/event-stream", extra = "Cache-Control: no-cache\r\n" + pad;
     std::string stream_head = head(200, type, std::nullopt, keep_alive, extra);
     co_await write(s, stream_head);
-    EventWriter<Stream> events{s, f.lag_first_ms.value_or(0), r.pace_ms};
+    EventWriter<Stream> events{s, f.lag_first_ms.value_or(0), r.pace_ms, sse_style(f)};
     const std::string bad_event = "{not json";
 
-    co_await events.send(r.events[0]);  // role
+    co_await events.send_step(r.events[0]);  // role (one per choice)
     bool errored = false;
     for (std::int64_t sent = 0;; ++sent) {
       // Fault points sit between content chunks: "after N chunks" is checked with sent == N.
@@ -1161,11 +1359,11 @@ awaitable<void> produce(Stream& s, const Request& r, bool keep_alive, Ending& en
       if (f.cut_after == sent) { ending = Ending::cut; co_return; }
       if (f.stall_after == sent) co_await forever();
       if (sent == r.chunks) break;
-      co_await events.send(r.events[1 + sent]);
+      co_await events.send_step(r.events[1 + sent]);
     }
     if (!errored) {
       // finish, usage and [DONE], as far as the faults left them in
-      for (std::size_t i = 1 + r.chunks; i < r.events.size(); ++i) co_await events.send(r.events[i]);
+      for (std::size_t i = 1 + r.chunks; i < r.events.size(); ++i) co_await events.send_step(r.events[i]);
       if (r.hold_open) co_await forever();  // no_done: silence until the client leaves
     }
     const std::string last_chunk = "0\r\n\r\n";  // the terminating zero-length chunk
@@ -1212,7 +1410,7 @@ awaitable<Next> answer(Stream& s, const http::request<http::string_body>& req, s
   if (ending == Ending::cut) { close_connection(beast::get_lowest_layer(s)); co_return Next::dead; }
   if (ending == Ending::reset) { reset_connection(beast::get_lowest_layer(s)); co_return Next::dead; }
   if (is_stream) ++g.streams_completed;
-  co_return after;
+  co_return after == Next::keep && on(r.fault.drop_next_on_connection) ? Next::keep_then_drop : after;
 }
 
 // ---------------------------------------------------------------- connections
@@ -1234,6 +1432,7 @@ template <class Stream>
 awaitable<void> serve_http(Stream& s, std::uint64_t connection_id) {
   const std::string continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
   beast::flat_buffer buffer;
+  bool drop_next = false;  // drop_next_on_connection: the next request here gets no answer
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(64 * 1024);
@@ -1241,12 +1440,19 @@ awaitable<void> serve_http(Stream& s, std::uint64_t connection_id) {
     auto [ec, n] = co_await http::async_read_header(s, buffer, parser, asio::as_tuple(use_awaitable));
     if (ec) break;
     // curl sends Expect: 100-continue for large bodies and would otherwise wait a second.
-    if (beast::iequals(parser.get()[http::field::expect], "100-continue"))
+    if (!drop_next && beast::iequals(parser.get()[http::field::expect], "100-continue"))
       co_await write(s, continue_line);
     std::tie(ec, n) = co_await http::async_read(s, buffer, parser, asio::as_tuple(use_awaitable));
     if (ec) break;
+    if (drop_next) {
+      // Like an upstream that closes an idle keep-alive connection just as the client
+      // reuses it: the request was read, not a byte of an answer goes out.
+      ++g.dropped_on_connection;
+      break;
+    }
     Next next = co_await handle(s, parser.get(), connection_id);
     if (next == Next::dead) co_return;
+    drop_next = next == Next::keep_then_drop;
     if (next == Next::close) break;
   }
   close_connection(beast::get_lowest_layer(s));
