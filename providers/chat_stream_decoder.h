@@ -92,7 +92,8 @@ class ChatStreamDecoder {
   void decode_event(std::string& data, std::vector<ChatChunk>& out);
   ChoiceScan scan_choices(simdjson::dom::array choices);
   void note_choice(int64_t index, bool finished);
-  bool rewrite_chunk(std::string_view data, Rewrite rewrite, std::string& json) const;
+  void rewrite_chunk(simdjson::dom::object chunk, Rewrite rewrite, std::string& json) const;
+  void write_kept_choices(simdjson::dom::object chunk, std::string& json) const;
   void fill_in(simdjson::dom::object chunk, std::string& json) const;
 
   Options options_;
