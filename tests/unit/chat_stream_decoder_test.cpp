@@ -245,6 +245,7 @@ TEST_CASE("chat stream: missing id/object/created/model are filled in", "[chat_s
   std::vector<ChatChunk> out;
   decoder.feed(event(R"({"choices":[{"index":0,"delta":{"role":"assistant"}}]})"), out);
   decoder.feed(event(R"({"id":"up-1","created":42,"model":"real","choices":[{"index":0,"delta":{"content":"x"}}]})"), out);
+  decoder.feed(event(R"({"id":"up-2","created":43,"model":"other","choices":[]})"), out);  // not the first: ignored
   decoder.feed(event(R"({"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]})"), out);
   REQUIRE(out.size() == 3);
   const auto first = parse(out[0].json);
