@@ -95,7 +95,7 @@ ChatStreamDecoder::Status ChatStreamDecoder::feed(std::string_view bytes, std::v
 }
 
 bool ChatStreamDecoder::complete() const {
-  return !choices_.empty() && unfinished_choices_ == 0 && (!options_.client_wants_usage || usage_.has_value());
+  return !choices_.empty() && unfinished_choices_ == 0 && !too_many_choices_ && (!options_.client_wants_usage || usage_.has_value());
 }
 
 std::string ChatStreamDecoder::synthetic_chunk() const {
@@ -113,6 +113,10 @@ void ChatStreamDecoder::note_choice(int64_t index, bool finished) {
   auto it = std::lower_bound(choices_.begin(), choices_.end(), index,
                              [](const ChoiceState& c, int64_t i) { return c.index < i; });
   if (it == choices_.end() || it->index != index) {
+    if (choices_.size() == kMaxTrackedChoices) {
+      too_many_choices_ = true;  // complete() can no longer tell: never complete without [DONE]
+      return;
+    }
     choices_.insert(it, ChoiceState{index, finished});
     if (!finished) ++unfinished_choices_;
   } else if (finished && !it->finished) {

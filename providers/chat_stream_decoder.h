@@ -111,8 +111,12 @@ class ChatStreamDecoder {
   std::string fallback_created_json_;
   std::string fallback_model_json_;
   std::vector<size_t> kept_positions_;  // positions of choice 0 in the current chunk's choices
-  std::vector<ChoiceState> choices_;  // sorted by index
+  // Every choice index seen, sorted. Bounded: an upstream sending ever new indexes must
+  // not make us track (and insert into) without limit; OpenAI allows n <= 128.
+  static constexpr size_t kMaxTrackedChoices = 1024;
+  std::vector<ChoiceState> choices_;
   size_t unfinished_choices_ = 0;
+  bool too_many_choices_ = false;
 };
 
 }  // namespace tresor::providers

@@ -150,6 +150,22 @@ TEST_CASE("chat stream: with n=2 only choice 0 reaches the client; complete need
   CHECK(decoder.complete());
 }
 
+TEST_CASE("chat stream: an upstream inventing ever new choice indexes is never complete", "[chat_stream]") {
+  ChatStreamDecoder decoder(options());
+  std::vector<ChatChunk> out;
+  std::string choices;
+  for (int i = 2000; i >= 0; --i) {  // descending: each one would go to the front
+    if (!choices.empty()) choices += ',';
+    choices += R"({"index":)" + std::to_string(i) + R"(,"delta":{},"finish_reason":"stop"})";
+  }
+  decoder.feed(event(R"({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[)" + choices + "]}"),
+               out);
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].kind == Kind::finish);
+  CHECK(parse(out[0].json).at("choices").as_array().size() == 1);
+  CHECK_FALSE(decoder.complete());  // every index it sent finished, but we stopped counting
+}
+
 TEST_CASE("chat stream: a choice without index counts as its array position", "[chat_stream]") {
   const Decoded d = decode(event(
       R"({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"delta":{"content":"a"}},{"delta":{"content":"b"}}]})"));
