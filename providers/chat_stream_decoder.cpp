@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include <boost/json.hpp>
 #include <simdjson.h>
 
 namespace tresor::providers {
@@ -18,10 +17,32 @@ simdjson::dom::parser& event_parser() {
   return parser;
 }
 
-// Deeper than this and Boost.JSON refuses what simdjson (limit 1024) accepted.
-constexpr size_t kMaxJsonDepth = 1024;
+// Appends `s` as a JSON string: quotes, backslashes and control characters escaped,
+// everything else (UTF-8 included) as is.
+void append_json_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (u < 0x20) {
+      out += "\\u00";
+      out += kHex[u >> 4];
+      out += kHex[u & 0xF];
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+}
 
-std::string json_string(std::string_view s) { return boost::json::serialize(boost::json::string(s)); }
+std::string json_string(std::string_view s) {
+  std::string out;
+  append_json_string(out, s);
+  return out;
+}
 
 std::optional<TokenUsage> read_usage(simdjson::dom::object chunk) {
   simdjson::dom::object usage;
@@ -74,7 +95,7 @@ ChatStreamDecoder::Status ChatStreamDecoder::feed(std::string_view bytes, std::v
 }
 
 bool ChatStreamDecoder::complete() const {
-  return !choices_.empty() && unfinished_choices_ == 0 && (!options_.client_wants_usage || usage_.has_value());
+  return !choices_.empty() && unfinished_choices_ == 0 && !too_many_choices_ && (!options_.client_wants_usage || usage_.has_value());
 }
 
 std::string ChatStreamDecoder::synthetic_chunk() const {
@@ -92,6 +113,10 @@ void ChatStreamDecoder::note_choice(int64_t index, bool finished) {
   auto it = std::lower_bound(choices_.begin(), choices_.end(), index,
                              [](const ChoiceState& c, int64_t i) { return c.index < i; });
   if (it == choices_.end() || it->index != index) {
+    if (choices_.size() == kMaxTrackedChoices) {
+      too_many_choices_ = true;  // complete() can no longer tell: never complete without [DONE]
+      return;
+    }
     choices_.insert(it, ChoiceState{index, finished});
     if (!finished) ++unfinished_choices_;
   } else if (finished && !it->finished) {
@@ -178,38 +203,69 @@ void ChatStreamDecoder::decode_event(std::string& data, std::vector<ChatChunk>& 
   if (rewrite == Rewrite::none) {
     result.json = data;  // the hot path: the upstream's bytes, one copy
     if (std::memchr(data.data(), '\n', data.size())) remove_line_breaks(result.json);  // multi-line data
-  } else if (!rewrite_chunk(data, rewrite, result.json)) {
-    ++dropped_events_;  // simdjson accepted what Boost.JSON refused (e.g. a number out of range)
-    return;
+  } else {
+    rewrite_chunk(chunk, rewrite, result.json);
   }
   fill_in(chunk, result.json);
   out.push_back(std::move(result));
 }
 
-// Rewrites the chunk's choices with Boost.JSON; the output is one line (the serializer
-// writes no whitespace).
-bool ChatStreamDecoder::rewrite_chunk(std::string_view data, Rewrite rewrite, std::string& json) const {
-  unsigned char buffer[4096];  // most chunks fit: no allocation for the parse
-  boost::json::monotonic_resource resource(buffer, sizeof buffer);
-  boost::json::parse_options options;
-  options.max_depth = kMaxJsonDepth;
-  boost::system::error_code ec;
-  boost::json::value value = boost::json::parse(data, ec, &resource, options);
-  if (ec || !value.is_object()) return false;
-  boost::json::object& chunk = value.get_object();
-  boost::json::array kept(&resource);
-  if (rewrite == Rewrite::keep_choice_0) {
-    const boost::json::array* choices = chunk.if_contains("choices") ? chunk.at("choices").if_array() : nullptr;
-    if (choices == nullptr) return false;
-    for (size_t position : kept_positions_) {
-      if (position >= choices->size() || !(*choices)[position].is_object()) return false;
-      kept.push_back((*choices)[position]);
-      kept.back().get_object()["index"] = 0;  // an element without index was choice 0 by its position
+// Rewrites the chunk from its DOM: member by member as simdjson minifies them (one line,
+// no whitespace), in the upstream's order, with `choices` replaced. Duplicate members
+// stay as they were (a reader taking the first one sees what the passthrough path would
+// show), except a second `choices`, which is left out.
+void ChatStreamDecoder::rewrite_chunk(simdjson::dom::object chunk, Rewrite rewrite, std::string& json) const {
+  json = "{";
+  bool choices_written = false;
+  auto write_choices = [&] {
+    json += R"("choices":[)";
+    if (rewrite == Rewrite::keep_choice_0) write_kept_choices(chunk, json);
+    json += ']';
+    choices_written = true;
+  };
+  for (const auto field : chunk) {
+    const bool is_choices = field.key == "choices";
+    if (is_choices && choices_written) continue;
+    if (json.size() > 1) json += ',';
+    if (is_choices) {
+      write_choices();
+      continue;
     }
+    append_json_string(json, field.key);
+    json += ':';
+    json += simdjson::minify(field.value);
   }
-  chunk["choices"] = std::move(kept);
-  json = boost::json::serialize(value);
-  return true;
+  if (!choices_written) {
+    if (json.size() > 1) json += ',';
+    write_choices();
+  }
+  json += '}';
+}
+
+// The elements of `choices` that are choice 0, each with "index": 0 first (an element
+// without index was choice 0 by its position).
+void ChatStreamDecoder::write_kept_choices(simdjson::dom::object chunk, std::string& json) const {
+  simdjson::dom::array choices;
+  if (chunk["choices"].get(choices)) return;
+  size_t position = 0;
+  auto kept = kept_positions_.begin();
+  for (simdjson::dom::element element : choices) {
+    simdjson::dom::object choice;
+    if (kept != kept_positions_.end() && *kept == position && !element.get(choice)) {
+      if (kept != kept_positions_.begin()) json += ',';
+      json += R"({"index":0)";
+      for (const auto field : choice) {
+        if (field.key == "index") continue;
+        json += ',';
+        append_json_string(json, field.key);
+        json += ':';
+        json += simdjson::minify(field.value);
+      }
+      json += '}';
+      ++kept;
+    }
+    ++position;
+  }
 }
 
 // Adds the id/object/created/model members the chunk lacks right after its opening

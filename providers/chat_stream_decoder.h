@@ -92,7 +92,8 @@ class ChatStreamDecoder {
   void decode_event(std::string& data, std::vector<ChatChunk>& out);
   ChoiceScan scan_choices(simdjson::dom::array choices);
   void note_choice(int64_t index, bool finished);
-  bool rewrite_chunk(std::string_view data, Rewrite rewrite, std::string& json) const;
+  void rewrite_chunk(simdjson::dom::object chunk, Rewrite rewrite, std::string& json) const;
+  void write_kept_choices(simdjson::dom::object chunk, std::string& json) const;
   void fill_in(simdjson::dom::object chunk, std::string& json) const;
 
   Options options_;
@@ -110,8 +111,12 @@ class ChatStreamDecoder {
   std::string fallback_created_json_;
   std::string fallback_model_json_;
   std::vector<size_t> kept_positions_;  // positions of choice 0 in the current chunk's choices
-  std::vector<ChoiceState> choices_;  // sorted by index
+  // Every choice index seen, sorted. Bounded: an upstream sending ever new indexes must
+  // not make us track (and insert into) without limit; OpenAI allows n <= 128.
+  static constexpr size_t kMaxTrackedChoices = 1024;
+  std::vector<ChoiceState> choices_;
   size_t unfinished_choices_ = 0;
+  bool too_many_choices_ = false;
 };
 
 }  // namespace tresor::providers

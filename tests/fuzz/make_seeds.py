@@ -92,6 +92,56 @@ def sse():
     write(t, "comment_only", b"\x00" + plan() + b":\n:\n\n")
     write(t, "no_space", b"\x00" + plan(4, 4) + b"data:x\nfield-without-colon\n\n")
     write(t, "empty", b"")
+    write(t, "bom", b"\x00" + plan(1, 2) + b"\xef\xbb\xbfdata: a\n\n\xef\xbb\xbfdata: b\n\n")
+    write(t, "partial_bom", b"\x00" + plan(1) + b"\xef\xbb")
+    write(t, "cr_lf_split", b"\x00" + plan(8) + b"data: a\r\ndata: b\r\n\r\n")
+    write(t, "id_retry_event", b"\x00" + plan(3) + b"id: 1\x00x\nretry: never\nevent\ndata:x\ndata\n\n")
+
+
+# ---- chat_stream_decoder: flags byte, split plan, stream -------------------------
+def chat_stream():
+    t = "chat_stream_decoder"
+    clean(t)
+
+    def ev(obj):
+        return "data: " + (obj if isinstance(obj, str) else json.dumps(obj, separators=(",", ":"))) + "\n\n"
+
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+
+    def chunk(choices, **extra):
+        return ev({**head, "choices": choices, **extra})
+
+    usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    openai = (chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]) +
+              chunk([{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]) +
+              chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]) +
+              chunk([], usage=usage) + "data: [DONE]\n\n")
+    write(t, "openai_usage_asked", b"\x01" + plan(9, 1) + openai.encode())
+    write(t, "openai_usage_not_asked", b"\x00" + plan() + openai.encode())
+    n2 = (chunk([{"index": 0, "delta": {"content": "a"}}]) + chunk([{"index": 1, "delta": {"content": "b"}}]) +
+          chunk([{"index": 1, "delta": {}}, {"index": 0, "delta": {"content": "c"}}]) +
+          chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]) +
+          chunk([{"index": 1, "delta": {}, "finish_reason": "length"}]) + chunk([], usage=usage))
+    write(t, "n2_no_done", b"\x01" + plan(17) + n2.encode())
+    fill = (ev({"choices": [{"delta": {"role": "assistant"}}]}) +
+            ev({"id": "up", "created": 5, "choices": [{"index": 0, "delta": {"content": "x"}}]}) +
+            ev({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}) +
+            ev({"usage": usage}))
+    write(t, "fill_in", b"\x01" + plan(4) + fill.encode())
+    write(t, "error_mid_stream", b"\x00" + plan(6) +
+          (chunk([{"index": 0, "delta": {"content": "a"}}]) + ev({"error": {"message": "overloaded"}}) +
+           chunk([{"index": 0, "delta": {"content": "b"}}])).encode())
+    write(t, "error_null", b"\x00" + plan() + chunk([{"index": 0, "delta": {}}], error=None).encode())
+    write(t, "multiline_crlf", b"\x00" + plan(2, 5) +
+          b'\xef\xbb\xbf: hi\r\n\r\ndata: {"choices":\r\ndata: [{"index":0,"delta":{"content":"a\\nb"}}]}\r\n\r\n')
+    write(t, "not_json", b"\x00" + plan(1) + b"data: hello\n\ndata: [1]\n\ndata\n\ndata: {\"a\":\n\n")
+    write(t, "oversized", b"\x10" + plan(3) + (chunk([{"index": 0, "delta": {"content": "x" * 40}}])).encode())
+    write(t, "azure_filter_first", b"\x01" + plan() +
+          (ev({"choices": [], "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": []}) +
+           chunk([{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}])).encode())
+    write(t, "duplicates", b"\x00" + plan(7) +
+          b'data: {"choices":[{"delta":{},"index":1,"index":0}],"choices":[],"id":1,"id":null,"usage":null,"usage":{}}\n\n')
+    write(t, "empty", b"")
 
 
 # ---- multipart_parser: split plan, limits byte, Content-Type '\n' body ---------------
@@ -319,6 +369,6 @@ def transcription():
 
 
 if __name__ == "__main__":
-    chat(); sse(); multipart(); transcription(); config(); timeout(); route(); receipts(); head()
+    chat(); sse(); chat_stream(); multipart(); transcription(); config(); timeout(); route(); receipts(); head()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))

@@ -66,15 +66,15 @@ const Events kExpected = {
 
 }  // namespace
 
-TEST_CASE("sse: a stream fed at once yields its events in order") {
+TEST_CASE("sse: a stream fed at once yields its events in order", "[sse][chat_stream]") {
   CHECK(parse_whole(kStream) == kExpected);
 }
 
-TEST_CASE("sse: a stream fed byte by byte yields the same events") {
+TEST_CASE("sse: a stream fed byte by byte yields the same events", "[sse][chat_stream]") {
   CHECK(parse_bytewise(kStream) == kExpected);
 }
 
-TEST_CASE("sse: a stream fed in random pieces yields the same events") {
+TEST_CASE("sse: a stream fed in random pieces yields the same events", "[sse][chat_stream]") {
   std::mt19937 rng(20240531);
   for (int round = 0; round < 200; ++round) {
     INFO("round " << round);
@@ -82,7 +82,7 @@ TEST_CASE("sse: a stream fed in random pieces yields the same events") {
   }
 }
 
-TEST_CASE("sse: every split into two pieces yields the same events") {
+TEST_CASE("sse: every split into two pieces yields the same events", "[sse][chat_stream]") {
   for (size_t cut = 0; cut <= kStream.size(); ++cut) {
     SseParser parser;
     Events events;
@@ -93,7 +93,7 @@ TEST_CASE("sse: every split into two pieces yields the same events") {
   }
 }
 
-TEST_CASE("sse: CRLF, LF and CR line ends are equivalent") {
+TEST_CASE("sse: CRLF, LF and CR line ends are equivalent", "[sse][chat_stream]") {
   CHECK(parse_whole("data: a\n\n") == Events{"a"});
   CHECK(parse_whole("data: a\r\n\r\n") == Events{"a"});
   CHECK(parse_whole("data: a\r\r") == Events{"a"});
@@ -108,24 +108,24 @@ TEST_CASE("sse: CRLF, LF and CR line ends are equivalent") {
   CHECK(events == Events{"a\nb"});
 }
 
-TEST_CASE("sse: \\r\\r and \\n\\n both end an event; \\r\\n alone does not") {
+TEST_CASE("sse: \\r\\r and \\n\\n both end an event; \\r\\n alone does not", "[sse][chat_stream]") {
   CHECK(parse_whole("data: a\r\n").empty());
   CHECK(parse_whole("data: a\r\n\r\ndata: b\n\ndata: c\r\r") == Events{"a", "b", "c"});
 }
 
-TEST_CASE("sse: multi-line data is joined with newlines") {
+TEST_CASE("sse: multi-line data is joined with newlines", "[sse][chat_stream]") {
   CHECK(parse_whole("data: {\"a\":\ndata: 1}\n\n") == Events{"{\"a\":\n1}"});
   CHECK(parse_whole("data: x\ndata:\ndata: y\n\n") == Events{"x\n\ny"});
 }
 
-TEST_CASE("sse: only one leading space of a value is removed") {
+TEST_CASE("sse: only one leading space of a value is removed", "[sse][chat_stream]") {
   CHECK(parse_whole("data:x\n\n") == Events{"x"});
   CHECK(parse_whole("data: x\n\n") == Events{"x"});
   CHECK(parse_whole("data:  x \n\n") == Events{" x "});
   CHECK(parse_whole("data: a: b\n\n") == Events{"a: b"});
 }
 
-TEST_CASE("sse: comments and events without data produce nothing") {
+TEST_CASE("sse: comments and events without data produce nothing", "[sse][chat_stream]") {
   CHECK(parse_whole(": ping\n\n").empty());
   CHECK(parse_whole(":\n\n:\n\n").empty());
   CHECK(parse_whole("event: ping\n\n").empty());
@@ -134,13 +134,13 @@ TEST_CASE("sse: comments and events without data produce nothing") {
   CHECK(parse_whole("event: ping\n\ndata: x\n\n") == Events{"x"});
 }
 
-TEST_CASE("sse: a field named like data but longer is not data") {
+TEST_CASE("sse: a field named like data but longer is not data", "[sse][chat_stream]") {
   CHECK(parse_whole("datas: x\n\n").empty());
   CHECK(parse_whole("Data: x\n\n").empty());
   CHECK(parse_whole(" data: x\n\n").empty());
 }
 
-TEST_CASE("sse: an event is dispatched only at its blank line") {
+TEST_CASE("sse: an event is dispatched only at its blank line", "[sse][chat_stream]") {
   SseParser parser;
   Events events;
   REQUIRE(parser.feed("data: {\"a\":1}\n", events));
@@ -151,7 +151,7 @@ TEST_CASE("sse: an event is dispatched only at its blank line") {
   CHECK_FALSE(parser.has_partial_event());
 }
 
-TEST_CASE("sse: a stream cut inside a line or an event is reported as partial") {
+TEST_CASE("sse: a stream cut inside a line or an event is reported as partial", "[sse][chat_stream]") {
   {
     SseParser parser;
     Events events;
@@ -175,7 +175,7 @@ TEST_CASE("sse: a stream cut inside a line or an event is reported as partial") 
   }
 }
 
-TEST_CASE("sse: an event over the size limit is an error") {
+TEST_CASE("sse: an event over the size limit is an error", "[sse][chat_stream]") {
   SECTION("one long data line") {
     SseParser parser(64);
     Events events;
@@ -201,11 +201,70 @@ TEST_CASE("sse: an event over the size limit is an error") {
   }
 }
 
-TEST_CASE("sse: the size limit applies per event, not to the whole stream") {
+TEST_CASE("sse: the size limit applies per event, not to the whole stream", "[sse][chat_stream]") {
   SseParser parser(64);
   Events events;
   const std::string event = "data: " + std::string(40, 'y') + "\n\n";
   for (int i = 0; i < 100; ++i) REQUIRE(parser.feed(event, events));
   REQUIRE(events.size() == 100);
   CHECK(events.back() == std::string(40, 'y'));
+}
+
+// WHATWG "event stream interpretation": the cases the rules above name one by one.
+
+TEST_CASE("sse: one leading UTF-8 BOM is skipped, also when split", "[sse][chat_stream]") {
+  const std::string stream = "\xEF\xBB\xBF" "data: a\n\n";
+  CHECK(parse_whole(stream) == Events{"a"});
+  CHECK(parse_bytewise(stream) == Events{"a"});
+  // Only one, and only at the very start: anything else is part of a line.
+  CHECK(parse_whole("\xEF\xBB\xBF\xEF\xBB\xBF" "data: a\n\n").empty());
+  CHECK(parse_whole("data: a\n\n\xEF\xBB\xBF" "data: b\n\n") == Events{"a"});
+  CHECK(parse_whole("\xEF\xBB" "data: a\n\n").empty());  // a partial BOM is not one
+  CHECK(parse_whole("\xEF\xBB\xBF\n" "data: a\n\n") == Events{"a"});
+}
+
+TEST_CASE("sse: a stream of only part of a BOM is partial", "[sse][chat_stream]") {
+  SseParser parser;
+  Events events;
+  REQUIRE(parser.feed("\xEF\xBB", events));
+  CHECK(parser.has_partial_event());
+  REQUIRE(parser.feed("\xBF", events));
+  CHECK_FALSE(parser.has_partial_event());
+}
+
+TEST_CASE("sse: a line without a colon is a field with an empty value", "[sse][chat_stream]") {
+  CHECK(parse_whole("data\n\n") == Events{""});
+  CHECK(parse_whole("data\ndata\n\n") == Events{"\n"});
+  CHECK(parse_whole("data\ndata: x\n\n") == Events{"\nx"});
+  CHECK(parse_whole("event\nid\nretry\n\n").empty());
+}
+
+TEST_CASE("sse: event, id and retry fields change nothing, whatever their value", "[sse][chat_stream]") {
+  using namespace std::string_literals;
+  CHECK(parse_whole("id: a\0b\nretry: soon\nevent:\ndata: x\nevent: other\nid\n\n"s) == Events{"x"});
+  CHECK(parse_whole("retry: 10\n\nid: 3\n\ndata: y\n\n") == Events{"y"});
+}
+
+TEST_CASE("sse: next() stops after each event and leaves the rest of the bytes", "[sse][chat_stream]") {
+  SseParser parser;
+  std::string_view bytes = "data: a\n\ndata: b\r\n\r\ndata: c";
+  REQUIRE(parser.next(bytes) == SseParser::Next::event);
+  CHECK(parser.data() == "a");
+  CHECK(bytes == "data: b\r\n\r\ndata: c");
+  REQUIRE(parser.next(bytes) == SseParser::Next::event);
+  CHECK(parser.data() == "b");
+  CHECK(bytes == "\ndata: c");  // the LF of the CRLF is consumed on the next call
+  REQUIRE(parser.next(bytes) == SseParser::Next::need_more);
+  CHECK(bytes.empty());
+  std::string_view rest = "\n\n";
+  REQUIRE(parser.next(rest) == SseParser::Next::event);
+  CHECK(parser.data() == "c");
+}
+
+TEST_CASE("sse: after an oversized event the parser stays failed", "[sse][chat_stream]") {
+  SseParser parser(8);
+  std::string_view bytes = "data: 0123456789\n\n";
+  CHECK(parser.next(bytes) == SseParser::Next::oversized);
+  std::string_view more = "data: a\n\n";
+  CHECK(parser.next(more) == SseParser::Next::oversized);
 }
