@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <charconv>
 #include <deque>
 #include <map>
 #include <stdexcept>
@@ -386,8 +387,16 @@ asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e
   const auto connect_deadline = std::min(deadline, Clock::now() + connect_timeout);
   error_code ec;
   tcp::resolver resolver(exec);
-  const auto endpoints =
-      co_await resolver.async_resolve(e.host, e.port, asio::redirect_error(asio::use_awaitable, ec));
+  tcp::resolver::results_type endpoints;
+  unsigned port = 0;
+  const auto [end, parse_error] = std::from_chars(e.port.data(), e.port.data() + e.port.size(), port);
+  if (e.host_is_ip && parse_error == std::errc() && end == e.port.data() + e.port.size() && port <= 65535) {
+    // Nothing to look up: Asio's resolver would still hop to its own thread and back.
+    endpoints = tcp::resolver::results_type::create(
+        tcp::endpoint(asio::ip::make_address(e.host), static_cast<unsigned short>(port)), e.host, e.port);
+  } else {
+    endpoints = co_await resolver.async_resolve(e.host, e.port, asio::redirect_error(asio::use_awaitable, ec));
+  }
   if (ec) {
     error = TransportError::connect_failed;
     detail = "cannot resolve " + e.host + ": " + ec.message();

@@ -68,8 +68,9 @@ Oracle oracle(std::string_view bytes, bool eof_after) {
         if (n == 0) break;
         continue;
       }
-      if (ec) return o;  // malformed: no message
+      if (ec) break;  // malformed: no message, or a head and a broken body
     }
+    const bool malformed = ec && ec != http::error::need_more;
     if (!p.is_header_done()) return o;
     const int status = p.get().result_int();
     if (status >= 100 && status < 200 && status != 101) {
@@ -79,6 +80,7 @@ Oracle oracle(std::string_view bytes, bool eof_after) {
     if (status < 200) return o;  // 101 or below 100: no final answer
     o.final = true;
     o.status = status;
+    if (malformed) return o;  // the head counts, the message never ends
     bool by_eof = false;
     if (!p.is_done() && eof_after) {
       p.put_eof(ec);

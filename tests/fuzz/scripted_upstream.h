@@ -24,6 +24,10 @@
 namespace tresor::testing {
 
 struct ScriptedReply {
+  ScriptedReply() = default;
+  ScriptedReply(std::string b, std::vector<size_t> p = {}, bool close = false)  // NOLINT: implicit on purpose
+      : bytes(std::move(b)), pieces(std::move(p)), close_after(close) {}
+
   std::string bytes;           // written back as they are
   std::vector<size_t> pieces;  // write sizes, in a cycle (empty or all 0: one write)
   bool close_after = false;    // then shut down the sending side (the client reads EOF)

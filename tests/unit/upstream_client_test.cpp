@@ -146,11 +146,12 @@ TEST_CASE("103 before a chunked 200, delivered in small pieces: the next request
   Fixture f;
   ScriptedReply first{kInterim +
                       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      "e\r\ndata: first\n\n\r\n0\r\n\r\n",
+                      "d\r\ndata: first\n\n\r\n0\r\n\r\n",
                       {7, 1, 13}};
   f.upstream.replies = {first, {ok("second")}};
   const auto out = f.run({Step{}, Step{}});
   REQUIRE(out.size() == 2);
+  CHECK(out[0].error == TransportError::none);
   CHECK(out[0].status == 200);
   CHECK(out[0].body == "data: first\n\n");
   CHECK(out[1].status == 200);
