@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <charconv>
 #include <deque>
 #include <map>
 #include <stdexcept>
@@ -42,8 +43,12 @@ namespace {
 // commonly drop idle keep-alive connections after 60-75 s, and a request written on a
 // connection the server is closing is a wasted attempt.
 constexpr auto kMaxIdle = std::chrono::seconds(50);
-// An upstream response head larger than this is a protocol error.
+// An upstream response head larger than this is a protocol error. Interim (1xx) heads
+// before the final one count against it too.
 constexpr uint32_t kMaxResponseHeaderBytes = 64 * 1024;
+// More interim (1xx) responses than this before the final one is a protocol error: a
+// real upstream sends one or two (100 Continue, 103 Early Hints).
+constexpr int kMaxInterimResponses = 16;
 // Size of one read from an upstream body (one SSE event usually fits many times).
 constexpr size_t kReadChunkBytes = 16 * 1024;
 // Size of one write of a streamed request body.
@@ -224,15 +229,31 @@ struct UpstreamClient::Impl {
   }
 };
 
+using ResponseParser = http::response_parser<http::buffer_body>;
+
 struct UpstreamResponse::Impl {
   std::unique_ptr<Connection> conn;
   std::shared_ptr<Pool> pool;
-  http::response_parser<http::buffer_body> parser;
+  // The final response's parser (a 1xx head is read with a parser of its own and dropped).
+  std::optional<ResponseParser> parser;
   bool failed = false;
+  // The upstream answered before our request body was all written: whatever it did with
+  // the rest of the body, the connection's state is unknown.
+  bool answered_early = false;
+
+  // Reuse is earned: the message was read to its end, its length was known (Beast's
+  // keep_alive() is false for a close-delimited body), the upstream allows keep-alive,
+  // and not one byte beyond the message sits in the buffer (it would be read as the
+  // next request's response).
+  bool reusable() const {
+    return !failed && !answered_early && parser && parser->is_done() && parser->keep_alive() &&
+           conn->buffer.size() == 0;
+  }
 
   ~Impl() {
     if (!conn) return;
-    pool->release(std::move(conn), !failed && parser.is_done() && parser.keep_alive());
+    const bool reuse = reusable();
+    pool->release(std::move(conn), reuse);
   }
 };
 
@@ -270,10 +291,77 @@ std::string unrequested_coding(const http::response_parser<http::buffer_body>::v
   return coding;
 }
 
+// Bytes are waiting to be read on the socket: a non-blocking peek, nothing consumed.
+bool readable_now(beast::tcp_stream& s) {
+  char byte;
+  return ::recv(s.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 template <typename Fn>
 asio::awaitable<error_code> with_stream(Connection& c, Fn fn) {
   if (auto* p = std::get_if<PlainStream>(&c.stream)) co_return co_await fn(*p);
   co_return co_await fn(std::get<TlsStream>(c.stream));
+}
+
+// The final response head, after any interim (1xx) ones. A 1xx head is a message of its
+// own (Beast's parser is done after it), so each head gets a fresh parser; bytes after an
+// interim head stay in the connection's buffer for the next one. All heads share one size
+// budget and the deadline set on the stream.
+struct HeadOutcome {
+  TransportError error = TransportError::none;
+  std::string detail;
+  bool received = false;  // some byte of a response arrived (no stale-connection retry then)
+};
+
+// Approximate wire size of a parsed head (start line and fields), for the shared budget.
+size_t head_size(const ResponseParser::value_type& head) {
+  size_t n = 15 + head.reason().size();  // "HTTP/1.1 103 " ... CRLF
+  for (const auto& field : head) n += field.name_string().size() + field.value().size() + 4;
+  return n + 2;
+}
+
+asio::awaitable<HeadOutcome> read_final_head(Connection& conn, std::optional<ResponseParser>& parser,
+                                             Clock::time_point deadline) {
+  HeadOutcome out;
+  size_t budget = kMaxResponseHeaderBytes;
+  for (int interim = 0;; ++interim) {
+    parser.emplace();
+    parser->header_limit(static_cast<uint32_t>(budget));
+    parser->body_limit(boost::none);  // the caller enforces its own limit
+    const error_code ec = co_await with_stream(conn, [&](auto& s) -> asio::awaitable<error_code> {
+      error_code e;
+      co_await http::async_read_header(s, conn.buffer, *parser, asio::redirect_error(asio::use_awaitable, e));
+      co_return e;
+    });
+    if (ec) {
+      // Beast keeps the bytes of an incomplete head in the buffer; end_of_stream is its
+      // "closed before the first byte of this message".
+      if (conn.buffer.size() > 0 || ec == http::error::partial_message) out.received = true;
+      out.error = ec == http::error::header_limit ? TransportError::protocol
+                                                  : classify_read_error(ec, deadline, false);
+      out.detail = ec.message();
+      co_return out;
+    }
+    out.received = true;
+    const int status = parser->get().result_int();
+    if (status >= 200) co_return out;
+    out.error = TransportError::protocol;
+    if (status == 101) {
+      out.detail = "101 Switching Protocols to a request that asked for no upgrade";
+      co_return out;
+    }
+    if (status < 100) {
+      out.detail = "status " + std::to_string(status);
+      co_return out;
+    }
+    const size_t size = head_size(parser->get());
+    if (interim + 1 >= kMaxInterimResponses || size >= budget) {
+      out.detail = "too many or too large interim (1xx) responses";
+      co_return out;
+    }
+    budget -= size;
+    out.error = TransportError::none;  // an interim answer: read on
+  }
 }
 
 // Opens a new connection (TCP, then TLS when the provider is https).
@@ -285,8 +373,16 @@ asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e
   const auto connect_deadline = std::min(deadline, Clock::now() + connect_timeout);
   error_code ec;
   tcp::resolver resolver(exec);
-  const auto endpoints =
-      co_await resolver.async_resolve(e.host, e.port, asio::redirect_error(asio::use_awaitable, ec));
+  tcp::resolver::results_type endpoints;
+  unsigned port = 0;
+  const auto [end, parse_error] = std::from_chars(e.port.data(), e.port.data() + e.port.size(), port);
+  if (e.host_is_ip && parse_error == std::errc() && end == e.port.data() + e.port.size() && port <= 65535) {
+    // Nothing to look up: Asio's resolver would still hop to its own thread and back.
+    endpoints = tcp::resolver::results_type::create(
+        tcp::endpoint(asio::ip::make_address(e.host), static_cast<unsigned short>(port)), e.host, e.port);
+  } else {
+    endpoints = co_await resolver.async_resolve(e.host, e.port, asio::redirect_error(asio::use_awaitable, ec));
+  }
   if (ec) {
     error = TransportError::connect_failed;
     detail = "cannot resolve " + e.host + ": " + ec.message();
@@ -339,8 +435,14 @@ asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e
 // (the buffer is the only copy of the body in memory). The head shares the first write
 // with the start of the body, and a body up to kSingleWriteBytes (an upload still in
 // memory) goes in that one write: a 64 KiB upload took four sendmsg calls before.
+//
+// A streamed body written in several writes is watched for an early answer: bytes to
+// read before the last write mean the upstream answered (or sent something) while the
+// body was still on its way, and `answered_early` keeps that connection out of the pool.
+// (On TLS this also counts a session ticket not yet read: that costs a reuse, no more.)
 template <typename Stream>
-asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_body>& req, BodySource* streamed) {
+asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_body>& req, BodySource* streamed,
+                                          bool& answered_early) {
   error_code ec;
   if (!streamed) {
     const std::string wire = common::wire_bytes(req);
@@ -364,6 +466,7 @@ asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_
       written += n;
       const bool source_done = n == 0 || written >= total;
       if (filled == capacity || (source_done && filled > 0)) {
+        if (written > filled && readable_now(beast::get_lowest_layer(s))) answered_early = true;
         co_await asio::async_write(s, asio::buffer(buffer.get(), filled), asio::redirect_error(asio::use_awaitable, ec));
         if (ec) co_return ec;
         filled = 0;
@@ -387,33 +490,34 @@ asio::awaitable<error_code> write_request(Stream& s, http::request<http::string_
 UpstreamResponse::UpstreamResponse(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 UpstreamResponse::~UpstreamResponse() = default;
 
-int UpstreamResponse::status() const { return impl_->parser.get().result_int(); }
+int UpstreamResponse::status() const { return impl_->parser->get().result_int(); }
 
 std::optional<std::string> UpstreamResponse::header(std::string_view name) const {
-  const auto& h = impl_->parser.get();
+  const auto& h = impl_->parser->get();
   const auto it = h.find(beast::string_view(name.data(), name.size()));
   if (it == h.end()) return std::nullopt;
   return std::string(it->value());
 }
 
-bool UpstreamResponse::body_done() const { return impl_->parser.is_done(); }
+bool UpstreamResponse::body_done() const { return impl_->parser->is_done(); }
 
 asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadline,
                                                          TransportError& error) {
   auto& im = *impl_;
+  auto& parser = *im.parser;
   error = TransportError::none;
   if (im.failed) {
     error = TransportError::cut;
     co_return std::string();
   }
   std::string out;
-  while (!im.parser.is_done()) {
-    im.parser.get().body().data = im.conn->chunk.get();
-    im.parser.get().body().size = kReadChunkBytes;
+  while (!parser.is_done()) {
+    parser.get().body().data = im.conn->chunk.get();
+    parser.get().body().size = kReadChunkBytes;
     im.conn->tcp().expires_at(deadline);
     const error_code ec = co_await with_stream(*im.conn, [&](auto& s) -> asio::awaitable<error_code> {
       error_code e;
-      co_await http::async_read_some(s, im.conn->buffer, im.parser,
+      co_await http::async_read_some(s, im.conn->buffer, parser,
                                      asio::redirect_error(asio::use_awaitable, e));
       co_return e;
     });
@@ -422,14 +526,14 @@ asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadl
       error = classify_read_error(ec, deadline, true);
       co_return std::string();
     }
-    const size_t got = kReadChunkBytes - im.parser.get().body().size;
+    const size_t got = kReadChunkBytes - parser.get().body().size;
     if (got > 0) {
       out.assign(im.conn->chunk.get(), got);
       break;
     }
     // else only framing was consumed (a chunk header): read on
   }
-  if (im.parser.is_done()) im.conn->tcp().expires_never();
+  if (parser.is_done()) im.conn->tcp().expires_never();
   co_return out;
 }
 
@@ -439,7 +543,7 @@ asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::tim
   // 64 bytes of spare capacity: simdjson parses a string in place only when that much
   // padding follows it, and copies it into a fresh aligned buffer otherwise.
   constexpr size_t kParserPadding = 64;
-  if (const auto len = impl_->parser.content_length(); len && *len > limit) {
+  if (const auto len = impl_->parser->content_length(); len && *len > limit) {
     // Announced too large: refuse before reading a byte of it.
     impl_->failed = true;
     error = TransportError::too_large;
@@ -447,7 +551,7 @@ asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::tim
   } else if (len) {
     body.reserve(*len + kParserPadding);
   }
-  while (!impl_->parser.is_done()) {
+  while (!impl_->parser->is_done()) {
     std::string piece = co_await read_some(deadline, error);
     if (error != TransportError::none) co_return std::string();
     body += piece;
@@ -462,7 +566,7 @@ asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::tim
 
 asio::awaitable<void> UpstreamResponse::finish_for_reuse(size_t limit, Clock::time_point deadline) {
   size_t dropped = 0;
-  while (!impl_->parser.is_done() && !impl_->failed) {
+  while (!impl_->parser->is_done() && !impl_->failed) {
     TransportError error = TransportError::none;
     const std::string piece = co_await read_some(deadline, error);
     dropped += piece.size();
@@ -509,11 +613,12 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
     req.prepare_payload();
   }
 
-  // A reused connection the upstream had already closed can fail the *write*; the
-  // request then never reached the upstream and is re-sent once on a fresh connection.
-  // Once written, a POST is not re-sent here (nginx's non_idempotent default): the
-  // upstream may have acted on it, and any retry is the failover loop's, visible in
-  // X-Tresor-Attempts.
+  // A reused connection the upstream had already closed fails the write, or the head read
+  // with EOF/reset before any byte of a response (the upstream closed it while idle, the
+  // close crossing our request on the wire): the request is re-sent once on a new
+  // connection, and the caller sees one attempt. Anything else (a byte of a response
+  // came, a timeout, a fresh connection) is the caller's failed attempt; any retry after
+  // that is the failover loop's, visible in X-Tresor-Attempts.
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<Connection> conn;
     bool reused = false;
@@ -554,40 +659,38 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
       }
     }
 
-    conn->tcp().expires_at(deadline);
-    error_code ec = co_await with_stream(*conn, [&](auto& s) -> asio::awaitable<error_code> {
-      co_return co_await write_request(s, req, request.streamed_body);
+    conn->tcp().expires_at(deadline);  // bounds the write and every head read below
+    bool answered_early = false;
+    const error_code write_ec = co_await with_stream(*conn, [&](auto& s) -> asio::awaitable<error_code> {
+      co_return co_await write_request(s, req, request.streamed_body, answered_early);
     });
-    if (ec && reused && attempt == 0 && !past(deadline)) {
-      pool->release(std::move(conn), false);
-      continue;
-    }
     auto impl = std::make_unique<UpstreamResponse::Impl>();
-    impl->parser.header_limit(kMaxResponseHeaderBytes);
-    impl->parser.body_limit(boost::none);  // the caller enforces its own limit
-    if (!ec) {
-      ec = co_await with_stream(*conn, [&](auto& s) -> asio::awaitable<error_code> {
-        error_code e;
-        co_await http::async_read_header(s, conn->buffer, impl->parser,
-                                         asio::redirect_error(asio::use_awaitable, e));
-        co_return e;
-      });
+    HeadOutcome head;
+    if (write_ec) {
+      head.error = classify_read_error(write_ec, deadline, false);
+      head.detail = "writing the request: " + write_ec.message();
+    } else {
+      head = co_await read_final_head(*conn, impl->parser, deadline);
     }
-    if (ec) {
-      const auto error = classify_read_error(ec, deadline, false);
+    if (head.error != TransportError::none) {
       pool->release(std::move(conn), false);
-      result.error = error;
-      result.detail = "provider " + provider.name + ": " + std::string(to_string(error)) +
-                      " before the response head: " + ec.message();
+      // A stale pooled connection: the upstream closed it while idle and not one byte of
+      // a response came. Re-sent once, at once, on a new connection; not an attempt.
+      if (reused && attempt == 0 && head.error == TransportError::reset && !head.received && !past(deadline))
+        continue;
+      result.error = head.error;
+      result.detail = "provider " + provider.name + ": " + std::string(to_string(head.error)) +
+                      " before the response head: " + head.detail;
       co_return result;
     }
-    if (const auto coding = unrequested_coding(impl->parser.get()); !coding.empty()) {
+    if (const auto coding = unrequested_coding(impl->parser->get()); !coding.empty()) {
       pool->release(std::move(conn), false);
       result.error = TransportError::protocol;
       result.detail = "provider " + provider.name + ": answered with Content-Encoding " + coding +
                       ", which was not asked for";
       co_return result;
     }
+    impl->answered_early = answered_early;
     impl->conn = std::move(conn);
     impl->pool = pool;
     result.response = std::make_unique<UpstreamResponse>(std::move(impl));

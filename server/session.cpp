@@ -262,9 +262,11 @@ class Session final : public ResponseSink, public SessionControl {
     // a slow answer, and the probe is a syscall that every fast answer would pay (it was
     // one of six per proxied request). A client gone after a quicker answer is noticed
     // by the write, or not at all, as in nginx.
-    if (providers::Clock::now() - record_.started >= kPeerProbeAfter && peer_closed()) {
-      // The client left while we worked on its answer (e.g. a long upstream wait): a write
-      // into a half-closed socket would succeed and hide that.
+    const PeerState before = providers::Clock::now() - record_.started >= kPeerProbeAfter ? peer_state()
+                                                                                        : PeerState::present;
+    if (before == PeerState::reset) {
+      // The client reset its connection while we worked on its answer (e.g. a long
+      // upstream wait): nobody is left to read it.
       client_gone_ = true;
       responded_ = true;
       record_.status = 499;
@@ -287,7 +289,10 @@ class Session final : public ResponseSink, public SessionControl {
     error_code ec;
     const std::string wire = common::wire_bytes(res, head_only_);
     co_await asio::async_write(stream_, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) {
+    // A client that had sent EOF may have half-closed (it still reads: it gets the
+    // answer) or closed for good: then its kernel answers our bytes with a reset, which
+    // a second peek sees (at once on loopback, a round trip later elsewhere).
+    if (ec || (before == PeerState::half_closed && peer_state() == PeerState::reset)) {
       client_gone_ = true;
       record_.status = 499;  // the client left before it got the answer (nginx's 499)
     }
@@ -355,12 +360,16 @@ class Session final : public ResponseSink, public SessionControl {
     if (services_.lifecycle.draining) keep_alive_ = false;
   }
 
-  // True when the client has closed or reset its side: a non-blocking peek reads EOF or an
-  // error (pipelined bytes or nothing yet mean it is still there).
-  bool peer_closed() {
+  // What a non-blocking peek tells about the client, nothing consumed. EOF is not "gone":
+  // a client may half-close (shutdown(SHUT_WR)) once its request is sent, which HTTP/1.1
+  // allows, and still read the answer. Only a reset (or a failed write) means gone.
+  enum class PeerState { present, half_closed, reset };
+  PeerState peer_state() {
     char byte;
     const auto n = ::recv(lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (n == 0) return PeerState::half_closed;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return PeerState::reset;
+    return PeerState::present;  // pipelined bytes, or nothing yet
   }
 
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }

@@ -368,7 +368,52 @@ def transcription():
     write(t, "truncated", plan(3) + b"\x01" + form([("model", "a")])[:-12])
 
 
+# ---- upstream_exchange: plan 1, plan 2, split point (3 bytes), response 1 + response 2 -
+def upstream():
+    t = "upstream_exchange"
+    clean(t)
+
+    def ok(body, extra=""):
+        return f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}Content-Length: {len(body)}\r\n\r\n{body}"
+
+    def chunked(*pieces):
+        out = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for p in pieces:
+            out += f"{len(p):x}\r\n{p}\r\n"
+        return out + "0\r\n\r\n"
+
+    def seed(name, first, second, p1=(), p2=()):
+        first, second = first.encode(), second.encode()
+        write(t, name, plan(*p1) + plan(*p2) + len(first).to_bytes(3, "big") + first + second)
+
+    early = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    cont = "HTTP/1.1 100 Continue\r\n\r\n"
+    second = ok('{"SECOND":2}')
+    seed("keep_alive_twice", ok('{"first":1}'), second)
+    seed("early_hints", early + ok('{"first":1}'), second)
+    seed("continue_and_early_hints_split", cont + early + ok('{"first":1}'), second, (1, 7, 30), (5,))
+    seed("interim_then_chunked", early + chunked("data: first\n\n", "data: [DONE]\n\n"), second, (9,))
+    seed("many_interim", early * 20 + ok("{}"), second)
+    seed("switching_protocols", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", second)
+    seed("extra_after_length", ok("first") + ok("SMUGGLED"), second)
+    seed("extra_after_chunked", chunked("first") + "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nBAD", second, (40,))
+    seed("short_content_length", ok("first").replace("Content-Length: 5", "Content-Length: 3"), second)
+    seed("close_delimited", "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"eof\":1}", second)
+    seed("http10_keep_alive", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", second)
+    seed("http10_default_close", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", second)
+    seed("connection_close", ok("first", "Connection: close\r\n"), second)
+    seed("cut_body", ok("first-and-more")[:-6], second, (3,))
+    seed("cut_chunked", chunked("first", "more")[:-9], second)
+    seed("cut_head", ok("first")[:20], second)
+    seed("stale_second", ok("first"), "")
+    seed("second_cut_head", ok("first"), "HTTP/1.1 200 O")
+    seed("no_content_then_extra", "HTTP/1.1 204 No Content\r\n\r\nX", second)
+    seed("huge_head", "HTTP/1.1 200 OK\r\nX-Big: " + "a" * 66000 + "\r\nContent-Length: 0\r\n\r\n", second)
+    seed("huge_interim_heads", ("HTTP/1.1 103 Early Hints\r\nLink: " + "b" * 9000 + "\r\n\r\n") * 8 + ok("{}"), second)
+    seed("gzip_answer", ok("first", "Content-Encoding: gzip\r\n"), second)
+
+
 if __name__ == "__main__":
-    chat(); sse(); chat_stream(); multipart(); transcription(); config(); timeout(); route(); receipts(); head()
+    chat(); sse(); chat_stream(); multipart(); transcription(); config(); timeout(); route(); receipts(); head(); upstream()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))
