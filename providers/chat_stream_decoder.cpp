@@ -1,4 +1,5 @@
 #include "providers/chat_stream_decoder.h"
+#include "providers/json_parser.h"
 
 #include <algorithm>
 #include <cstring>
@@ -8,14 +9,10 @@
 namespace tresor::providers {
 namespace {
 
-// One simdjson DOM parser per thread, reused for every event of every stream (as
-// server/json_parser.h does for the server): a parser of our own per stream would
-// allocate its buffers per request. What a parse returns is used up before feed()
+// The thread's upstream parser (providers/json_parser.h): a parser of our own per stream
+// would allocate its buffers per request. What a parse returns is used up before feed()
 // returns.
-simdjson::dom::parser& event_parser() {
-  thread_local simdjson::dom::parser parser;
-  return parser;
-}
+simdjson::dom::parser& event_parser() { return upstream_json_parser(); }
 
 // Appends `s` as a JSON string: quotes, backslashes and control characters escaped,
 // everything else (UTF-8 included) as is.

@@ -9,6 +9,7 @@
 
 #include <cmath>
 
+#include "common/json_members.h"
 #include "common/secure_random.h"
 #include "providers/error_body.h"
 #include "providers/json_parser.h"
@@ -178,7 +179,13 @@ std::variant<TranscriptAnswer, UpstreamFailure> validate_transcript(std::string 
     a.seconds = number_at(usage["seconds"]);
   }
   if (!a.seconds) a.seconds = number_at(root["duration"]);
-  a.json = std::move(body);
+  std::vector<common::JsonMember> members;
+  common::scan_top_level_members(body, root.get_object(), members);
+  for (const auto& m : members) {
+    if (m.key == "usage" || m.key == "tresor") continue;
+    if (!a.members.empty()) a.members += ',';
+    a.members.append(m.raw_key).append(":").append(m.raw_value);
+  }
   return a;
 }
 

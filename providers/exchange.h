@@ -51,7 +51,10 @@ boost::asio::awaitable<std::variant<ChatAnswer, UpstreamFailure>> exchange_chat(
 // A validated transcription answer (a JSON object with a string `text` and no error
 // object), with what its usage says in every OpenAI variant.
 struct TranscriptAnswer {
-  std::string json;              // the upstream's JSON as it came
+  // The upstream JSON's top-level members other than `usage` (and a `tresor` of its own),
+  // byte for byte, joined with commas and without braces: the client's JSON is rebuilt
+  // around them with a normalised usage.
+  std::string members;
   std::string text;
   bool token_usage = false;      // the upstream reported tokens (usage.type "tokens")
   int64_t input_tokens = 0;

@@ -1,6 +1,6 @@
 #include "server/chat_request.h"
 
-#include "server/json_members.h"
+#include "common/json_members.h"
 
 #include <simdjson.h>
 
@@ -131,7 +131,7 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
   if (!has_model) return invalid_request("missing_required_parameter", "model is required", std::string("model"));
   if (!has_messages)
     return invalid_request("missing_required_parameter", "messages is required", std::string("messages"));
-  scan_top_level_members(body, root.get_object(), req.members);
+  common::scan_top_level_members(body, root.get_object(), req.members);
   return req;
 }
 

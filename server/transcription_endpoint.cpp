@@ -1,6 +1,5 @@
 #include "server/transcription_endpoint.h"
 
-#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -8,8 +7,6 @@
 
 #include "providers/multipart_body.h"
 #include "router/failover.h"
-#include "server/json_members.h"
-#include "server/json_parser.h"
 #include "server/spool_body_source.h"
 
 namespace tresor::server {
@@ -97,16 +94,7 @@ ClientTranscript client_transcript(const providers::TranscriptAnswer& answer, Tr
     return a;
   }
   const std::string usage_member = usage_json(transcription_billing(route), a, answer.token_usage);
-  // The upstream JSON was validated by providers/; parsed again here only to walk its members.
-  simdjson::dom::object root;
-  std::vector<common::JsonMember> members;
-  if (!upstream_json_parser().parse(answer.json).get(root)) scan_top_level_members(answer.json, root, members);
-  a.body = "{";
-  for (const auto& m : members) {
-    if (m.key == "usage" || m.key == "tresor") continue;
-    if (a.body.size() > 1) a.body += ',';
-    a.body.append(m.raw_key).append(":").append(m.raw_value);
-  }
+  a.body = "{" + answer.members;
   if (!usage_member.empty()) a.body.append(a.body.size() > 1 ? "," : "").append("\"usage\":").append(usage_member);
   a.body += '}';
   a.content_type = "application/json";

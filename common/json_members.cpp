@@ -1,6 +1,6 @@
-#include "server/json_members.h"
+#include "common/json_members.h"
 
-namespace tresor::server {
+namespace tresor::common {
 namespace {
 
 // Runs only on a body the DOM parser has already validated, so it needs no error
@@ -11,7 +11,7 @@ class MemberScanner {
  public:
   explicit MemberScanner(std::string_view text) : s_(text) {}
 
-  void scan(std::vector<common::JsonMember>& out, simdjson::dom::object object) {
+  void scan(std::vector<JsonMember>& out, simdjson::dom::object object) {
     skip_ws();
     ++i_;  // '{'
     auto keys = object.begin();
@@ -75,8 +75,8 @@ class MemberScanner {
 }  // namespace
 
 void scan_top_level_members(std::string_view text, simdjson::dom::object object,
-                            std::vector<common::JsonMember>& out) {
+                            std::vector<JsonMember>& out) {
   MemberScanner(text).scan(out, object);
 }
 
-}  // namespace tresor::server
+}  // namespace tresor::common
