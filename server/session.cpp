@@ -29,6 +29,8 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -360,13 +362,19 @@ class Session final : public ResponseSink, public SessionControl {
     if (services_.lifecycle.draining) keep_alive_ = false;
   }
 
-  // What a non-blocking peek tells about the client, nothing consumed. EOF is not "gone":
-  // a client may half-close (shutdown(SHUT_WR)) once its request is sent, which HTTP/1.1
-  // allows, and still read the answer. Only a reset (or a failed write) means gone.
+  // What the client's socket tells, nothing consumed. EOF is not "gone": a client may
+  // half-close (shutdown(SHUT_WR)) once its request is sent, which HTTP/1.1 allows, and
+  // still read the answer. Only a reset (or a failed write) means gone. After EOF the
+  // kernel's recv() reports EOF even once a reset came, so the TCP state says that.
   enum class PeerState { present, half_closed, reset };
   PeerState peer_state() {
+    const int fd = lowest().socket().native_handle();
+    tcp_info info{};
+    socklen_t info_size = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &info_size) == 0 && info.tcpi_state == TCP_CLOSE)
+      return PeerState::reset;
     char byte;
-    const auto n = ::recv(lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    const auto n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0) return PeerState::half_closed;
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return PeerState::reset;
     return PeerState::present;  // pipelined bytes, or nothing yet
