@@ -293,7 +293,8 @@ class Session final : public ResponseSink, public SessionControl {
     co_await asio::async_write(stream_, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
     // A client that had sent EOF may have half-closed (it still reads: it gets the
     // answer) or closed for good: then its kernel answers our bytes with a reset, which
-    // a second peek sees (at once on loopback, a round trip later elsewhere).
+    // a second look sees (at once on loopback; over a network the reset may come after
+    // it, and that client is then logged as answered).
     if (ec || (before == PeerState::half_closed && peer_state() == PeerState::reset)) {
       client_gone_ = true;
       record_.status = 499;  // the client left before it got the answer (nginx's 499)
