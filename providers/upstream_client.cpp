@@ -311,6 +311,7 @@ struct HeadOutcome {
   TransportError error = TransportError::none;
   std::string detail;
   bool received = false;  // some byte of a response arrived (no stale-connection retry then)
+  bool eof = false;       // the upstream closed cleanly (FIN) before a byte of a head
 };
 
 // Approximate wire size of a parsed head (start line and fields), for the shared budget.
@@ -337,6 +338,7 @@ asio::awaitable<HeadOutcome> read_final_head(Connection& conn, std::optional<Res
       // Beast keeps the bytes of an incomplete head in the buffer; end_of_stream is its
       // "closed before the first byte of this message".
       if (conn.buffer.size() > 0 || ec == http::error::partial_message) out.received = true;
+      out.eof = ec == http::error::end_of_stream && !out.received;
       out.error = ec == http::error::header_limit ? TransportError::protocol
                                                   : classify_read_error(ec, deadline, false);
       out.detail = ec.message();
@@ -614,9 +616,9 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
   }
 
   // A reused connection the upstream had already closed fails the write, or the head read
-  // with EOF/reset before any byte of a response (the upstream closed it while idle, the
-  // close crossing our request on the wire): the request is re-sent once on a new
-  // connection, and the caller sees one attempt. Anything else (a byte of a response
+  // with EOF before any byte of a response (the upstream closed it while idle, the close
+  // crossing our request on the wire): the request is re-sent once on a new connection,
+  // and the caller sees one attempt. Anything else (a byte of a response
   // came, a timeout, a fresh connection) is the caller's failed attempt; any retry after
   // that is the failover loop's, visible in X-Tresor-Attempts.
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -666,18 +668,23 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
     });
     auto impl = std::make_unique<UpstreamResponse::Impl>();
     HeadOutcome head;
+    bool stale = false;
     if (write_ec) {
       head.error = classify_read_error(write_ec, deadline, false);
       head.detail = "writing the request: " + write_ec.message();
+      stale = head.error == TransportError::reset;
     } else {
       head = co_await read_final_head(*conn, impl->parser, deadline);
+      stale = head.eof;
     }
     if (head.error != TransportError::none) {
       pool->release(std::move(conn), false);
-      // A stale pooled connection: the upstream closed it while idle and not one byte of
-      // a response came. Re-sent once, at once, on a new connection; not an attempt.
-      if (reused && attempt == 0 && head.error == TransportError::reset && !head.received && !past(deadline))
-        continue;
+      // A stale pooled connection: the upstream closed it while idle (its FIN reaches us
+      // before the reset its kernel sends for our request, so we read EOF) and not one
+      // byte of a response came. Re-sent once, at once, on a new connection; not an
+      // attempt. A reset before any byte is not retried: it is also how an upstream
+      // that refuses requests behaves, and each of those must stay a visible attempt.
+      if (reused && attempt == 0 && stale && !past(deadline)) continue;
       result.error = head.error;
       result.detail = "provider " + provider.name + ": " + std::string(to_string(head.error)) +
                       " before the response head: " + head.detail;

@@ -29,6 +29,8 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -291,7 +293,8 @@ class Session final : public ResponseSink, public SessionControl {
     co_await asio::async_write(stream_, asio::buffer(wire), asio::redirect_error(asio::use_awaitable, ec));
     // A client that had sent EOF may have half-closed (it still reads: it gets the
     // answer) or closed for good: then its kernel answers our bytes with a reset, which
-    // a second peek sees (at once on loopback, a round trip later elsewhere).
+    // a second look sees (at once on loopback; over a network the reset may come after
+    // it, and that client is then logged as answered).
     if (ec || (before == PeerState::half_closed && peer_state() == PeerState::reset)) {
       client_gone_ = true;
       record_.status = 499;  // the client left before it got the answer (nginx's 499)
@@ -360,13 +363,19 @@ class Session final : public ResponseSink, public SessionControl {
     if (services_.lifecycle.draining) keep_alive_ = false;
   }
 
-  // What a non-blocking peek tells about the client, nothing consumed. EOF is not "gone":
-  // a client may half-close (shutdown(SHUT_WR)) once its request is sent, which HTTP/1.1
-  // allows, and still read the answer. Only a reset (or a failed write) means gone.
+  // What the client's socket tells, nothing consumed. EOF is not "gone": a client may
+  // half-close (shutdown(SHUT_WR)) once its request is sent, which HTTP/1.1 allows, and
+  // still read the answer. Only a reset (or a failed write) means gone. After EOF the
+  // kernel's recv() reports EOF even once a reset came, so the TCP state says that.
   enum class PeerState { present, half_closed, reset };
   PeerState peer_state() {
+    const int fd = lowest().socket().native_handle();
+    tcp_info info{};
+    socklen_t info_size = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &info_size) == 0 && info.tcpi_state == TCP_CLOSE)
+      return PeerState::reset;
     char byte;
-    const auto n = ::recv(lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    const auto n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n == 0) return PeerState::half_closed;
     if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return PeerState::reset;
     return PeerState::present;  // pipelined bytes, or nothing yet

@@ -31,6 +31,7 @@ struct ScriptedReply {
   std::string bytes;           // written back as they are
   std::vector<size_t> pieces;  // write sizes, in a cycle (empty or all 0: one write)
   bool close_after = false;    // then shut down the sending side (the client reads EOF)
+  bool reset_after = false;    // then reset the connection (RST, SO_LINGER 0)
   // The piece that reaches this offset takes all the rest with it: bytes after the end of
   // a message arrive with its last byte, as from an upstream that sent them together.
   size_t rest_with_piece_at = std::string::npos;
@@ -113,6 +114,11 @@ class ScriptedUpstream {
       }
       const ScriptedReply reply = replies[index];  // a copy: the script may grow meanwhile
       co_await write_pieces(*socket, reply);
+      if (reply.reset_after) {
+        socket->set_option(tcp::socket::linger(true, 0), ec);
+        socket->close(ec);
+        co_return;
+      }
       if (reply.close_after) {
         socket->shutdown(tcp::socket::shutdown_send, ec);
         // Drain until the client closes (a request written on this connection meanwhile

@@ -269,3 +269,14 @@ TEST_CASE("a pooled connection that sends part of a head and closes is a reset, 
   CHECK(out[1].error == TransportError::reset);
   CHECK(f.upstream.request_bodies.size() == 2);
 }
+
+TEST_CASE("a pooled connection reset (RST) before any byte is a reset attempt, not re-sent", "[upstream_client]") {
+  Fixture f;
+  ScriptedReply reset("");
+  reset.reset_after = true;
+  f.upstream.replies = {{ok("first")}, reset, {ok("never")}};
+  const auto out = f.run({Step{}, Step{}});
+  REQUIRE(out.size() == 2);
+  CHECK(out[1].error == TransportError::reset);
+  CHECK(f.upstream.request_bodies.size() == 2);  // an upstream that resets requests sees each attempt once
+}
