@@ -32,6 +32,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <type_traits>
 
@@ -90,6 +91,12 @@ RouteMatch match(http::verb method, std::string_view target) {
   if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
     return {Endpoint::receipt, get, "GET, HEAD", "/v1/receipts/{id}"};
   return {};
+}
+
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
 }
 
 // Error values are built here, outside the coroutines: g++ 12 miscompiles braced
@@ -693,10 +700,12 @@ class Session final : public ResponseSink, public SessionControl {
 
   // GET /v1/receipts/{id}: scoped to the caller's customer; unknown, expired, malformed
   // or another customer's id are all the same 404, so existence does not leak; a store
-  // that cannot answer is a 503.
+  // that cannot answer is a 503. UUIDs are case-insensitive (RFC 9562) and stored
+  // lowercase: the id is looked up, and echoed, in its canonical lowercase form (the
+  // form of the receipt's `jti`).
   asio::awaitable<void> send_receipt(std::string_view target, const std::string& customer) {
     const auto path = target.substr(0, target.find('?'));
-    const std::string id(path.substr(kReceiptsPrefix.size()));
+    const std::string id = ascii_lower(path.substr(kReceiptsPrefix.size()));
     receipts::FetchResult fetched;
     if (receipts::is_receipt_id(id)) fetched = co_await fetch_receipt(services_.receipts, id, customer);
     Response r = receipt_answer(id, fetched);
