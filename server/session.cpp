@@ -14,6 +14,7 @@
 #include "server/api_error.h"
 #include "server/body_pace.h"
 #include "server/chat_endpoint.h"
+#include "server/chat_request.h"
 #include "server/http_types.h"
 #include "server/receipt_issuer.h"
 #include "server/metrics.h"
@@ -569,6 +570,10 @@ class Session final : public ResponseSink, public SessionControl {
         const ApiError e = not_multipart();
         co_return co_await finish_without_body(e, has_body);
       }
+    }
+    if (!upload) {
+      if (auto err = check_chat_content_type(req[http::field::content_type]))
+        co_return co_await finish_without_body(*err, has_body);
     }
     if (head_parser.content_length().value_or(0) > server_cfg.max_body_bytes)
       co_return co_await finish_without_body(too_large, true);
