@@ -60,8 +60,9 @@ constexpr auto kPeerProbeAfter = std::chrono::milliseconds(50);
 
 constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
+constexpr std::string_view kModelPrefix = "/v1/models/";
 
-enum class Endpoint { health, ready, metrics, models, attestation, chat, transcription, receipt, jwks, usage, unknown };
+enum class Endpoint { health, ready, metrics, models, model, attestation, chat, transcription, receipt, jwks, usage, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -91,6 +92,8 @@ RouteMatch match(http::verb method, std::string_view target) {
   }
   if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
     return {Endpoint::receipt, get, "GET, HEAD", "/v1/receipts/{id}"};
+  if (path.rfind(kModelPrefix, 0) == 0 && path.size() > kModelPrefix.size())
+    return {Endpoint::model, get, "GET, HEAD", "/v1/models/{id}"};
   return {};
 }
 
@@ -507,7 +510,7 @@ class Session final : public ResponseSink, public SessionControl {
     }
     if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks ||
         route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models ||
-        route.endpoint == Endpoint::attestation) {
+        route.endpoint == Endpoint::model || route.endpoint == Endpoint::attestation) {
       Response r = public_response(route.endpoint, *runtime, req.target());
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
@@ -682,11 +685,14 @@ class Session final : public ResponseSink, public SessionControl {
       case Endpoint::metrics:
         return metrics_response(
             services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts()));
-      case Endpoint::models: {
+      case Endpoint::models:
+      case Endpoint::model: {
         const std::string_view t(target.data(), target.size());
         const auto q = t.find('?');
-        return models_response(*runtime.config, q == std::string_view::npos ? std::string_view() : t.substr(q + 1),
-                               unix_seconds(runtime.loaded_at));
+        const std::string_view query = q == std::string_view::npos ? std::string_view() : t.substr(q + 1);
+        if (endpoint == Endpoint::models) return models_response(*runtime.config, query, unix_seconds(runtime.loaded_at));
+        const std::string_view id = t.substr(0, q).substr(kModelPrefix.size());
+        return model_response(*runtime.config, id, query, unix_seconds(runtime.loaded_at));
       }
       case Endpoint::ready:
         // Answers with the last probe's result and starts the next one (never waits on
