@@ -74,6 +74,10 @@ struct RetryConfig {
   unsigned attempts_per_route = 2;
   unsigned backoff_ms = 250;
   unsigned max_retry_after_seconds = 5;
+  // false: a final 502 / 503 no_route_available / 504 carries `x-should-retry: false`,
+  // which the official OpenAI SDKs obey (they would otherwise replay the whole failover
+  // chain up to maxRetries times). true: no such header; the client decides.
+  bool client_should_retry = false;
 };
 
 struct BreakerConfig {
