@@ -108,7 +108,7 @@ void log_exception(std::exception_ptr e, const char* what) {
 
 struct Server::Impl {
   RuntimeHolder& runtime;
-  router::RouteHealth health;  // process-wide: breakers outlive config reloads
+  router::RouteHealth health;  // process-wide: breakers outlive reloads that leave their route alone
   std::unique_ptr<receipts::ReceiptService> receipts;
   RateLimiter limiter;
   std::unique_ptr<CreditLedger> credits;
@@ -149,9 +149,18 @@ struct Server::Impl {
       spdlog::error("config reload failed, keeping the running config: {}", error);
       co_return;
     }
-    for (const auto& what : restart_only_changes(*current->config, *next->config))
+    const config::Config& before = *current->config;
+    const config::Config& after = *next->config;
+    for (const auto& what : restart_only_changes(before, after))
       spdlog::warn("config reload: {} changed; that takes a restart (the old value stays in use)", what);
     runtime.replace(next);
+    // After the swap: a request still on the old snapshot may record one more failure on
+    // a reset route, which costs at most one breaker count.
+    const auto changed_routes = router::routes_changed_by_reload(before, after);
+    for (const auto& id : changed_routes) {
+      health.reset(id);
+      spdlog::info("config reload: route {} changed; its breaker and Retry-After hold are cleared", id);
+    }
     metrics.config_reload(true);
     spdlog::info("config reloaded from {}: {} providers, {} routes, {} keys", next->config->source_file,
                  next->config->providers.size(), next->config->routes.size(), next->config->auth.keys.size());
