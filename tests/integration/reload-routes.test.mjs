@@ -3,12 +3,14 @@
 //     retry.max_route_hold_seconds: `Retry-After: 999999999` does not take it away for years;
 //   * a SIGHUP reload clears the hold and the breaker of every route whose route entry or
 //     provider entry changed, and of no other;
+//   * a reload applies receipts.ttl_seconds and receipts.signing to new receipts, and names the
+//     settings it cannot apply (receipts.retired_keys, attestation) in a warning.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import {
-  startRoutingStack, stopAll, chatBody, timedChat, expectAttempts, waitFor, toYaml,
+  startRoutingStack, stopAll, chatBody, timedChat, expectAttempts, waitFor, toYaml, defaultStorePath, sqliteQuery,
 } from './harness.mjs';
 
 const A = 'eu/prova/m1';
@@ -118,5 +120,34 @@ describe('SIGHUP: a reload clears the holds and breakers of the routes it change
     assert.ok(!log.includes(`route ${B} changed`), log);
     expectAttempts((await timedChat(s, body)).attemptsHeader, [[A, 'ok']]);
     s.config = next;
+  });
+
+  test('receipts.ttl_seconds and receipts.signing apply to new receipts; retired_keys and attestation are named as restart-only', async () => {
+    const db = defaultStorePath(s.gw);
+    const issue = async () => {
+      const r = await timedChat(s, chatBody(B));
+      assert.equal(r.status, 200, r.text);
+      const id = r.json.tresor.receipt_id;
+      // Stored before the id left the router (durability: sync).
+      const [expires, signed] = sqliteQuery(db, `SELECT expires_at, jws != '' FROM receipts WHERE id = '${id}';`).split('|');
+      return { expiresIn: Number(expires) - Date.now() / 1000, signed: signed === '1' };
+    };
+    const before = await issue();
+    assert.ok(before.expiresIn > 604800 - 60, `default ttl: expires in ${before.expiresIn} s`);
+    assert.equal(before.signed, false, 'signing: on_fetch stores the receipt unsigned');
+
+    const next = structuredClone(s.config);
+    next.receipts = {
+      ttl_seconds: 3600, signing: 'at_issue', retired_keys: [{ kid: 'old-1', public_key_file: 'retired-1.pem' }],
+    };
+    next.attestation = { max_age_seconds: 60 };
+    const log = await reload(s, next);
+    assert.match(log, /config reload: receipts\.ttl_seconds \(now 3600\) applies to receipts issued from now on/);
+    assert.match(log, /config reload: receipts\.signing \(now at_issue\) applies to receipts issued from now on/);
+    assert.match(log, /config reload: receipts\.retired_keys changed; that takes a restart/);
+    assert.match(log, /config reload: attestation changed; that takes a restart/);
+    const after = await issue();
+    assert.ok(after.expiresIn > 3600 - 60 && after.expiresIn <= 3600 + 5, `new ttl: expires in ${after.expiresIn} s`);
+    assert.equal(after.signed, true, 'signing: at_issue now');
   });
 });
