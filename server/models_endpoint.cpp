@@ -6,6 +6,7 @@
 #include <boost/json/string.hpp>
 #include <boost/json/value.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 #include <string>
@@ -113,8 +114,12 @@ Response model_response(const config::Config& cfg, std::string_view encoded_id, 
     res.body = model_json(r, parse_query(query).detail, created);
     return res;
   }
+  // Echoed only when it is short printable ASCII: a decoded path may hold any byte, and
+  // the error body must stay valid UTF-8 JSON.
+  const bool echo = id.size() <= 200 && std::all_of(id.begin(), id.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
   return error_response(ApiError{404, "invalid_request_error", "model_not_found",
-                                 "The model '" + id + "' does not exist", std::string("model")});
+                                 echo ? "The model '" + id + "' does not exist" : std::string("The model does not exist"),
+                                 std::string("model")});
 }
 
 Response models_response(const config::Config& cfg, std::string_view query, int64_t created) {

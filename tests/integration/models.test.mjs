@@ -240,9 +240,13 @@ describe('GET /v1/models/{id} (the SDKs\' models.retrieve)', { timeout: 60_000 }
   });
 
   test('unknown ids → 404 model_not_found in the error envelope', async () => {
-    for (const id of ['eu/fake/no-such-model', 'gpt-oss-120b', 'EU/fake/gpt-oss-120b', 'eu%2Ffake%2Fnope', 'eu/fake/gpt-oss-120b/', 'x']) {
+    for (const id of ['eu/fake/no-such-model', 'gpt-oss-120b', 'EU/fake/gpt-oss-120b', 'eu%2Ffake%2Fnope', 'eu/fake/gpt-oss-120b/', 'x',
+      'eu%2Ffake%2Fgpt-oss-120b%FF', '%00', 'a'.repeat(300)]) {
       const r = await fetch(gw.url(`/v1/models/${id}`));
-      await readErrorEnvelope(r, { status: 404, type: 'invalid_request_error', code: 'model_not_found' });
+      const bytes = Buffer.from(await r.arrayBuffer());
+      assert.doesNotThrow(() => new TextDecoder('utf-8', { fatal: true }).decode(bytes), `${id}: the body is valid UTF-8`);
+      await readErrorEnvelope({ status: r.status, text: bytes.toString('utf8') },
+        { status: 404, type: 'invalid_request_error', code: 'model_not_found' });
     }
   });
 
