@@ -84,6 +84,15 @@ class Reader {
     return value;
   }
 
+  // YAML 1.2 core booleans only (true/false, any of the three capitalisations): "yes",
+  // "on" or 1 are errors rather than guesses.
+  bool boolean(const YAML::Node& node, const std::string& what) const {
+    const std::string s = text(node, what);
+    if (s == "true" || s == "True" || s == "TRUE") return true;
+    if (s == "false" || s == "False" || s == "FALSE") return false;
+    fail(node, what + " must be true or false, got '" + s + "'");
+  }
+
   double number(const YAML::Node& node, const std::string& what) const {
     const std::string s = text(node, what);
     double value{};
@@ -206,12 +215,16 @@ void load_timeouts(const Reader& r, const YAML::Node& n, TimeoutsConfig& t) {
 }
 
 void load_retry(const Reader& r, const YAML::Node& n, RetryConfig& c) {
-  r.expect_map(n, "retry", {"attempts_per_route", "backoff_ms", "max_retry_after_seconds"});
+  r.expect_map(n, "retry", {"attempts_per_route", "backoff_ms", "max_retry_after_seconds", "max_route_hold_seconds",
+                            "client_should_retry"});
   if (auto v = n["attempts_per_route"])
     c.attempts_per_route = r.integer<unsigned>(v, "retry.attempts_per_route", 1, 10);
   if (auto v = n["backoff_ms"]) c.backoff_ms = r.integer<unsigned>(v, "retry.backoff_ms", 0, 60000);
   if (auto v = n["max_retry_after_seconds"])
     c.max_retry_after_seconds = r.integer<unsigned>(v, "retry.max_retry_after_seconds", 0, 3600);
+  if (auto v = n["max_route_hold_seconds"])
+    c.max_route_hold_seconds = r.integer<unsigned>(v, "retry.max_route_hold_seconds", 0, 86400);
+  if (auto v = n["client_should_retry"]) c.client_should_retry = r.boolean(v, "retry.client_should_retry");
 }
 
 void load_breaker(const Reader& r, const YAML::Node& n, BreakerConfig& c) {

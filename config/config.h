@@ -74,6 +74,14 @@ struct RetryConfig {
   unsigned attempts_per_route = 2;
   unsigned backoff_ms = 250;
   unsigned max_retry_after_seconds = 5;
+  // A Retry-After above max_retry_after_seconds parks the route for that long, but never
+  // longer than this: an upstream's `Retry-After: 999999999` must not take a route away
+  // for years. 0 = never park (the request fails over, the next one tries the route).
+  unsigned max_route_hold_seconds = 30;
+  // false: a final 502 / 503 no_route_available / 504 carries `x-should-retry: false`,
+  // which the official OpenAI SDKs obey (they would otherwise replay the whole failover
+  // chain up to maxRetries times). true: no such header; the client decides.
+  bool client_should_retry = false;
 };
 
 struct BreakerConfig {
@@ -97,6 +105,7 @@ struct Pricing {
   std::optional<std::string> billing_unit;
   std::optional<double> unit_amount;
   std::string currency;
+  bool operator==(const Pricing&) const = default;
 };
 
 struct RouteConfig {
@@ -108,6 +117,7 @@ struct RouteConfig {
   std::string upstream_model;
   RouteType type = RouteType::chat;
   std::optional<Pricing> pricing;
+  bool operator==(const RouteConfig&) const = default;
 };
 
 struct KeyLimits {

@@ -58,8 +58,9 @@ void run_callback(const Fn& fn, const char* what, Args&&... args) {
 struct ReceiptService::Impl {
   std::unique_ptr<Signer> signer;
   std::unique_ptr<ReceiptStore> store;
-  int64_t ttl_seconds = 0;
-  bool sign_at_issue = false;
+  // Atomic: a config reload changes them (set_policy) while workers issue.
+  std::atomic<int64_t> ttl_seconds{0};
+  std::atomic<bool> sign_at_issue{false};
 
   std::mutex mutex;
   std::condition_variable wake;
@@ -215,6 +216,11 @@ ReceiptService::ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<R
   impl_->store = std::move(store);
   impl_->ttl_seconds = ttl_seconds;
   impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
+}
+
+void ReceiptService::set_policy(int64_t ttl_seconds, bool sign_at_issue) {
+  impl_->ttl_seconds.store(ttl_seconds, std::memory_order_relaxed);
+  impl_->sign_at_issue.store(sign_at_issue, std::memory_order_relaxed);
 }
 
 ReceiptService::~ReceiptService() {

@@ -29,6 +29,11 @@ class ReceiptService {
                  bool sign_at_issue = false);
   ~ReceiptService();  // drains pending work, then stops the thread
 
+  // A config reload's receipts.ttl_seconds and receipts.signing: they apply to receipts
+  // issued from now on (stored ones keep their expiry; unsigned ones are still signed at
+  // their first fetch). Thread-safe.
+  void set_policy(int64_t ttl_seconds, bool sign_at_issue);
+
   // Stores `claims_json` (signed now or at first fetch) for `customer` under `id`;
   // `done(ok)` runs on the service thread once the receipt is durable (or failed).
   // Thread-safe.

@@ -164,7 +164,10 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
       if (r.retry_after) {
         const auto max = std::chrono::seconds(policy.retry->max_retry_after_seconds);
         if (*r.retry_after > max) {
-          health.hold_until(route.id, Clock::now() + *r.retry_after);
+          // Parked for the upstream's wish, but never past max_route_hold_seconds: a
+          // `Retry-After: 999999999` must not take the route away for years.
+          const auto hold = std::min(*r.retry_after, std::chrono::seconds(policy.retry->max_route_hold_seconds));
+          if (hold.count() > 0) health.hold_until(route.id, Clock::now() + hold);
           break;  // fail over at once
         }
       }

@@ -19,6 +19,7 @@ cat <<MSG
 tresor-router demo: http://127.0.0.1:8080/v1   key: $demo_key
 Try, in another terminal:
   curl -N http://127.0.0.1:8080/v1/chat/completions -H "Authorization: Bearer $demo_key" \\
+    -H "Content-Type: application/json" \\
     -d '{"model":"gpt-oss-120b","stream":true,"messages":[{"role":"user","content":"Hello!"}]}'
   espeak-ng -w /tmp/meeting.wav "Hello from the meeting"
   curl http://127.0.0.1:8080/v1/audio/transcriptions -H "Authorization: Bearer $demo_key" \\

@@ -1,6 +1,9 @@
 #include "server/chat_request.h"
 
 #include "common/json_members.h"
+#include "common/http_text.h"
+
+#include <boost/beast/core/string.hpp>
 
 #include <simdjson.h>
 
@@ -72,6 +75,12 @@ std::optional<ApiError> parse_failover(element value, ChatRequest& out) {
 // Raw byte spans of the top-level members, for forwarding them unchanged.
 //
 }  // namespace
+
+std::optional<ApiError> check_chat_content_type(std::string_view content_type) {
+  const std::string_view media = common::trim_ows(content_type.substr(0, content_type.find(';')));
+  if (content_type.empty() || boost::beast::iequals(media, "application/json")) return std::nullopt;
+  return invalid_json("Content-Type must be application/json");
+}
 
 std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
   body.reserve(body.size() + simdjson::SIMDJSON_PADDING);

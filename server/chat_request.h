@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -32,6 +33,11 @@ struct ChatRequest {
   // unmodified while these are used.
   std::vector<providers::JsonMember> members;
 };
+
+// The request's Content-Type (spec §1.1, §6.3): `application/json` with any parameters
+// in any letter case, or none at all (curl -d without -H, older clients), is accepted;
+// anything else is 400 invalid_json naming the expected type, before the body is read.
+std::optional<ApiError> check_chat_content_type(std::string_view content_type);
 
 // `body` gets padding capacity appended (simdjson reads past the end); its contents
 // are not changed.

@@ -239,6 +239,10 @@ boost::asio::awaitable<void> serve_with_failover(const Runtime& rt,
   record.attempts = result.attempts;
   if (result.kind == router::FailoverResult::Kind::served) co_return;
   Response r = failure_response(result, attempts.pass_through());
+  // The retries and failover are done: an SDK retry (the OpenAI SDKs retry 5xx twice by
+  // default) would replay the whole chain. They obey this header (retry.client_should_retry).
+  if (result.kind != router::FailoverResult::Kind::pass_through && !rt.config->retry.client_should_retry)
+    r.headers.emplace_back("x-should-retry", "false");
   co_await sink.send(std::move(r));
 }
 

@@ -1,9 +1,12 @@
 #include "server/models_endpoint.h"
 
+#include "server/api_error.h"
+
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
 #include <boost/json/value.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 #include <string>
@@ -11,12 +14,13 @@
 namespace tresor::server {
 namespace {
 
-// Percent-decoding of a query component ('+' is a space in form encoding).
-std::string url_decode(std::string_view s) {
+// Percent-decoding of a query component ('+' is a space in form encoding) or, with
+// `plus_is_space` false, of a path segment (where '+' is itself).
+std::string url_decode(std::string_view s, bool plus_is_space = true) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+') {
+    if (s[i] == '+' && plus_is_space) {
       out.push_back(' ');
     } else if (s[i] == '%' && i + 2 < s.size()) {
       unsigned v = 0;
@@ -100,6 +104,23 @@ std::string model_json(const config::RouteConfig& r, bool detail, int64_t create
 }
 
 }  // namespace
+
+Response model_response(const config::Config& cfg, std::string_view encoded_id, std::string_view query,
+                        int64_t created) {
+  const std::string id = url_decode(encoded_id, false);
+  for (const auto& r : cfg.routes) {
+    if (r.id != id) continue;
+    Response res;
+    res.body = model_json(r, parse_query(query).detail, created);
+    return res;
+  }
+  // Echoed only when it is short printable ASCII: a decoded path may hold any byte, and
+  // the error body must stay valid UTF-8 JSON.
+  const bool echo = id.size() <= 200 && std::all_of(id.begin(), id.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
+  return error_response(ApiError{404, "invalid_request_error", "model_not_found",
+                                 echo ? "The model '" + id + "' does not exist" : std::string("The model does not exist"),
+                                 std::string("model")});
+}
 
 Response models_response(const config::Config& cfg, std::string_view query, int64_t created) {
   const ModelQuery q = parse_query(query);

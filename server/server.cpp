@@ -63,6 +63,15 @@ bool out_of_descriptors(const boost::system::error_code& ec) {
 // How often a draining server checks whether its connections are gone.
 constexpr auto kDrainPoll = std::chrono::milliseconds(50);
 
+bool same_retired_keys(const config::ReceiptsConfig& a, const config::ReceiptsConfig& b) {
+  if (a.retired_keys.size() != b.retired_keys.size()) return false;
+  for (size_t i = 0; i < a.retired_keys.size(); ++i)
+    if (a.retired_keys[i].kid != b.retired_keys[i].kid ||
+        a.retired_keys[i].public_key_file != b.retired_keys[i].public_key_file)
+      return false;
+  return true;
+}
+
 // What a config reload can not change in a running process (bound sockets, threads, the
 // store connection, the signing key): differences are logged, the old values stay.
 std::vector<std::string> restart_only_changes(const config::Config& now, const config::Config& next) {
@@ -80,6 +89,24 @@ std::vector<std::string> restart_only_changes(const config::Config& now, const c
     changed.push_back("receipts signing key");
   if (now.server.tls.cert_file != next.server.tls.cert_file || now.server.tls.key_file != next.server.tls.key_file)
     changed.push_back("server.tls");
+  // The JWKS document is built once at startup and served by reference.
+  if (!same_retired_keys(now.receipts, next.receipts)) changed.push_back("receipts.retired_keys");
+  // The attestation envelope (manifest, report) is built once at startup.
+  if (now.attestation.mode != next.attestation.mode ||
+      now.attestation.trust_bundle_url != next.attestation.trust_bundle_url ||
+      now.attestation.max_age_seconds != next.attestation.max_age_seconds)
+    changed.push_back("attestation");
+  return changed;
+}
+
+// What a reload applies outside the config snapshot, logged so an operator sees it took.
+std::vector<std::string> receipt_policy_changes(const config::ReceiptsConfig& now, const config::ReceiptsConfig& next) {
+  std::vector<std::string> changed;
+  if (now.ttl_seconds != next.ttl_seconds)
+    changed.push_back("receipts.ttl_seconds (now " + std::to_string(next.ttl_seconds) + ")");
+  if (now.signing != next.signing)
+    changed.push_back(std::string("receipts.signing (now ") +
+                      (next.signing == config::ReceiptsConfig::Signing::at_issue ? "at_issue" : "on_fetch") + ")");
   return changed;
 }
 
@@ -108,7 +135,7 @@ void log_exception(std::exception_ptr e, const char* what) {
 
 struct Server::Impl {
   RuntimeHolder& runtime;
-  router::RouteHealth health;  // process-wide: breakers outlive config reloads
+  router::RouteHealth health;  // process-wide: breakers outlive reloads that leave their route alone
   std::unique_ptr<receipts::ReceiptService> receipts;
   RateLimiter limiter;
   std::unique_ptr<CreditLedger> credits;
@@ -149,9 +176,22 @@ struct Server::Impl {
       spdlog::error("config reload failed, keeping the running config: {}", error);
       co_return;
     }
-    for (const auto& what : restart_only_changes(*current->config, *next->config))
+    const config::Config& before = *current->config;
+    const config::Config& after = *next->config;
+    for (const auto& what : restart_only_changes(before, after))
       spdlog::warn("config reload: {} changed; that takes a restart (the old value stays in use)", what);
+    receipts->set_policy(static_cast<int64_t>(after.receipts.ttl_seconds),
+                         after.receipts.signing == config::ReceiptsConfig::Signing::at_issue);
+    for (const auto& what : receipt_policy_changes(before.receipts, after.receipts))
+      spdlog::info("config reload: {} applies to receipts issued from now on", what);
     runtime.replace(next);
+    // After the swap: a request still on the old snapshot may record one more failure on
+    // a reset route, which costs at most one breaker count.
+    const auto changed_routes = router::routes_changed_by_reload(before, after);
+    for (const auto& id : changed_routes) {
+      health.reset(id);
+      spdlog::info("config reload: route {} changed; its breaker and Retry-After hold are cleared", id);
+    }
     metrics.config_reload(true);
     spdlog::info("config reloaded from {}: {} providers, {} routes, {} keys", next->config->source_file,
                  next->config->providers.size(), next->config->routes.size(), next->config->auth.keys.size());

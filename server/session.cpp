@@ -14,6 +14,7 @@
 #include "server/api_error.h"
 #include "server/body_pace.h"
 #include "server/chat_endpoint.h"
+#include "server/chat_request.h"
 #include "server/http_types.h"
 #include "server/receipt_issuer.h"
 #include "server/metrics.h"
@@ -34,6 +35,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <type_traits>
 
@@ -60,8 +62,9 @@ constexpr auto kPeerProbeAfter = std::chrono::milliseconds(50);
 
 constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
+constexpr std::string_view kModelPrefix = "/v1/models/";
 
-enum class Endpoint { health, ready, metrics, models, attestation, chat, transcription, receipt, jwks, usage, unknown };
+enum class Endpoint { health, ready, metrics, models, model, attestation, chat, transcription, receipt, jwks, usage, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -91,7 +94,15 @@ RouteMatch match(http::verb method, std::string_view target) {
   }
   if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
     return {Endpoint::receipt, get, "GET, HEAD", "/v1/receipts/{id}"};
+  if (path.rfind(kModelPrefix, 0) == 0 && path.size() > kModelPrefix.size())
+    return {Endpoint::model, get, "GET, HEAD", "/v1/models/{id}"};
   return {};
+}
+
+std::string ascii_lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
 }
 
 // Error values are built here, outside the coroutines: g++ 12 miscompiles braced
@@ -517,7 +528,7 @@ class Session final : public ResponseSink, public SessionControl {
     }
     if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks ||
         route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models ||
-        route.endpoint == Endpoint::attestation) {
+        route.endpoint == Endpoint::model || route.endpoint == Endpoint::attestation) {
       Response r = public_response(route.endpoint, *runtime, req.target());
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
@@ -580,6 +591,10 @@ class Session final : public ResponseSink, public SessionControl {
         const ApiError e = not_multipart();
         co_return co_await finish_without_body(e, has_body);
       }
+    }
+    if (!upload) {
+      if (auto err = check_chat_content_type(req[http::field::content_type]))
+        co_return co_await finish_without_body(*err, has_body);
     }
     if (head_parser.content_length().value_or(0) > server_cfg.max_body_bytes)
       co_return co_await finish_without_body(too_large, true);
@@ -688,11 +703,14 @@ class Session final : public ResponseSink, public SessionControl {
       case Endpoint::metrics:
         return metrics_response(
             services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts()));
-      case Endpoint::models: {
+      case Endpoint::models:
+      case Endpoint::model: {
         const std::string_view t(target.data(), target.size());
         const auto q = t.find('?');
-        return models_response(*runtime.config, q == std::string_view::npos ? std::string_view() : t.substr(q + 1),
-                               unix_seconds(runtime.loaded_at));
+        const std::string_view query = q == std::string_view::npos ? std::string_view() : t.substr(q + 1);
+        if (endpoint == Endpoint::models) return models_response(*runtime.config, query, unix_seconds(runtime.loaded_at));
+        const std::string_view id = t.substr(0, q).substr(kModelPrefix.size());
+        return model_response(*runtime.config, id, query, unix_seconds(runtime.loaded_at));
       }
       case Endpoint::ready:
         // Answers with the last probe's result and starts the next one (never waits on
@@ -711,10 +729,12 @@ class Session final : public ResponseSink, public SessionControl {
 
   // GET /v1/receipts/{id}: scoped to the caller's customer; unknown, expired, malformed
   // or another customer's id are all the same 404, so existence does not leak; a store
-  // that cannot answer is a 503.
+  // that cannot answer is a 503. UUIDs are case-insensitive (RFC 9562) and stored
+  // lowercase: the id is looked up, and echoed, in its canonical lowercase form (the
+  // form of the receipt's `jti`).
   asio::awaitable<void> send_receipt(std::string_view target, const std::string& customer) {
     const auto path = target.substr(0, target.find('?'));
-    const std::string id(path.substr(kReceiptsPrefix.size()));
+    const std::string id = ascii_lower(path.substr(kReceiptsPrefix.size()));
     receipts::FetchResult fetched;
     if (receipts::is_receipt_id(id)) fetched = co_await fetch_receipt(services_.receipts, id, customer);
     Response r = receipt_answer(id, fetched);

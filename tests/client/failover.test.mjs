@@ -119,3 +119,65 @@ describe('OpenAI JS SDK: routing failover', { timeout: 60_000 }, () => {
     assert.notEqual(text, CONTENT);
   });
 });
+
+/** An SDK client with the default maxRetries (2) whose HTTP calls are counted. */
+function countingClient(stack) {
+  const calls = [];
+  const sdk = new OpenAI({
+    apiKey: stack.key,
+    baseURL: `http://127.0.0.1:${stack.gw.port}/v1`,
+    fetch: async (url, init) => {
+      const res = await fetch(url, init);
+      calls.push({ status: res.status, shouldRetry: res.headers.get('x-should-retry') });
+      return res;
+    },
+  });
+  return { sdk, calls };
+}
+
+const ask = (sdk, model) => sdk.chat.completions.create({ model, messages: [{ role: 'user', content: 'Hello!' }] });
+
+describe('OpenAI JS SDK (default maxRetries): x-should-retry: false after the gateway\'s own retries', { timeout: 60_000 }, () => {
+  test('a route that always answers 503: one SDK call, so the upstream sees exactly the gateway\'s attempts (not ×3)', async () => {
+    await s.fakes.prova.behaviour({ status: 503 });
+    const { sdk, calls } = countingClient(s);
+    await assert.rejects(ask(sdk, A), (err) => {
+      assert.ok(err instanceof OpenAI.APIError, `got ${err?.constructor?.name}: ${err?.message}`);
+      assert.equal(err.status, 502);
+      assert.equal(err.code, 'upstream_error');
+      return true;
+    });
+    assert.deepEqual(calls, [{ status: 502, shouldRetry: 'false' }], 'the SDK did not retry');
+    // attempts_per_route = 2 (the harness default): the gateway's own retry, and no more.
+    assert.equal((await s.fakes.prova.requests()).length, 2, 'upstream requests');
+  });
+
+  test('503 no_route_available (the only route held by Retry-After): not retried by the SDK either', async () => {
+    await s.fakes.provb.behaviour({ status: 429, retry_after: 30, times: 1 });
+    const { sdk, calls } = countingClient(s);
+    await assert.rejects(ask(sdk, B), (err) => err.status === 502);
+    await assert.rejects(ask(sdk, B), (err) => {
+      assert.equal(err.status, 503);
+      assert.equal(err.code, 'no_route_available');
+      return true;
+    });
+    assert.deepEqual(calls, [{ status: 502, shouldRetry: 'false' }, { status: 503, shouldRetry: 'false' }]);
+    assert.equal((await s.fakes.provb.requests()).length, 1, 'the held route was asked once');
+  });
+});
+
+describe('retry.client_should_retry: true leaves the retry decision to the SDK', { timeout: 60_000 }, () => {
+  test('the same dead route: no x-should-retry header; the SDK retries twice, replaying the gateway\'s attempts', async () => {
+    const t = await startRoutingStack({
+      providers: ['provc'],
+      routes: [{ id: 'eu/provc/m1', provider: 'provc' }],
+      retry: { backoff_ms: 50, client_should_retry: true },
+      breaker: { consecutive_failures: 1000 }, // the 5th failure would open it and spare the 6th attempt
+    });
+    await t.fakes.provc.behaviour({ status: 503 });
+    const { sdk, calls } = countingClient(t);
+    await assert.rejects(ask(sdk, 'eu/provc/m1'), (err) => err.status === 502);
+    assert.deepEqual(calls, Array(3).fill({ status: 502, shouldRetry: null }));
+    assert.equal((await t.fakes.provc.requests()).length, 6, '3 SDK calls × 2 gateway attempts');
+  });
+});

@@ -90,3 +90,26 @@ describe('OpenAI JS SDK against tresor-router', { timeout: 60_000 }, () => {
     );
   });
 });
+
+describe('client.models.retrieve (GET /v1/models/{id})', { timeout: 60_000 }, () => {
+  test('a compound route id (the SDK sends its slashes percent-encoded) → the model object of /v1/models', async () => {
+    const client = new OpenAI({ apiKey: s.key, baseURL, maxRetries: 0 });
+    const listed = [];
+    for await (const m of client.models.list()) listed.push(m);
+    const want = listed.find((m) => m.id === 'eu/fake/gpt-oss-120b');
+    assert.ok(want, `eu/fake/gpt-oss-120b listed: ${JSON.stringify(listed)}`);
+    const got = await client.models.retrieve('eu/fake/gpt-oss-120b');
+    assert.deepEqual({ ...got }, { ...want });
+    assert.equal(got.object, 'model');
+    assert.equal(got.owned_by, 'fake');
+  });
+
+  test('an unknown id raises NotFoundError (404 model_not_found)', async () => {
+    const client = new OpenAI({ apiKey: s.key, baseURL, maxRetries: 0 });
+    await assert.rejects(client.models.retrieve('eu/fake/no-such-model'), (err) => {
+      assert.ok(err instanceof OpenAI.NotFoundError, `got ${err?.constructor?.name}: ${err?.message}`);
+      assert.equal(err.code, 'model_not_found');
+      return true;
+    });
+  });
+});

@@ -222,3 +222,39 @@ describe('GET /v1/models', { timeout: 60_000 }, () => {
     });
   }
 });
+
+describe('GET /v1/models/{id} (the SDKs\' models.retrieve)', { timeout: 60_000 }, () => {
+  test('each route, with its slashes as sent or percent-encoded (any hex case), is the same object as its /v1/models entry', async () => {
+    const list = (await models()).json.data;
+    const detailed = (await models('?detail=true')).json.data;
+    for (const [i, id] of IDS.entries()) {
+      for (const form of [id, encodeURIComponent(id), id.replaceAll('/', '%2f')]) {
+        const r = await models(`/${form}`);
+        assert.equal(r.status, 200, `${form}: ${r.text}`);
+        assert.match(r.headers.get('content-type') || '', /^application\/json/i);
+        assert.deepEqual(r.json, list[i], form);
+        assert.deepEqual(Object.keys(r.json), ['id', 'object', 'created', 'owned_by']);
+      }
+      assert.deepEqual((await models(`/${encodeURIComponent(id)}?detail=true`)).json, detailed[i], `${id} detail`);
+    }
+  });
+
+  test('unknown ids → 404 model_not_found in the error envelope', async () => {
+    for (const id of ['eu/fake/no-such-model', 'gpt-oss-120b', 'EU/fake/gpt-oss-120b', 'eu%2Ffake%2Fnope', 'eu/fake/gpt-oss-120b/', 'x',
+      'eu%2Ffake%2Fgpt-oss-120b%FF', '%00', 'a'.repeat(300)]) {
+      const r = await fetch(gw.url(`/v1/models/${id}`));
+      const bytes = Buffer.from(await r.arrayBuffer());
+      assert.doesNotThrow(() => new TextDecoder('utf-8', { fatal: true }).decode(bytes), `${id}: the body is valid UTF-8`);
+      await readErrorEnvelope({ status: r.status, text: bytes.toString('utf8') },
+        { status: 404, type: 'invalid_request_error', code: 'model_not_found' });
+    }
+  });
+
+  test('no key needed, like the list; POST is 405 with Allow: GET, HEAD', async () => {
+    const r = await models(`/${encodeURIComponent(IDS[0])}`, { headers: { authorization: 'Bearer nope' } });
+    assert.equal(r.status, 200, r.text);
+    const res = await fetch(gw.url(`/v1/models/${IDS[0]}`), { method: 'POST', body: '{}' });
+    assert.equal(res.headers.get('allow'), 'GET, HEAD');
+    await readErrorEnvelope(res, { status: 405, code: 'method_not_allowed' });
+  });
+});

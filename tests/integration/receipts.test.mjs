@@ -174,7 +174,6 @@ describe('receipts: GET /v1/receipts/{id} scoping and errors', { timeout: 60_000
     const malformed = [
       'x',
       'not-a-uuid',
-      real.toUpperCase(), // ids are lowercase
       real.replaceAll('-', ''),
       `${real}0`,
       real.slice(0, -1),
@@ -190,6 +189,20 @@ describe('receipts: GET /v1/receipts/{id} scoping and errors', { timeout: 60_000
       assert.equal(body, unknown, `id ${JSON.stringify(id.slice(0, 60))}`);
     }
     await fetchVerified(s.gw, s.key, real); // still there
+  });
+
+  test('an id in upper or mixed case finds the receipt (UUIDs are case-insensitive, RFC 9562); the answer echoes the stored lowercase id', async () => {
+    const { id } = await completion();
+    const mixed = [...id].map((c, i) => (i % 2 ? c.toUpperCase() : c)).join('');
+    for (const asked of [id.toUpperCase(), mixed]) {
+      const r = await fetchReceipt(s.gw, s.key, asked);
+      assert.equal(r.status, 200, `GET /v1/receipts/${asked}: ${r.text}`);
+      assert.deepEqual(Object.keys(r.json), ['id', 'receipt']);
+      assert.equal(r.json.id, id);
+      assert.equal(verifyJws(r.json.receipt, jwks).payload.jti, id);
+    }
+    // Still scoped: another customer's upper-case id is the same 404 as an unknown one.
+    await expectNotFound(s.gw, KEY_B, id.toUpperCase());
   });
 
   test('missing or unknown API key → 401, even for an existing id', async () => {

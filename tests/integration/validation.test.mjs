@@ -147,3 +147,32 @@ describe('X-Tresor-Timeout-Seconds', { timeout: 60_000 }, () => {
     });
   }
 });
+
+describe('Content-Type of a chat request (spec §1.1, §6.3)', { timeout: 60_000 }, () => {
+  const body = JSON.stringify(chatBody(ROUTE_GPT));
+  async function send(contentType) {
+    const headers = [['Authorization', `Bearer ${s.key}`]];
+    if (contentType !== undefined) headers.push(['Content-Type', contentType]);
+    const { res, conn } = await rawRequest(s.gw.port, { headers, body });
+    conn.destroy();
+    return res;
+  }
+
+  for (const ct of ['application/json', 'application/json; charset=utf-8', 'Application/JSON', 'APPLICATION/JSON;CHARSET=UTF-8', ' application/json ', undefined]) {
+    test(`accepted: ${ct === undefined ? 'no Content-Type' : JSON.stringify(ct)}`, async () => {
+      const res = await send(ct);
+      assert.equal(res.status, 200, res.text);
+      assert.equal(res.json().tresor.routed_model, ROUTE_GPT);
+    });
+  }
+
+  for (const ct of ['text/plain', 'text/plain; charset=utf-8', 'application/x-www-form-urlencoded',
+    'multipart/form-data; boundary=x', 'application/jsonx', 'application/json-patch+json', 'json']) {
+    test(`rejected before the upstream: ${JSON.stringify(ct)} → 400 invalid_json naming application/json`, async () => {
+      const before = (await s.fake.stats()).requests;
+      const err = await readErrorEnvelope(await send(ct), { status: 400, type: IR, code: 'invalid_json' });
+      assert.match(err._text, /application\/json/);
+      assert.equal((await s.fake.stats()).requests, before, 'nothing forwarded');
+    });
+  }
+});

@@ -165,10 +165,26 @@ TEST_CASE("config: an empty mapping gives the documented defaults") {
   CHECK(c->timeouts.stream_idle_seconds == 20);
   CHECK(c->retry.attempts_per_route == 2);
   CHECK(c->retry.max_retry_after_seconds == 5);
+  CHECK(c->retry.max_route_hold_seconds == 30);
+  CHECK_FALSE(c->retry.client_should_retry);
   CHECK(c->breaker.consecutive_failures == 5);
   CHECK(c->receipts.kid == "router-receipt-1");
   CHECK(c->store == "sqlite:state/tresor.db");
   CHECK(c->routes.empty());
+}
+
+TEST_CASE("config: retry.client_should_retry") {
+  CHECK(load_config_text("retry:\n  client_should_retry: true\n", "r.yaml")->retry.client_should_retry);
+  CHECK_FALSE(load_config_text("retry: {client_should_retry: false}", "r.yaml")->retry.client_should_retry);
+  CHECK(contains(error_of("retry: {client_should_retry: yes}"), "retry.client_should_retry must be true or false"));
+  CHECK(contains(error_of("retry: {client_should_retry: 1}"), "retry.client_should_retry"));
+}
+
+TEST_CASE("config: retry.max_route_hold_seconds") {
+  CHECK(load_config_text("retry:\n  max_route_hold_seconds: 2\n", "r.yaml")->retry.max_route_hold_seconds == 2);
+  CHECK(load_config_text("retry: {max_route_hold_seconds: 0}", "r.yaml")->retry.max_route_hold_seconds == 0);
+  CHECK(contains(error_of("retry: {max_route_hold_seconds: 86401}"), "retry.max_route_hold_seconds"));
+  CHECK(contains(error_of("retry: {max_route_hold_seconds: -1}"), "retry.max_route_hold_seconds"));
 }
 
 TEST_CASE("config: an empty file is an error naming the file") {

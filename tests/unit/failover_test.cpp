@@ -544,6 +544,38 @@ TEST_CASE("failover: a Retry-After above the maximum holds the route and fails o
   CHECK(second.calls[0].history_size == 1);
 }
 
+TEST_CASE("failover: a huge Retry-After holds the route for at most retry.max_route_hold_seconds",
+          "[router][failover]") {
+  Env env{"a", "b"};
+  env.retry.max_retry_after_seconds = 1;
+  env.retry.max_route_hold_seconds = 2;
+  ScriptedRunner runner;
+  runner.script["a"] = {status(503, "", 999999999s)};
+  runner.script["b"] = {ok()};
+  const auto before = Clock::now();
+  const auto r = env.run(runner, before + 5s);
+  CHECK(r.kind == Kind::served);
+  CHECK(summary(r) == "a=503, b=ok");
+  const auto held = env.health.eligible_again("a");
+  REQUIRE(held.has_value());
+  CHECK(*held >= before + 2s);
+  CHECK(*held <= Clock::now() + 2s);  // not 31 years
+  CHECK(env.health.admit("a", Clock::now(), env.breaker) == Admission::retry_after);
+  CHECK(env.health.admit("a", *held, env.breaker) == Admission::allowed);
+}
+
+TEST_CASE("failover: max_route_hold_seconds 0 fails over without parking the route", "[router][failover]") {
+  Env env{"a", "b"};
+  env.retry.max_retry_after_seconds = 1;
+  env.retry.max_route_hold_seconds = 0;
+  ScriptedRunner runner;
+  runner.script["a"] = {status(503, "", 60s)};
+  runner.script["b"] = {ok()};
+  const auto r = env.run(runner, Clock::now() + 5s);
+  CHECK(summary(r) == "a=503, b=ok");
+  CHECK(env.health.admit("a", Clock::now(), env.breaker) == Admission::allowed);
+}
+
 TEST_CASE("failover: every candidate held by Retry-After → no_route with a Retry-After", "[router][failover]") {
   Env env{"a", "b"};
   ScriptedRunner runner;

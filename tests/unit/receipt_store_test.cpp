@@ -240,7 +240,7 @@ TEST_CASE("receipt service: concurrent issues share transactions", "[receipts]")
   for (int t = 0; t < kThreads; ++t) {
     producers.emplace_back([&, t] {
       for (int i = 0; i < kPerThread; ++i) {
-        const auto id = "t" + std::to_string(t) + "-" + std::to_string(i);
+        const auto id = std::string("t").append(std::to_string(t)).append("-").append(std::to_string(i));
         service.issue(id, "cust-" + std::to_string(t), claims_for(id), done.callback());
       }
     });

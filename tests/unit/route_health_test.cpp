@@ -2,8 +2,11 @@
 // time points (no sleeping).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.h"
 #include "router/route_health.h"
@@ -205,4 +208,69 @@ TEST_CASE("route health: a hold and an open breaker together", "[router][health]
     CHECK(h.admit("a", T0 + 5s, cfg) == Admission::breaker_open);
     CHECK(h.admit("a", T0 + 10s, cfg) == Admission::probe);
   }
+}
+
+TEST_CASE("route health: reset forgets a route's hold and breaker, and nothing else", "[router][health]") {
+  RouteHealth h;
+  const auto cfg = breaker(1, 10);
+  h.hold_until("a", T0 + 1000h);
+  h.record_failure("a", T0, cfg);
+  h.record_failure("b", T0, cfg);
+  REQUIRE(h.admit("a", T0 + 1s, cfg) == Admission::retry_after);
+  REQUIRE(h.is_open("a", T0 + 1s));
+
+  h.reset("a");
+  CHECK_FALSE(h.eligible_again("a").has_value());
+  CHECK_FALSE(h.is_open("a", T0 + 1s));
+  CHECK(h.admit("a", T0 + 1s, cfg) == Admission::allowed);
+  CHECK(h.admit("b", T0 + 1s, cfg) == Admission::breaker_open);  // other routes keep theirs
+  h.reset("never-seen");  // harmless
+}
+
+namespace {
+
+std::shared_ptr<const tresor::config::Config> reload_config(const std::string& routes, const std::string& providers) {
+  return tresor::config::load_config_text("providers:\n" + providers + "routes:\n" + routes, "reload.yaml");
+}
+
+const std::string kProviders =
+    "  p:\n    base_url: http://127.0.0.1:1/v1\n    api_key: k1\n"
+    "  q:\n    base_url: http://127.0.0.1:2/v1\n    api_key: k2\n";
+const std::string kRoutes =
+    "  - {id: eu/p/a, provider: p, upstream_model: ma, type: chat}\n"
+    "  - {id: eu/p/b, provider: p, upstream_model: mb, type: chat}\n"
+    "  - {id: eu/q/c, provider: q, upstream_model: mc, type: chat}\n";
+
+std::vector<std::string> changed(const std::string& routes, const std::string& providers) {
+  auto v = tresor::router::routes_changed_by_reload(*reload_config(kRoutes, kProviders), *reload_config(routes, providers));
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+std::string replaced(std::string s, const std::string& from, const std::string& to) {
+  const auto at = s.find(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+
+}  // namespace
+
+TEST_CASE("routes_changed_by_reload: the routes whose route entry or provider entry changed",
+          "[router][health]") {
+  using V = std::vector<std::string>;
+  CHECK(changed(kRoutes, kProviders).empty());
+  // A route field.
+  CHECK(changed(replaced(kRoutes, "upstream_model: ma", "upstream_model: ma2"), kProviders) == V{"eu/p/a"});
+  CHECK(changed(replaced(kRoutes, "id: eu/q/c, provider: q", "id: eu/q/c, provider: p"), kProviders) == V{"eu/q/c"});
+  // The provider's connection fields: every route on it.
+  CHECK(changed(kRoutes, replaced(kProviders, "127.0.0.1:1/v1", "127.0.0.1:9/v1")) == V{"eu/p/a", "eu/p/b"});
+  CHECK(changed(kRoutes, replaced(kProviders, "api_key: k2", "api_key: k3")) == V{"eu/q/c"});
+  CHECK(changed(kRoutes, kProviders + "    max_connections: 7\n") == V{"eu/q/c"});
+  // Added and removed routes (a removed one's state must not greet it when it comes back).
+  CHECK(changed(kRoutes + "  - {id: eu/q/d, provider: q, upstream_model: md, type: chat}\n", kProviders) ==
+        V{"eu/q/d"});
+  CHECK(changed(replaced(kRoutes, "  - {id: eu/p/b, provider: p, upstream_model: mb, type: chat}\n", ""),
+                kProviders) == V{"eu/p/b"});
+  // Another provider that no route uses changes nothing.
+  CHECK(changed(kRoutes, kProviders + "  r:\n    base_url: http://127.0.0.1:3/v1\n    api_key: k3\n").empty());
 }
