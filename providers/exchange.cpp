@@ -246,7 +246,7 @@ ChatEventStream::ChatEventStream(std::unique_ptr<UpstreamResponse> response, Cha
 
 ChatEventStream::~ChatEventStream() = default;
 
-boost::asio::awaitable<std::optional<UpstreamFailure>> ChatEventStream::first_chunks(Clock::time_point deadline,
+boost::asio::awaitable<std::optional<UpstreamFailure>> ChatEventStream::first_chunks(common::Deadline deadline,
                                                                                       std::vector<ChatChunk>& out) {
   while (out.empty()) {
     TransportError error = TransportError::none;
@@ -286,7 +286,7 @@ boost::asio::awaitable<ChatEventStream::End> ChatEventStream::next(std::chrono::
     const auto wait = grace ? std::chrono::duration_cast<Clock::duration>(kCompletionGrace)
                             : std::chrono::duration_cast<Clock::duration>(idle);
     TransportError error = TransportError::none;
-    const std::string bytes = co_await response_->read_some(Clock::now() + wait, error);
+    const std::string bytes = co_await response_->read_some(common::Deadline::after(wait), error);
     const bool ended = error != TransportError::none || (bytes.empty() && response_->body_done());
     if (ended && grace) {
       status_ = ChatStreamDecoder::Status::done;
@@ -304,7 +304,7 @@ boost::asio::awaitable<ChatEventStream::End> ChatEventStream::next(std::chrono::
 }
 
 boost::asio::awaitable<void> ChatEventStream::finish_for_reuse() {
-  co_await response_->finish_for_reuse(kStreamTailBytes, Clock::now() + kStreamTailWait);
+  co_await response_->finish_for_reuse(kStreamTailBytes, common::Deadline::after(kStreamTailWait));
 }
 
 std::string ChatEventStream::error_code() const { return parse_error_body(decoder_.error_event(), secret_).code; }

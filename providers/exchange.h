@@ -29,8 +29,8 @@ struct ExchangeTarget {
   std::shared_ptr<const ProviderSet> providers;   // the config snapshot's
   const config::ProviderConfig& provider;
   const config::RouteConfig& route;
-  Clock::time_point first_byte_deadline;          // the head (stream: the first chunk) by then
-  Clock::time_point request_deadline;             // the whole answer by then
+  common::Deadline first_byte_deadline;           // the head (stream: the first chunk) by then
+  common::Deadline request_deadline;              // the whole answer by then
   std::chrono::milliseconds connect_timeout;
   size_t max_body_bytes;                          // a non-stream answer above this is bad_response
 };
@@ -90,7 +90,7 @@ class ChatEventStream {
   // Before anything is committed to the client: reads until the first chunk for the
   // client (in `out`), or fails (then nothing has reached the client and the caller
   // fails over). A stream that ends or errs before its first chunk is bad_response.
-  boost::asio::awaitable<std::optional<UpstreamFailure>> first_chunks(Clock::time_point deadline,
+  boost::asio::awaitable<std::optional<UpstreamFailure>> first_chunks(common::Deadline deadline,
                                                                        std::vector<ChatChunk>& out);
   // Reads on; `idle` bounds the silence between events.
   boost::asio::awaitable<End> next(std::chrono::seconds idle, std::vector<ChatChunk>& out);

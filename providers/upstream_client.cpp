@@ -259,10 +259,8 @@ struct UpstreamResponse::Impl {
 
 namespace {
 
-bool past(Clock::time_point deadline) { return Clock::now() >= deadline; }
-
-TransportError classify_read_error(const error_code& ec, Clock::time_point deadline, bool in_body) {
-  if (ec == beast::error::timeout || past(deadline)) return TransportError::timeout;
+TransportError classify_read_error(const error_code& ec, common::Deadline deadline, bool in_body) {
+  if (ec == beast::error::timeout || deadline.passed()) return TransportError::timeout;
   if (ec == http::error::end_of_stream || ec == asio::error::eof ||
       ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
       ec == http::error::partial_message || ec == ssl::error::stream_truncated ||
@@ -322,7 +320,7 @@ size_t head_size(const ResponseParser::value_type& head) {
 }
 
 asio::awaitable<HeadOutcome> read_final_head(Connection& conn, std::optional<ResponseParser>& parser,
-                                             Clock::time_point deadline) {
+                                             common::Deadline deadline) {
   HeadOutcome out;
   size_t budget = kMaxResponseHeaderBytes;
   for (int interim = 0;; ++interim) {
@@ -368,11 +366,11 @@ asio::awaitable<HeadOutcome> read_final_head(Connection& conn, std::optional<Res
 
 // Opens a new connection (TCP, then TLS when the provider is https).
 asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e,
-                                                     Clock::time_point deadline,
+                                                     common::Deadline deadline,
                                                      std::chrono::milliseconds connect_timeout,
                                                      TransportError& error, std::string& detail) {
   auto exec = co_await asio::this_coro::executor;
-  const auto connect_deadline = std::min(deadline, Clock::now() + connect_timeout);
+  const auto connect_deadline = common::earlier_of(deadline, common::Deadline::after(connect_timeout));
   error_code ec;
   tcp::resolver resolver(exec);
   tcp::resolver::results_type endpoints;
@@ -396,10 +394,10 @@ asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e
   else
     conn = std::make_unique<Connection>(std::in_place_type<PlainStream>, exec);
   auto& tcp_stream = conn->tcp();
-  tcp_stream.expires_at(connect_deadline);
+  tcp_stream.expires_at(connect_deadline.at());
   co_await tcp_stream.async_connect(endpoints, asio::redirect_error(asio::use_awaitable, ec));
   if (ec) {
-    error = past(deadline) ? TransportError::timeout : TransportError::connect_failed;
+    error = deadline.passed() ? TransportError::timeout : TransportError::connect_failed;
     detail = "connect to " + e.host + ":" + e.port + " failed: " + ec.message();
     co_return nullptr;
   }
@@ -420,7 +418,7 @@ asio::awaitable<std::unique_ptr<Connection>> connect(const ProviderSet::Entry& e
     co_await tls->async_handshake(ssl::stream_base::client,
                                   asio::redirect_error(asio::use_awaitable, ec));
     if (ec) {
-      error = past(connect_deadline) ? (past(deadline) ? TransportError::timeout
+      error = connect_deadline.passed() ? (deadline.passed() ? TransportError::timeout
                                                        : TransportError::connect_failed)
                                      : TransportError::tls_failed;
       std::string reason = ec.message();
@@ -503,7 +501,7 @@ std::optional<std::string> UpstreamResponse::header(std::string_view name) const
 
 bool UpstreamResponse::body_done() const { return impl_->parser->is_done(); }
 
-asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadline,
+asio::awaitable<std::string> UpstreamResponse::read_some(common::Deadline deadline,
                                                          TransportError& error) {
   auto& im = *impl_;
   auto& parser = *im.parser;
@@ -516,7 +514,7 @@ asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadl
   while (!parser.is_done()) {
     parser.get().body().data = im.conn->chunk.get();
     parser.get().body().size = kReadChunkBytes;
-    im.conn->tcp().expires_at(deadline);
+    im.conn->tcp().expires_at(deadline.at());
     const error_code ec = co_await with_stream(*im.conn, [&](auto& s) -> asio::awaitable<error_code> {
       error_code e;
       co_await http::async_read_some(s, im.conn->buffer, parser,
@@ -539,7 +537,7 @@ asio::awaitable<std::string> UpstreamResponse::read_some(Clock::time_point deadl
   co_return out;
 }
 
-asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::time_point deadline,
+asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, common::Deadline deadline,
                                                         TransportError& error) {
   std::string body;
   // 64 bytes of spare capacity: simdjson parses a string in place only when that much
@@ -566,7 +564,7 @@ asio::awaitable<std::string> UpstreamResponse::read_all(size_t limit, Clock::tim
   co_return body;
 }
 
-asio::awaitable<void> UpstreamResponse::finish_for_reuse(size_t limit, Clock::time_point deadline) {
+asio::awaitable<void> UpstreamResponse::finish_for_reuse(size_t limit, common::Deadline deadline) {
   size_t dropped = 0;
   while (!impl_->parser->is_done() && !impl_->failed) {
     TransportError error = TransportError::none;
@@ -586,7 +584,7 @@ UpstreamClient::~UpstreamClient() = default;
 asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const ProviderSet> providers,
                                                      const config::ProviderConfig& provider,
                                                      UpstreamRequest request,
-                                                     Clock::time_point deadline,
+                                                     common::Deadline deadline,
                                                      std::chrono::milliseconds connect_timeout) {
   UpstreamResult result;
   const ProviderSet::Entry* entry = providers->find(provider.name);
@@ -649,7 +647,7 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
       }
       // At the cap: wait for a connection to come back, until the deadline.
       asio::steady_timer wait(co_await asio::this_coro::executor);
-      wait.expires_at(deadline);
+      wait.expires_at(deadline.at());
       pool->waiters.push_back(&wait);
       error_code ec;
       co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -661,7 +659,7 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
       }
     }
 
-    conn->tcp().expires_at(deadline);  // bounds the write and every head read below
+    conn->tcp().expires_at(deadline.at());  // bounds the write and every head read below
     bool answered_early = false;
     const error_code write_ec = co_await with_stream(*conn, [&](auto& s) -> asio::awaitable<error_code> {
       co_return co_await write_request(s, req, request.streamed_body, answered_early);
@@ -684,7 +682,7 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
       // byte of a response came. Re-sent once, at once, on a new connection; not an
       // attempt. A reset before any byte is not retried: it is also how an upstream
       // that refuses requests behaves, and each of those must stay a visible attempt.
-      if (reused && attempt == 0 && stale && !past(deadline)) continue;
+      if (reused && attempt == 0 && stale && !deadline.passed()) continue;
       result.error = head.error;
       result.detail = "provider " + provider.name + ": " + std::string(to_string(head.error)) +
                       " before the response head: " + head.detail;

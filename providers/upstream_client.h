@@ -61,15 +61,15 @@ class UpstreamResponse {
 
   // Next piece of the body (empty string once the body is complete). On failure
   // returns empty and sets `error` (timeout when `deadline` passes first).
-  boost::asio::awaitable<std::string> read_some(Clock::time_point deadline, TransportError& error);
+  boost::asio::awaitable<std::string> read_some(common::Deadline deadline, TransportError& error);
   // The whole body, failing with too_large above `limit` bytes.
-  boost::asio::awaitable<std::string> read_all(size_t limit, Clock::time_point deadline,
+  boost::asio::awaitable<std::string> read_all(size_t limit, common::Deadline deadline,
                                                TransportError& error);
   // For a stream that ended at its last event ([DONE]) before the body did: reads and
   // drops the rest (the chunked terminator, normally already on its way) up to `limit`
   // bytes until `deadline`, so that the connection goes back to the pool instead of
   // being closed. If the rest does not come in time, the connection closes as before.
-  boost::asio::awaitable<void> finish_for_reuse(size_t limit, Clock::time_point deadline);
+  boost::asio::awaitable<void> finish_for_reuse(size_t limit, common::Deadline deadline);
 
  private:
   std::unique_ptr<Impl> impl_;
@@ -102,7 +102,7 @@ class UpstreamClient {
   // before `deadline`. `connect_timeout` bounds a new connection's TCP+TLS setup.
   boost::asio::awaitable<UpstreamResult> send(std::shared_ptr<const ProviderSet> providers,
                                               const config::ProviderConfig& provider,
-                                              UpstreamRequest request, Clock::time_point deadline,
+                                              UpstreamRequest request, common::Deadline deadline,
                                               std::chrono::milliseconds connect_timeout);
 
   struct Impl;

@@ -35,13 +35,13 @@ AttemptRecord record(const config::RouteConfig& route, AttemptOutcome outcome, i
 
 // The per-attempt timer: streams must show a first event, non-stream answers a first
 // byte, within it; the last candidate gets whatever budget is left.
-Clock::time_point first_byte_deadline(const FailoverPolicy& p, bool last, Clock::time_point now,
-                                      Clock::time_point deadline) {
+common::Deadline first_byte_deadline(const FailoverPolicy& p, bool last, Clock::time_point now,
+                                     common::Deadline deadline) {
   if (last) return deadline;
   const unsigned seconds =
       p.stream ? p.timeouts->attempt_first_event_seconds : p.timeouts->attempt_first_byte_seconds;
   if (seconds == 0) return deadline;
-  return std::min(deadline, now + std::chrono::seconds(seconds));
+  return common::earlier_of(deadline, common::Deadline::after(std::chrono::seconds(seconds), now));
 }
 
 }  // namespace
@@ -72,7 +72,7 @@ AttemptResult attempt_result(const common::UpstreamFailure& failure, const Attem
       // The attempt's own timer fired when it was the earlier clock and the budget is not
       // yet spent; otherwise the request's budget ran out.
       r.outcome = failure.before_first_byte && plan.first_byte_deadline < plan.request_deadline &&
-                          now < plan.request_deadline
+                          !plan.request_deadline.passed(now)
                       ? (stream ? AttemptOutcome::first_event_timeout : AttemptOutcome::first_byte_timeout)
                       : AttemptOutcome::deadline;
       break;
@@ -91,7 +91,7 @@ std::chrono::milliseconds retry_backoff(unsigned backoff_ms, unsigned retry_numb
 }
 
 asio::awaitable<FailoverResult> run_failover(const std::vector<const config::RouteConfig*>& candidates,
-                                             Clock::time_point started, Clock::time_point deadline,
+                                             Clock::time_point started, common::Deadline deadline,
                                              const FailoverPolicy& policy, RouteHealth& health,
                                              AttemptRunner& runner) {
   FailoverResult result;
@@ -103,7 +103,7 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
     const auto& route = *candidates[i];
     const bool last = i + 1 == candidates.size();
     const auto now = Clock::now();
-    if (now >= deadline) {
+    if (deadline.passed(now)) {
       last_was_deadline = true;
       break;
     }
@@ -125,7 +125,7 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
 
     for (unsigned attempt = 1; attempt <= attempts_here; ++attempt) {
       const auto attempt_start = Clock::now();
-      if (attempt_start >= deadline) {
+      if (deadline.passed(attempt_start)) {
         last_was_deadline = true;
         break;
       }
@@ -180,13 +180,13 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
       const auto wait = r.retry_after ? std::chrono::duration_cast<std::chrono::milliseconds>(*r.retry_after)
                                       : retry_backoff(policy.retry->backoff_ms, attempt);
       const auto resume = Clock::now() + wait;
-      if (resume >= deadline) break;  // no time to come back here; try the next route
+      if (deadline.passed(resume)) break;  // no time to come back here; try the next route
       co_await sleep_until(resume);
     }
-    if (last_was_deadline && Clock::now() >= deadline) break;
+    if (last_was_deadline && deadline.passed()) break;
   }
 
-  if (!attempted_any && (last_was_deadline || Clock::now() >= deadline)) {
+  if (!attempted_any && (last_was_deadline || deadline.passed())) {
     result.kind = FailoverResult::Kind::timed_out;  // the budget was gone before any attempt
     co_return result;
   }
@@ -199,7 +199,7 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
     }
     co_return result;
   }
-  result.kind = last_was_deadline || Clock::now() >= deadline ? FailoverResult::Kind::timed_out
+  result.kind = last_was_deadline || deadline.passed() ? FailoverResult::Kind::timed_out
                                                              : FailoverResult::Kind::failed;
   // Failed over on a model-specific 4xx (context_length_exceeded) and nothing else
   // served: the client learns the upstream's reason, not a generic 502.

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/clock.h"
 #include "common/upstream_failure.h"
 #include "config/config.h"
 #include "router/attempts.h"
@@ -25,8 +26,8 @@ struct AttemptPlan {
   bool last_candidate = false;
   // The attempt must produce its first byte / first event by this time (a per-attempt
   // timer, or the request deadline for the last candidate).
-  Clock::time_point first_byte_deadline{};
-  Clock::time_point request_deadline{};
+  common::Deadline first_byte_deadline;
+  common::Deadline request_deadline;
   Clock::time_point started{};
   const std::vector<AttemptRecord>* history = nullptr;  // attempts before this one
 };
@@ -73,7 +74,7 @@ AttemptResult attempt_result(const common::UpstreamFailure& failure, const Attem
                              Clock::time_point now);
 
 boost::asio::awaitable<FailoverResult> run_failover(const std::vector<const config::RouteConfig*>& candidates,
-                                                    Clock::time_point started, Clock::time_point deadline,
+                                                    Clock::time_point started, common::Deadline deadline,
                                                     const FailoverPolicy& policy, RouteHealth& health,
                                                     AttemptRunner& runner);
 

@@ -226,7 +226,7 @@ boost::asio::awaitable<void> serve_with_failover(const Runtime& rt,
                                                  bool stream, Clock::time_point started, std::chrono::seconds budget,
                                                  EndpointAttempts& attempts, ResponseSink& sink) {
   const auto policy = failover_policy(*rt.config, stream);
-  const auto deadline = started + budget;
+  const common::Deadline deadline(started + budget);
   const auto result =
       co_await router::run_failover(resolution.candidates, started, deadline, policy, services.health, attempts);
   RequestRecord& record = services.record;

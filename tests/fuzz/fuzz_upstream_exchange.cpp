@@ -108,7 +108,7 @@ struct ClientSide {
 asio::awaitable<void> two_requests(UpstreamClient& client, std::shared_ptr<const tresor::providers::ProviderSet> set,
                                    const tresor::config::ProviderConfig& provider, ClientSide (&out)[2]) {
   for (auto& side : out) {
-    const auto deadline = Clock::now() + std::chrono::milliseconds(150);
+    const auto deadline = tresor::common::Deadline::after(std::chrono::milliseconds(150));
     tresor::providers::UpstreamRequest request;
     request.path = "/chat/completions";
     request.content_type = "application/json";

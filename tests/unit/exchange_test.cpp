@@ -91,8 +91,8 @@ TEST_CASE("router: attempt_result says which timer fired and what a failure is")
   using tresor::router::attempt_result;
   const auto now = tresor::router::Clock::now();
   tresor::router::AttemptPlan plan;
-  plan.first_byte_deadline = now - std::chrono::seconds(1);
-  plan.request_deadline = now + std::chrono::seconds(10);
+  plan.first_byte_deadline = tresor::common::Deadline(now - std::chrono::seconds(1));
+  plan.request_deadline = tresor::common::Deadline(now + std::chrono::seconds(10));
   UpstreamFailure f;
   f.transport = TransportError::timeout;
   CHECK(attempt_result(f, plan, true, now).outcome == AttemptOutcome::first_event_timeout);

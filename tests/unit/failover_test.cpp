@@ -102,8 +102,8 @@ class ScriptedRunner : public AttemptRunner {
     c.route = plan.route->id;
     c.candidate_index = plan.candidate_index;
     c.last = plan.last_candidate;
-    c.first_byte_deadline = plan.first_byte_deadline;
-    c.request_deadline = plan.request_deadline;
+    c.first_byte_deadline = plan.first_byte_deadline.at();
+    c.request_deadline = plan.request_deadline.at();
     c.started = plan.started;
     c.when = Clock::now();
     c.history_size = plan.history ? plan.history->size() : size_t(-1);
@@ -120,7 +120,7 @@ class ScriptedRunner : public AttemptRunner {
     q.pop_front();
     if (s.until_deadline || s.delay.count() > 0) {
       asio::steady_timer timer(co_await asio::this_coro::executor);
-      if (s.until_deadline) timer.expires_at(plan.request_deadline);
+      if (s.until_deadline) timer.expires_at(plan.request_deadline.at());
       else timer.expires_after(s.delay);
       boost::system::error_code ec;
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -177,7 +177,7 @@ struct Env {
     asio::io_context ioc;
     std::optional<FailoverResult> out;
     std::exception_ptr error;
-    asio::co_spawn(ioc, run_failover(candidates, started, deadline, policy, health, runner),
+    asio::co_spawn(ioc, run_failover(candidates, started, tresor::common::Deadline(deadline), policy, health, runner),
                    [&](std::exception_ptr e, FailoverResult r) {
                      error = e;
                      out = std::move(r);

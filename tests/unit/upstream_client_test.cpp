@@ -91,7 +91,7 @@ class Fixture {
  private:
   asio::awaitable<void> drive(UpstreamClient& client, std::vector<Step> steps, std::vector<Outcome>& out) {
     for (const auto& step : steps) {
-      const auto deadline = Clock::now() + std::chrono::seconds(5);
+      const auto deadline = tresor::common::Deadline::after(std::chrono::seconds(5));
       tresor::providers::UpstreamRequest request;
       request.path = "/chat/completions";
       request.content_type = "application/json";
