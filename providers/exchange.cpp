@@ -71,11 +71,15 @@ boost::asio::awaitable<SendResult> send_attempt(const ExchangeTarget& t, Upstrea
   co_return std::move(sent.response);
 }
 
-// The whole body of a 200, bounded by the target's limit and the request deadline.
-boost::asio::awaitable<std::variant<std::string, UpstreamFailure>> read_answer(const ExchangeTarget& t,
-                                                                                UpstreamResponse& response) {
+// Sends the attempt and reads the whole body of its 200, bounded by the target's limit
+// and the request deadline.
+boost::asio::awaitable<std::variant<std::string, UpstreamFailure>> fetch_answer(const ExchangeTarget& t,
+                                                                                 UpstreamRequest request) {
+  SendResult sent = co_await send_attempt(t, std::move(request));
+  if (auto* f = std::get_if<UpstreamFailure>(&sent)) co_return std::move(*f);
   TransportError error = TransportError::none;
-  std::string body = co_await response.read_all(t.max_body_bytes, t.request_deadline, error);
+  std::string body =
+      co_await std::get<std::unique_ptr<UpstreamResponse>>(sent)->read_all(t.max_body_bytes, t.request_deadline, error);
   if (error != TransportError::none)
     co_return transport_failure(error, false, "failed while sending its answer: " + std::string(to_string(error)));
   co_return body;
@@ -196,9 +200,7 @@ boost::asio::awaitable<std::variant<ChatAnswer, UpstreamFailure>> exchange_chat(
   up.content_type = "application/json";
   up.accept = "application/json";
   up.body = std::move(body);
-  SendResult sent = co_await send_attempt(target, std::move(up));
-  if (auto* f = std::get_if<UpstreamFailure>(&sent)) co_return std::move(*f);
-  auto read = co_await read_answer(target, *std::get<std::unique_ptr<UpstreamResponse>>(sent));
+  auto read = co_await fetch_answer(target, std::move(up));
   if (auto* f = std::get_if<UpstreamFailure>(&read)) co_return std::move(*f);
   co_return validate_chat_answer(std::move(std::get<std::string>(read)), target.route.upstream_model);
 }
@@ -210,9 +212,7 @@ boost::asio::awaitable<std::variant<TranscriptAnswer, UpstreamFailure>> exchange
   up.content_type = content_type;
   up.accept = "application/json";
   up.streamed_body = &body;
-  SendResult sent = co_await send_attempt(target, std::move(up));
-  if (auto* f = std::get_if<UpstreamFailure>(&sent)) co_return std::move(*f);
-  auto read = co_await read_answer(target, *std::get<std::unique_ptr<UpstreamResponse>>(sent));
+  auto read = co_await fetch_answer(target, std::move(up));
   if (auto* f = std::get_if<UpstreamFailure>(&read)) co_return std::move(*f);
   co_return validate_transcript(std::move(std::get<std::string>(read)));
 }
