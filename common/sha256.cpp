@@ -7,12 +7,14 @@ namespace {
 
 constexpr char kHex[] = "0123456789abcdef";
 
+// Sized once and filled by index: appending a character at a time compiled to a
+// push_back call per digit once this moved into its own library (callgrind: ~2,400
+// instructions per receipted request).
 std::string to_hex(const unsigned char* bytes, size_t n) {
-  std::string out;
-  out.reserve(n * 2);
+  std::string out(n * 2, '\0');
   for (size_t i = 0; i < n; ++i) {
-    out += kHex[bytes[i] >> 4];
-    out += kHex[bytes[i] & 0xf];
+    out[2 * i] = kHex[bytes[i] >> 4];
+    out[2 * i + 1] = kHex[bytes[i] & 0xf];
   }
   return out;
 }

@@ -114,9 +114,12 @@ router::AttemptResult EndpointAttempts::failed(const router::AttemptPlan& plan,
 
 namespace {
 
-HeaderList answer_headers(const TresorInfo& info, const std::string& attempts) {
+// X-Tresor-Attempts always; the route and receipt also as headers when the body may not
+// carry the tresor object (transcriptions: text/plain answers have no JSON to put it in).
+HeaderList answer_headers(const TresorInfo& info, const std::string& attempts, bool route_headers) {
   HeaderList h;
   h.emplace_back(std::string(kAttemptsHeader), attempts);
+  if (!route_headers) return h;
   if (info.receipt_id) h.emplace_back("X-Tresor-Receipt-Id", *info.receipt_id);
   h.emplace_back("X-Tresor-Requested-Route", info.requested_route);
   h.emplace_back("X-Tresor-Routed-Model", info.routed_model);
@@ -155,7 +158,7 @@ boost::asio::awaitable<router::AttemptResult> EndpointAttempts::deliver(const ro
   if (answer.content_type == "application/json") append_tresor_member(answer.body, tresor_object_json(info));
   reply.body = std::move(answer.body);
   reply.content_type = std::move(answer.content_type);
-  reply.headers = answer_headers(info, attempts);
+  reply.headers = answer_headers(info, attempts, answer.route_headers);
   co_await sink_.send(std::move(reply));
   co_return outcome_only(AttemptOutcome::ok);
 }

@@ -121,10 +121,11 @@ class EndpointAttempts : public router::AttemptRunner {
     std::string content_type = "application/json";
     double price = 0;     // what it costs the customer
     ClaimFigures figures; // for the receipt; response_sha256 is computed here from `body`
+    bool route_headers = false;  // X-Tresor-Receipt-Id, -Requested-Route, -Routed-Model, -Failover too
   };
   // The one inference path of a whole answer: this plan served; bill; receipt (durable
   // before its id leaves, unless opted out); answer with the tresor member (JSON) and the
-  // X-Tresor-* headers.
+  // X-Tresor-Attempts header (and the route headers when asked).
   boost::asio::awaitable<router::AttemptResult> deliver(const router::AttemptPlan& plan,
                                                         providers::Clock::time_point attempt_start, WholeAnswer answer);
   // Bills the answer and, when `info` carries a receipt id, stores its receipt; false when

@@ -130,6 +130,7 @@ class TranscriptionAttempts final : public EndpointAttempts {
     answer.figures.audio_seconds = t.audio_seconds;
     answer.body = t.body;
     answer.content_type = t.content_type;
+    answer.route_headers = true;
     co_return co_await deliver(plan, attempt_start, std::move(answer));
   }
 
