@@ -71,6 +71,16 @@ boost::asio::awaitable<SendResult> send_attempt(const ExchangeTarget& t, Upstrea
   co_return std::move(sent.response);
 }
 
+// POST /chat/completions with the JSON body, asking for `accept`.
+UpstreamRequest chat_request(std::string body, std::string_view accept) {
+  UpstreamRequest up;
+  up.path = kChatCompletionsPath;
+  up.content_type = "application/json";
+  up.accept = accept;
+  up.body = std::move(body);
+  return up;
+}
+
 // Sends the attempt and reads the whole body of its 200, bounded by the target's limit
 // and the request deadline.
 boost::asio::awaitable<std::variant<std::string, UpstreamFailure>> fetch_answer(const ExchangeTarget& t,
@@ -195,12 +205,7 @@ std::variant<TranscriptAnswer, UpstreamFailure> validate_transcript(std::string 
 
 boost::asio::awaitable<std::variant<ChatAnswer, UpstreamFailure>> exchange_chat(const ExchangeTarget& target,
                                                                                  std::string body) {
-  UpstreamRequest up;
-  up.path = kChatCompletionsPath;
-  up.content_type = "application/json";
-  up.accept = "application/json";
-  up.body = std::move(body);
-  auto read = co_await fetch_answer(target, std::move(up));
+  auto read = co_await fetch_answer(target, chat_request(std::move(body), "application/json"));
   if (auto* f = std::get_if<UpstreamFailure>(&read)) co_return std::move(*f);
   co_return validate_chat_answer(std::move(std::get<std::string>(read)), target.route.upstream_model);
 }
@@ -222,12 +227,7 @@ boost::asio::awaitable<std::variant<TranscriptAnswer, UpstreamFailure>> exchange
 
 boost::asio::awaitable<std::variant<std::unique_ptr<ChatEventStream>, UpstreamFailure>> open_chat_stream(
     const ExchangeTarget& target, std::string body, ChatStreamDecoder::Options options) {
-  UpstreamRequest up;
-  up.path = kChatCompletionsPath;
-  up.content_type = "application/json";
-  up.accept = "text/event-stream";
-  up.body = std::move(body);
-  SendResult sent = co_await send_attempt(target, std::move(up));
+  SendResult sent = co_await send_attempt(target, chat_request(std::move(body), "text/event-stream"));
   if (auto* f = std::get_if<UpstreamFailure>(&sent)) co_return std::move(*f);
   auto& response = std::get<std::unique_ptr<UpstreamResponse>>(sent);
   const std::string type = response->header("Content-Type").value_or("");
