@@ -212,7 +212,10 @@ void ChatStreamDecoder::decode_event(std::string& data, std::vector<ChatChunk>& 
 // stay as they were (a reader taking the first one sees what the passthrough path would
 // show), except a second `choices`, which is left out.
 void ChatStreamDecoder::rewrite_chunk(simdjson::dom::object chunk, Rewrite rewrite, std::string& json) const {
-  json = "{";
+  // clear() + append, not `json = "{"`: g++ 12 at -O3 reports a false -Wrestrict inside
+  // libstdc++'s assign (GCC bug 105329), as in the tests that build strings the same way.
+  json.clear();
+  json += '{';
   bool choices_written = false;
   auto write_choices = [&] {
     json += R"("choices":[)";
