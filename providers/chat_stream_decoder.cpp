@@ -1,5 +1,6 @@
 #include "providers/chat_stream_decoder.h"
 #include "providers/json_parser.h"
+#include "common/json_text.h"
 
 #include <algorithm>
 #include <cstring>
@@ -14,30 +15,9 @@ namespace {
 // returns.
 simdjson::dom::parser& event_parser() { return upstream_json_parser(); }
 
-// Appends `s` as a JSON string: quotes, backslashes and control characters escaped,
-// everything else (UTF-8 included) as is.
-void append_json_string(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
-  for (char c : s) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (u < 0x20) {
-      out += "\\u00";
-      out += kHex[u >> 4];
-      out += kHex[u & 0xF];
-    } else {
-      out += c;
-    }
-  }
-  out += '"';
-}
-
 std::string json_string(std::string_view s) {
   std::string out;
-  append_json_string(out, s);
+  common::append_json_string(out, s);
   return out;
 }
 
@@ -231,7 +211,7 @@ void ChatStreamDecoder::rewrite_chunk(simdjson::dom::object chunk, Rewrite rewri
       write_choices();
       continue;
     }
-    append_json_string(json, field.key);
+    common::append_json_string(json, field.key);
     json += ':';
     json += simdjson::minify(field.value);
   }
@@ -257,7 +237,7 @@ void ChatStreamDecoder::write_kept_choices(simdjson::dom::object chunk, std::str
       for (const auto field : choice) {
         if (field.key == "index") continue;
         json += ',';
-        append_json_string(json, field.key);
+        common::append_json_string(json, field.key);
         json += ':';
         json += simdjson::minify(field.value);
       }

@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "common/json_members.h"
+#include "common/json_text.h"
 #include "common/secure_random.h"
 #include "providers/error_body.h"
 #include "providers/json_parser.h"
@@ -116,13 +117,8 @@ std::string fallback_completion_id() {
 }
 
 std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;  // ids and model names never hold controls
-    out += c;
-  }
-  out += '"';
+  std::string out;
+  common::append_json_string(out, s);
   return out;
 }
 
