@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The layer rule of ../shared/README.md ("Layers"), checked on every #include "x/..." of
-our modules: common includes nothing of ours; config only common; router, providers,
-receipts and accounts only common and config (never each other); server anything.
+our modules: common includes nothing of ours; config only common; storage (the SQLite and
+Redis connections receipts and accounts share) only common and config; router and
+providers only common and config; receipts and accounts only common, config and storage
+(never each other); server anything.
 
   check_layers.py [ROOT]     scan ROOT (default: the repository); exit 1 and print
                              file:line and the rule for every violation
@@ -17,19 +19,21 @@ from pathlib import Path
 ALLOWED = {
     "common": set(),
     "config": {"common"},
+    "storage": {"common", "config"},
     "router": {"common", "config"},
     "providers": {"common", "config"},
-    "receipts": {"common", "config"},
-    "accounts": {"common", "config"},
+    "receipts": {"common", "config", "storage"},
+    "accounts": {"common", "config", "storage"},
     "server": None,
 }
 RULES = {
     "common": "common includes nothing of ours",
     "config": "config includes only common",
+    "storage": "storage includes only common and config",
     "router": "router includes only common and config",
     "providers": "providers includes only common and config",
-    "receipts": "receipts includes only common and config",
-    "accounts": "accounts includes only common and config",
+    "receipts": "receipts includes only common, config and storage",
+    "accounts": "accounts includes only common, config and storage",
 }
 SOURCE_SUFFIXES = {".h", ".hpp", ".cpp", ".cc"}
 INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"/]+)/[^"]*"')
@@ -65,6 +69,7 @@ def self_test() -> int:
             "providers/y.h": '#include "common/a.h"\n  #  include "receipts/z.h"\n',
             "receipts/z.h": '#include "server/s.h"\n',
             "accounts/k.cpp": '#include "router/x.h"\n',
+            "storage/r.h": '#include "receipts/z.h"\n',
             "server/s.h": '#include "router/x.h"\n#include "accounts/k.h"\n',
         }
         for name, text in files.items():
@@ -78,17 +83,19 @@ def self_test() -> int:
             "providers/y.h:2: includes receipts/",
             "receipts/z.h:1: includes server/",
             "router/x.h:2: includes providers/",
+            "storage/r.h:1: includes receipts/",
         ]
         prefixes = sorted(v.split("/: ")[0] + "/" for v in got)
         if prefixes != want:
             print("self-test failed: expected\n  " + "\n  ".join(want) + "\ngot\n  " + "\n  ".join(got))
             return 1
-        for name in ("common/a.h", "config/config.h", "router/x.h", "providers/y.h", "receipts/z.h", "accounts/k.cpp"):
+        for name in ("common/a.h", "config/config.h", "router/x.h", "providers/y.h", "receipts/z.h", "accounts/k.cpp",
+                     "storage/r.h"):
             (root / name).unlink()
         if violations(root):
             print("self-test failed: a tree with only server/ reported violations")
             return 1
-    print("self-test passed: 6 violations found, one per rule, none in a clean tree")
+    print("self-test passed: 7 violations found, one per rule, none in a clean tree")
     return 0
 
 
