@@ -27,6 +27,7 @@ use_portkey="${BENCH_PORTKEY:-1}"
 use_callgrind="${BENCH_CALLGRIND:-1}"
 cg_requests="${BENCH_CALLGRIND_REQUESTS:-200}"
 cg_streams="${BENCH_CALLGRIND_STREAMS:-50}"
+credits="${BENCH_CREDITS:-1}"                  # 0: tresor without pricing, credit and limits (runs before issue 16)
 # shellcheck source=lib/common.sh
 source "$bench/lib/common.sh"
 t_start=$(date +%s)
@@ -180,6 +181,7 @@ key_sha=$("$router" hash-key "$key")
 tresor_yaml() { # out port store
   render "$bench/tresor.yaml.tmpl" "$1" DIR="$dir" PORT_A="$port_a" PORT_S="$port_s" PORT_T="$2" STORE="$3" \
     KEY_SHA256="$key_sha" SSE_CHUNKS="$sse_chunks" SSE_LONG_CHUNKS="$long_chunks"
+  [[ $credits != 0 ]] || sed -i '/# credits$/d' "$1"
   "$router" check-config "$1" >&2 || die "tresor config $1 invalid"
 }
 tresor_yaml "$dir/tresor.yaml" "$port_t" "$dir/tresor.db"
@@ -250,7 +252,10 @@ metric() { # name: sum of a Prometheus counter from tresor /metrics
 # fake's model with the chunk override in its ?suffix).
 chat_body='{"model":"bench-model","messages":[{"role":"user","content":"Hello, how are you?"}]}'
 printf '%s' "$chat_body" > "$dir/chat.json"
-sse_body() { printf '{"model":"%s","stream":true,"messages":[{"role":"user","content":"Hello, how are you?"}]}' "$1"; }
+# With credits, every target's streams ask for usage (one more event, with empty choices)
+# so that tresor prices and charges a stream like a JSON answer.
+stream_opts=""; [[ $credits == 0 ]] || stream_opts=',"stream_options":{"include_usage":true}'
+sse_body() { printf '{"model":"%s","stream":true%s,"messages":[{"role":"user","content":"Hello, how are you?"}]}' "$1" "$stream_opts"; }
 sse_body sse-model > "$dir/sse.json"
 sse_body "sse-model?chunks=$long_chunks" > "$dir/sse-long.json"
 sse_body sse-long > "$dir/sse-long-tresor.json"
@@ -299,6 +304,18 @@ for t in "${targets[@]}"; do
     --expect-content "$sse_content" --expect-deltas "$sse_chunks") || die "SSE probe $t failed: $out"
   [[ $out == *" ok=1 "* ]] || die "SSE probe $t: stream incomplete or wrong: $out"
 done
+if [[ $credits != 0 ]]; then
+  # The probes were charged (chat, transcription, stream) and the key's limits reported.
+  out=$(curl -s -m 10 -D "$dir/usage.headers" -H "Authorization: Bearer $key" "http://127.0.0.1:$port_t/v1/usage")
+  python3 - "$out" <<'PY' || die "credits probe: $out"
+import json, sys
+u = json.loads(sys.argv[1])
+routes = ("local/bench/bench-model", "local/bench/bench-whisper", "local/sse/sse-model")
+sys.exit(0 if u["credit"] == 1e9 and 0 < u["remaining"] < 1e9 and all(u["by_route"].get(r, 0) > 0 for r in routes) else 1)
+PY
+  grep -qi '^X-RateLimit-Remaining: [0-9]' "$dir/usage.headers" || die "credits probe: no X-RateLimit-Remaining: $(cat "$dir/usage.headers")"
+  log "probe credits: $out"
+fi
 rss_idle=$(vm_kb "$pid_tresor" VmRSS)
 log "tresor idle VmRSS ${rss_idle} kB"
 
@@ -309,6 +326,7 @@ printf 'workload\ttarget\tconc\trequests\trps\tp50_us\tp99_us\terrors\tcpu_us_pe
 printf 'key\tvalue\n' > "$metrics"
 put() { printf '%s\t%s\n' "$1" "$2" >> "$metrics"; }
 put tresor_idle_rss_kb "$rss_idle"
+put credits "$([[ $credits == 0 ]] && echo off || echo 'on (priced routes, credit 1e9, key limits 1e9/min 4e9/day; streams ask include_usage)')"
 put portkey "$([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo on)"
 
 run_wrk() { # workload target conc seconds outfile
@@ -548,7 +566,7 @@ echo "total run time: $((t_end - t_start)) s"
   echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
-  echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync"
+  echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
   echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)')"
   echo "- pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
   echo
