@@ -2,6 +2,8 @@
 // is an error with its file:line instead of a silently ignored setting.
 #include "config/config.h"
 
+#include "common/decimal.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -100,6 +102,15 @@ class Reader {
     if (ec != std::errc() || ptr != s.data() + s.size() || !std::isfinite(value))
       fail(node, what + " must be a finite number, got '" + s + "'");
     return value;
+  }
+
+  // A money amount, exactly (common/decimal.h): at most nine decimals, no sign.
+  int64_t nanos(const YAML::Node& node, const std::string& what) const {
+    const std::string s = text(node, what);
+    const auto value = common::parse_nanos(s);
+    if (!value)
+      fail(node, what + " must be a non-negative amount with at most 9 decimals (below 9.2e9), got '" + s + "'");
+    return *value;
   }
 
  private:
@@ -265,15 +276,24 @@ Pricing load_pricing(const Reader& r, const YAML::Node& n, const std::string& wh
   r.expect_map(n, where,
                {"input_per_mtok", "output_per_mtok", "billing_unit", "unit_amount", "currency"});
   Pricing p;
-  if (auto v = n["input_per_mtok"]) p.input_per_mtok = r.number(v, where + ".input_per_mtok");
-  if (auto v = n["output_per_mtok"]) p.output_per_mtok = r.number(v, where + ".output_per_mtok");
+  if (auto v = n["input_per_mtok"]) {
+    p.input_per_mtok = r.number(v, where + ".input_per_mtok");
+    p.input_nanos_per_mtok = r.nanos(v, where + ".input_per_mtok");
+  }
+  if (auto v = n["output_per_mtok"]) {
+    p.output_per_mtok = r.number(v, where + ".output_per_mtok");
+    p.output_nanos_per_mtok = r.nanos(v, where + ".output_per_mtok");
+  }
   if (auto v = n["billing_unit"]) {
     p.billing_unit = r.text(v, where + ".billing_unit");
     if (*p.billing_unit != "audio_minute" && *p.billing_unit != "request")
       r.fail(v, where + ".billing_unit must be audio_minute or request, got '" + *p.billing_unit + "'");
     if (!n["unit_amount"]) r.fail(n, where + ".billing_unit needs unit_amount");
   }
-  if (auto v = n["unit_amount"]) p.unit_amount = r.number(v, where + ".unit_amount");
+  if (auto v = n["unit_amount"]) {
+    p.unit_amount = r.number(v, where + ".unit_amount");
+    p.unit_nanos = r.nanos(v, where + ".unit_amount");
+  }
   if (auto v = n["currency"]) p.currency = r.text(v, where + ".currency");
   return p;
 }
@@ -284,7 +304,8 @@ void load_routes(const Reader& r, const YAML::Node& n, Config& c) {
   for (size_t i = 0; i < n.size(); ++i) {
     const auto& item = n[i];
     const std::string where = "routes[" + std::to_string(i) + "]";
-    r.expect_map(item, where, {"id", "provider", "upstream_model", "type", "pricing"});
+    r.expect_map(item, where,
+                 {"id", "provider", "upstream_model", "type", "pricing", "max_output_tokens", "max_audio_seconds"});
     RouteConfig rc;
     if (!item["id"]) r.fail(item, where + ".id is required");
     const std::string id = r.text(item["id"], where + ".id");
@@ -313,6 +334,10 @@ void load_routes(const Reader& r, const YAML::Node& n, Config& c) {
       else r.fail(v, where + ".type must be chat or transcription, got '" + t + "'");
     }
     if (auto v = item["pricing"]) rc.pricing = load_pricing(r, v, where + ".pricing");
+    if (auto v = item["max_output_tokens"])
+      rc.max_output_tokens = r.integer<uint64_t>(v, where + ".max_output_tokens", 1, 10'000'000);
+    if (auto v = item["max_audio_seconds"])
+      rc.max_audio_seconds = r.integer<uint64_t>(v, where + ".max_audio_seconds", 1, 1'000'000);
     c.routes.push_back(std::move(rc));
   }
 }
@@ -335,11 +360,16 @@ void load_auth(const Reader& r, const YAML::Node& n, Config& c) {
       if (!k["customer"]) r.fail(k, where + ".customer is required");
       key.customer = r.text(k["customer"], where + ".customer");
       if (auto l = k["limits"]) {
-        r.expect_map(l, where + ".limits", {"per_minute", "per_day"});
+        r.expect_map(l, where + ".limits", {"per_minute", "per_day", "tokens_per_minute", "tokens_per_day"});
         if (auto v = l["per_minute"])
           key.limits.per_minute = r.integer<uint64_t>(v, where + ".limits.per_minute", 1, UINT32_MAX);
         if (auto v = l["per_day"])
           key.limits.per_day = r.integer<uint64_t>(v, where + ".limits.per_day", 1, UINT32_MAX);
+        if (auto v = l["tokens_per_minute"])
+          key.limits.tokens_per_minute =
+              r.integer<uint64_t>(v, where + ".limits.tokens_per_minute", 1, 1'000'000'000'000ULL);
+        if (auto v = l["tokens_per_day"])
+          key.limits.tokens_per_day = r.integer<uint64_t>(v, where + ".limits.tokens_per_day", 1, 1'000'000'000'000ULL);
       }
       c.auth.keys.push_back(std::move(key));
     }
@@ -351,7 +381,10 @@ void load_auth(const Reader& r, const YAML::Node& n, Config& c) {
       const std::string where = "auth.customers." + name;
       r.expect_map(kv.second, where, {"credit", "currency"});
       CustomerConfig cc;
-      if (auto v = kv.second["credit"]) cc.credit = r.number(v, where + ".credit");
+      if (auto v = kv.second["credit"]) {
+        cc.credit = r.number(v, where + ".credit");
+        cc.credit_nanos = r.nanos(v, where + ".credit");
+      }
       if (auto v = kv.second["currency"]) cc.currency = r.text(v, where + ".currency");
       c.auth.customers.emplace(name, cc);
     }

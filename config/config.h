@@ -99,12 +99,17 @@ struct ProviderConfig {
 
 enum class RouteType { chat, transcription };
 
+// Prices as written (for /v1/models) and the same exactly, in nanos (1e-9 of the currency
+// unit; accounts/ computes every charge from these, never from the doubles).
 struct Pricing {
   std::optional<double> input_per_mtok;
   std::optional<double> output_per_mtok;
   std::optional<std::string> billing_unit;
   std::optional<double> unit_amount;
   std::string currency;
+  std::optional<int64_t> input_nanos_per_mtok;
+  std::optional<int64_t> output_nanos_per_mtok;
+  std::optional<int64_t> unit_nanos;
   bool operator==(const Pricing&) const = default;
 };
 
@@ -117,12 +122,19 @@ struct RouteConfig {
   std::string upstream_model;
   RouteType type = RouteType::chat;
   std::optional<Pricing> pricing;
+  // The most a request may cost, for the credit and token reservation (accounts/): the
+  // output tokens of a chat answer whose request sets no max_tokens, and the audio length
+  // of a transcription. Unset: accounts' documented defaults.
+  std::optional<uint64_t> max_output_tokens;
+  std::optional<uint64_t> max_audio_seconds;
   bool operator==(const RouteConfig&) const = default;
 };
 
 struct KeyLimits {
-  std::optional<uint64_t> per_minute;
+  std::optional<uint64_t> per_minute;  // requests
   std::optional<uint64_t> per_day;
+  std::optional<uint64_t> tokens_per_minute;  // prompt + completion tokens
+  std::optional<uint64_t> tokens_per_day;
 };
 
 struct ApiKeyConfig {
@@ -133,6 +145,7 @@ struct ApiKeyConfig {
 
 struct CustomerConfig {
   double credit = 0;
+  int64_t credit_nanos = 0;  // the same, exactly (1e-9 of the currency unit)
   std::string currency;
 };
 

@@ -104,6 +104,22 @@ void ChatStreamDecoder::note_choice(int64_t index, bool finished) {
 
 // Scans `choices`: notes every choice's finish state (all indexes, for complete()) and
 // records which array positions are choice 0, the only one the client gets.
+uint64_t generated_text_bytes(simdjson::dom::object message) {
+  uint64_t bytes = 0;
+  std::string_view text;
+  for (const char* key : {"content", "reasoning_content", "reasoning", "refusal"})
+    if (!message[key].get(text)) bytes += text.size();
+  simdjson::dom::array calls;
+  if (message["tool_calls"].get(calls)) return bytes;
+  for (simdjson::dom::element call : calls) {
+    simdjson::dom::object function;
+    if (call["function"].get(function)) continue;
+    if (!function["name"].get(text)) bytes += text.size();
+    if (!function["arguments"].get(text)) bytes += text.size();
+  }
+  return bytes;
+}
+
 ChatStreamDecoder::ChoiceScan ChatStreamDecoder::scan_choices(simdjson::dom::array choices) {
   ChoiceScan scan;
   kept_positions_.clear();
@@ -118,6 +134,8 @@ ChatStreamDecoder::ChoiceScan ChatStreamDecoder::scan_choices(simdjson::dom::arr
     int64_t index = 0;
     const bool explicit_index = !choice["index"].get(index);
     if (!explicit_index) index = static_cast<int64_t>(position);
+    simdjson::dom::object delta;
+    if (!choice["delta"].get(delta)) generated_bytes_ += generated_text_bytes(delta);
     simdjson::dom::element reason;
     const bool finished = !choice["finish_reason"].get(reason) && !reason.is_null();
     note_choice(index, finished);

@@ -39,6 +39,11 @@ struct ChatChunk {
   bool operator==(const ChatChunk&) const = default;
 };
 
+// Bytes of text a model generated in one message or delta (content, reasoning,
+// refusal, tool-call names and arguments), unescaped: what the token estimate counts
+// when an upstream reports no usage.
+uint64_t generated_text_bytes(simdjson::dom::object message);
+
 class ChatStreamDecoder {
  public:
   struct Options {
@@ -65,6 +70,7 @@ class ChatStreamDecoder {
   bool any_event() const { return any_event_; }  // at least one valid chunk was decoded (forwarded or not)
   const std::string& error_event() const { return error_event_; }  // raw JSON of the upstream's error event
   std::optional<TokenUsage> usage() const { return usage_; }       // the last usage seen (covers all choices)
+  uint64_t generated_bytes() const { return generated_bytes_; }    // text generated so far, every choice
   size_t dropped_events() const { return dropped_events_; }        // events that were not a JSON object
   Status status() const { return status_; }
   // True while the SSE framing holds a partial line or event (an upstream that ends here was cut).
@@ -102,6 +108,7 @@ class ChatStreamDecoder {
   bool any_event_ = false;
   std::string error_event_;
   std::optional<TokenUsage> usage_;
+  uint64_t generated_bytes_ = 0;
   size_t dropped_events_ = 0;
   // The upstream's first non-null id/created/model, as minified JSON text (empty: none yet).
   std::string first_id_;

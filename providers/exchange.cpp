@@ -161,8 +161,16 @@ std::variant<ChatAnswer, UpstreamFailure> validate_chat_answer(std::string body,
   simdjson::dom::array choices;
   if (root["choices"].get(choices)) return bad_response("answered 200 without a choices array");
   ChatAnswer answer;
-  answer.usage.prompt_tokens = non_negative(root["usage"]["prompt_tokens"]);
-  answer.usage.completion_tokens = non_negative(root["usage"]["completion_tokens"]);
+  simdjson::dom::object usage;
+  answer.usage_reported = !root["usage"].get(usage);
+  if (answer.usage_reported) {
+    answer.usage.prompt_tokens = non_negative(usage["prompt_tokens"]);
+    answer.usage.completion_tokens = non_negative(usage["completion_tokens"]);
+  }
+  for (simdjson::dom::element choice : choices) {
+    simdjson::dom::object message;
+    if (!choice["message"].get(message)) answer.generated_bytes += generated_text_bytes(message);
+  }
   fill_in_answer_fields(body, root, upstream_model);
   answer.body = std::move(body);
   return answer;

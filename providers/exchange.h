@@ -41,6 +41,8 @@ struct ExchangeTarget {
 struct ChatAnswer {
   std::string body;
   TokenUsage usage;
+  bool usage_reported = false;   // the body had a usage object (else: estimate)
+  uint64_t generated_bytes = 0;  // generated_text_bytes() of every choice's message
 };
 // The checks exchange_chat applies to a 200's body (pure, for tests).
 std::variant<ChatAnswer, UpstreamFailure> validate_chat_answer(std::string body, std::string_view upstream_model);
@@ -102,6 +104,7 @@ class ChatEventStream {
   std::string error_code() const;
   std::string error_message() const;
   std::optional<TokenUsage> usage() const { return decoder_.usage(); }
+  uint64_t generated_bytes() const { return decoder_.generated_bytes(); }
   size_t dropped_events() const { return decoder_.dropped_events(); }
   // A chunk of this stream's id/created/model with an empty delta for choice 0: the carrier
   // of the gateway's own member when the upstream sent no finish chunk.

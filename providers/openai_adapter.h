@@ -16,8 +16,11 @@ bool is_tresor_only_field(std::string_view key);
 
 // Body for POST {base_url}/chat/completions: every member of the client's object in
 // order and byte-for-byte, except `model` (replaced by `upstream_model`) and the
-// Tresor-only fields (dropped). Only whitespace between members changes.
-std::string build_chat_body(const std::vector<JsonMember>& members, std::string_view upstream_model);
+// Tresor-only fields (dropped). Only whitespace between members changes. A non-empty
+// `stream_options` replaces the client's member of that name (or is added at the end):
+// streams always ask the upstream for usage, so that every stream can be billed.
+std::string build_chat_body(const std::vector<JsonMember>& members, std::string_view upstream_model,
+                            std::string_view stream_options = {});
 
 // The path appended to a provider's base_url for chat completions.
 inline constexpr std::string_view kChatCompletionsPath = "/chat/completions";

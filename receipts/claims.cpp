@@ -37,6 +37,12 @@ std::string claims_json(const Claims& c) {
   number("prompt_tokens", c.prompt_tokens);
   number("completion_tokens", c.completion_tokens);
   if (c.audio_seconds) number("audio_seconds", *c.audio_seconds);
+  name("usage_estimated");
+  common::append_json_bool(out, c.usage_estimated);
+  if (c.cost) {
+    text("cost", *c.cost);
+    text("currency", c.currency);
+  }
   text("request_sha256", c.request_sha256);
   text("response_sha256", c.response_sha256);
   // The block is compact JSON the router serialised itself at start-up (attestation.cpp),

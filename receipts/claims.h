@@ -28,6 +28,12 @@ struct Claims {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   std::optional<int64_t> audio_seconds;  // transcriptions billed by duration
+  // The token counts are the gateway's estimate (the upstream reported no usage).
+  bool usage_estimated = false;
+  // What the customer was charged, as an exact decimal string in `currency` (the spend
+  // ledger's amount for this request id); absent on an unpriced route.
+  std::optional<std::string> cost;
+  std::string currency;
   std::string request_sha256;
   std::string response_sha256;
   std::optional<std::string> nonce;  // X-Tresor-Nonce

@@ -31,13 +31,27 @@ router::ResolveResult resolve(const Runtime& rt, const ChatRequest& req) {
   return router::resolve_routes(*rt.config, req.model, hints, config::RouteType::chat, req.failover);
 }
 
-ClaimFigures chat_figures(const std::string& request_sha256, const providers::TokenUsage& usage) {
+ClaimFigures chat_figures(const std::string& request_sha256, const accounts::Charge& charge) {
   ClaimFigures f;
   f.endpoint = "/v1/chat/completions";
   f.request_sha256 = request_sha256;
-  f.prompt_tokens = usage.prompt_tokens;
-  f.completion_tokens = usage.completion_tokens;
+  f.prompt_tokens = charge.prompt_tokens;
+  f.completion_tokens = charge.completion_tokens;
   return f;
+}
+
+// What the prompt's token estimate counts: the members that become prompt tokens, as sent
+// (their JSON punctuation stands in for the chat template's tokens around each message).
+uint64_t prompt_bytes(const ChatRequest& req) {
+  uint64_t bytes = 0;
+  for (const auto& m : req.members)
+    if (m.key == "messages" || m.key == "tools" || m.key == "functions") bytes += m.raw_value.size();
+  return bytes;
+}
+
+std::optional<providers::TokenUsage> reported_usage(const providers::ChatAnswer& answer) {
+  if (!answer.usage_reported) return std::nullopt;
+  return answer.usage;
 }
 
 // One exchange per attempt, driven by router::run_failover.
@@ -68,8 +82,8 @@ class ChatAttempts final : public EndpointAttempts {
     if (auto* failure = std::get_if<providers::UpstreamFailure>(&got)) co_return failed(plan, *failure, false);
     auto& answer = std::get<providers::ChatAnswer>(got);
     WholeAnswer whole;
-    whole.price = chat_price(route, answer.usage.prompt_tokens, answer.usage.completion_tokens);
-    whole.figures = chat_figures(request_sha256_, answer.usage);
+    whole.charge = chat_charge(route, reported_usage(answer), prompt_bytes(req_), answer.generated_bytes);
+    whole.figures = chat_figures(request_sha256_, whole.charge);
     whole.body = std::move(answer.body);
     co_return co_await deliver(plan, attempt_start, std::move(whole));
   }
@@ -78,7 +92,9 @@ class ChatAttempts final : public EndpointAttempts {
     const auto attempt_start = Clock::now();
     const config::RouteConfig& route = *plan.route;
     const providers::ExchangeTarget to = target(plan, rt_.config->server.max_upstream_body_bytes);
-    std::string body = providers::build_chat_body(req_.members, route.upstream_model);
+    // Always asked for usage, so that every stream is billed (the decoder keeps the usage
+    // chunk from a client that did not ask for it, as OpenAI does).
+    std::string body = providers::build_chat_body(req_.members, route.upstream_model, req_.upstream_stream_options);
     providers::ChatStreamDecoder::Options options;
     options.client_wants_usage = req_.include_usage;
     const auto asked = Clock::now();
@@ -97,7 +113,7 @@ class ChatAttempts final : public EndpointAttempts {
     // back until the receipt is stored, once the stream completes (then [DONE]).
     const TresorInfo unreceipted = tresor_info(requested_route_, plan);
     TresorInfo info = unreceipted;
-    if (!head_.receipt_opt_out) info.receipt_id = receipts::new_receipt_id();
+    if (!head_.receipt_opt_out) info.receipt_id = services_.grant.id();
     StreamRelay relay(tresor_object_json(info), tresor_object_json(unreceipted),
                       std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
     relay.take(first);
@@ -113,7 +129,13 @@ class ChatAttempts final : public EndpointAttempts {
         co_await complete_stream(route, info, relay, upstream);
         // The client has its whole stream; keep the upstream connection if its end is here.
         co_await upstream.finish_for_reuse();
+      } else {
+        // Cut (the upstream failed or the client left) after events reached the client:
+        // billed for what was delivered, without a receipt.
+        co_await bill_cut(chat_charge(route, upstream.usage(), prompt_bytes(req_), upstream.generated_bytes()));
       }
+    } else {
+      co_await bill_cut(chat_charge(route, upstream.usage(), prompt_bytes(req_), upstream.generated_bytes()));
     }
     if (upstream.dropped_events() > 0)
       spdlog::warn("route {}: dropped {} invalid JSON event(s)", route.id, upstream.dropped_events());
@@ -126,12 +148,10 @@ class ChatAttempts final : public EndpointAttempts {
                                                StreamRelay& relay, const providers::ChatEventStream& upstream) {
     // The upstream's usage covers every choice it generated (n > 1 included), not only
     // the one the client saw.
-    providers::TokenUsage usage;
-    if (const auto reported = upstream.usage()) usage = *reported;
-    ClaimFigures figures = chat_figures(request_sha256_, usage);
+    accounts::Charge charge = chat_charge(route, upstream.usage(), prompt_bytes(req_), upstream.generated_bytes());
+    ClaimFigures figures = chat_figures(request_sha256_, charge);
     if (info.receipt_id) figures.response_sha256 = relay.response_sha256();
-    const double price = chat_price(route, usage.prompt_tokens, usage.completion_tokens);
-    const bool stored = co_await bill_and_record(route, info, price, std::move(figures));
+    const bool stored = co_await bill_and_record(route, info, std::move(charge), std::move(figures));
     const std::string tail = relay.release_held(stored) + "data: [DONE]\n\n";
     if (co_await sink_.write_stream(tail)) co_await sink_.end_stream();
   }
@@ -155,6 +175,10 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, EndpointServices ser
     co_return co_await send_error(sink, e);
   }
   const auto& resolution = *resolved.resolution;
+  std::optional<int64_t> max_output = req.max_output_tokens;
+  if (max_output && req.choices > 1) *max_output *= req.choices;  // n answers, each up to max
+  const auto bound = accounts::chat_bound(resolution.candidates, body.size(), max_output);
+  if (!co_await reserve_or_refuse(services, bound, head.budget, sink)) co_return;
   ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink);
   co_await serve_with_failover(rt, services, resolution, req.stream, started, head.budget, attempts, sink);
 }

@@ -2,6 +2,7 @@
 
 #include "common/json_members.h"
 #include "common/http_text.h"
+#include "common/json_text.h"
 
 #include <boost/beast/core/string.hpp>
 
@@ -72,8 +73,21 @@ std::optional<ApiError> parse_failover(element value, ChatRequest& out) {
   return std::nullopt;
 }
 
-// Raw byte spans of the top-level members, for forwarding them unchanged.
-//
+// The client's stream_options with include_usage true: its other members (e.g.
+// include_obfuscation) kept, minified.
+std::string stream_options_with_usage(simdjson::dom::object options) {
+  std::string out = R"({"include_usage":true)";
+  for (auto [key, value] : options) {
+    if (key == "include_usage") continue;
+    out += ',';
+    common::append_json_string(out, key);
+    out += ':';
+    out += simdjson::minify(value);
+  }
+  out += '}';
+  return out;
+}
+
 }  // namespace
 
 std::optional<ApiError> check_chat_content_type(std::string_view content_type) {
@@ -100,6 +114,7 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
   ChatRequest req;
   std::set<std::string_view> seen;
   bool has_model = false, has_messages = false;
+  std::optional<int64_t> max_tokens, max_completion_tokens;
   for (auto [key, value] : root.get_object()) {
     // Duplicate members are ambiguous (which one would an upstream honour?): reject.
     if (!seen.insert(key).second)
@@ -119,12 +134,14 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
       double t;
       if (!value.is_number() || value.get(t) || !std::isfinite(t) || t < 0 || t > 2)
         return invalid_parameter("temperature", "temperature must be a number between 0 and 2");
-    } else if (key == "max_tokens") {
+    } else if (key == "max_tokens" || key == "max_completion_tokens" || key == "n") {
       int64_t n;
       if (!value.is_int64() || value.get(n) || n <= 0) {
         // 5e2 or 1.0 are numbers but not integers; uint64 beyond int64 is absurd here.
-        return invalid_parameter("max_tokens", "max_tokens must be a positive integer");
+        return invalid_parameter(std::string(key), std::string(key) + " must be a positive integer");
       }
+      if (key == "n") req.choices = n;
+      else (key == "max_tokens" ? max_tokens : max_completion_tokens) = n;
     } else if (key == "failover") {
       if (auto err = parse_failover(value, req)) return *err;
     } else if (key == "region" || key == "provider") {
@@ -135,8 +152,12 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
       bool include = false;
       if (value.is_object() && value["include_usage"].get(include) == simdjson::SUCCESS)
         req.include_usage = include;
+      if (value.is_object()) req.upstream_stream_options = stream_options_with_usage(value.get_object());
     }
   }
+  // max_completion_tokens supersedes the deprecated max_tokens (OpenAI).
+  req.max_output_tokens = max_completion_tokens ? max_completion_tokens : max_tokens;
+  if (req.upstream_stream_options.empty()) req.upstream_stream_options = R"({"include_usage":true})";
   if (!has_model) return invalid_request("missing_required_parameter", "model is required", std::string("model"));
   if (!has_messages)
     return invalid_request("missing_required_parameter", "messages is required", std::string("messages"));

@@ -26,6 +26,12 @@ struct ChatRequest {
   std::string model;
   bool stream = false;
   bool include_usage = false;
+  // What the upstream gets as stream_options on a stream: the client's members with
+  // include_usage forced on ({"include_usage":true} when the client sent none).
+  std::string upstream_stream_options;
+  // The answer's output bound: max_completion_tokens, else max_tokens (nullopt: neither).
+  std::optional<int64_t> max_output_tokens;
+  int64_t choices = 1;  // n
   std::optional<std::string> region;
   std::optional<std::string> provider;
   std::vector<router::RouteId> failover;

@@ -4,6 +4,7 @@
 
 #include <boost/beast/core/string.hpp>
 
+#include "common/decimal.h"
 #include "router/timeout_override.h"
 #include "server/receipt_issuer.h"
 #include "server/upstream_errors.h"
@@ -129,12 +130,24 @@ HeaderList answer_headers(const TresorInfo& info, const std::string& attempts, b
 
 }  // namespace
 
+static bool durable_settlement(const config::Config& cfg) {
+  return cfg.receipts.durability == config::ReceiptsConfig::Durability::sync;
+}
+
 boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::RouteConfig& route, const TresorInfo& info,
-                                                               double price, ClaimFigures figures) {
-  charge_customer(services_, head_.customer(), route, price);
+                                                               accounts::Charge charge, ClaimFigures figures) {
+  charge.route = &route;
+  figures.usage_estimated = charge.estimated;
+  const accounts::Nanos cost = charge.cost;
+  // Settled (durable with durability: sync) before the receipt that states the cost.
+  co_await services_.accounts.settle(services_.grant, std::move(charge), durable_settlement(*rt_.config));
   if (!info.receipt_id) co_return false;
   figures.router_attestation = services_.attestation.receipt_block();
   receipts::Claims claims = make_claims(*info.receipt_id, info, std::move(figures), head_.nonce);
+  if (route.pricing) {
+    claims.cost = common::format_nanos(cost, 0);
+    claims.currency = route.pricing->currency;
+  }
   std::string customer = head_.customer();
   const bool stored =
       co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims));
@@ -148,11 +161,12 @@ boost::asio::awaitable<router::AttemptResult> EndpointAttempts::deliver(const ro
   served_by_ = plan;
   TresorInfo info = tresor_info(requested_route_, plan);
   if (!head_.receipt_opt_out) {
-    info.receipt_id = receipts::new_receipt_id();
+    info.receipt_id = services_.grant.id();
     // The body as it stands is exactly what the client gets minus `,"tresor":{…}`.
     answer.figures.response_sha256 = receipts::sha256_hex(answer.body);
   }
-  if (!co_await bill_and_record(*plan.route, info, answer.price, std::move(answer.figures))) info.receipt_id.reset();
+  if (!co_await bill_and_record(*plan.route, info, std::move(answer.charge), std::move(answer.figures)))
+    info.receipt_id.reset();
   const std::string attempts = attempts_with_success(plan, attempt_start);
   Response reply;
   if (answer.content_type == "application/json") append_tresor_member(answer.body, tresor_object_json(info));
@@ -203,6 +217,7 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
   c.failover = info.failover;
   c.endpoint = std::move(figures.endpoint);
   c.prompt_tokens = figures.prompt_tokens;
+  c.usage_estimated = figures.usage_estimated;
   c.completion_tokens = figures.completion_tokens;
   c.audio_seconds = figures.audio_seconds;
   c.request_sha256 = std::move(figures.request_sha256);
@@ -212,11 +227,61 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
   return c;
 }
 
-void charge_customer(const EndpointServices& services, const std::string& customer, const config::RouteConfig& route,
-                     double price) {
-  if (price <= 0) return;
-  services.credits.charge(customer, route.id, price);
-  services.receipts.charge(receipts::SpendEntry{customer, route.id, price});
+boost::asio::awaitable<void> EndpointAttempts::bill_cut(accounts::Charge charge) {
+  co_await services_.accounts.settle(services_.grant, std::move(charge), durable_settlement(*rt_.config));
+}
+
+ApiError refusal_error(const accounts::Refusal& refusal) {
+  using Kind = accounts::Refusal::Kind;
+  switch (refusal.kind) {
+    case Kind::balance_exceeded: break;
+    case Kind::rate_limited:
+      return ApiError{429, "rate_limit_error", "rate_limit_exceeded",
+                      "Rate limit of " + std::to_string(refusal.limit) + " requests exceeded; retry in " +
+                          std::to_string(refusal.retry_after) + " s",
+                      std::nullopt};
+    case Kind::tokens_limited:
+      return ApiError{429, "rate_limit_error", "rate_limit_exceeded",
+                      "Token limit of " + std::to_string(refusal.limit) + " tokens per window: this request may use " +
+                          std::to_string(refusal.requested) + " (prompt bound and max output); retry in " +
+                          std::to_string(refusal.retry_after) + " s",
+                      std::nullopt};
+  }
+  return ApiError{402, "insufficient_funds", "balance_exceeded", "Insufficient credit balance", std::nullopt};
+}
+
+Response refusal_response(const accounts::Refusal& refusal) {
+  Response r = error_response(refusal_error(refusal));
+  if (refusal.kind != accounts::Refusal::Kind::balance_exceeded)
+    r.headers.emplace_back("Retry-After", std::to_string(refusal.retry_after));
+  return r;
+}
+
+boost::asio::awaitable<bool> reserve_or_refuse(EndpointServices services, accounts::CostBound bound,
+                                               std::chrono::seconds budget, ResponseSink& sink) {
+  // The hold outlives the budget by a margin: the answer's settlement comes after it.
+  constexpr auto kHoldMargin = std::chrono::seconds(60);
+  const auto refusal = co_await services.accounts.reserve(services.grant, bound, budget + kHoldMargin);
+  if (!refusal) co_return true;
+  Response r = refusal_response(*refusal);
+  co_await sink.send(std::move(r));
+  co_return false;
+}
+
+accounts::Charge chat_charge(const config::RouteConfig& route, const std::optional<providers::TokenUsage>& usage,
+                             uint64_t prompt_bytes, uint64_t generated_bytes) {
+  accounts::Charge c;
+  c.route = &route;
+  if (usage) {
+    c.prompt_tokens = usage->prompt_tokens;
+    c.completion_tokens = usage->completion_tokens;
+  } else {
+    c.estimated = true;
+    c.prompt_tokens = accounts::estimate_tokens(prompt_bytes);
+    c.completion_tokens = accounts::estimate_tokens(generated_bytes);
+  }
+  c.cost = accounts::chat_cost(route, c.prompt_tokens, c.completion_tokens);
+  return c;
 }
 
 boost::asio::awaitable<void> send_error(ResponseSink& sink, const ApiError& error) {

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <variant>
 
+#include "accounts/accounts.h"
 #include "providers/exchange.h"
 #include "providers/upstream_client.h"
 #include "receipts/claims.h"
@@ -21,7 +22,6 @@
 #include "router/route_health.h"
 #include "server/api_error.h"
 #include "server/attestation.h"
-#include "server/credit_ledger.h"
 #include "server/file_io_pool.h"
 #include "server/http_types.h"
 #include "server/request_record.h"
@@ -50,7 +50,8 @@ struct EndpointServices {
   providers::UpstreamClient& upstream;  // this worker's
   router::RouteHealth& health;          // the process's
   receipts::ReceiptService& receipts;   // the process's
-  CreditLedger& credits;                // the process's
+  accounts::Accounts& accounts;         // the process's
+  accounts::Grant& grant;               // this request's: its hold, settled or released
   FileIoPool& file_io;                  // the process's: spool reads off the I/O threads
   RequestRecord& record;                // this request's: routes, attempts, upstream wait
   const RouterAttestation& attestation; // the process's: embedded in receipts
@@ -73,6 +74,7 @@ router::FailoverPolicy failover_policy(const config::Config& cfg, bool stream);
 
 struct ClaimFigures {
   std::string endpoint;  // "/v1/chat/completions", "/v1/audio/transcriptions"
+  bool usage_estimated = false;
   std::string request_sha256;
   std::string response_sha256;
   int64_t prompt_tokens = 0;
@@ -83,10 +85,20 @@ struct ClaimFigures {
 receipts::Claims make_claims(const std::string& id, const TresorInfo& info, ClaimFigures figures,
                              const std::optional<std::string>& nonce);
 
-// Charges the customer for a served answer (in memory now, persisted by the store's
-// thread with the next group commit). Nothing for a zero price.
-void charge_customer(const EndpointServices& services, const std::string& customer, const config::RouteConfig& route,
-                     double price);
+// The error a refused reservation or admission gets (402 balance_exceeded, 429).
+ApiError refusal_error(const accounts::Refusal& refusal);
+Response refusal_response(const accounts::Refusal& refusal);
+
+// Before the first attempt: holds the request's most expensive outcome (accounts/); when
+// it does not fit, answers the refusal and returns false. The hold lives as long as the
+// budget plus a margin (then the ledger gives it back by itself).
+boost::asio::awaitable<bool> reserve_or_refuse(EndpointServices services, accounts::CostBound bound,
+                                               std::chrono::seconds budget, ResponseSink& sink);
+
+// A chat answer's charge: the upstream's usage, else the estimate (accounts::estimate_tokens)
+// over the prompt's bytes and the text generated.
+accounts::Charge chat_charge(const config::RouteConfig& route, const std::optional<providers::TokenUsage>& usage,
+                             uint64_t prompt_bytes, uint64_t generated_bytes);
 
 // An endpoint's AttemptRunner. Both endpoints run attempts through it the same way: the
 // exchange is providers/' (a validated answer or an UpstreamFailure), what a failure
@@ -119,7 +131,7 @@ class EndpointAttempts : public router::AttemptRunner {
   struct WholeAnswer {
     std::string body;
     std::string content_type = "application/json";
-    double price = 0;     // what it costs the customer
+    accounts::Charge charge;  // what it costs the customer
     ClaimFigures figures; // for the receipt; response_sha256 is computed here from `body`
     bool route_headers = false;  // X-Tresor-Receipt-Id, -Requested-Route, -Routed-Model, -Failover too
   };
@@ -128,10 +140,13 @@ class EndpointAttempts : public router::AttemptRunner {
   // X-Tresor-Attempts header (and the route headers when asked).
   boost::asio::awaitable<router::AttemptResult> deliver(const router::AttemptPlan& plan,
                                                         providers::Clock::time_point attempt_start, WholeAnswer answer);
-  // Bills the answer and, when `info` carries a receipt id, stores its receipt; false when
-  // that receipt could not be stored (the answer then goes out without the id).
-  boost::asio::awaitable<bool> bill_and_record(const config::RouteConfig& route, const TresorInfo& info, double price,
-                                               ClaimFigures figures);
+  // Settles the answer's cost (accounts/) and, when `info` carries a receipt id, stores its
+  // receipt; false when that receipt could not be stored (the answer then goes out
+  // without the id).
+  boost::asio::awaitable<bool> bill_and_record(const config::RouteConfig& route, const TresorInfo& info,
+                                               accounts::Charge charge, ClaimFigures figures);
+  // A stream cut after events reached the client: billed for what was delivered, no receipt.
+  boost::asio::awaitable<void> bill_cut(accounts::Charge charge);
 
   // Adds the time since `since` to the upstream wait (the overhead figures subtract it).
   void waited(providers::Clock::time_point since) { services_.record.upstream_wait += providers::Clock::now() - since; }

@@ -137,8 +137,9 @@ struct Server::Impl {
   RuntimeHolder& runtime;
   router::RouteHealth health;  // process-wide: breakers outlive reloads that leave their route alone
   std::unique_ptr<receipts::ReceiptService> receipts;
-  RateLimiter limiter;
-  std::unique_ptr<CreditLedger> credits;
+  // Keys' limits, credits, reservations, the spend ledger; outlives the workers (declared
+  // before them) whose requests hold grants on it.
+  std::unique_ptr<accounts::Accounts> accounts;
   std::string jwks;
   Metrics metrics;
   std::unique_ptr<RouterAttestation> attestation;
@@ -284,7 +285,7 @@ struct Server::Impl {
         }
         continue;
       }
-      const SessionServices services{runtime, *w.upstream, health, *receipts, limiter, *credits,
+      const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
                                      file_io, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
                                      sessions_per_worker};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
@@ -325,7 +326,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   impl_->receipts = std::make_unique<receipts::ReceiptService>(
       std::move(signer), open_store(cfg->store), static_cast<int64_t>(cfg->receipts.ttl_seconds),
       cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
-  impl_->credits = std::make_unique<CreditLedger>(impl_->receipts->load_spend());
+  impl_->accounts = accounts::Accounts::open(cfg->store);
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());

@@ -2,7 +2,9 @@
 // owning its stream and buffer; each phase handles its errors before the next starts.
 #include "server/session.h"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -24,7 +26,6 @@
 #include "common/http_wire.h"
 #include "server/access_log.h"
 #include "server/log_throttle.h"
-#include "server/shared_limits.h"
 #include "server/transcription_endpoint.h"
 
 #include <boost/json/object.hpp>
@@ -45,6 +46,7 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
+using namespace boost::asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -113,26 +115,6 @@ ApiError body_too_large(uint64_t limit) {
                   "Request body exceeds " + std::to_string(limit) + " bytes", std::nullopt};
 }
 
-ApiError rate_limited(const RateDecision& d) {
-  return ApiError{429, "rate_limit_error", "rate_limit_exceeded",
-                  "Rate limit of " + std::to_string(d.limit) + " requests exceeded; retry in " +
-                      std::to_string(d.retry_after) + " s",
-                  std::nullopt};
-}
-
-HeaderList rate_headers(const RateDecision& d) {
-  HeaderList h;
-  if (!d.limited) return h;
-  h.emplace_back("X-RateLimit-Limit", std::to_string(d.limit));
-  h.emplace_back("X-RateLimit-Remaining", std::to_string(d.remaining));
-  if (!d.allowed) h.emplace_back("Retry-After", std::to_string(d.retry_after));
-  return h;
-}
-
-ApiError balance_exceeded() {
-  return ApiError{402, "insufficient_funds", "balance_exceeded", "Insufficient credit balance", std::nullopt};
-}
-
 ApiError not_multipart() {
   return invalid_request("invalid_multipart",
                          "Content-Type must be multipart/form-data with a boundary parameter");
@@ -157,9 +139,15 @@ std::function<void()> feed_job(TranscriptionUpload& upload, std::string_view byt
   return [&upload, bytes, &err] { err = upload.feed(bytes); };
 }
 
-Response usage_response(const std::string& json) {
+Response usage_response(const std::optional<std::string>& json) {
+  if (!json) {
+    Response r = error_response(ApiError{503, "service_unavailable", "ledger_unavailable",
+                                         "The spend ledger is unavailable; retry shortly", std::nullopt});
+    r.headers.emplace_back("Retry-After", "1");
+    return r;
+  }
   Response r;
-  r.body = json;
+  r.body = *json;
   return r;
 }
 
@@ -271,6 +259,7 @@ class Session final : public ResponseSink, public SessionControl {
 
   // ResponseSink ------------------------------------------------------------------
   asio::awaitable<void> send(Response response) override {
+    answer_started_ = true;
     // Probed only once the request has taken a while: a client that gives up does so on
     // a slow answer, and the probe is a syscall that every fast answer would pay (it was
     // one of six per proxied request). A client gone after a quicker answer is noticed
@@ -314,6 +303,7 @@ class Session final : public ResponseSink, public SessionControl {
   }
 
   asio::awaitable<bool> begin_stream(HeaderList headers) override {
+    answer_started_ = true;
     http::response<http::empty_body> res{http::status::ok, version_};
     stamp(res, "text/event-stream", headers);
     record_.status = 200;
@@ -369,7 +359,7 @@ class Session final : public ResponseSink, public SessionControl {
     res.set(http::field::server, "tresor-router");
     res.set(http::field::content_type, content_type);
     for (const auto& [name, value] : headers) res.set(name, value);
-    for (const auto& [name, value] : request_headers_) res.set(name, value);
+    for (const auto& [name, value] : grant_.headers()) res.set(name, value);
     if (!record_.request_id.empty()) res.set("X-Request-Id", record_.request_id);
     if (services_.lifecycle.draining) keep_alive_ = false;
   }
@@ -393,6 +383,29 @@ class Session final : public ResponseSink, public SessionControl {
   }
 
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  // Runs beside an inference handler (`handler || watch_for_reset()`): a client that
+  // resets its connection before its answer began ends the handler at once — the
+  // upstream attempt in flight is cancelled (its connection closed), no retry or other
+  // route is tried, and the grant is released (nothing delivered, nothing charged, no
+  // receipt). epoll reports a reset (EPOLLERR/EPOLLHUP) to a wait_error; a half-close
+  // (FIN) is not reported to it, and such a client still gets its answer. Once the answer
+  // has begun, a reset shows as a failed write instead (a cut stream is billed).
+  asio::awaitable<void> watch_for_reset() {
+    error_code ec;
+    co_await lowest().socket().async_wait(tcp::socket::wait_error, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) co_return;  // cancelled: the handler finished first
+    if (!answer_started_ && peer_state() == PeerState::reset) {
+      client_gone_ = true;
+      record_.status = 499;
+      spdlog::debug("the client reset its connection before its answer; cancelling the request");
+      co_return;
+    }
+    // The answer has begun (or a wake without a reset): nothing to cancel here; wait to be
+    // cancelled when the handler ends.
+    asio::steady_timer forever(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
+    co_await forever.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
 
   // HTTPS: the handshake, bounded like a request head (a client that never completes it
   // is a slowloris too).
@@ -447,11 +460,16 @@ class Session final : public ResponseSink, public SessionControl {
   asio::awaitable<bool> serve_one() {
     record_ = RequestRecord();
     const bool keep = co_await serve_request();
+    end_grant();
     // An idle keep-alive connection holds no upload-sized buffer (10,000 of them must fit).
     if (buffer_.capacity() > kIdleReadBufferBytes) buffer_.shrink_to_fit();
     if (record_.started != providers::Clock::time_point{}) finish_record();
     co_return keep && !services_.lifecycle.draining;
   }
+
+  // The request is over: a hold it did not settle (it failed, the client left) is given
+  // back now, not when the next request on this connection starts.
+  void end_grant() { grant_ = accounts::Grant(); }
 
   // The access log line and the metrics of the request that just ended.
   void finish_record() {
@@ -476,7 +494,6 @@ class Session final : public ResponseSink, public SessionControl {
     HeadParser head_parser;
     limit_head_parser(head_parser, head_cfg.max_header_bytes);  // body: checked after authentication
     responded_ = false;
-    request_headers_.clear();
     version_ = 11;
     keep_alive_ = false;
     head_only_ = false;
@@ -542,24 +559,14 @@ class Session final : public ResponseSink, public SessionControl {
       co_return co_await finish_without_body(e, has_body);
     }
     record_.customer = auth.key->customer;
-    // Per-key limits, on every authenticated request; the headers go on whatever answer
-    // follows (spec §9.2).
-    const bool shared = services_.receipts.shared_store();  // several replicas on one Redis
-    const auto now = std::chrono::system_clock::now();
-    RateDecision rate;
-    if (shared) rate = co_await shared_rate_admit(services_.receipts, *auth.key, now);
-    else rate = services_.limiter.admit(*auth.key, now);
-    request_headers_ = rate_headers(rate);
-    if (!rate.allowed) {
-      const ApiError e = rate_limited(rate);
-      co_return co_await finish_without_body(e, has_body);
-    }
+    // Phase 3b: admission (accounts/). The key's request limits on every authenticated
+    // request, and for inference the customer's credit; the limit headers go on whatever
+    // answer follows (spec §9.2).
+    co_await admit(*runtime, *auth.key, record_.inference);
+    if (refusal_) co_return co_await finish_without_body(*refusal_, has_body);
     if (route.endpoint == Endpoint::usage) {
-      std::string usage = services_.credits.usage_json(*runtime->config, auth.key->customer);
-      if (shared) {  // every replica's spend, not just this one's
-        const auto spend = co_await shared_spend(services_.receipts, auth.key->customer);
-        if (spend) usage = CreditLedger::usage_json(*runtime->config, auth.key->customer, *spend);
-      }
+      const auto usage = co_await services_.accounts.usage_json(*runtime->config, auth.key->customer,
+                                                                std::chrono::system_clock::now());
       Response r = usage_response(usage);
       co_await send(std::move(r));
       co_return keep_alive_ && !has_body && !client_gone_;
@@ -567,15 +574,6 @@ class Session final : public ResponseSink, public SessionControl {
     if (route.endpoint == Endpoint::receipt) {
       co_await send_receipt(req.target(), auth.key->customer);
       co_return keep_alive_ && !has_body && !client_gone_;
-    }
-    // Refused before any upstream call (and before reading the body) when the customer's
-    // credit is used up.
-    bool can_spend = true;
-    if (shared) can_spend = co_await shared_can_spend(services_.receipts, *runtime->config, auth.key->customer);
-    else can_spend = services_.credits.can_spend(*runtime->config, auth.key->customer);
-    if (!can_spend) {
-      const ApiError e = balance_exceeded();
-      co_return co_await finish_without_body(e, has_body);
     }
     auto chat_head = check_control_headers(*runtime, head, auth.key);
     if (auto* err = std::get_if<ApiError>(&chat_head)) co_return co_await finish_without_body(*err, has_body);
@@ -604,8 +602,8 @@ class Session final : public ResponseSink, public SessionControl {
       co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
     }
-    const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.credits,
-                                    services_.file_io, record_, services_.attestation};
+    const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.accounts,
+                                    grant_, services_.file_io, record_, services_.attestation};
     const auto& controls = std::get<ControlHeaders>(chat_head);
     // Beast reads as much as the buffer's free capacity (512 bytes after a small head):
     // a 64 KiB body took 128 reads. Sized for this body here, shrunk back after it.
@@ -638,7 +636,9 @@ class Session final : public ResponseSink, public SessionControl {
 
     record_.bytes_in = body_parser.get().body().size();
     // Phase 5: the endpoint.
-    co_await handle_chat(*runtime, services, controls, std::move(body_parser.get().body()), started, *this);
+    answer_started_ = false;
+    co_await (handle_chat(*runtime, services, controls, std::move(body_parser.get().body()), started, *this) ||
+              watch_for_reset());
     if (!responded_) {
       Response r = error_response(internal_error());
       co_await send(std::move(r));
@@ -688,7 +688,8 @@ class Session final : public ResponseSink, public SessionControl {
     // before any route is tried (the upload itself is bounded by body_timeout_seconds and
     // min_body_bytes_per_second).
     const auto uploaded = providers::Clock::now();
-    co_await handle_transcription(runtime, services, controls, upload, uploaded, *this);
+    answer_started_ = false;
+    co_await (handle_transcription(runtime, services, controls, upload, uploaded, *this) || watch_for_reset());
     if (!responded_) {
       Response r = error_response(internal_error());
       co_await send(std::move(r));
@@ -741,12 +742,25 @@ class Session final : public ResponseSink, public SessionControl {
     co_await send(std::move(r));
   }
 
+  // The admission phase: the grant (and its limit headers) for this request, or the
+  // refusal to answer in refusal_.
+  asio::awaitable<void> admit(const Runtime& runtime, const config::ApiKeyConfig& key, bool spends) {
+    auto admission = co_await services_.accounts.admit(*runtime.config, key, std::chrono::system_clock::now(), spends);
+    grant_ = std::move(admission.grant);
+    refusal_.reset();
+    if (admission.refusal) refusal_ = refusal_response(*admission.refusal);
+  }
+
   // Answers an error while the request body (if any) is still unread; the connection
   // cannot be reused then, so it closes after a lingering drain.
   asio::awaitable<bool> finish_without_body(const ApiError& e, bool body_pending) {
-    if (body_pending) keep_alive_ = false;
     Response r = error_response(e);
     if (e.status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    co_return co_await finish_without_body(std::move(r), body_pending);
+  }
+
+  asio::awaitable<bool> finish_without_body(Response r, bool body_pending) {
+    if (body_pending) keep_alive_ = false;
     co_await send(std::move(r));
     if (body_pending) linger_ = true;
     co_return keep_alive_ && !client_gone_;
@@ -774,10 +788,12 @@ class Session final : public ResponseSink, public SessionControl {
   bool head_only_ = false;
   bool responded_ = false;
   bool client_gone_ = false;
+  bool answer_started_ = false;  // send() or begin_stream() was entered for this request
   bool chunked_ = false;
   bool linger_ = false;
   const char* allow_ = "";
-  HeaderList request_headers_;  // added to this request's answer (rate-limit headers)
+  accounts::Grant grant_;       // this request's admission: limit headers, its hold
+  std::optional<Response> refusal_;  // the admission's refusal (429, 402), if any
   RequestRecord record_;        // the request being served (log line, metrics)
   bool streaming_ = false;      // counted in tresor_active_streams
   bool idle_ = false;           // waiting for the next request head (drain closes it)

@@ -1,5 +1,5 @@
-// One client connection (HTTP/1.1, keep-alive): read head → auth → limits → body →
-// handler → write, in that order, as one coroutine.
+// One client connection (HTTP/1.1, keep-alive), one request after another, each in the
+// phases head → route → admit (key, limits, credit) → body → dispatch, as one coroutine.
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -11,14 +11,13 @@
 #include <optional>
 #include <unordered_set>
 
+#include "accounts/accounts.h"
 #include "providers/upstream_client.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
 #include "server/attestation.h"
-#include "server/credit_ledger.h"
 #include "server/file_io_pool.h"
 #include "server/metrics.h"
-#include "server/rate_limiter.h"
 #include "server/runtime.h"
 
 namespace tresor::server {
@@ -56,8 +55,7 @@ struct SessionServices {
   providers::UpstreamClient& upstream;  // the worker's
   router::RouteHealth& health;
   receipts::ReceiptService& receipts;
-  RateLimiter& limiter;
-  CreditLedger& credits;
+  accounts::Accounts& accounts;
   FileIoPool& file_io;  // blocking file work (upload spools)
   Metrics& metrics;
   Lifecycle& lifecycle;

@@ -68,9 +68,9 @@ struct ClientTranscript {
   int64_t output_tokens = 0;
 };
 
-std::string usage_json(TranscriptionBilling billing, const ClientTranscript& a, bool upstream_tokens) {
-  const bool tokens = billing == TranscriptionBilling::tokens ||
-                      (billing == TranscriptionBilling::free && upstream_tokens);
+std::string usage_json(accounts::TranscriptionBilling billing, const ClientTranscript& a, bool upstream_tokens) {
+  const bool tokens = billing == accounts::TranscriptionBilling::tokens ||
+                      (billing == accounts::TranscriptionBilling::free && upstream_tokens);
   if (tokens)
     return R"({"type":"tokens","input_tokens":)" + std::to_string(a.input_tokens) + R"(,"output_tokens":)" +
            std::to_string(a.output_tokens) + R"(,"total_tokens":)" + std::to_string(a.input_tokens + a.output_tokens) +
@@ -93,7 +93,7 @@ ClientTranscript client_transcript(const providers::TranscriptAnswer& answer, Tr
     a.content_type = "text/plain; charset=utf-8";
     return a;
   }
-  const std::string usage_member = usage_json(transcription_billing(route), a, answer.token_usage);
+  const std::string usage_member = usage_json(accounts::transcription_billing(route), a, answer.token_usage);
   a.body = "{" + answer.members;
   if (!usage_member.empty()) a.body.append(a.body.size() > 1 ? "," : "").append("\"usage\":").append(usage_member);
   a.body += '}';
@@ -122,7 +122,11 @@ class TranscriptionAttempts final : public EndpointAttempts {
     if (auto* failure = std::get_if<providers::UpstreamFailure>(&got)) co_return failed(plan, *failure, false);
     const ClientTranscript t = client_transcript(std::get<providers::TranscriptAnswer>(got), req_.format, route);
     WholeAnswer answer;
-    answer.price = transcription_price(route, t.audio_seconds.value_or(0), t.input_tokens, t.output_tokens);
+    answer.charge.route = &route;
+    answer.charge.prompt_tokens = t.input_tokens;
+    answer.charge.completion_tokens = t.output_tokens;
+    answer.charge.cost =
+        accounts::transcription_cost(route, t.audio_seconds.value_or(0), t.input_tokens, t.output_tokens);
     answer.figures.endpoint = std::string(kTranscriptionsPath);
     answer.figures.request_sha256 = upload_.body_sha256();
     answer.figures.prompt_tokens = t.input_tokens;
@@ -153,6 +157,8 @@ boost::asio::awaitable<void> handle_transcription(const Runtime& rt, EndpointSer
     co_return co_await send_error(sink, e);
   }
   const auto& resolution = *resolved.resolution;
+  if (!co_await reserve_or_refuse(services, accounts::transcription_bound(resolution.candidates), head.budget, sink))
+    co_return;
   TranscriptionAttempts attempts(rt, services, head, req, upload, resolution.requested_route, sink);
   co_await serve_with_failover(rt, services, resolution, false, started, head.budget, attempts, sink);
 }
