@@ -121,11 +121,12 @@ void write_old_file(const std::string& path) {
   db.exec(
       "CREATE TABLE spend(customer TEXT NOT NULL, route TEXT NOT NULL, amount REAL NOT NULL, "
       "PRIMARY KEY(customer, route))");
-  // 0.1 + 0.2 as the old code summed it in REAL: 0.30000000000000004. The last two rows
-  // spell the same 'migrated:a:b:c' id.
+  // REAL sums are a hair off: 0.1 + 0.2 is 0.30000000000000004, 1.005 is
+  // 1.00499999999999989… (truncating it would lose a nano). The last two rows spell the
+  // same 'migrated:a:b:c' id.
   db.exec(
       "INSERT INTO spend VALUES('acme', 'eu/pm/a', 2.5), ('acme', 'eu/pm/b', 0.1 + 0.2), "
-      "('beta', 'eu/pm/a', 0.000000001), ('a:b', 'c', 1.0), ('a', 'b:c', 2.0)");
+      "('beta', 'eu/pm/a', 1.005), ('a:b', 'c', 1.0), ('a', 'b:c', 2.0)");
 }
 
 // `added`: what acme spent on eu/pm/a on 2026-12-05 after the upgrade.
@@ -138,7 +139,7 @@ void check_migrated_totals(const std::map<std::string, Balance>& totals, Nanos a
   CHECK(total_of(acme.by_route, "eu/pm/b").amount == 300'000'000);
   // The old table never knew the day: none is made up.
   CHECK(acme.by_day.size() == (added == 0 ? 0 : 1));
-  CHECK(balance_of(totals, "beta").spent == 1);
+  CHECK(balance_of(totals, "beta").spent == 1'005'000'000);
   CHECK(balance_of(totals, "a:b").spent == 1'000'000'000);
   CHECK(balance_of(totals, "a").spent == 2'000'000'000);
   CHECK(totals.size() == 4);
