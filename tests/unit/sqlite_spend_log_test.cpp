@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <latch>
 #include <map>
 #include <random>
@@ -429,4 +430,19 @@ TEST_CASE("spend log: kill -9 during appends loses no batch that append() report
       for (int i = 0; i < kCrashBatch; ++i) missing += raw.has_request(crash_id(b, i)) ? 0 : 1;
     CHECK(missing == 0);
   }
+}
+
+TEST_CASE("spend log: a file that is not a database is refused at open and left as it was", "[spend_log]") {
+  TempDir dir;
+  const auto path = dir.file("not-a-db");
+  { std::ofstream(path) << std::string(4096, 'x'); }
+  try {
+    open_sqlite_spend_log(path);
+    FAIL("opening a garbage file should throw");
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    CHECK(message.find(path) != std::string::npos);
+    CHECK(message.find("not a database") != std::string::npos);
+  }
+  CHECK(fs::file_size(path) == 4096);
 }
