@@ -3,11 +3,17 @@
 // RedisLedger objects on one server stand for several gateway replicas.
 #include <catch2/catch.hpp>
 
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -83,6 +89,129 @@ Balance balance(LedgerStore& ledger, const std::string& customer, int64_t now = 
   REQUIRE(b.has_value());
   return *b;
 }
+
+// A loopback proxy in front of Redis. Armed, it passes the next EVAL/EVALSHA to Redis,
+// waits for the first byte of its reply (Redis has run the whole script by then) and
+// closes the client's connection instead of passing the reply on: the "applied, reply
+// lost" case that the ledger's retry must not apply twice.
+class ReplyCutter {
+ public:
+  explicit ReplyCutter(int redis_port) : redis_port_(redis_port) {
+    listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(listen_fd_ >= 0);
+    sockaddr_in a = loopback(0);
+    socklen_t len = sizeof a;
+    REQUIRE(bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(listen(listen_fd_, 8) == 0);
+    REQUIRE(getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~ReplyCutter() {
+    stop_ = true;
+    thread_.join();
+    for (auto& l : links_) close_link(l);
+    close(listen_fd_);
+  }
+  ReplyCutter(const ReplyCutter&) = delete;
+  ReplyCutter& operator=(const ReplyCutter&) = delete;
+
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+  void arm() { armed_ = true; }
+  int cuts() const { return cuts_; }
+
+ private:
+  struct Link {
+    int client = -1;
+    int upstream = -1;
+    bool cut_at_reply = false;
+  };
+
+  static sockaddr_in loopback(int port) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    return a;
+  }
+
+  static void close_link(Link& l) {
+    if (l.client >= 0) close(l.client);
+    if (l.upstream >= 0) close(l.upstream);
+    l.client = l.upstream = -1;
+  }
+
+  static bool send_all(int fd, const char* p, size_t n) {
+    while (n > 0) {
+      const ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+      if (w <= 0) return false;
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
+  }
+
+  void accept_one() {
+    Link l;
+    l.client = accept(listen_fd_, nullptr, nullptr);
+    if (l.client < 0) return;
+    l.upstream = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a = loopback(redis_port_);
+    if (l.upstream < 0 || connect(l.upstream, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      close_link(l);
+      return;
+    }
+    links_.push_back(l);
+  }
+
+  // One readable side of a link: forward it, or cut the link at an armed reply.
+  void forward(Link& l, bool from_client) {
+    char buf[65536];
+    const ssize_t n = read(from_client ? l.client : l.upstream, buf, sizeof buf);
+    if (n <= 0) return close_link(l);
+    if (from_client) {
+      if (armed_ && std::string_view(buf, static_cast<size_t>(n)).find("EVAL") != std::string_view::npos) {
+        armed_ = false;
+        l.cut_at_reply = true;
+      }
+      if (!send_all(l.upstream, buf, static_cast<size_t>(n))) close_link(l);
+      return;
+    }
+    if (l.cut_at_reply) {
+      ++cuts_;
+      return close_link(l);
+    }
+    if (!send_all(l.client, buf, static_cast<size_t>(n))) close_link(l);
+  }
+
+  void loop() {
+    while (!stop_) {
+      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+      for (const auto& l : links_) {
+        fds.push_back({l.client, POLLIN, 0});
+        fds.push_back({l.upstream, POLLIN, 0});
+      }
+      if (poll(fds.data(), fds.size(), 20) <= 0) continue;  // the timeout only lets stop_ be seen
+      for (size_t i = 0; i < links_.size(); ++i) {
+        for (int side = 0; side < 2; ++side) {
+          const short ev = fds[1 + 2 * i + static_cast<size_t>(side)].revents;
+          if ((ev & (POLLIN | POLLHUP | POLLERR)) && links_[i].client >= 0) forward(links_[i], side == 0);
+        }
+      }
+      if (fds[0].revents & POLLIN) accept_one();
+      std::erase_if(links_, [](const Link& l) { return l.client < 0; });
+    }
+  }
+
+  int redis_port_;
+  int port_ = 0;
+  int listen_fd_ = -1;
+  std::vector<Link> links_;  // the proxy thread's only
+  std::atomic<bool> armed_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> cuts_{0};
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -374,4 +503,44 @@ TEST_CASE("redis ledger: a malformed URL or an absent server throws", "[redis_le
   CHECK_THROWS_AS(open_redis_ledger("sqlite:x.db"), std::runtime_error);
   const std::string url = "redis://127.0.0.1:" + std::to_string(tresor::test::free_port()) + "/0";
   CHECK_THROWS_WITH(open_redis_ledger(url), Catch::Contains(url) && Catch::Contains("ledger"));
+}
+
+TEST_CASE("redis ledger: a step applied whose reply was lost is retried without applying it twice",
+          "[redis_ledger]") {
+  RedisServer redis;
+  ReplyCutter cutter(redis.port());
+  auto ledger = open_redis_ledger(cutter.url());
+  const auto rpm = window("k1:rpm:100", 10, 1);
+  auto tpm = [](int64_t tokens) { return window("k1:tpm:100", 1000, tokens); };
+
+  cutter.arm();
+  Decision d = ledger->count(count_of("acme", 10 * kUnit, {rpm}));
+  CHECK(cutter.cuts() == 1);
+  CHECK(d.verdict == Verdict::granted);
+  CHECK(d.used == std::vector<int64_t>{1});
+  CHECK(counter(redis, "k1:rpm:100") == 1);
+
+  cutter.arm();
+  d = ledger->hold(hold_of("r1", "acme", 10 * kUnit, 3 * kUnit, {tpm(500)}));
+  CHECK(cutter.cuts() == 2);
+  CHECK(d.verdict == Verdict::granted);
+  CHECK(d.available == 10 * kUnit);
+  CHECK(d.used == std::vector<int64_t>{500});
+  CHECK(balance(*ledger, "acme").reserved == 3 * kUnit);
+  CHECK(counter(redis, "k1:tpm:100") == 500);
+
+  cutter.arm();
+  CHECK(ledger->settle(settlement_of("r1", "acme", 2 * kUnit, {tpm(40)})));
+  CHECK(cutter.cuts() == 3);
+  Balance b = balance(*ledger, "acme");
+  CHECK(b.spent == 2 * kUnit);
+  CHECK(b.reserved == 0);
+  CHECK(counter(redis, "k1:tpm:100") == 40);
+
+  REQUIRE(ledger->hold(hold_of("r2", "acme", 10 * kUnit, 3 * kUnit, {tpm(100)})).verdict == Verdict::granted);
+  cutter.arm();
+  ledger->release("acme", "r2");
+  CHECK(cutter.cuts() == 4);
+  CHECK(balance(*ledger, "acme").reserved == 0);
+  CHECK(counter(redis, "k1:tpm:100") == 40);
 }
