@@ -21,8 +21,11 @@
 //                               its existence makes a repeated settle a no-op. Kept 400
 //                               days (kEntryTtlSeconds): far beyond any retry, and a year of
 //                               per-request records for statements and disputes
-//   tresor:acct:op:<uuid>       the reply of one count() call, 5 minutes: a retry after a
-//                               lost reply returns it instead of counting twice
+//   tresor:acct:op:<instance>   one per RedisLedger object (a random UUID): the sequence
+//                               number and reply of its last count(), kept a day; a retry
+//                               after a lost reply finds its own number there and returns
+//                               that reply instead of counting twice. One key per replica,
+//                               not one per request, since a ledger runs one call at a time
 // The prefixes before <c> are fixed and none is a prefix of another, so two customers'
 // keys never collide whatever their names hold; the entry key carries the customer's
 // length for the same reason.
@@ -64,7 +67,7 @@ using Reply = storage::RedisReply;
 
 constexpr std::string_view kPrefix = "tresor:acct:";
 constexpr int64_t kEntryTtlSeconds = 400LL * 86400;
-constexpr int64_t kOpTtlSeconds = 300;
+constexpr int64_t kOpTtlSeconds = 86400;
 
 // Shared by every script: KEYS[1] money hash, KEYS[2] holds hash, KEYS[3] expiry set.
 constexpr std::string_view kPrelude = R"lua(
@@ -107,11 +110,14 @@ local function decision(code, window, spent, reserved, mine, used)
 end
 )lua";
 
-// count: KEYS[4] op key, KEYS[5..] counters; ARGV now, credit ('' = none), op ttl, then
-// limit, amount, ttl per counter.
+// count: KEYS[4] op key, KEYS[5..] counters; ARGV now, credit ('' = none), op ttl, call
+// sequence number, then limit, amount, ttl per counter.
 constexpr std::string_view kCount = R"lua(
 local prior = redis.call('GET', KEYS[4])
-if prior then return cjson.decode(prior) end
+if prior then
+  prior = cjson.decode(prior)
+  if prior.seq == ARGV[4] then return prior.out end
+end
 purge(ARGV[1])
 local credit = ARGV[2]
 local spent, reserved = money_now()
@@ -123,7 +129,7 @@ if credit ~= '' and tonumber(spent) + tonumber(reserved) >= tonumber(credit) the
   out = decision(1, 0, spent, reserved, '0', used)
 else
   for i = 1, n do
-    local a = 4 + 3 * (i - 1)
+    local a = 5 + 3 * (i - 1)
     if used[i] + tonumber(ARGV[a + 1]) > tonumber(ARGV[a]) then
       out = decision(2, i - 1, spent, reserved, '0', used)
       break
@@ -131,13 +137,13 @@ else
   end
   if not out then
     for i = 1, n do
-      local a = 4 + 3 * (i - 1)
+      local a = 5 + 3 * (i - 1)
       used[i] = draw(KEYS[4 + i], ARGV[a + 1], ARGV[a + 2])
     end
     out = decision(0, 0, spent, reserved, '0', used)
   end
 end
-redis.call('SET', KEYS[4], cjson.encode(out), 'EX', ARGV[3])
+redis.call('SET', KEYS[4], cjson.encode({seq = ARGV[4], out = out}), 'EX', ARGV[3])
 return out
 )lua";
 
@@ -264,15 +270,17 @@ Decision unavailable() {
 
 class RedisLedger final : public LedgerStore {
  public:
-  explicit RedisLedger(const std::string& url) : conn_("ledger", url) {}
+  explicit RedisLedger(const std::string& url)
+      : conn_("ledger", url), op_key_(key("op", common::new_random_uuid())) {}
 
   bool shared() const override { return true; }
 
   Decision count(const CountRequest& request) override {
     std::vector<std::string> keys = customer_keys(request.customer);
-    keys.push_back(key("op", common::new_random_uuid()));  // the same on the retry
+    keys.push_back(op_key_);
+    // The retry sends the same number: it is how the script recognises its own call.
     std::vector<std::string> args{std::to_string(request.now), credit_arg(request.credit),
-                                  std::to_string(kOpTtlSeconds)};
+                                  std::to_string(kOpTtlSeconds), std::to_string(++op_seq_)};
     add_windows(request.windows, keys, args);
     return decide("count", count_, keys, args, request.credit, request.windows.size());
   }
@@ -470,6 +478,8 @@ class RedisLedger final : public LedgerStore {
   }
 
   RedisConnection conn_;
+  std::string op_key_;   // this ledger's count() marker
+  uint64_t op_seq_ = 0;  // numbers its count() calls
   Script count_{"count", std::string(kPrelude) + std::string(kCount), {}};
   Script hold_{"hold", std::string(kPrelude) + std::string(kHold), {}};
   Script settle_{"settle", std::string(kPrelude) + std::string(kSettle), {}};

@@ -248,6 +248,12 @@ TEST_CASE("redis ledger: count draws on every request window or on none, and new
   CHECK(d.used == std::vector<int64_t>{0, 2});
   CHECK(counter(redis, "k1:rpm:101") == -1);
   CHECK(ttl(redis, "tresor:acct:win:k1:rpd:7") > 90);  // still has its lifetime
+
+  // What makes a retried count safe is one key per ledger, not one per request.
+  Reply ops = redis.command({"KEYS", "tresor:acct:op:*"});
+  REQUIRE(ops);
+  REQUIRE(ops->elements == 1);
+  CHECK(ttl(redis, std::string(ops->element[0]->str)) > 0);
 }
 
 TEST_CASE("redis ledger: count refuses a customer whose credit is used up", "[redis_ledger]") {
