@@ -1,6 +1,7 @@
 // ReceiptStore on Redis (hiredis, blocking API). Like the SQLite store it is used from
 // the ReceiptService's thread only, so one connection serves for the store's whole life;
-// several gateway replicas may share one Redis and see each other's receipts.
+// several gateway replicas may share one Redis and see each other's receipts. The
+// connection (URL, timeouts, reconnect once and retry) is storage/redis_connection.h.
 //
 // Layout:
 //   tresor:receipt:<id>          hash {customer, claims, jws, exp}, EXPIREAT exp (Redis expires
@@ -15,16 +16,10 @@
 // appendfsync always for the same guarantee as the SQLite store's synchronous=FULL;
 // everysec loses up to a second; RDB snapshots only lose everything since the last one).
 // This store cannot check or enforce it.
-#include <hiredis/hiredis.h>
-#include <pthread.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 
-#include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <memory>
 #include <random>
 #include <stdexcept>
@@ -34,123 +29,23 @@
 #include <vector>
 
 #include "receipts/store.h"
+#include "storage/redis_connection.h"
 
 namespace tresor::receipts {
 namespace {
 
-constexpr std::string_view kScheme = "redis://";
+using storage::Attempt;
+using storage::RedisConnection;
+using storage::reply_is_ok;
+using storage::reply_text;
+using Reply = storage::RedisReply;
+
 constexpr std::string_view kReceiptPrefix = "tresor:receipt:";
 constexpr std::string_view kSpendPrefix = "tresor:spend:";
 constexpr std::string_view kSpendAppliedPrefix = "tresor:spend-applied:";
-constexpr timeval kConnectTimeout{2, 0};
-constexpr timeval kCommandTimeout{2, 0};
 // The spend marker only has to outlive one reconnect-and-retry, but it is a single key
 // per store instance, so a day costs nothing and covers any clock or timeout oddity.
 constexpr int kSpendMarkerTtlSeconds = 86400;
-
-struct ReplyDeleter {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyDeleter>;
-
-struct ContextDeleter {
-  void operator()(redisContext* c) const { redisFree(c); }
-};
-using Context = std::unique_ptr<redisContext, ContextDeleter>;
-
-// hiredis writes with write(2), and the gateway does not ignore SIGPIPE (Asio sends with
-// MSG_NOSIGNAL), so a write to a connection Redis has already reset would kill the
-// process. Blocking SIGPIPE in this thread turns it into EPIPE; a SIGPIPE raised meanwhile
-// stays pending and is consumed before the old mask comes back.
-class SigpipeGuard {
- public:
-  SigpipeGuard() {
-    sigset_t pending;
-    sigemptyset(&pending);
-    sigpending(&pending);
-    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
-    sigset_t block;
-    sigemptyset(&block);
-    sigaddset(&block, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &block, &old_);
-  }
-  ~SigpipeGuard() {
-    const int saved_errno = errno;
-    if (!was_pending_) {
-      sigset_t pending;
-      sigemptyset(&pending);
-      sigpending(&pending);
-      if (sigismember(&pending, SIGPIPE) == 1) {
-        sigset_t pipe;
-        sigemptyset(&pipe);
-        sigaddset(&pipe, SIGPIPE);
-        const timespec zero{0, 0};
-        while (sigtimedwait(&pipe, nullptr, &zero) == -1 && errno == EINTR) {
-        }
-      }
-    }
-    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
-    errno = saved_errno;
-  }
-  SigpipeGuard(const SigpipeGuard&) = delete;
-  SigpipeGuard& operator=(const SigpipeGuard&) = delete;
-
- private:
-  sigset_t old_;
-  bool was_pending_ = false;
-};
-
-struct RedisUrl {
-  std::string host;
-  int port = 6379;
-  long db = 0;
-};
-
-// redis://HOST[:PORT][/DB], HOST may be a bracketed IPv6 address.
-RedisUrl parse_url(const std::string& url) {
-  auto bad = [&](const std::string& why) {
-    return std::runtime_error("receipt store " + url + ": " + why + " (expected redis://HOST:PORT/DB)");
-  };
-  if (url.rfind(kScheme, 0) != 0) throw bad("not a redis:// URL");
-  std::string_view rest(url);
-  rest.remove_prefix(kScheme.size());
-  if (rest.find('@') != std::string_view::npos) throw bad("credentials in the URL are not supported");
-  RedisUrl out;
-  std::string_view hostport = rest;
-  std::string_view db;
-  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
-    hostport = rest.substr(0, slash);
-    db = rest.substr(slash + 1);
-  }
-  std::string_view port;
-  if (!hostport.empty() && hostport.front() == '[') {
-    auto close = hostport.find(']');
-    if (close == std::string_view::npos) throw bad("unterminated [IPv6] host");
-    out.host = std::string(hostport.substr(1, close - 1));
-    std::string_view after = hostport.substr(close + 1);
-    if (!after.empty()) {
-      if (after.front() != ':') throw bad("junk after ]");
-      port = after.substr(1);
-    }
-  } else if (auto colon = hostport.rfind(':'); colon != std::string_view::npos) {
-    out.host = std::string(hostport.substr(0, colon));
-    port = hostport.substr(colon + 1);
-  } else {
-    out.host = std::string(hostport);
-  }
-  if (out.host.empty()) throw bad("missing host");
-  auto number = [](std::string_view s, long& v) {
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-    return !s.empty() && ec == std::errc() && p == s.data() + s.size();
-  };
-  if (!port.empty()) {
-    long p = 0;
-    if (!number(port, p) || p < 1 || p > 65535) throw bad("bad port");
-    out.port = static_cast<int>(p);
-  }
-  if (!db.empty() && (!number(db, out.db) || out.db < 0)) throw bad("bad database number");
-  return out;
-}
 
 std::string receipt_key(const std::string& id) { return std::string(kReceiptPrefix) + id; }
 
@@ -159,10 +54,6 @@ std::string format_double(double v) {
   std::snprintf(buf, sizeof buf, "%.17g", v);
   return buf;
 }
-
-std::string reply_text(const redisReply* r) { return r && r->str ? std::string(r->str, r->len) : std::string(); }
-
-bool is_ok(const redisReply* r) { return r && r->type == REDIS_REPLY_STATUS && reply_text(r) == "OK"; }
 
 std::string random_hex() {
   std::random_device rd;
@@ -175,22 +66,9 @@ std::string random_hex() {
   return out;
 }
 
-// What one attempt of an operation came to: done (with a value), or the connection
-// failed (retry after a reconnect).
-template <typename T>
-struct Attempt {
-  bool connection_lost = false;
-  T value{};
-  static Attempt lost() { return Attempt{true, T{}}; }
-  static Attempt ok(T v) { return Attempt{false, std::move(v)}; }
-};
-
 class RedisStore final : public ReceiptStore {
  public:
-  explicit RedisStore(const std::string& url) : url_(url), addr_(parse_url(url)), instance_(random_hex()) {
-    std::string err;
-    if (!connect(err)) throw std::runtime_error("receipt store " + url_ + ": " + err);
-  }
+  explicit RedisStore(const std::string& url) : conn_("receipt store", url), instance_(random_hex()) {}
 
   RedisStore(const RedisStore&) = delete;
   RedisStore& operator=(const RedisStore&) = delete;
@@ -200,22 +78,22 @@ class RedisStore final : public ReceiptStore {
     std::unordered_set<std::string_view> ids;
     for (const auto& r : batch) {
       if (!ids.insert(r.id).second) {
-        spdlog::error("receipt store {}: batch holds id {} twice", url_, r.id);
+        spdlog::error("receipt store {}: batch holds id {} twice", conn_.url(), r.id);
         return false;
       }
     }
-    return run<bool>("put_batch", false, [&](bool retry) { return try_put_batch(batch, retry); });
+    return conn_.run<bool>("put_batch", false, [&](bool retry) { return try_put_batch(batch, retry); });
   }
 
   std::optional<StoredReceipt> load(const std::string& id, const std::string& customer, int64_t now) override {
     using Result = Attempt<std::optional<StoredReceipt>>;
     bool answered = false;
-    auto found = run<std::optional<StoredReceipt>>("get", std::nullopt, [&](bool) -> Result {
-      Reply r = command({"HMGET", receipt_key(id), "customer", "jws", "exp", "claims"});
+    auto found = conn_.run<std::optional<StoredReceipt>>("get", std::nullopt, [&](bool) -> Result {
+      Reply r = conn_.command({"HMGET", receipt_key(id), "customer", "jws", "exp", "claims"});
       if (!r) return Result::lost();
       answered = true;
       if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
-        log_unexpected("HMGET", r.get());
+        conn_.log_unexpected("HMGET", r.get());
         return Result::ok(std::nullopt);
       }
       const redisReply* c = r->element[0];
@@ -237,23 +115,23 @@ class RedisStore final : public ReceiptStore {
       out.claims = reply_text(claims);
       return Result::ok(std::move(out));
     });
-    if (!answered) throw StoreUnavailable("receipt store " + url_ + " is unreachable");
+    if (!answered) throw StoreUnavailable("receipt store " + conn_.url() + " is unreachable");
     return found;
   }
 
   std::optional<std::string> store_signature(const std::string& id, const std::string& jws) override {
     using Result = Attempt<std::optional<std::string>>;
-    return run<std::optional<std::string>>("sign", std::nullopt, [&](bool) -> Result {
+    return conn_.run<std::optional<std::string>>("sign", std::nullopt, [&](bool) -> Result {
       // Atomic on the server: never re-creates an expired receipt's key (HSETNX alone
       // would, without a TTL), and the first replica to sign wins; the others read it.
-      Reply r = command({"EVAL",
+      Reply r = conn_.command({"EVAL",
                          "if redis.call('EXISTS', KEYS[1]) == 0 then return false end "
                          "redis.call('HSETNX', KEYS[1], 'jws', ARGV[1]) "
                          "return redis.call('HGET', KEYS[1], 'jws')",
                          "1", receipt_key(id), jws});
       if (!r) return Result::lost();
       if (r->type == REDIS_REPLY_STRING) return Result::ok(reply_text(r.get()));
-      if (r->type != REDIS_REPLY_NIL) log_unexpected("EVAL", r.get());
+      if (r->type != REDIS_REPLY_NIL) conn_.log_unexpected("EVAL", r.get());
       return Result::ok(std::nullopt);
     });
   }
@@ -262,15 +140,15 @@ class RedisStore final : public ReceiptStore {
   size_t purge_expired(int64_t) override { return 0; }
 
   bool reachable() override {
-    return run<bool>("ping", false, [&](bool) -> Attempt<bool> {
-      Reply r = command({"PING"});
+    return conn_.run<bool>("ping", false, [&](bool) -> Attempt<bool> {
+      Reply r = conn_.command({"PING"});
       if (!r) return Attempt<bool>::lost();
       return Attempt<bool>::ok(r->type == REDIS_REPLY_STATUS);
     });
   }
 
   size_t count() override {
-    return run<size_t>("count", 0, [&](bool) -> Attempt<size_t> {
+    return conn_.run<size_t>("count", 0, [&](bool) -> Attempt<size_t> {
       std::vector<std::string> keys;
       if (!scan(std::string(kReceiptPrefix) + "*", keys)) return Attempt<size_t>::lost();
       return Attempt<size_t>::ok(keys.size());
@@ -280,24 +158,24 @@ class RedisStore final : public ReceiptStore {
   bool add_spend(const std::vector<SpendEntry>& entries) override {
     if (entries.empty()) return true;
     const std::string seq = std::to_string(++spend_seq_);
-    return run<bool>("add_spend", false, [&](bool retry) { return try_add_spend(entries, seq, retry); });
+    return conn_.run<bool>("add_spend", false, [&](bool retry) { return try_add_spend(entries, seq, retry); });
   }
 
   bool shared() const override { return true; }
 
   std::optional<int64_t> add_to_counter(const std::string& name, int64_t delta, int64_t ttl_seconds) override {
     using Result = std::optional<int64_t>;
-    return run<Result>("add_to_counter", std::nullopt, [&](bool) -> Attempt<Result> {
-      Reply r = command({"INCRBY", name, std::to_string(delta)});
+    return conn_.run<Result>("add_to_counter", std::nullopt, [&](bool) -> Attempt<Result> {
+      Reply r = conn_.command({"INCRBY", name, std::to_string(delta)});
       if (!r) return Attempt<Result>::lost();
       if (r->type != REDIS_REPLY_INTEGER) {
-        log_unexpected("INCRBY " + name, r.get());
+        conn_.log_unexpected("INCRBY " + name, r.get());
         return Attempt<Result>::ok(std::nullopt);
       }
       const int64_t value = r->integer;
       // The first increment of a window gives it its lifetime (NX: never extend it).
       if (value == delta && delta > 0) {
-        Reply e = command({"EXPIRE", name, std::to_string(ttl_seconds), "NX"});
+        Reply e = conn_.command({"EXPIRE", name, std::to_string(ttl_seconds), "NX"});
         if (!e) return Attempt<Result>::lost();
       }
       return Attempt<Result>::ok(value);
@@ -306,11 +184,11 @@ class RedisStore final : public ReceiptStore {
 
   std::optional<std::vector<SpendEntry>> customer_spend(const std::string& customer) override {
     using Result = std::optional<std::vector<SpendEntry>>;
-    return run<Result>("customer_spend", std::nullopt, [&](bool) -> Attempt<Result> {
-      Reply r = command({"HGETALL", std::string(kSpendPrefix) + customer});
+    return conn_.run<Result>("customer_spend", std::nullopt, [&](bool) -> Attempt<Result> {
+      Reply r = conn_.command({"HGETALL", std::string(kSpendPrefix) + customer});
       if (!r) return Attempt<Result>::lost();
       if (r->type != REDIS_REPLY_ARRAY) {
-        log_unexpected("HGETALL", r.get());
+        conn_.log_unexpected("HGETALL", r.get());
         return Attempt<Result>::ok(std::nullopt);
       }
       std::vector<SpendEntry> out;
@@ -323,20 +201,20 @@ class RedisStore final : public ReceiptStore {
 
   std::vector<SpendEntry> load_spend() override {
     using Result = std::vector<SpendEntry>;
-    return run<Result>("load_spend", {}, [&](bool) -> Attempt<Result> {
+    return conn_.run<Result>("load_spend", {}, [&](bool) -> Attempt<Result> {
       std::vector<std::string> keys;
       if (!scan(std::string(kSpendPrefix) + "*", keys)) return Attempt<Result>::lost();
-      for (const auto& k : keys) append({"HGETALL", k});
+      for (const auto& k : keys) conn_.append({"HGETALL", k});
       Result out;
       bool lost = false;
       for (const auto& k : keys) {  // read every reply, even after a bad one, to stay in sync
-        Reply r = lost ? nullptr : read_reply();
+        Reply r = lost ? nullptr : conn_.read_reply();
         if (!r) {
           lost = true;
           continue;
         }
         if (r->type != REDIS_REPLY_ARRAY) {
-          log_unexpected("HGETALL " + k, r.get());
+          conn_.log_unexpected("HGETALL " + k, r.get());
           continue;
         }
         const std::string customer = k.substr(kSpendPrefix.size());
@@ -354,29 +232,6 @@ class RedisStore final : public ReceiptStore {
   }
 
  private:
-  // One operation: (re)connect if the last one left the connection broken, try, and on a
-  // lost connection reconnect once and try again before giving up with `failure`.
-  template <typename T, typename Fn>
-  T run(const char* what, T failure, Fn&& attempt) {
-    SigpipeGuard sigpipe;
-    bool reconnected = false;
-    if (!c_ || c_->err) {
-      reconnected = true;
-      if (!reconnect(what)) return failure;
-    }
-    Attempt<T> a = attempt(false);
-    if (a.connection_lost && !reconnected) {
-      spdlog::warn("receipt store {}: {}: connection lost ({}), reconnecting", url_, what, errstr());
-      if (!reconnect(what)) return failure;
-      a = attempt(true);
-    }
-    if (a.connection_lost) {
-      spdlog::error("receipt store {}: {} failed: {}", url_, what, errstr());
-      return failure;
-    }
-    return std::move(a.value);
-  }
-
   Attempt<bool> try_put_batch(const std::vector<StoredReceipt>& batch, bool retry) {
     std::vector<std::string> keys;
     keys.reserve(batch.size());
@@ -386,10 +241,10 @@ class RedisStore final : public ReceiptStore {
       // The previous attempt may have committed and only lost EXEC's reply. Receipts are
       // unique (the JWS signs the id), so finding the whole batch stored as we wrote it
       // means it was ours.
-      for (const auto& k : keys) append({"HMGET", k, "customer", "jws", "claims"});
+      for (const auto& k : keys) conn_.append({"HMGET", k, "customer", "jws", "claims"});
       size_t ours = 0;
       for (size_t i = 0; i < batch.size(); ++i) {
-        Reply r = read_reply();
+        Reply r = conn_.read_reply();
         if (!r) return Attempt<bool>::lost();
         if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && reply_text(r->element[0]) == batch[i].customer &&
             reply_text(r->element[1]) == batch[i].jws && reply_text(r->element[2]) == batch[i].claims)
@@ -404,37 +259,37 @@ class RedisStore final : public ReceiptStore {
     watch.insert(watch.end(), keys.begin(), keys.end());
     std::vector<std::string> exists{"EXISTS"};
     exists.insert(exists.end(), keys.begin(), keys.end());
-    append(watch);
-    append(exists);
-    Reply watched = read_reply();
+    conn_.append(watch);
+    conn_.append(exists);
+    Reply watched = conn_.read_reply();
     if (!watched) return Attempt<bool>::lost();
-    Reply existing = read_reply();
+    Reply existing = conn_.read_reply();
     if (!existing) return Attempt<bool>::lost();
-    if (!is_ok(watched.get()) || existing->type != REDIS_REPLY_INTEGER || existing->integer != 0) {
+    if (!reply_is_ok(watched.get()) || existing->type != REDIS_REPLY_INTEGER || existing->integer != 0) {
       if (existing->type == REDIS_REPLY_INTEGER)
-        spdlog::error("receipt store {}: put_batch refused: {} of {} ids already exist", url_, existing->integer,
+        spdlog::error("receipt store {}: put_batch refused: {} of {} ids already exist", conn_.url(), existing->integer,
                       batch.size());
       else
-        log_unexpected("WATCH/EXISTS", is_ok(watched.get()) ? existing.get() : watched.get());
-      Reply unwatched = command({"UNWATCH"});
+        conn_.log_unexpected("WATCH/EXISTS", reply_is_ok(watched.get()) ? existing.get() : watched.get());
+      Reply unwatched = conn_.command({"UNWATCH"});
       if (!unwatched) return Attempt<bool>::lost();
       return Attempt<bool>::ok(false);
     }
 
-    append({"MULTI"});
+    conn_.append({"MULTI"});
     for (size_t i = 0; i < batch.size(); ++i) {
       const auto& r = batch[i];
       const std::string exp = std::to_string(r.expires_at);
       // An unsigned receipt (lazy signing) has no jws field until its first fetch.
       if (r.jws.empty())
-        append({"HSET", keys[i], "customer", r.customer, "claims", r.claims, "exp", exp});
+        conn_.append({"HSET", keys[i], "customer", r.customer, "claims", r.claims, "exp", exp});
       else if (r.claims.empty())
-        append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "exp", exp});
+        conn_.append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "exp", exp});
       else
-        append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "claims", r.claims, "exp", exp});
-      append({"EXPIREAT", keys[i], exp});
+        conn_.append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "claims", r.claims, "exp", exp});
+      conn_.append({"EXPIREAT", keys[i], exp});
     }
-    append({"EXEC"});
+    conn_.append({"EXEC"});
     return finish_transaction("put_batch", 2 * batch.size());
   }
 
@@ -443,15 +298,15 @@ class RedisStore final : public ReceiptStore {
     if (retry) {
       // The increments and the marker commit together, so the marker says whether the
       // attempt whose reply was lost already applied them.
-      Reply r = command({"GET", marker});
+      Reply r = conn_.command({"GET", marker});
       if (!r) return Attempt<bool>::lost();
       if (r->type == REDIS_REPLY_STRING && reply_text(r.get()) == seq) return Attempt<bool>::ok(true);
     }
-    append({"MULTI"});
+    conn_.append({"MULTI"});
     for (const auto& e : entries)
-      append({"HINCRBYFLOAT", std::string(kSpendPrefix) + e.customer, e.route, format_double(e.amount)});
-    append({"SET", marker, seq, "EX", std::to_string(kSpendMarkerTtlSeconds)});
-    append({"EXEC"});
+      conn_.append({"HINCRBYFLOAT", std::string(kSpendPrefix) + e.customer, e.route, format_double(e.amount)});
+    conn_.append({"SET", marker, seq, "EX", std::to_string(kSpendMarkerTtlSeconds)});
+    conn_.append({"EXEC"});
     return finish_transaction("add_spend", entries.size() + 1);
   }
 
@@ -459,28 +314,28 @@ class RedisStore final : public ReceiptStore {
   Attempt<bool> finish_transaction(const char* what, size_t queued) {
     bool ok = true;
     for (size_t i = 0; i < queued + 1; ++i) {  // MULTI's OK, then a QUEUED per command
-      Reply r = read_reply();
+      Reply r = conn_.read_reply();
       if (!r) return Attempt<bool>::lost();
       if (r->type == REDIS_REPLY_ERROR) {
-        if (ok) log_unexpected(std::string(what) + " (queueing)", r.get());
+        if (ok) conn_.log_unexpected(std::string(what) + " (queueing)", r.get());
         ok = false;  // EXEC will answer EXECABORT; nothing is applied
       }
     }
-    Reply exec = read_reply();
+    Reply exec = conn_.read_reply();
     if (!exec) return Attempt<bool>::lost();
     if (exec->type == REDIS_REPLY_NIL) {
-      spdlog::error("receipt store {}: {}: a watched key changed before EXEC; nothing stored", url_, what);
+      spdlog::error("receipt store {}: {}: a watched key changed before EXEC; nothing stored", conn_.url(), what);
       return Attempt<bool>::ok(false);
     }
     if (exec->type != REDIS_REPLY_ARRAY) {
-      log_unexpected(std::string(what) + " EXEC", exec.get());
+      conn_.log_unexpected(std::string(what) + " EXEC", exec.get());
       return Attempt<bool>::ok(false);
     }
     // A command failing inside EXEC (e.g. WRONGTYPE) does not undo the others: Redis has
     // no rollback. The checks before MULTI make that unreachable for our own keys.
     for (size_t i = 0; i < exec->elements; ++i) {
       if (exec->element[i]->type == REDIS_REPLY_ERROR) {
-        log_unexpected(std::string(what) + " EXEC", exec->element[i]);
+        conn_.log_unexpected(std::string(what) + " EXEC", exec->element[i]);
         ok = false;
       }
     }
@@ -492,10 +347,10 @@ class RedisStore final : public ReceiptStore {
     std::unordered_set<std::string> seen;
     std::string cursor = "0";
     do {
-      Reply r = command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+      Reply r = conn_.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
       if (!r) return false;
       if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_ARRAY) {
-        log_unexpected("SCAN", r.get());
+        conn_.log_unexpected("SCAN", r.get());
         break;
       }
       cursor = reply_text(r->element[0]);
@@ -508,82 +363,9 @@ class RedisStore final : public ReceiptStore {
     return true;
   }
 
-  bool connect(std::string& err) {
-    c_.reset(redisConnectWithTimeout(addr_.host.c_str(), addr_.port, kConnectTimeout));
-    if (!c_) {
-      err = "cannot allocate a redis context";
-      return false;
-    }
-    if (c_->err) {
-      err = "connect to " + addr_.host + ":" + std::to_string(addr_.port) + " failed: " + c_->errstr;
-      c_.reset();
-      return false;
-    }
-    if (redisSetTimeout(c_.get(), kCommandTimeout) != REDIS_OK) {
-      err = std::string("setting the command timeout failed: ") + c_->errstr;
-      c_.reset();
-      return false;
-    }
-    redisEnableKeepAlive(c_.get());  // notice a silently vanished Redis on an idle link
-    if (addr_.db != 0) {
-      Reply r = command({"SELECT", std::to_string(addr_.db)});
-      if (!is_ok(r.get())) {
-        err = "SELECT " + std::to_string(addr_.db) + " failed: " + (r ? reply_text(r.get()) : errstr());
-        c_.reset();
-        return false;
-      }
-    }
-    return true;
-  }
-
-  bool reconnect(const char* what) {
-    std::string err;
-    if (connect(err)) return true;
-    spdlog::error("receipt store {}: {}: reconnect failed: {}", url_, what, err);
-    return false;
-  }
-
-  void append(const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lens;
-    argv.reserve(args.size());
-    lens.reserve(args.size());
-    for (const auto& a : args) {
-      argv.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    // Only fails on out of memory, which then shows as a failed read of its reply.
-    redisAppendCommandArgv(c_.get(), static_cast<int>(args.size()), argv.data(), lens.data());
-  }
-
-  // The next reply; null when the connection failed (c_->err says why).
-  Reply read_reply() {
-    if (c_->err) return nullptr;
-    void* r = nullptr;
-    if (redisGetReply(c_.get(), &r) != REDIS_OK) {
-      freeReplyObject(r);
-      return nullptr;
-    }
-    return Reply(static_cast<redisReply*>(r));
-  }
-
-  Reply command(const std::vector<std::string>& args) {
-    append(args);
-    return read_reply();
-  }
-
-  std::string errstr() const { return c_ ? std::string(c_->errstr) : std::string("not connected"); }
-
-  void log_unexpected(const std::string& what, const redisReply* r) {
-    spdlog::error("receipt store {}: {}: unexpected reply (type {}): {}", url_, what, r ? r->type : -1,
-                  reply_text(r));
-  }
-
-  std::string url_;
-  RedisUrl addr_;
+  RedisConnection conn_;
   std::string instance_;  // names this store's spend marker
   uint64_t spend_seq_ = 0;
-  Context c_;
 };
 
 }  // namespace
