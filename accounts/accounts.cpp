@@ -172,7 +172,8 @@ struct Accounts::Impl {
   asio::awaitable<T> on_worker(std::function<T()> fn) {
     auto rendezvous = std::make_shared<Rendezvous<T>>(co_await asio::this_coro::executor);
     auto done = resume_on(rendezvous);
-    post([fn = std::move(fn), done] { done(fn()); });
+    std::function<void()> job = [fn = std::move(fn), done] { done(fn()); };
+    post(std::move(job));
     co_return co_await wait_for(rendezvous);
   }
 
@@ -282,9 +283,12 @@ asio::awaitable<Admission> Accounts::admit(const config::Config& cfg, const conf
   request.now = t;
   if (!request.credit && request.windows.empty()) co_return a;  // nothing to count: no store call
   LedgerStore* ledger = impl_->ledger.get();
-  const Decision d = co_await impl_->decide([ledger, request] {
+  // Named, not a temporary in the co_await: g++ 12 double-destroys temporaries that live
+  // across a suspension in a coroutine.
+  std::function<Decision()> job = [ledger, request] {
     return unavailable_on_throw([&] { return ledger->count(request); });
-  });
+  };
+  const Decision d = co_await impl_->decide(std::move(job));
   switch (d.verdict) {
     case Verdict::unavailable:
       spdlog::warn("accounts: the ledger store is unreachable; admitting {} without limits", key.customer);
@@ -312,9 +316,10 @@ asio::awaitable<std::optional<Refusal>> Accounts::reserve(Grant& grant, CostBoun
   hold.expires_at = t + lifetime.count();
   if (!hold.credit && hold.windows.empty()) co_return std::nullopt;
   LedgerStore* ledger = impl_->ledger.get();
-  const Decision d = co_await impl_->decide([ledger, hold] {
+  std::function<Decision()> job = [ledger, hold] {
     return unavailable_on_throw([&] { return ledger->hold(hold); });
-  });
+  };
+  const Decision d = co_await impl_->decide(std::move(job));
   std::optional<Refusal> refusal;
   switch (d.verdict) {
     case Verdict::unavailable:
@@ -355,7 +360,8 @@ asio::awaitable<void> Accounts::settle(Grant& grant, Charge charge, bool durable
       impl.post([&impl, s] { impl.settle_shared(s); });
       co_return;
     }
-    (void)co_await impl.on_worker<bool>([&impl, s] { return impl.settle_shared(s); });
+    std::function<bool()> job = [&impl, s] { return impl.settle_shared(s); };
+    (void)co_await impl.on_worker<bool>(std::move(job));
     co_return;
   }
   impl.ledger->settle(s);

@@ -134,14 +134,17 @@ std::variant<ChatRequest, ApiError> parse_chat_request(std::string& body) {
       double t;
       if (!value.is_number() || value.get(t) || !std::isfinite(t) || t < 0 || t > 2)
         return invalid_parameter("temperature", "temperature must be a number between 0 and 2");
-    } else if (key == "max_tokens" || key == "max_completion_tokens" || key == "n") {
+    } else if (key == "max_tokens") {
       int64_t n;
       if (!value.is_int64() || value.get(n) || n <= 0) {
         // 5e2 or 1.0 are numbers but not integers; uint64 beyond int64 is absurd here.
-        return invalid_parameter(std::string(key), std::string(key) + " must be a positive integer");
+        return invalid_parameter("max_tokens", "max_tokens must be a positive integer");
       }
-      if (key == "n") req.choices = n;
-      else (key == "max_tokens" ? max_tokens : max_completion_tokens) = n;
+      max_tokens = n;
+    } else if (key == "max_completion_tokens" || key == "n") {
+      // Read for the reservation only; forwarded as sent (the upstream judges them).
+      int64_t n;
+      if (value.is_int64() && !value.get(n) && n > 0) (key == "n" ? req.choices : max_completion_tokens.emplace()) = n;
     } else if (key == "failover") {
       if (auto err = parse_failover(value, req)) return *err;
     } else if (key == "region" || key == "provider") {

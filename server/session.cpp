@@ -637,8 +637,9 @@ class Session final : public ResponseSink, public SessionControl {
     record_.bytes_in = body_parser.get().body().size();
     // Phase 5: the endpoint.
     answer_started_ = false;
-    co_await (handle_chat(*runtime, services, controls, std::move(body_parser.get().body()), started, *this) ||
-              watch_for_reset());
+    auto handler = handle_chat(*runtime, services, controls, std::move(body_parser.get().body()), started, *this);
+    auto watcher = watch_for_reset();
+    co_await (std::move(handler) || std::move(watcher));
     if (!responded_) {
       Response r = error_response(internal_error());
       co_await send(std::move(r));
@@ -689,7 +690,9 @@ class Session final : public ResponseSink, public SessionControl {
     // min_body_bytes_per_second).
     const auto uploaded = providers::Clock::now();
     answer_started_ = false;
-    co_await (handle_transcription(runtime, services, controls, upload, uploaded, *this) || watch_for_reset());
+    auto handler = handle_transcription(runtime, services, controls, upload, uploaded, *this);
+    auto watcher = watch_for_reset();
+    co_await (std::move(handler) || std::move(watcher));
     if (!responded_) {
       Response r = error_response(internal_error());
       co_await send(std::move(r));

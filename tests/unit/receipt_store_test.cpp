@@ -462,6 +462,9 @@ TEST_CASE("claims JSON is what boost::json would write, in spec order, for any s
   c.prompt_tokens = 12;
   c.completion_tokens = -1;
   c.audio_seconds = 61;
+  c.usage_estimated = true;
+  c.cost = "0.000001234";
+  c.currency = "e\"ur";
   c.request_sha256 = std::string(64, 'a');
   c.response_sha256 = std::string(64, 'b');
   c.router_attestation_json = R"({"format":"tresor-dev","measurement":"x\"y"})";
@@ -479,6 +482,9 @@ TEST_CASE("claims JSON is what boost::json would write, in spec order, for any s
   o["prompt_tokens"] = c.prompt_tokens;
   o["completion_tokens"] = c.completion_tokens;
   o["audio_seconds"] = *c.audio_seconds;
+  o["usage_estimated"] = c.usage_estimated;
+  o["cost"] = *c.cost;
+  o["currency"] = c.currency;
   o["request_sha256"] = c.request_sha256;
   o["response_sha256"] = c.response_sha256;
   o["router_attestation"] = boost::json::parse(*c.router_attestation_json);
