@@ -484,27 +484,40 @@ class Session final : public ResponseSink, public SessionControl {
     write_access_line(access_log_json(record_, now), stream_.get_executor());
   }
 
-  // Serves one request; false when the connection must close afterwards.
+  // Serves one request, phase by phase; false when the connection must close afterwards.
+  // A phase that answers the request itself returns whether the connection stays open;
+  // nullopt goes on to the next phase.
   asio::awaitable<bool> serve_request() {
-    // The head is read under the limits current now; the request then runs on the snapshot
-    // current when its head has arrived, to the end (a keep-alive connection that sat idle
-    // through a reload must see the new keys and routes).
+    if (const auto end = co_await read_head()) co_return *end;
+    if (const auto end = co_await route_request()) co_return *end;
+    if (const auto end = co_await admit_request()) co_return *end;
+    if (const auto end = co_await check_body_head()) co_return *end;
+    if (now_.route.endpoint == Endpoint::transcription) co_return co_await serve_upload();
+    if (const auto end = co_await read_chat_body()) co_return *end;
+    co_return co_await dispatch_chat();
+  }
+
+  // Phase 1: the request head, within header_timeout (slowloris, idle keep-alive), under
+  // the limits current now; the request then runs on the snapshot current when its head
+  // has arrived, to the end (a keep-alive connection that sat idle through a reload must
+  // see the new keys and routes).
+  asio::awaitable<std::optional<bool>> read_head() {
     const auto head_runtime = runtime_.current();
     const auto& head_cfg = head_runtime->config->server;
-    HeadParser head_parser;
-    limit_head_parser(head_parser, head_cfg.max_header_bytes);  // body: checked after authentication
+    now_.reset();
+    auto& parser = now_.head_parser.emplace();
+    limit_head_parser(parser, head_cfg.max_header_bytes);  // body: checked after authentication
     responded_ = false;
     version_ = 11;
     keep_alive_ = false;
     head_only_ = false;
 
-    // Phase 1: the request head, within header_timeout (slowloris, idle keep-alive).
     lowest().expires_after(std::chrono::seconds(head_cfg.header_timeout_seconds));
     error_code ec;
     if (services_.lifecycle.closing) co_return false;
     idle_ = true;
     idle_since_ = providers::Clock::now();
-    co_await http::async_read_header(stream_, buffer_, head_parser, asio::redirect_error(asio::use_awaitable, ec));
+    co_await http::async_read_header(stream_, buffer_, parser, asio::redirect_error(asio::use_awaitable, ec));
     idle_ = false;
     if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
         ec == asio::error::connection_reset || ec == asio::error::operation_aborted)
@@ -516,104 +529,123 @@ class Session final : public ResponseSink, public SessionControl {
       co_return co_await finish_without_body(e, true);
     }
     // Parsed, but over the whole-head limit, ambiguously framed or with a bad Host.
-    if (const auto refused = head_refusal(head_parser.get(), head_cfg.max_header_bytes)) {
+    if (const auto refused = head_refusal(parser.get(), head_cfg.max_header_bytes)) {
       const ApiError e = *refused;
       co_return co_await finish_without_body(e, true);
     }
-    const auto started = providers::Clock::now();
-    const auto runtime = runtime_.current();  // this request's snapshot, to the end
-    const auto& server_cfg = runtime->config->server;
-    auto& req = head_parser.get();
-    record_.started = started;
+    now_.started = providers::Clock::now();
+    now_.runtime = runtime_.current();
+    const auto& req = parser.get();
+    record_.started = now_.started;
     record_.method = std::string(req.method_string());
     record_.request_id = request_id_from(req["X-Request-Id"]);
     version_ = req.version();
     keep_alive_ = req.keep_alive();
     head_only_ = req.method() == http::verb::head;
-    const bool has_body = head_parser.chunked() || head_parser.content_length().value_or(0) > 0;
+    now_.has_body = parser.chunked() || parser.content_length().value_or(0) > 0;
+    now_.head = make_head(req);
+    co_return std::nullopt;
+  }
 
-    const RequestHead head = make_head(req);
-
-    // Phase 2: route by path and method.
+  // Phase 2: route by path and method; the public endpoints are answered here.
+  asio::awaitable<std::optional<bool>> route_request() {
+    const auto& req = now_.head_parser->get();
     const RouteMatch route = match(req.method(), req.target());
+    now_.route = route;
     allow_ = route.allow;
     record_.endpoint = route.label;
     record_.inference = route.endpoint == Endpoint::chat || route.endpoint == Endpoint::transcription;
     if (route.endpoint == Endpoint::unknown || !route.method_allowed) {
       const ApiError e = route.endpoint == Endpoint::unknown ? not_found_path() : method_not_allowed();
-      co_return co_await finish_without_body(e, has_body);
+      co_return co_await finish_without_body(e, now_.has_body);
     }
     if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks ||
         route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models ||
         route.endpoint == Endpoint::model || route.endpoint == Endpoint::attestation) {
-      Response r = public_response(route.endpoint, *runtime, req.target());
+      Response r = public_response(route.endpoint, *now_.runtime, req.target());
       co_await send(std::move(r));
-      co_return keep_alive_ && !has_body && !client_gone_;
+      co_return keep_alive_ && !now_.has_body && !client_gone_;
     }
+    co_return std::nullopt;
+  }
 
-    // Phase 3: authentication, on the headers alone: an unauthenticated client is
-    // answered before a byte of its body is read.
-    const auto auth = authenticate(runtime, head);
+  // Phase 3: the key (on the headers alone: an unauthenticated client is answered before
+  // a byte of its body is read), then admission by accounts/: the key's request limits on
+  // every authenticated request, the customer's credit for inference; the limit headers
+  // go on whatever answer follows (spec §9.2). /v1/usage and receipts are answered here.
+  asio::awaitable<std::optional<bool>> admit_request() {
+    const auto& runtime = *now_.runtime;
+    const auto auth = authenticate(now_.runtime, now_.head);
     if (auth.status != AuthStatus::ok) {
       const ApiError e = unauthorized(auth.status);
-      co_return co_await finish_without_body(e, has_body);
+      co_return co_await finish_without_body(e, now_.has_body);
     }
     record_.customer = auth.key->customer;
-    // Phase 3b: admission (accounts/). The key's request limits on every authenticated
-    // request, and for inference the customer's credit; the limit headers go on whatever
-    // answer follows (spec §9.2).
-    co_await admit(*runtime, *auth.key, record_.inference);
-    if (refusal_) co_return co_await finish_without_body(*refusal_, has_body);
-    if (route.endpoint == Endpoint::usage) {
-      const auto usage = co_await services_.accounts.usage_json(*runtime->config, auth.key->customer,
-                                                                std::chrono::system_clock::now());
+    co_await admit(runtime, *auth.key, record_.inference);
+    if (refusal_) co_return co_await finish_without_body(*refusal_, now_.has_body);
+    if (now_.route.endpoint == Endpoint::usage) {
+      const auto usage =
+          co_await services_.accounts.usage_json(*runtime.config, auth.key->customer, std::chrono::system_clock::now());
       Response r = usage_response(usage);
       co_await send(std::move(r));
-      co_return keep_alive_ && !has_body && !client_gone_;
+      co_return keep_alive_ && !now_.has_body && !client_gone_;
     }
-    if (route.endpoint == Endpoint::receipt) {
-      co_await send_receipt(req.target(), auth.key->customer);
-      co_return keep_alive_ && !has_body && !client_gone_;
+    if (now_.route.endpoint == Endpoint::receipt) {
+      co_await send_receipt(now_.head_parser->get().target(), auth.key->customer);
+      co_return keep_alive_ && !now_.has_body && !client_gone_;
     }
-    auto chat_head = check_control_headers(*runtime, head, auth.key);
-    if (auto* err = std::get_if<ApiError>(&chat_head)) co_return co_await finish_without_body(*err, has_body);
+    auto controls = check_control_headers(runtime, now_.head, auth.key);
+    if (auto* err = std::get_if<ApiError>(&controls)) co_return co_await finish_without_body(*err, now_.has_body);
+    now_.controls = std::get<ControlHeaders>(controls);
+    co_return std::nullopt;
+  }
 
-    // Phase 4: the body, capped at max_body_bytes without buffering past the cap.
-    const bool upload = route.endpoint == Endpoint::transcription;
-    const ApiError too_large = upload ? file_too_large(server_cfg.max_body_bytes)
-                                      : body_too_large(server_cfg.max_body_bytes);
-    std::optional<std::string> boundary;
-    if (upload) {
-      boundary = boundary_from_content_type(req[http::field::content_type]);
-      if (!boundary) {
+  // Phase 4a: what the head says about the body (type, size, Expect: 100-continue),
+  // before any of it is read.
+  asio::awaitable<std::optional<bool>> check_body_head() {
+    auto& parser = *now_.head_parser;
+    const auto& req = parser.get();
+    const auto& server_cfg = now_.runtime->config->server;
+    if (now_.route.endpoint == Endpoint::transcription) {
+      now_.boundary = boundary_from_content_type(req[http::field::content_type]);
+      if (!now_.boundary) {
         const ApiError e = not_multipart();
-        co_return co_await finish_without_body(e, has_body);
+        co_return co_await finish_without_body(e, now_.has_body);
       }
+    } else if (auto err = check_chat_content_type(req[http::field::content_type])) {
+      co_return co_await finish_without_body(*err, now_.has_body);
     }
-    if (!upload) {
-      if (auto err = check_chat_content_type(req[http::field::content_type]))
-        co_return co_await finish_without_body(*err, has_body);
+    if (parser.content_length().value_or(0) > server_cfg.max_body_bytes) {
+      const ApiError e = too_large();
+      co_return co_await finish_without_body(e, true);
     }
-    if (head_parser.content_length().value_or(0) > server_cfg.max_body_bytes)
-      co_return co_await finish_without_body(too_large, true);
     if (beast::iequals(req[http::field::expect], "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, version_};
       lowest().expires_after(kWriteTimeout);
+      error_code ec;
       co_await http::async_write(stream_, cont, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) co_return false;
     }
-    const EndpointServices services{services_.upstream, services_.health, services_.receipts, services_.accounts,
-                                    grant_, services_.file_io, record_, services_.attestation};
-    const auto& controls = std::get<ControlHeaders>(chat_head);
     // Beast reads as much as the buffer's free capacity (512 bytes after a small head):
     // a 64 KiB body took 128 reads. Sized for this body here, shrunk back after it.
-    size_read_buffer(head_parser.content_length().value_or(kUploadReadBytes));
-    if (upload) {
-      UploadLimits limits = upload_limits(server_cfg);
-      limits.digest_body = !controls.receipt_opt_out;
-      co_return co_await serve_upload(*runtime, services, controls, head_parser, *boundary, limits);
-    }
-    http::request_parser<http::string_body> body_parser{std::move(head_parser)};
+    size_read_buffer(parser.content_length().value_or(kUploadReadBytes));
+    co_return std::nullopt;
+  }
+
+  ApiError too_large() const {
+    const uint64_t limit = now_.runtime->config->server.max_body_bytes;
+    return now_.route.endpoint == Endpoint::transcription ? file_too_large(limit) : body_too_large(limit);
+  }
+
+  EndpointServices endpoint_services() {
+    return EndpointServices{services_.upstream, services_.health, services_.receipts, services_.accounts,
+                            grant_,             services_.file_io, record_,           services_.attestation};
+  }
+
+  // Phase 4b (chat): the JSON body, capped at max_body_bytes without buffering past the cap.
+  asio::awaitable<std::optional<bool>> read_chat_body() {
+    const auto& server_cfg = now_.runtime->config->server;
+    auto& body_parser = now_.body_parser.emplace(std::move(*now_.head_parser));
     // Room for the JSON parser's padding from the start (parse_chat_request would
     // otherwise grow, and so copy, the body once more).
     if (const auto len = body_parser.content_length(); len && *len <= server_cfg.max_body_bytes)
@@ -621,10 +653,14 @@ class Session final : public ResponseSink, public SessionControl {
     body_parser.body_limit(server_cfg.max_body_bytes);
     const BodyPace pace(providers::Clock::now(), std::chrono::seconds(server_cfg.body_timeout_seconds),
                         server_cfg.min_body_bytes_per_second);
+    error_code ec;
     while (!body_parser.is_done()) {
       lowest().expires_at(pace.next_read_deadline(body_parser.get().body().size(), providers::Clock::now()));
       co_await http::async_read_some(stream_, buffer_, body_parser, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec == http::error::body_limit) co_return co_await finish_without_body(too_large, true);
+      if (ec == http::error::body_limit) {
+        const ApiError e = too_large();
+        co_return co_await finish_without_body(e, true);
+      }
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
           ec == asio::error::connection_reset)
         co_return false;
@@ -633,11 +669,22 @@ class Session final : public ResponseSink, public SessionControl {
         co_return co_await finish_without_body(e, true);
       }
     }
-
     record_.bytes_in = body_parser.get().body().size();
-    // Phase 5: the endpoint.
+    co_return std::nullopt;
+  }
+
+  // Phase 5 (chat): the endpoint, beside the watch for a client that resets.
+  asio::awaitable<bool> dispatch_chat() {
     answer_started_ = false;
-    auto handler = handle_chat(*runtime, services, controls, std::move(body_parser.get().body()), started, *this);
+    auto handler = handle_chat(*now_.runtime, endpoint_services(), now_.controls,
+                               std::move(now_.body_parser->get().body()), now_.started, *this);
+    co_return co_await dispatch(std::move(handler));
+  }
+
+  // Runs an inference handler until it ends or the client resets (watch_for_reset); a
+  // handler that ended without answering gets a 500.
+  asio::awaitable<bool> dispatch(asio::awaitable<void> handler) {
+    answer_started_ = false;
     auto watcher = watch_for_reset();
     co_await (std::move(handler) || std::move(watcher));
     if (!responded_) {
@@ -647,16 +694,17 @@ class Session final : public ResponseSink, public SessionControl {
     co_return keep_alive_ && !client_gone_;
   }
 
-  // Phases 4 and 5 of a transcription: the multipart body streams through the upload
+  // Phases 4b and 5 of a transcription: the multipart body streams through the upload
   // (fields kept, the file spooled, at most one read buffer of it in memory here), then
   // the endpoint runs on the spooled upload.
-  asio::awaitable<bool> serve_upload(const Runtime& runtime, EndpointServices services, const ControlHeaders& controls,
-                                     http::request_parser<http::empty_body>& head_parser, std::string boundary,
-                                     UploadLimits limits) {
+  asio::awaitable<bool> serve_upload() {
+    const Runtime& runtime = *now_.runtime;
     const auto& server_cfg = runtime.config->server;
     const ApiError too_large = file_too_large(server_cfg.max_body_bytes);
-    TranscriptionUpload upload(boundary, limits);
-    http::request_parser<http::buffer_body> body_parser{std::move(head_parser)};
+    UploadLimits limits = upload_limits(server_cfg);
+    limits.digest_body = !now_.controls.receipt_opt_out;
+    TranscriptionUpload upload(*now_.boundary, limits);
+    http::request_parser<http::buffer_body> body_parser{std::move(*now_.head_parser)};
     body_parser.body_limit(server_cfg.max_body_bytes);
     std::vector<char> piece(kUploadReadBytes);
     error_code ec;
@@ -689,15 +737,8 @@ class Session final : public ResponseSink, public SessionControl {
     // before any route is tried (the upload itself is bounded by body_timeout_seconds and
     // min_body_bytes_per_second).
     const auto uploaded = providers::Clock::now();
-    answer_started_ = false;
-    auto handler = handle_transcription(runtime, services, controls, upload, uploaded, *this);
-    auto watcher = watch_for_reset();
-    co_await (std::move(handler) || std::move(watcher));
-    if (!responded_) {
-      Response r = error_response(internal_error());
-      co_await send(std::move(r));
-    }
-    co_return keep_alive_ && !client_gone_;
+    auto handler = handle_transcription(runtime, endpoint_services(), now_.controls, upload, uploaded, *this);
+    co_return co_await dispatch(std::move(handler));
   }
 
   // The endpoints answered without authentication.
@@ -795,6 +836,32 @@ class Session final : public ResponseSink, public SessionControl {
   bool chunked_ = false;
   bool linger_ = false;
   const char* allow_ = "";
+  // What the phases of the request being served share.
+  struct Current {
+    std::optional<HeadParser> head_parser;  // moved into a body parser in phase 4b
+    std::optional<http::request_parser<http::string_body>> body_parser;  // chat
+    std::shared_ptr<const Runtime> runtime;  // the snapshot the request runs on, to the end
+    providers::Clock::time_point started{};
+    RequestHead head;
+    RouteMatch route;
+    bool has_body = false;
+    ControlHeaders controls;
+    std::optional<std::string> boundary;  // transcriptions: the multipart boundary
+
+    // For the next request on the connection (the parsers cannot be assigned).
+    void reset() {
+      head_parser.reset();
+      body_parser.reset();
+      runtime.reset();
+      started = {};
+      head = RequestHead();
+      route = RouteMatch();
+      has_body = false;
+      controls = ControlHeaders();
+      boundary.reset();
+    }
+  };
+  Current now_;
   accounts::Grant grant_;       // this request's admission: limit headers, its hold
   std::optional<Response> refusal_;  // the admission's refusal (429, 402), if any
   RequestRecord record_;        // the request being served (log line, metrics)
