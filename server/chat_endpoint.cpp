@@ -118,6 +118,7 @@ class ChatAttempts final : public EndpointAttempts {
                       std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
     relay.take(first);
     // Commit: from here on the client has a 200 and no failover is possible.
+    sink_.commit();
     served_by_ = plan;
     const std::string attempts = attempts_with_success(plan, attempt_start);
     if (co_await sink_.begin_stream(sse_headers(attempts))) {

@@ -158,6 +158,7 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
 boost::asio::awaitable<router::AttemptResult> EndpointAttempts::deliver(const router::AttemptPlan& plan,
                                                                         Clock::time_point attempt_start,
                                                                         WholeAnswer answer) {
+  sink_.commit();
   served_by_ = plan;
   TresorInfo info = tresor_info(requested_route_, plan);
   if (!head_.receipt_opt_out) {

@@ -37,6 +37,9 @@ struct Response {
 class ResponseSink {
  public:
   virtual ~ResponseSink() = default;
+  // An answer is in hand and is about to be billed and sent: from here on a client that
+  // resets no longer cancels the request (the session's watch), it just misses the answer.
+  virtual void commit() {}
   virtual boost::asio::awaitable<void> send(Response response) = 0;
   // Starts a text/event-stream response; false when the client is gone.
   virtual boost::asio::awaitable<bool> begin_stream(HeaderList headers) = 0;

@@ -258,6 +258,8 @@ class Session final : public ResponseSink, public SessionControl {
   }
 
   // ResponseSink ------------------------------------------------------------------
+  void commit() override { answer_started_ = true; }
+
   asio::awaitable<void> send(Response response) override {
     answer_started_ = true;
     // Probed only once the request has taken a while: a client that gives up does so on
