@@ -66,8 +66,7 @@ struct ReceiptService::Impl {
   std::condition_variable wake;
   std::vector<PendingIssue> issues;
   std::vector<PendingFetch> fetches;
-  std::vector<std::function<void()>> tasks;  // e.g. stored_count(), run on this thread
-  std::vector<SpendEntry> charges;
+  std::vector<std::function<void()>> tasks;  // stored_count(), probe_store(): run on this thread
   bool stopping = false;
   bool exited = false;
   std::atomic<uint64_t> issued{0}, stored{0}, failed{0}, signatures{0};
@@ -83,7 +82,6 @@ struct ReceiptService::Impl {
       std::vector<PendingIssue> batch;
       std::vector<PendingFetch> reads;
       std::vector<std::function<void()>> jobs;
-      std::vector<SpendEntry> spend;
       {
         std::unique_lock lock(mutex);
         wake.wait_until(lock, next_purge, [&] { return stopping || has_work(); });
@@ -96,10 +94,8 @@ struct ReceiptService::Impl {
         batch.swap(issues);
         reads.swap(fetches);
         jobs.swap(tasks);
-        spend.swap(charges);
       }
       if (!batch.empty()) commit(batch);
-      if (!spend.empty()) persist(spend);
       // Fetches after this round's issues, so a fetch queued behind its own issue sees it.
       for (auto& f : reads) serve(f);
       for (auto& job : jobs) job();
@@ -123,15 +119,7 @@ struct ReceiptService::Impl {
     return true;
   }
 
-  bool has_work() const { return !issues.empty() || !fetches.empty() || !tasks.empty() || !charges.empty(); }
-
-  void persist(const std::vector<SpendEntry>& spend) {
-    try {
-      if (!store->add_spend(spend)) spdlog::error("receipts: persisting {} charges failed", spend.size());
-    } catch (const std::exception& e) {
-      spdlog::error("receipts: persisting {} charges failed: {}", spend.size(), e.what());
-    }
-  }
+  bool has_work() const { return !issues.empty() || !fetches.empty() || !tasks.empty(); }
 
   void commit(std::vector<PendingIssue>& batch) {
     std::vector<StoredReceipt> rows;
@@ -246,54 +234,6 @@ void ReceiptService::fetch(std::string id, std::string customer, std::function<v
   if (!impl_->enqueue(impl_->fetches, f)) run_callback(f.done, "fetch", FetchResult{std::nullopt, true});
 }
 
-void ReceiptService::charge(SpendEntry entry) {
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (impl_->exited) return;
-    impl_->charges.push_back(std::move(entry));
-  }
-  impl_->wake.notify_one();
-}
-
-std::vector<SpendEntry> ReceiptService::load_spend() {
-  auto promise = std::make_shared<std::promise<std::vector<SpendEntry>>>();
-  auto result = promise->get_future();
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (impl_->exited) return {};
-    impl_->tasks.push_back([promise, store = impl_->store.get()] {
-      try {
-        promise->set_value(store->load_spend());
-      } catch (const std::exception& e) {
-        spdlog::error("receipts: loading the spend ledger failed: {}", e.what());
-        promise->set_value({});
-      }
-    });
-  }
-  impl_->wake.notify_one();
-  return result.get();
-}
-
-void ReceiptService::with_store(std::function<void(ReceiptStore&)> job) {
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (!impl_->exited) {
-      impl_->tasks.push_back([job = std::move(job), store = impl_->store.get()] {
-        try {
-          job(*store);
-        } catch (const std::exception& e) {
-          spdlog::error("receipts: store job failed: {}", e.what());
-        }
-      });
-      impl_->wake.notify_one();
-      return;
-    }
-  }
-  job(*impl_->store);  // stopped: nothing else uses the store any more
-}
-
-bool ReceiptService::shared_store() const { return impl_->store->shared(); }
-
 const Signer& ReceiptService::signer() const { return *impl_->signer; }
 
 bool ReceiptService::store_reachable() const { return impl_->reachable.load(); }
@@ -301,15 +241,17 @@ bool ReceiptService::store_reachable() const { return impl_->reachable.load(); }
 void ReceiptService::probe_store() {
   if (impl_->probing.exchange(true)) return;  // one probe at a time, however often /readyz is asked
   Impl* impl = impl_.get();
-  with_store([impl](ReceiptStore& store) {
+  std::function<void()> probe = [impl] {
     bool ok = false;
     try {
-      ok = store.reachable();
+      ok = impl->store->reachable();
     } catch (const std::exception&) {
     }
     impl->reachable = ok;
     impl->probing = false;
-  });
+  };
+  // Stopped: nothing else uses the store any more, so the caller may ask it directly.
+  if (!impl_->enqueue(impl_->tasks, probe)) probe();
 }
 
 ReceiptService::Counts ReceiptService::counts() const {

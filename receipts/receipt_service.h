@@ -43,16 +43,6 @@ class ReceiptService {
   // Thread-safe.
   void fetch(std::string id, std::string customer, std::function<void(FetchResult)> done);
 
-  // Persists a charge (credits); many go in one transaction, like receipts. Thread-safe.
-  void charge(SpendEntry entry);
-  // Every persisted (customer, route) total; blocks the caller (start-up only).
-  std::vector<SpendEntry> load_spend();
-
-  // Runs `job` on the service thread with the store (shared counters, spend reads).
-  // Thread-safe; `job` must be quick.
-  void with_store(std::function<void(ReceiptStore&)> job);
-  bool shared_store() const;
-
   // Counters for /metrics (any thread): receipts issued (accepted for storing), stored
   // durably, failed (signing or storing), and signatures made.
   struct Counts {

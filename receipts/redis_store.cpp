@@ -6,10 +6,7 @@
 // Layout:
 //   tresor:receipt:<id>          hash {customer, claims, jws, exp}, EXPIREAT exp (Redis expires
 //                                it); jws is added at the first fetch when signing is lazy
-//   tresor:spend:<customer>      hash {route: total}, HINCRBYFLOAT
-//   tresor:spend-applied:<inst>  last add_spend sequence number this store instance applied
-//                                (lets a retry after a lost EXEC reply tell whether the
-//                                increments already happened, so they are never doubled)
+//   tresor:spend:<customer>      old spend hashes, no longer read (accounts/ uses tresor:acct:*)
 //
 // Durability: a write is acknowledged once Redis has applied it in memory. Whether it
 // survives a Redis crash is the operator's Redis configuration (appendonly yes with
@@ -18,10 +15,8 @@
 // This store cannot check or enforce it.
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -41,34 +36,12 @@ using storage::reply_text;
 using Reply = storage::RedisReply;
 
 constexpr std::string_view kReceiptPrefix = "tresor:receipt:";
-constexpr std::string_view kSpendPrefix = "tresor:spend:";
-constexpr std::string_view kSpendAppliedPrefix = "tresor:spend-applied:";
-// The spend marker only has to outlive one reconnect-and-retry, but it is a single key
-// per store instance, so a day costs nothing and covers any clock or timeout oddity.
-constexpr int kSpendMarkerTtlSeconds = 86400;
 
 std::string receipt_key(const std::string& id) { return std::string(kReceiptPrefix) + id; }
 
-std::string format_double(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
-std::string random_hex() {
-  std::random_device rd;
-  std::string out;
-  char buf[9];
-  for (int i = 0; i < 4; ++i) {
-    std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(rd()));
-    out += buf;
-  }
-  return out;
-}
-
 class RedisStore final : public ReceiptStore {
  public:
-  explicit RedisStore(const std::string& url) : conn_("receipt store", url), instance_(random_hex()) {}
+  explicit RedisStore(const std::string& url) : conn_("receipt store", url) {}
 
   RedisStore(const RedisStore&) = delete;
   RedisStore& operator=(const RedisStore&) = delete;
@@ -155,81 +128,7 @@ class RedisStore final : public ReceiptStore {
     });
   }
 
-  bool add_spend(const std::vector<SpendEntry>& entries) override {
-    if (entries.empty()) return true;
-    const std::string seq = std::to_string(++spend_seq_);
-    return conn_.run<bool>("add_spend", false, [&](bool retry) { return try_add_spend(entries, seq, retry); });
-  }
-
   bool shared() const override { return true; }
-
-  std::optional<int64_t> add_to_counter(const std::string& name, int64_t delta, int64_t ttl_seconds) override {
-    using Result = std::optional<int64_t>;
-    return conn_.run<Result>("add_to_counter", std::nullopt, [&](bool) -> Attempt<Result> {
-      Reply r = conn_.command({"INCRBY", name, std::to_string(delta)});
-      if (!r) return Attempt<Result>::lost();
-      if (r->type != REDIS_REPLY_INTEGER) {
-        conn_.log_unexpected("INCRBY " + name, r.get());
-        return Attempt<Result>::ok(std::nullopt);
-      }
-      const int64_t value = r->integer;
-      // The first increment of a window gives it its lifetime (NX: never extend it).
-      if (value == delta && delta > 0) {
-        Reply e = conn_.command({"EXPIRE", name, std::to_string(ttl_seconds), "NX"});
-        if (!e) return Attempt<Result>::lost();
-      }
-      return Attempt<Result>::ok(value);
-    });
-  }
-
-  std::optional<std::vector<SpendEntry>> customer_spend(const std::string& customer) override {
-    using Result = std::optional<std::vector<SpendEntry>>;
-    return conn_.run<Result>("customer_spend", std::nullopt, [&](bool) -> Attempt<Result> {
-      Reply r = conn_.command({"HGETALL", std::string(kSpendPrefix) + customer});
-      if (!r) return Attempt<Result>::lost();
-      if (r->type != REDIS_REPLY_ARRAY) {
-        conn_.log_unexpected("HGETALL", r.get());
-        return Attempt<Result>::ok(std::nullopt);
-      }
-      std::vector<SpendEntry> out;
-      for (size_t i = 0; i + 1 < r->elements; i += 2)
-        out.push_back(SpendEntry{customer, reply_text(r->element[i]),
-                                 std::strtod(reply_text(r->element[i + 1]).c_str(), nullptr)});
-      return Attempt<Result>::ok(std::move(out));
-    });
-  }
-
-  std::vector<SpendEntry> load_spend() override {
-    using Result = std::vector<SpendEntry>;
-    return conn_.run<Result>("load_spend", {}, [&](bool) -> Attempt<Result> {
-      std::vector<std::string> keys;
-      if (!scan(std::string(kSpendPrefix) + "*", keys)) return Attempt<Result>::lost();
-      for (const auto& k : keys) conn_.append({"HGETALL", k});
-      Result out;
-      bool lost = false;
-      for (const auto& k : keys) {  // read every reply, even after a bad one, to stay in sync
-        Reply r = lost ? nullptr : conn_.read_reply();
-        if (!r) {
-          lost = true;
-          continue;
-        }
-        if (r->type != REDIS_REPLY_ARRAY) {
-          conn_.log_unexpected("HGETALL " + k, r.get());
-          continue;
-        }
-        const std::string customer = k.substr(kSpendPrefix.size());
-        for (size_t i = 0; i + 1 < r->elements; i += 2) {
-          SpendEntry e;
-          e.customer = customer;
-          e.route = reply_text(r->element[i]);
-          e.amount = std::strtod(reply_text(r->element[i + 1]).c_str(), nullptr);
-          out.push_back(std::move(e));
-        }
-      }
-      if (lost) return Attempt<Result>::lost();
-      return Attempt<Result>::ok(std::move(out));
-    });
-  }
 
  private:
   Attempt<bool> try_put_batch(const std::vector<StoredReceipt>& batch, bool retry) {
@@ -293,23 +192,6 @@ class RedisStore final : public ReceiptStore {
     return finish_transaction("put_batch", 2 * batch.size());
   }
 
-  Attempt<bool> try_add_spend(const std::vector<SpendEntry>& entries, const std::string& seq, bool retry) {
-    const std::string marker = std::string(kSpendAppliedPrefix) + instance_;
-    if (retry) {
-      // The increments and the marker commit together, so the marker says whether the
-      // attempt whose reply was lost already applied them.
-      Reply r = conn_.command({"GET", marker});
-      if (!r) return Attempt<bool>::lost();
-      if (r->type == REDIS_REPLY_STRING && reply_text(r.get()) == seq) return Attempt<bool>::ok(true);
-    }
-    conn_.append({"MULTI"});
-    for (const auto& e : entries)
-      conn_.append({"HINCRBYFLOAT", std::string(kSpendPrefix) + e.customer, e.route, format_double(e.amount)});
-    conn_.append({"SET", marker, seq, "EX", std::to_string(kSpendMarkerTtlSeconds)});
-    conn_.append({"EXEC"});
-    return finish_transaction("add_spend", entries.size() + 1);
-  }
-
   // Reads the replies of MULTI, `queued` commands and EXEC appended just before.
   Attempt<bool> finish_transaction(const char* what, size_t queued) {
     bool ok = true;
@@ -364,8 +246,6 @@ class RedisStore final : public ReceiptStore {
   }
 
   RedisConnection conn_;
-  std::string instance_;  // names this store's spend marker
-  uint64_t spend_seq_ = 0;
 };
 
 }  // namespace

@@ -71,8 +71,9 @@ class SqliteStore final : public ReceiptStore {
     exec("CREATE INDEX IF NOT EXISTS receipts_expires_at ON receipts(expires_at)");
     // Files from before lazy signing (0.7) have no claims column; their rows are all signed.
     if (!has_column("receipts", "claims")) exec("ALTER TABLE receipts ADD COLUMN claims TEXT NOT NULL DEFAULT ''");
-    exec("CREATE TABLE IF NOT EXISTS spend(customer TEXT NOT NULL, route TEXT NOT NULL, amount REAL NOT NULL, "
-         "PRIMARY KEY(customer, route))");
+    // No `spend` table any more: an old file's one is the accounts spend log's to migrate
+    // into spend_ledger and drop (accounts/sqlite_spend_log.cpp); recreating it here would
+    // leave an empty table behind at every start.
     begin_ = prepare("BEGIN IMMEDIATE");
     commit_ = prepare("COMMIT");
     rollback_ = prepare("ROLLBACK");
@@ -82,10 +83,6 @@ class SqliteStore final : public ReceiptStore {
     jws_ = prepare("SELECT jws FROM receipts WHERE id = ?1");
     purge_ = prepare("DELETE FROM receipts WHERE expires_at <= ?1");
     count_ = prepare("SELECT count(*) FROM receipts");
-    add_spend_ = prepare(
-        "INSERT INTO spend(customer, route, amount) VALUES(?1, ?2, ?3) "
-        "ON CONFLICT(customer, route) DO UPDATE SET amount = amount + excluded.amount");
-    load_spend_ = prepare("SELECT customer, route, amount FROM spend");
   }
 
   // close_v2 defers the close until the member statements are finalized just after.
@@ -144,34 +141,6 @@ class SqliteStore final : public ReceiptStore {
     StmtReset reset(s);
     if (sqlite3_bind_int64(s, 1, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) return 0;
     return static_cast<size_t>(sqlite3_changes(db_));
-  }
-
-  bool add_spend(const std::vector<SpendEntry>& entries) override {
-    if (entries.empty()) return true;
-    if (!step_done(begin_.get())) return failed("BEGIN");
-    for (const auto& e : entries) {
-      sqlite3_stmt* st = add_spend_.get();
-      StmtReset reset(st);
-      if (!bind_text(st, 1, e.customer) || !bind_text(st, 2, e.route) ||
-          sqlite3_bind_double(st, 3, e.amount) != SQLITE_OK || sqlite3_step(st) != SQLITE_DONE)
-        return failed("INSERT spend " + e.customer);
-    }
-    if (!step_done(commit_.get())) return failed("COMMIT");
-    return true;
-  }
-
-  std::vector<SpendEntry> load_spend() override {
-    std::vector<SpendEntry> out;
-    sqlite3_stmt* st = load_spend_.get();
-    StmtReset reset(st);
-    while (sqlite3_step(st) == SQLITE_ROW) {
-      SpendEntry e;
-      e.customer = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
-      e.route = reinterpret_cast<const char*>(sqlite3_column_text(st, 1));
-      e.amount = sqlite3_column_double(st, 2);
-      out.push_back(std::move(e));
-    }
-    return out;
   }
 
   size_t count() override {
@@ -245,7 +214,7 @@ class SqliteStore final : public ReceiptStore {
 
   std::string path_;
   sqlite3* db_ = nullptr;
-  Stmt begin_, commit_, rollback_, insert_, get_, sign_, jws_, purge_, count_, add_spend_, load_spend_;
+  Stmt begin_, commit_, rollback_, insert_, get_, sign_, jws_, purge_, count_;
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Receipt storage. Implementations are synchronous and used from the ReceiptService's
-// own thread only (never from an I/O thread).
+// own thread only (never from an I/O thread). Receipts only: the spend ledger,
+// reservations and the shared rate-limit counters are accounts/ledger.h's.
 #pragma once
 
 #include <cstdint>
@@ -17,13 +18,6 @@ struct StoredReceipt {
   std::string jws;       // empty until signed (receipts.signing: on_fetch)
   int64_t expires_at = 0;  // unix seconds
   std::string claims;    // the JWS payload as issued; what a lazy signature signs
-};
-
-// Money charged to a customer on one route (credits, spec §9.4).
-struct SpendEntry {
-  std::string customer;
-  std::string route;
-  double amount = 0;
 };
 
 // Thrown by load() when the store could not answer (Redis unreachable, an SQLite error):
@@ -53,26 +47,11 @@ class ReceiptStore {
   // Deletes expired rows; returns how many.
   virtual size_t purge_expired(int64_t now) = 0;
   virtual size_t count() = 0;
-  // Adds every entry to the customer's per-route total, in one transaction.
-  virtual bool add_spend(const std::vector<SpendEntry>& entries) = 0;
-  // Every (customer, route) total so far.
-  virtual std::vector<SpendEntry> load_spend() = 0;
 
-  // For stores several replicas share (Redis): counters for rate limits and the
-  // customer's spend as all replicas see it. A local store answers nullopt and the
-  // process keeps its own counts.
+  // Whether several replicas share the store (Redis) and so see each other's receipts.
   virtual bool shared() const { return false; }
   // Whether the store answers now (Redis: PING, reconnecting if needed); /readyz.
   virtual bool reachable() { return true; }
-  // Adds `delta` to counter `name` (created with a `ttl_seconds` lifetime); the new value.
-  virtual std::optional<int64_t> add_to_counter(const std::string& /*name*/, int64_t /*delta*/,
-                                                int64_t /*ttl_seconds*/) {
-    return std::nullopt;
-  }
-  // The customer's spend per route as all replicas recorded it.
-  virtual std::optional<std::vector<SpendEntry>> customer_spend(const std::string& /*customer*/) {
-    return std::nullopt;
-  }
 };
 
 // SQLite in WAL mode at `path` (parent folder created if needed; synchronous=FULL so a

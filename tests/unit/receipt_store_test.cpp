@@ -11,6 +11,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <set>
@@ -97,10 +98,6 @@ class CountingStore final : public ReceiptStore {
   }
   size_t purge_expired(int64_t now) override { return inner_->purge_expired(now); }
   size_t count() override { return inner_->count(); }
-  bool add_spend(const std::vector<tresor::receipts::SpendEntry>& entries) override {
-    return inner_->add_spend(entries);
-  }
-  std::vector<tresor::receipts::SpendEntry> load_spend() override { return inner_->load_spend(); }
 
  private:
   std::unique_ptr<ReceiptStore> inner_;
@@ -390,6 +387,66 @@ TEST_CASE("receipt store: a file from before lazy signing is upgraded in place",
   CHECK(store->get("old", "cust-1", 1'000'000) == std::optional<std::string>("old-jws"));
   REQUIRE(store->put_batch({StoredReceipt{"new", "cust-1", "", 2'000'000, "claims-of-new"}}));
   CHECK(store->load("new", "cust-1", 1'000'000)->claims == "claims-of-new");
+}
+
+// One SQLite file holds the receipts and the accounts spend log (accounts/sqlite_spend_log.cpp),
+// which moves an old file's `spend` totals into spend_ledger and drops `spend`. The receipt
+// store must neither create that table (an empty one at every start) nor touch an old one
+// (the totals would be lost before the spend log takes them over).
+TEST_CASE("receipt store: no spend table is created, an old one is left for the spend log", "[receipts]") {
+  TempDir dir;
+  auto table_count = [](const std::string& path, const char* sql) {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    REQUIRE(sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK);
+    const int step = sqlite3_step(st);
+    const int64_t n = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+  };
+  const std::string fresh = dir.file("fresh.db");
+  {
+    auto store = open_sqlite_store(fresh);
+    REQUIRE(store->put_batch({receipt("a", "cust-1", 2000)}));
+  }
+  CHECK(table_count(fresh, "SELECT count(*) FROM sqlite_master WHERE name = 'spend'") == 0);
+
+  const std::string old = dir.file("old.db");
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(old.c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db,
+                         "CREATE TABLE spend(customer TEXT NOT NULL, route TEXT NOT NULL, amount REAL NOT NULL, "
+                         "PRIMARY KEY(customer, route));"
+                         "INSERT INTO spend VALUES('cust-1', 'eu/pm/a', 2.5), ('cust-2', 'eu/pm/b', 1.0);",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  {
+    auto store = open_sqlite_store(old);
+    REQUIRE(store->put_batch({receipt("a", "cust-1", 2000)}));
+    CHECK(store->get("a", "cust-1", 1000) == std::optional<std::string>("jws-of-a"));
+  }
+  CHECK(table_count(old, "SELECT count(*) FROM spend") == 2);
+  CHECK(table_count(old, "SELECT count(*) FROM spend WHERE customer = 'cust-1' AND amount = 2.5") == 1);
+}
+
+TEST_CASE("receipt store: a file that is not a database is refused at open, naming the path", "[receipts]") {
+  TempDir dir;
+  const auto path = dir.file("not-a-db");
+  std::ofstream(path) << std::string(4096, 'x');
+  try {
+    open_sqlite_store(path);
+    FAIL("opening a garbage file should throw");
+  } catch (const std::runtime_error& e) {
+    const std::string message = e.what();
+    CHECK(message.find(path) != std::string::npos);
+    CHECK(message.find("not a database") != std::string::npos);
+  }
+  // The file is left as it was: a wrong path must not destroy someone's data.
+  CHECK(fs::file_size(path) == 4096);
 }
 
 TEST_CASE("receipt service: signing at first fetch or at issue gives the same verifiable receipt",

@@ -340,8 +340,8 @@ TEST_CASE("spend log: the old spend table's totals are taken over exactly once",
   // Reopened: nothing moved twice. The receipts are untouched.
   check_migrated_totals(open_sqlite_spend_log(path)->totals(), 1);
   CHECK(tresor::receipts::open_sqlite_store(path)->count() == 1);
-  // The receipts store of this version still creates an empty `spend` at open: opening
-  // the log after it changes nothing either.
+  // The receipts store no longer creates `spend` at open: opening the log after it
+  // changes nothing either.
   check_migrated_totals(open_sqlite_spend_log(path)->totals(), 1);
 }
 
