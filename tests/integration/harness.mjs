@@ -1136,10 +1136,16 @@ export { delay, performance };
 export const RECEIPT_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 export const REQUEST_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-/** The receipt payload's claims, in the order the gateway writes them (`nonce` only if sent). */
+/**
+ * The receipt payload's claims on an unpriced chat route, in the order the gateway writes them
+ * (`nonce` only if sent). A priced route adds `cost` and `currency` after `usage_estimated`
+ * (RECEIPT_CLAIMS_PRICED); a transcription adds `audio_seconds` after `completion_tokens`.
+ */
 export const RECEIPT_CLAIMS = Object.freeze(['jti', 'iat', 'receipt_type', 'requested_route', 'routed_model',
-  'failover', 'endpoint', 'prompt_tokens', 'completion_tokens', 'request_sha256', 'response_sha256',
+  'failover', 'endpoint', 'prompt_tokens', 'completion_tokens', 'usage_estimated', 'request_sha256', 'response_sha256',
   'router_attestation']);
+/** The claims on a priced chat route: `cost` (exact decimal string) and `currency` follow `usage_estimated`. */
+export const RECEIPT_CLAIMS_PRICED = Object.freeze(RECEIPT_CLAIMS.flatMap((c) => (c === 'usage_estimated' ? [c, 'cost', 'currency'] : [c])));
 
 /** SHA-256 of bytes (Buffer/Uint8Array) or a string (UTF-8), lowercase hex. */
 export function sha256HexBytes(data) {
