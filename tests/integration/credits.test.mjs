@@ -6,7 +6,10 @@
 // request's reservation still fits after two answers but the fourth's does not after three.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startStack, stopAll, ROUTE_GPT, getUsage, nanosDecimal, toNanos } from './harness.mjs';
+import {
+  startStack, stopAll, ROUTE_GPT, getUsage, nanosDecimal, toNanos, fetchReceipt, fetchJwks, verifyJws,
+  RECEIPT_CLAIMS_PRICED,
+} from './harness.mjs';
 
 // Prices per million tokens, scaled up for the test: 0.1 per prompt token, 0.2 per
 // completion token, i.e. 100_000_000 and 200_000_000 nanos per token.
@@ -39,6 +42,15 @@ describe('credits', { timeout: 30_000 }, () => {
     const answer = await first.json();
     assert.equal(first.status, 200);
     assert.deepEqual([answer.usage.prompt_tokens, answer.usage.completion_tokens], [1, 5], 'fixture usage');
+    // The receipt of a priced answer states what it cost, exactly.
+    const receipt = await fetchReceipt(s.gw, s.key, answer.tresor.receipt_id);
+    assert.equal(receipt.status, 200, receipt.text);
+    const claims = verifyJws(receipt.json.receipt, (await fetchJwks(s.gw)).json).payload;
+    assert.deepEqual(Object.keys(claims), RECEIPT_CLAIMS_PRICED);
+    assert.equal(claims.usage_estimated, false);
+    assert.equal(typeof claims.cost, 'string');
+    assert.equal(toNanos(claims.cost), PRICE_PER_ANSWER, `cost ${claims.cost}`);
+    assert.equal(claims.currency, 'eur');
     for (let i = 2; i <= 3; i++) {
       const r = await s.chat(body);
       await r.arrayBuffer();
