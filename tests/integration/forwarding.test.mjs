@@ -2,7 +2,7 @@
 // fields stripped, every other field byte-for-byte as the client sent it.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startStack, stopAll, ROUTE_GPT, ROUTE_GEMMA, UPSTREAM_GPT } from './harness.mjs';
+import { startStack, stopAll, readSse, parseEventJson, ROUTE_GPT, ROUTE_GEMMA, UPSTREAM_GPT } from './harness.mjs';
 
 let s;
 before(async () => { s = await startStack(); });
@@ -97,12 +97,40 @@ describe('forwarding to the upstream', { timeout: 60_000 }, () => {
     await s.fake.reset();
     const res = await s.chat('{"model":"gpt-oss-120b","stream": true ,"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}');
     assert.equal(res.status, 200);
-    await res.text();
+    const { events } = await readSse(res);
+    const usageChunks = events.map(parseEventJson).filter((e) => e && typeof e === 'object' && e.usage != null);
+    assert.equal(usageChunks.length, 1, 'a client that asked for usage sees the usage chunk once');
     const [r] = await s.fake.requests();
     const body = JSON.parse(r.body);
     assert.equal(body.stream, true);
     assert.equal(body.model, UPSTREAM_GPT);
     assert.match(r.body, /"stream_options"\s*:\s*\{"include_usage":true\}/);
     assert.equal(r.headers.authorization, `Bearer ${s.providerKey}`);
+  });
+
+  // Every stream is metered: the upstream is asked for usage even when the client did not ask
+  // (the SDKs' default), and the usage chunk it then sends is not shown to that client.
+  test('a stream without stream_options: the upstream is asked for usage, the client sees no usage chunk', async () => {
+    await s.fake.reset();
+    const res = await s.chat('{"model":"gpt-oss-120b","stream":true,"messages":[{"role":"user","content":"x"}]}');
+    assert.equal(res.status, 200);
+    const { raw, events } = await readSse(res);
+    const [r] = await s.fake.requests();
+    assert.deepEqual(JSON.parse(r.body).stream_options, { include_usage: true }, `upstream body: ${r.body}`);
+    assert.match(raw, /data: \[DONE\]/);
+    const chunks = events.map(parseEventJson).filter((e) => e && typeof e === 'object');
+    assert.ok(chunks.some((c) => c.choices?.[0]?.delta?.content), 'the answer reached the client');
+    assert.deepEqual(chunks.filter((c) => c.usage != null || c.choices?.length === 0), [], 'no usage chunk');
+  });
+
+  test("the client's other stream_options members are forwarded beside include_usage", async () => {
+    await s.fake.reset();
+    const res = await s.chat('{"model":"gpt-oss-120b","stream":true,"messages":[{"role":"user","content":"x"}],' +
+      '"stream_options":{"include_obfuscation":false}}');
+    assert.equal(res.status, 200);
+    await res.text();
+    const [r] = await s.fake.requests();
+    assert.deepEqual(JSON.parse(r.body).stream_options, { include_obfuscation: false, include_usage: true },
+      `upstream body: ${r.body}`);
   });
 });

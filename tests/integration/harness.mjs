@@ -632,6 +632,48 @@ export async function startStack({
   return stack;
 }
 
+// ---------------------------------------------------------------------------------------------
+// /v1/usage (spec §9.4): money as exact decimals
+
+/**
+ * JSON text to a value in which every number is the exact text the gateway sent (a string such
+ * as "3.3"), so money is compared as exact decimals, never through a binary float.
+ */
+export function parseJsonExact(text) {
+  const quoted = text.replace(/("(?:[^"\\]|\\.)*")|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)/g,
+    (m, str, num) => (str !== undefined ? str : JSON.stringify(num)));
+  return JSON.parse(quoted);
+}
+
+/** Integer nanos (BigInt or integer Number) as the plain decimal /v1/usage writes: "3.3", "0", "-0.8". */
+export function nanosDecimal(nanos) {
+  const n = BigInt(nanos);
+  const mag = n < 0n ? -n : n;
+  const fraction = (mag % 1_000_000_000n).toString().padStart(9, '0').replace(/0+$/, '');
+  return `${n < 0n ? '-' : ''}${mag / 1_000_000_000n}${fraction ? `.${fraction}` : ''}`;
+}
+
+/** An exact plain decimal ("3.30", "-0.8", "12") as BigInt nanos; throws on exponents or > 9 decimals. */
+export function toNanos(text) {
+  const m = /^(-?)(\d+)(?:\.(\d{1,9}))?$/.exec(String(text));
+  if (!m) throw new Error(`not a plain decimal with at most 9 decimals: ${JSON.stringify(text)}`);
+  const n = BigInt(m[2]) * 1_000_000_000n + BigInt((m[3] || '').padEnd(9, '0'));
+  return m[1] ? -n : n;
+}
+
+/**
+ * GET /v1/usage with `key`: { status, text, usage } where usage's numbers are exact decimal
+ * strings (parseJsonExact). Asserts no amount is in exponent notation.
+ */
+export async function getUsage(gw, key) {
+  const r = await fetch(gw.url('/v1/usage'), { headers: key ? { authorization: `Bearer ${key}` } : {} });
+  const text = await r.text();
+  if (r.status === 200 && /\d[eE][+-]?\d/.test(text.replace(/"(?:[^"\\]|\\.)*"/g, '""'))) {
+    throw new Error(`/v1/usage amount in exponent notation: ${text}`);
+  }
+  return { status: r.status, text, usage: r.status === 200 ? parseJsonExact(text) : null };
+}
+
 export function chatBody(model = ROUTE_GPT, extra = {}) {
   return { model, messages: [{ role: 'user', content: 'Hello!' }], ...extra };
 }
@@ -1094,10 +1136,16 @@ export { delay, performance };
 export const RECEIPT_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 export const REQUEST_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-/** The receipt payload's claims, in the order the gateway writes them (`nonce` only if sent). */
+/**
+ * The receipt payload's claims on an unpriced chat route, in the order the gateway writes them
+ * (`nonce` only if sent). A priced route adds `cost` and `currency` after `usage_estimated`
+ * (RECEIPT_CLAIMS_PRICED); a transcription adds `audio_seconds` after `completion_tokens`.
+ */
 export const RECEIPT_CLAIMS = Object.freeze(['jti', 'iat', 'receipt_type', 'requested_route', 'routed_model',
-  'failover', 'endpoint', 'prompt_tokens', 'completion_tokens', 'request_sha256', 'response_sha256',
+  'failover', 'endpoint', 'prompt_tokens', 'completion_tokens', 'usage_estimated', 'request_sha256', 'response_sha256',
   'router_attestation']);
+/** The claims on a priced chat route: `cost` (exact decimal string) and `currency` follow `usage_estimated`. */
+export const RECEIPT_CLAIMS_PRICED = Object.freeze(RECEIPT_CLAIMS.flatMap((c) => (c === 'usage_estimated' ? [c, 'cost', 'currency'] : [c])));
 
 /** SHA-256 of bytes (Buffer/Uint8Array) or a string (UTF-8), lowercase hex. */
 export function sha256HexBytes(data) {

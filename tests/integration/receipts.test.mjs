@@ -130,6 +130,8 @@ describe('receipts: issuance, fetch and verification', { timeout: 60_000 }, () =
     assert.equal(p.prompt_tokens, r.json.usage.prompt_tokens);
     assert.equal(p.completion_tokens, r.json.usage.completion_tokens);
     assert.equal(p.prompt_tokens, 3);
+    assert.equal(p.usage_estimated, false, 'the upstream reported usage');
+    assert.ok(!('cost' in p) && !('currency' in p), 'an unpriced route: no cost claim');
     assert.equal(p.request_sha256, sha256HexBytes(r.sent));
     const cut = stripTresorMember(r.text);
     assert.deepEqual(cut.tresor, r.json.tresor);

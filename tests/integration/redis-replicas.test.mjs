@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import {
   startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, waitFor, tempDir,
-  ROUTE_GPT, closedPort, redisCommand, redisPing,
+  ROUTE_GPT, closedPort, redisPing, getUsage, nanosDecimal, toNanos,
 } from './harness.mjs';
 
 let redis;
@@ -19,6 +19,14 @@ let limitedKey;
 let payingKey;
 let redisPort;
 const LIMIT = 6;
+// Credit: the fake's usage (1 prompt, 5 completion tokens) costs 1.1 per answer at 0.1 per
+// prompt and 0.2 per completion token. Each request first reserves its most expensive outcome
+// (body bytes as prompt tokens + max_tokens of output); the credit is sized so that after two
+// answers the third's reservation fits, and after three a fourth's does not.
+const PAID_BODY = { model: ROUTE_GPT, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 };
+const PRICE_PER_ANSWER = 1_100_000_000n; // nanos
+const RESERVATION = BigInt(Buffer.byteLength(JSON.stringify(PAID_BODY))) * 100_000_000n + 5n * 200_000_000n;
+const CREDIT = 2n * PRICE_PER_ANSWER + RESERVATION + 500_000_000n;
 
 before(async () => {
   const port = await closedPort();
@@ -41,9 +49,8 @@ before(async () => {
       { sha256: sha256Hex(payingKey), customer: 'hooli' },
     ],
   });
-  // The fake's usage (1 prompt, 5 completion tokens) costs 1.1 per answer at these prices.
   config.routes[0].pricing = { input_per_mtok: 100000, output_per_mtok: 200000, currency: 'eur' };
-  config.auth.customers = { hooli: { credit: 3.0, currency: 'eur' } };
+  config.auth.customers = { hooli: { credit: Number(nanosDecimal(CREDIT)), currency: 'eur' } };
   config.store = `redis://127.0.0.1:${port}/0`;
   // Both replicas sign with the same key file, as replicas of one deployment do.
   const shared = { signing_key_file: `${tempDir('tresor-redis-key-')}/receipt-es256.pem`, kid: 'router-receipt-1' };
@@ -80,11 +87,12 @@ describe('receipts on Redis, two replicas', { timeout: 30_000 }, () => {
     assert.equal(err.error.code, 'receipt_not_found');
   });
 
-  const chatVia = (gw, k) => fetch(gw.url('/v1/chat/completions'), {
-    method: 'POST',
-    headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: ROUTE_GPT, messages: [{ role: 'user', content: 'hi' }] }),
-  });
+  const chatVia = (gw, k, body = { model: ROUTE_GPT, messages: [{ role: 'user', content: 'hi' }] }) =>
+    fetch(gw.url('/v1/chat/completions'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${k}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
 
   test('a per-minute limit holds across both replicas', async () => {
     const secondsLeft = 60 - (Math.floor(Date.now() / 1000) % 60);
@@ -94,6 +102,7 @@ describe('receipts on Redis, two replicas', { timeout: 30_000 }, () => {
       await r.arrayBuffer();
       assert.equal(r.status, 200, `request ${i}`);
       assert.equal(r.headers.get('x-ratelimit-remaining'), String(LIMIT - i));
+      assert.equal(r.headers.get('x-ratelimit-remaining-requests'), String(LIMIT - i), 'OpenAI header name too');
     }
     for (const gw of [gwA, gwB]) {
       const r = await chatVia(gw, limitedKey);
@@ -105,28 +114,38 @@ describe('receipts on Redis, two replicas', { timeout: 30_000 }, () => {
   });
 
   test('two replicas draw down one credit balance', async () => {
-    const spent = async () => {
-      const reply = await redisCommand(redisPort, 'HVALS', 'tresor:spend:hooli');
-      return [...reply.matchAll(/\r\n([0-9.eE+-]+)\r\n/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+    const usageVia = async (gw) => {
+      const { status, text, usage } = await getUsage(gw, payingKey);
+      assert.equal(status, 200, text);
+      return usage;
     };
     for (let i = 1; i <= 3; i++) {
-      const r = await chatVia(i % 2 ? gwA : gwB, payingKey);
+      const gw = i % 2 ? gwA : gwB;
+      const other = i % 2 ? gwB : gwA;
+      const r = await chatVia(gw, payingKey, PAID_BODY);
       await r.arrayBuffer();
       assert.equal(r.status, 200, `answer ${i}`);
-      // Charges reach Redis with the serving replica's next group commit: wait for it.
-      await waitFor(async () => Math.abs((await spent()) - 1.1 * i) < 1e-9, { what: `charge ${i} in Redis` });
+      // The other replica sees the charge settled (not merely reserved) once it reaches Redis.
+      await waitFor(async () => {
+        const u = await usageVia(other);
+        return toNanos(u.spent) === BigInt(i) * PRICE_PER_ANSWER && toNanos(u.reserved) === 0n;
+      }, { what: `charge ${i} seen by the other replica` });
     }
     for (const gw of [gwA, gwB]) {
-      const r = await chatVia(gw, payingKey);
+      const r = await chatVia(gw, payingKey, PAID_BODY);
       const json = await r.json();
       assert.equal(r.status, 402, 'the balance is gone on both replicas');
       assert.equal(json.error.code, 'balance_exceeded');
     }
-    // Either replica reports the spend of both.
+    // Either replica reports the spend of both, exactly.
     for (const gw of [gwA, gwB]) {
-      const u = await (await fetch(gw.url('/v1/usage'), { headers: { authorization: `Bearer ${payingKey}` } })).json();
-      assert.ok(Math.abs(u.spent - 3.3) < 1e-9, `spent ${u.spent}`);
-      assert.ok(Math.abs(u.by_route[ROUTE_GPT] - 3.3) < 1e-9);
+      const u = await usageVia(gw);
+      const spent = 3n * PRICE_PER_ANSWER;
+      assert.equal(toNanos(u.credit), CREDIT);
+      assert.equal(toNanos(u.spent), spent, `spent ${u.spent}`);
+      assert.equal(toNanos(u.reserved), 0n, 'the refused requests hold nothing');
+      assert.equal(toNanos(u.remaining), CREDIT - spent);
+      assert.equal(toNanos(u.by_route[ROUTE_GPT].spent), spent);
     }
   });
 });

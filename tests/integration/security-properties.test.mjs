@@ -21,7 +21,7 @@ import {
   startFakeUpstream, startGateway, gatewayConfig, stopAll, makeKey, makeProviderKey, sha256Hex, chatBody,
   registerCanary, findCanaries, canarySecrets, redactCanaries, readSse, parseEventJson, fetchReceipt, fetchJwks, defaultStorePath,
   runRouterCli, writeConfig, routerBin, tempDir, waitFor, closedPort, ROUTE_GPT, STARTUP_TIMEOUT_MS,
-  redisCommand, redisPing,
+  redisCommand, redisPing, getUsage, toNanos,
 } from './harness.mjs';
 
 // ---------------------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ function privateKeyForms(pem) {
 
 const PRICING = { input_per_mtok: 100000, output_per_mtok: 200000, currency: 'eur' };
 // The fake answers `Hello!` with usage 1 prompt + 5 completion tokens: 0.1 + 1.0 at PRICING.
-const PRICE_PER_ANSWER = 1.1;
+const PRICE_PER_ANSWER = 1_100_000_000n; // nanos
 let fake; let providerKey; let redis; let redisPort; let redisDir;
 let sqlite; let red; // { gw, keyA, keyB }
 let keyDir; let keyFile; let keyForms;
@@ -211,10 +211,11 @@ async function chatAs(gw, key, extra = {}) {
   return res;
 }
 
+/** /v1/usage with its amounts as exact decimal strings (harness parseJsonExact). */
 async function usageOf(gw, key) {
-  const r = await fetch(gw.url('/v1/usage'), { headers: { authorization: `Bearer ${key}` } });
-  assert.equal(r.status, 200);
-  return r.json();
+  const { status, text, usage } = await getUsage(gw, key);
+  assert.equal(status, 200, text);
+  return usage;
 }
 
 for (const storeName of ['sqlite', 'redis']) {
@@ -243,21 +244,23 @@ for (const storeName of ['sqlite', 'redis']) {
       const { gw, keyA, keyB } = ctx();
       for (let i = 0; i < 2; i++) await (await chatAs(gw, keyA)).arrayBuffer();
       // Spend may reach a shared store a moment after the answer: wait until A sees it.
-      const a = await waitFor(async () => { const u = await usageOf(gw, keyA); return u.spent > 0 ? u : null; },
+      const a = await waitFor(async () => { const u = await usageOf(gw, keyA); return toNanos(u.spent) > 0n ? u : null; },
         { what: 'customer A spend in /v1/usage' });
       assert.equal(a.customer, 'acme');
-      assert.ok(a.by_route[ROUTE_GPT] > 0);
+      assert.ok(toNanos(a.by_route[ROUTE_GPT].spent) > 0n);
       const b = await usageOf(gw, keyB);
       assert.equal(b.customer, 'globex');
-      assert.equal(b.spent, 0, `B sees spend: ${JSON.stringify(b)}`);
+      // No credit configured: unlimited, no currency.
+      assert.deepEqual([b.credit, b.remaining, 'currency' in b], [null, null, false], JSON.stringify(b));
+      assert.equal(toNanos(b.spent), 0n, `B sees spend: ${JSON.stringify(b)}`);
       assert.deepEqual(b.by_route, {});
       // B then spends once: its own figure, not A's plus its own.
       await (await chatAs(gw, keyB)).arrayBuffer();
-      const b2 = await waitFor(async () => { const u = await usageOf(gw, keyB); return u.spent > 0 ? u : null; },
+      const b2 = await waitFor(async () => { const u = await usageOf(gw, keyB); return toNanos(u.spent) > 0n ? u : null; },
         { what: 'customer B spend' });
       const a2 = await usageOf(gw, keyA);
-      assert.ok(Math.abs(b2.spent - PRICE_PER_ANSWER) < 1e-9, `B is charged for its one answer only: ${JSON.stringify(b2)}`);
-      assert.ok(a2.spent >= a.spent, 'A keeps its own spend');
+      assert.equal(toNanos(b2.spent), PRICE_PER_ANSWER, `B is charged for its one answer only: ${JSON.stringify(b2)}`);
+      assert.ok(toNanos(a2.spent) >= toNanos(a.spent), 'A keeps its own spend');
     });
 
     test('an SSE answer carries no secret (read and scanned here: the harness skips SSE)', async () => {

@@ -23,7 +23,7 @@ import path from 'node:path';
 import {
   startStack, startRoutingStack, stopAll, makeKey, sha256Hex, sha256HexBytes, readErrorEnvelope,
   fetchReceipt, fetchJwks, verifyJws, stripTresorMember, expectAttempts, parseAttempts, performance,
-  RECEIPT_ID_RE, ROUTE_GPT, ROUTE_WHISPER, delay,
+  RECEIPT_ID_RE, ROUTE_GPT, ROUTE_WHISPER, delay, getUsage, toNanos,
 } from './harness.mjs';
 import { makeTestAudio } from './audio-fixtures.mjs';
 
@@ -38,6 +38,11 @@ const MINUTE_PRICE = 0.6;
 const REQUEST_PRICE = 0.25;
 const IN_PER_MTOK = 100_000; // 0.1 per input token (scaled up for the test)
 const OUT_PER_MTOK = 200_000; // 0.2 per output token
+// Each request reserves its most expensive outcome before the upload goes upstream: the
+// route's max_audio_seconds at the minute price (0.6 here), the request price, or
+// max_output_tokens of output (20 here). The credits below cover those reservations.
+const MINUTE_MAX_SECONDS = 60;
+const TOKENS_MAX_OUTPUT = 100;
 const UPSTREAM = {
   [ROUTE_WHISPER]: 'whisper', // harness gatewayConfig()
   [R_MINUTE]: 'whisper-minute-up',
@@ -73,11 +78,13 @@ before(async () => {
       c.server.upload_memory_bytes = 16384;
       c.routes.push(
         { id: R_MINUTE, provider: 'fake', upstream_model: UPSTREAM[R_MINUTE], type: 'transcription',
-          pricing: { billing_unit: 'audio_minute', unit_amount: MINUTE_PRICE, currency: 'eur' } },
+          pricing: { billing_unit: 'audio_minute', unit_amount: MINUTE_PRICE, currency: 'eur' },
+          max_audio_seconds: MINUTE_MAX_SECONDS },
         { id: R_REQUEST, provider: 'fake', upstream_model: UPSTREAM[R_REQUEST], type: 'transcription',
           pricing: { billing_unit: 'request', unit_amount: REQUEST_PRICE, currency: 'eur' } },
         { id: R_TOKENS, provider: 'fake', upstream_model: UPSTREAM[R_TOKENS], type: 'transcription',
-          pricing: { input_per_mtok: IN_PER_MTOK, output_per_mtok: OUT_PER_MTOK, currency: 'eur' } },
+          pricing: { input_per_mtok: IN_PER_MTOK, output_per_mtok: OUT_PER_MTOK, currency: 'eur' },
+          max_output_tokens: TOKENS_MAX_OUTPUT },
       );
       c.auth.keys.push(
         { sha256: sha256Hex(KEY_MINUTE), customer: 'minute-co' },
@@ -91,7 +98,8 @@ before(async () => {
         'request-co': { credit: 1.0, currency: 'eur' },
         'tokens-co': { credit: 100.0, currency: 'eur' },
         'free-co': { credit: 1.0, currency: 'eur' },
-        'broke-co': { credit: 0.01, currency: 'eur' },
+        // One request's reservation (0.25) fits; after it is spent, 0.05 remains: not a second.
+        'broke-co': { credit: 0.3, currency: 'eur' },
       };
       return c;
     },
@@ -219,15 +227,15 @@ function assertJsonServed(r, { requested, routed, failover = false, receipt = tr
 
 const upstreamCount = async (fake = s.fake) => (await fake.stats()).requests;
 
-/** GET /v1/usage for a key. */
+/** GET /v1/usage for a key, its amounts as exact decimal strings (harness getUsage). */
 async function usageOf(key) {
-  const res = await fetch(s.gw.url('/v1/usage'), { headers: { authorization: `Bearer ${key}` } });
-  const json = await res.json();
-  assert.equal(res.status, 200, JSON.stringify(json));
-  return json;
+  const { status, text, usage } = await getUsage(s.gw, key);
+  assert.equal(status, 200, text);
+  return usage;
 }
 
-const near = (a, b, what) => assert.ok(Math.abs(a - b) < 1e-9, `${what}: ${a} != ${b}`);
+/** An exact decimal amount from /v1/usage equals `nanos` (BigInt). */
+const amount = (text, nanos, what) => assert.equal(toNanos(text), nanos, `${what}: ${text}`);
 
 /** The receipt of `id`, fetched with `key` and verified against the JWKS; returns its payload. */
 async function verifiedClaims(gw, key, id, keys = jwks) {
@@ -757,10 +765,13 @@ describe('transcriptions: main stack', { timeout: 180_000 }, () => {
       const u = await usageOf(KEY_MINUTE);
       assert.equal(u.customer, 'minute-co');
       assert.equal(u.currency, 'eur');
-      assert.equal(u.credit, 1);
-      near(u.spent, MINUTE_PRICE * SECONDS / 60, 'spent');
-      near(u.by_route[R_MINUTE], MINUTE_PRICE * SECONDS / 60, `by_route[${R_MINUTE}]`);
-      near(u.remaining, 1 - MINUTE_PRICE * SECONDS / 60, 'remaining');
+      amount(u.credit, 1_000_000_000n, 'credit');
+      // 0.6 × 4 / 60 = 0.04
+      amount(u.spent, 40_000_000n, 'spent');
+      amount(u.by_route[R_MINUTE].spent, 40_000_000n, `by_route[${R_MINUTE}]`);
+      amount(u.by_route[R_MINUTE].estimated, 0n, 'the upstream reported the duration');
+      amount(u.reserved, 0n, 'reserved after settlement');
+      amount(u.remaining, 960_000_000n, 'remaining');
     });
 
     test(`request: ${REQUEST_PRICE} per request, whatever the duration; usage reports the duration`, async () => {
@@ -769,9 +780,9 @@ describe('transcriptions: main stack', { timeout: 180_000 }, () => {
       assertJsonServed(r, { requested: R_REQUEST, routed: R_REQUEST });
       assert.deepEqual(r.json.usage, { type: 'duration', seconds: 91 });
       const u = await usageOf(KEY_REQUEST);
-      near(u.spent, REQUEST_PRICE, 'spent');
+      amount(u.spent, 250_000_000n, 'spent');
       assert.deepEqual(Object.keys(u.by_route), [R_REQUEST]);
-      near(u.remaining, 1 - REQUEST_PRICE, 'remaining');
+      amount(u.remaining, 750_000_000n, 'remaining');
     });
 
     test('tokens: input × input_per_mtok + output × output_per_mtok', async () => {
@@ -781,20 +792,25 @@ describe('transcriptions: main stack', { timeout: 180_000 }, () => {
       const { input_tokens: i, output_tokens: o } = r.json.usage;
       assert.ok(i > 0 && o > 0, JSON.stringify(r.json.usage));
       const u = await usageOf(KEY_TOKENS);
-      near(u.spent, (i * IN_PER_MTOK + o * OUT_PER_MTOK) / 1e6, 'spent');
+      // 0.1 per input token, 0.2 per output token
+      amount(u.spent, BigInt(i) * 100_000_000n + BigInt(o) * 200_000_000n, 'spent');
     });
 
     test('an unpriced route charges nothing', async () => {
       const r = await transcribe(form(ROUTE_WHISPER), { key: KEY_FREE });
       assert.equal(r.status, 200, r.text);
       const u = await usageOf(KEY_FREE);
-      assert.equal(u.spent, 0);
-      assert.deepEqual(u.by_route, {});
+      amount(u.spent, 0n, 'spent');
+      amount(u.remaining, 1_000_000_000n, 'remaining');
+      // The route may be listed (settled at 0) or not at all; it never shows a charge.
+      assert.ok(Object.keys(u.by_route).every((k) => k === ROUTE_WHISPER), JSON.stringify(u.by_route));
+      for (const v of Object.values(u.by_route)) amount(v.spent, 0n, `by_route[${ROUTE_WHISPER}]`);
     });
 
     test('credit used up → 402 balance_exceeded with no upstream request', async () => {
       const first = await transcribe(form(R_REQUEST), { key: KEY_BROKE });
       assert.equal(first.status, 200, first.text);
+      amount((await usageOf(KEY_BROKE)).remaining, 50_000_000n, 'remaining: less than one request');
       const before = await upstreamCount();
       const second = await transcribe(form(R_REQUEST), { key: KEY_BROKE });
       await assertError(second, { status: 402, code: 'balance_exceeded', type: 'insufficient_funds' });
