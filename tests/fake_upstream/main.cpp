@@ -53,7 +53,8 @@ struct Fault {
   std::optional<std::int64_t> status, retry_after, delay_ms, chunks, pace_ms, stall_after, cut_after,
       reset, reset_after, bad_event_after, lag_first_ms, silent, no_done, no_done_close, no_finish,
       error_event_after, usage_in_finish,
-      audio_ms, usage_tokens, no_usage,  // transcriptions only
+      audio_ms, usage_tokens,  // transcriptions only
+      no_usage,                // chat and transcriptions: no usage reported
       huge_headers, endless_headers, garbage, garbage_after, gzip, body_bytes, chunked, no_length,  // hostile upstream
       interim, error_in_200, error_null, no_choices, no_text, multiline_data, sse_extras, omit_fields,
       drop_next_on_connection;  // legal but unusual upstreams
@@ -71,7 +72,7 @@ struct State {
   Options opt;
   std::deque<json::object> requests;  // last 1000 chat requests, oldest first
   std::uint64_t request_count = 0, connections_accepted = 0, streams_completed = 0,
-                streams_aborted = 0, dropped_on_connection = 0,
+                streams_aborted = 0, requests_aborted = 0, dropped_on_connection = 0,
                 active_streams = 0;  // active_streams is a live gauge: never reset
   std::uint64_t next_connection_id = 0, next_completion_id = 0;
   std::map<std::string, std::uint64_t> by_model;  // chat requests per model (without its ?suffix)
@@ -449,7 +450,7 @@ std::int64_t choice_count(const json::object& body) {
 
 // Non-stream answer: all choices, usage, shaped by the faults.
 std::string completion_json(const ChunkShape& c, const std::vector<std::string>& contents, json::object usage,
-                            bool no_choices) {
+                            bool no_choices, bool no_usage) {
   json::array choices;
   for (std::size_t k = 0; k < contents.size(); ++k) {
     json::object message{{"role", "assistant"}, {"content", contents[k]}};
@@ -460,7 +461,7 @@ std::string completion_json(const ChunkShape& c, const std::vector<std::string>&
                  {"created", c.created},
                  {"model", c.model}};
   if (!no_choices) o["choices"] = std::move(choices);
-  o["usage"] = std::move(usage);
+  if (!no_usage) o["usage"] = std::move(usage);
   apply_shape(o, c);
   return json::serialize(o);
 }
@@ -550,7 +551,8 @@ Request prepare_chat(const json::object& body, const json::object& behaviour) {
   r.stream = stream && stream->is_bool() && stream->get_bool();
   auto* so = body.if_contains("stream_options");
   auto* iu = so && so->is_object() ? so->get_object().if_contains("include_usage") : nullptr;
-  bool include_usage = iu && iu->is_bool() && iu->get_bool();
+  // no_usage: an upstream that never reports usage (ignores stream_options).
+  bool include_usage = iu && iu->is_bool() && iu->get_bool() && !on(f.no_usage);
   std::string content = f.content.value_or(g.opt.content);
   r.chunks = std::max<std::int64_t>(0, f.chunks.value_or(g.opt.chunks));
   r.pace_ms = f.pace_ms.value_or(g.opt.pace_ms);
@@ -576,7 +578,7 @@ Request prepare_chat(const json::object& body, const json::object& behaviour) {
   }
   json::object usage{{"prompt_tokens", p}, {"completion_tokens", cnt}, {"total_tokens", p + cnt}};
   if (!r.stream) {
-    r.completion_body = completion_json(shape, contents, std::move(usage), on(f.no_choices));
+    r.completion_body = completion_json(shape, contents, std::move(usage), on(f.no_choices), on(f.no_usage));
     return r;
   }
   stream_events(r, shape, contents, std::move(usage), include_usage);
@@ -1104,6 +1106,7 @@ std::string stats_json() {
                                       {"active_streams", g.active_streams},
                                       {"streams_completed", g.streams_completed},
                                       {"streams_aborted_by_client", g.streams_aborted},
+                                      {"requests_aborted_by_client", g.requests_aborted},
                                       {"dropped_on_connection", g.dropped_on_connection},
                                       {"by_model", std::move(by_model)}});
 }
@@ -1121,6 +1124,7 @@ Reply small_endpoint(const http::request<http::string_body>& req) {
   if (method == http::verb::post && path == "/_fake/reset") {
     g.requests.clear();
     g.request_count = g.connections_accepted = g.streams_completed = g.streams_aborted = 0;
+    g.requests_aborted = 0;
     g.dropped_on_connection = 0;
     g.by_model.clear();
     g.behaviour.clear();
@@ -1404,6 +1408,7 @@ awaitable<Next> answer(Stream& s, const http::request<http::string_body>& req, s
 
   if (winner == 1 || ending == Ending::write_failed) {
     if (is_stream) ++g.streams_aborted;
+    ++g.requests_aborted;
     close_connection(beast::get_lowest_layer(s));
     co_return Next::dead;
   }
