@@ -236,6 +236,21 @@ TEST_CASE("local ledger: an expired hold is given back by a later operation", "[
   CHECK(b.reserved == 3 * kUnit);
 }
 
+TEST_CASE("local ledger: settling after the hold expired still draws the actual tokens", "[accounts][local_ledger]") {
+  // As the Redis ledger does: without a hold (given back at expiry) the actual tokens are
+  // drawn all the same on the window counters that still exist.
+  auto ledger = open_local_ledger({});
+  REQUIRE(ledger->hold(hold_of("a", std::nullopt, 0, {window("k:td:1", 1000, 300, 86460)}, kT0, kT0 + 10)).verdict ==
+          Verdict::granted);
+  const int64_t later = kT0 + 10 + 5;
+  CHECK(tokens_used(*ledger, "k:td:1", later) == 0);  // expired and given back
+  REQUIRE(ledger->settle(settlement_of("a", kUnit, {window("k:td:1", 1000, 120, 86460)})));
+  CHECK(tokens_used(*ledger, "k:td:1", later) == 120);
+  // A counter that no longer exists is left alone (its window is over).
+  REQUIRE(ledger->settle(settlement_of("b", kUnit, {window("k:td:gone", 1000, 50, 86460)})));
+  CHECK(tokens_used(*ledger, "k:td:gone", later) == 0);
+}
+
 TEST_CASE("local ledger: persisted totals seed the balance, without holds", "[accounts][local_ledger]") {
   Balance persisted;
   persisted.spent = 7 * kUnit;
