@@ -373,6 +373,12 @@ TEST_CASE("accounts: usage_document renders plain decimals and marks estimates",
         R"("reserved":0.000000001,"remaining":null,"by_route":{},"by_day":{}})");
   // Never an exponent, whatever the amounts.
   CHECK_FALSE(std::regex_search(unlimited, std::regex("[0-9][eE]")));
+  // What is in flight counts against what remains.
+  Balance in_flight;
+  in_flight.spent = 10 * kUnit;
+  in_flight.reserved = 25 * kUnit / 100;
+  CHECK(usage_document(cfg, "acme", in_flight).find(R"("spent":10.00,"estimated":0.00,"reserved":0.25,"remaining":89.75,)") !=
+        std::string::npos);
   // Overspent (a cut stream may cost more than its hold): remaining goes negative, plainly.
   Balance over;
   over.spent = 100 * kUnit + kUnit / 2;

@@ -96,6 +96,13 @@ TEST_CASE("config: money fields load as exact nanos, limits and bounds as writte
 TEST_CASE("config: exponent and nine-decimal amounts are exact", "[accounts][config]") {
   CHECK(load_config_text(config_with("1e3"), "m.yaml")->auth.customers.at("acme").credit_nanos == 1000'000'000'000);
   CHECK(load_config_text(config_with("0.000000001"), "m.yaml")->auth.customers.at("acme").credit_nanos == 1);
+  // Amounts that a double gets wrong: 1.001 × 1e9 truncates to 1000999999, and no double
+  // holds 9000000000.000000001.
+  CHECK(load_config_text(config_with("1.001"), "m.yaml")->auth.customers.at("acme").credit_nanos == 1'001'000'000);
+  CHECK(load_config_text(config_with("9000000000.000000001"), "m.yaml")->auth.customers.at("acme").credit_nanos ==
+        9'000'000'000'000'000'001);
+  CHECK(load_config_text(config_with("1", "1.003"), "m.yaml")->routes[0].pricing->input_nanos_per_mtok ==
+        std::optional<int64_t>(1'003'000'000));
   CHECK(load_config_text(config_with("0.1", "1.5E-3"), "m.yaml")->routes[0].pricing->input_nanos_per_mtok ==
         std::optional<int64_t>(1'500'000));
 }
