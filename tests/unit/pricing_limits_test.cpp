@@ -3,6 +3,7 @@
 // client reads.
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <optional>
 #include <set>
 #include <string>
@@ -137,6 +138,20 @@ TEST_CASE("pricing: chat_bound is the most expensive candidate route", "[account
   b = chat_bound({&free_route}, 40, std::nullopt);
   CHECK(b.money == 0);
   CHECK(b.tokens == 40 + kDefaultMaxOutputTokens);
+}
+
+TEST_CASE("pricing: chat_bound saturates instead of overflowing on an absurd max_tokens", "[accounts][pricing]") {
+  // The server accepts any positive int64 max_tokens; prompt + output must not wrap to a
+  // negative hold, which would lower the key's token counters instead of drawing on them.
+  const auto priced = priced_chat(200'000'000, 600'000'000);
+  RouteConfig free_route;
+  const int64_t kMax = std::numeric_limits<int64_t>::max();
+  CostBound b = chat_bound({&priced, &free_route}, 1000, kMax);
+  CHECK(b.tokens == kMax);
+  CHECK(b.money == kMax);
+  b = chat_bound({&free_route}, 1000, kMax - 10);
+  CHECK(b.tokens == kMax);
+  CHECK(b.money == 0);
 }
 
 TEST_CASE("pricing: transcription_bound uses max_audio_seconds or an hour", "[accounts][pricing]") {
