@@ -67,6 +67,10 @@ class LocalLedger final : public LedgerStore {
       }
       accounts_[it->second.customer].reserved -= it->second.amount;
       holds_.erase(it);
+    } else {
+      // No hold (expired and given back, or never made): the actual tokens are drawn all
+      // the same, as the Redis ledger does, on the counters that still exist.
+      for (const auto& w : s.windows) move_counter(w.counter, w.amount);
     }
     Balance& b = accounts_[s.customer];
     b.spent += s.cost;

@@ -53,10 +53,12 @@ CostBound chat_bound(const std::vector<const config::RouteConfig*>& routes, uint
   CostBound bound;
   const auto prompt = static_cast<int64_t>(std::min<uint64_t>(body_bytes, INT64_MAX / 4));
   for (const auto* route : routes) {
-    const int64_t output = max_output.value_or(
-        route->max_output_tokens ? static_cast<int64_t>(*route->max_output_tokens) : kDefaultMaxOutputTokens);
+    const int64_t output = std::max<int64_t>(0, max_output.value_or(
+        route->max_output_tokens ? static_cast<int64_t>(*route->max_output_tokens) : kDefaultMaxOutputTokens));
     bound.money = std::max(bound.money, chat_cost(*route, prompt, output));
-    bound.tokens = std::max(bound.tokens, prompt + output);
+    // Saturating: a client may ask for any int64 max_tokens, and a wrapped sum would
+    // reserve nothing against the token windows.
+    bound.tokens = std::max(bound.tokens, prompt + std::min(output, INT64_MAX - prompt));
   }
   return bound;
 }

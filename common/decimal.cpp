@@ -25,7 +25,10 @@ std::optional<int64_t> parse_nanos(std::string_view text) {
   if (i < text.size()) {
     if (text[i] != 'e' && text[i] != 'E') return std::nullopt;
     ++i;
-    if (i < text.size() && text[i] == '+') ++i;  // from_chars takes '-' but not '+'
+    if (i < text.size() && text[i] == '+') {
+      ++i;  // from_chars takes '-' but not '+'
+      if (i < text.size() && text[i] == '-') return std::nullopt;  // "1e+-5": two signs
+    }
     const auto [end, ec] = std::from_chars(text.data() + i, text.data() + text.size(), exponent);
     if (ec != std::errc() || end != text.data() + text.size() || exponent < -40 || exponent > 40)
       return std::nullopt;
