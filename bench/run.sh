@@ -311,7 +311,7 @@ if [[ $credits != 0 ]]; then
 import json, sys
 u = json.loads(sys.argv[1])
 routes = ("local/bench/bench-model", "local/bench/bench-whisper", "local/sse/sse-model")
-sys.exit(0 if u["credit"] == 1e9 and 0 < u["remaining"] < 1e9 and all(u["by_route"].get(r, 0) > 0 for r in routes) else 1)
+sys.exit(0 if u["credit"] == 1e9 and 0 < u["remaining"] < 1e9 and all(u["by_route"].get(r, {}).get("spent", 0) > 0 for r in routes) else 1)
 PY
   grep -qi '^X-RateLimit-Remaining: [0-9]' "$dir/usage.headers" || die "credits probe: no X-RateLimit-Remaining: $(cat "$dir/usage.headers")"
   log "probe credits: $out"

@@ -177,7 +177,9 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, EndpointServices ser
   }
   const auto& resolution = *resolved.resolution;
   std::optional<int64_t> max_output = req.max_output_tokens;
-  if (max_output && req.choices > 1) *max_output *= req.choices;  // n answers, each up to max
+  // n answers, each up to max (capped: a client may send absurd values, both up to int64).
+  if (max_output && req.choices > 1)
+    *max_output = *max_output > INT64_MAX / req.choices ? INT64_MAX : *max_output * req.choices;
   const auto bound = accounts::chat_bound(resolution.candidates, body.size(), max_output);
   if (!co_await reserve_or_refuse(services, bound, head.budget, sink)) co_return;
   ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink);
