@@ -103,7 +103,9 @@ class LedgerStore {
   virtual Decision count(const CountRequest& request) = 0;
   virtual Decision hold(const Hold& hold) = 0;
   // True once applied (or applied before under the same request id); false when the
-  // store could not be reached (the caller retries it later).
+  // store could not be reached (the caller retries it later). Redis checks the request id
+  // (a retry after a lost reply must not charge twice); the local store, which has no lost
+  // replies, relies on the Accounts service settling each grant once.
   virtual bool settle(const Settlement& settlement) = 0;
   // Gives the hold back; nothing when there is none (already settled, expired, never made).
   virtual void release(const std::string& customer, const std::string& request_id) = 0;
