@@ -176,11 +176,6 @@ struct Accounts::Impl {
     post(std::move(job));
     co_return co_await wait_for(rendezvous);
   }
-
-  asio::awaitable<Decision> decide(std::function<Decision()> fn) {
-    if (!shared) co_return fn();
-    co_return co_await on_worker<Decision>(std::move(fn));
-  }
 };
 
 namespace {
@@ -283,12 +278,17 @@ asio::awaitable<Admission> Accounts::admit(const config::Config& cfg, const conf
   request.now = t;
   if (!request.credit && request.windows.empty()) co_return a;  // nothing to count: no store call
   LedgerStore* ledger = impl_->ledger.get();
-  // Named, not a temporary in the co_await: g++ 12 double-destroys temporaries that live
-  // across a suspension in a coroutine.
-  std::function<Decision()> job = [ledger, request] {
-    return unavailable_on_throw([&] { return ledger->count(request); });
-  };
-  const Decision d = co_await impl_->decide(std::move(job));
+  Decision d;
+  if (!impl_->shared) {
+    d = ledger->count(request);  // memory, under the ledger's mutex: no thread hop
+  } else {
+    // Named, not a temporary in the co_await: g++ 12 double-destroys temporaries that
+    // live across a suspension in a coroutine.
+    std::function<Decision()> job = [ledger, request] {
+      return unavailable_on_throw([&] { return ledger->count(request); });
+    };
+    d = co_await impl_->on_worker<Decision>(std::move(job));
+  }
   switch (d.verdict) {
     case Verdict::unavailable:
       spdlog::warn("accounts: the ledger store is unreachable; admitting {} without limits", key.customer);
@@ -316,10 +316,15 @@ asio::awaitable<std::optional<Refusal>> Accounts::reserve(Grant& grant, CostBoun
   hold.expires_at = t + lifetime.count();
   if (!hold.credit && hold.windows.empty()) co_return std::nullopt;
   LedgerStore* ledger = impl_->ledger.get();
-  std::function<Decision()> job = [ledger, hold] {
-    return unavailable_on_throw([&] { return ledger->hold(hold); });
-  };
-  const Decision d = co_await impl_->decide(std::move(job));
+  Decision d;
+  if (!impl_->shared) {
+    d = ledger->hold(hold);
+  } else {
+    std::function<Decision()> job = [ledger, hold] {
+      return unavailable_on_throw([&] { return ledger->hold(hold); });
+    };
+    d = co_await impl_->on_worker<Decision>(std::move(job));
+  }
   std::optional<Refusal> refusal;
   switch (d.verdict) {
     case Verdict::unavailable:

@@ -2,7 +2,10 @@
 // owning its stream and buffer; each phase handles its errors before the next starts.
 #include "server/session.h"
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -46,7 +49,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
-using namespace boost::asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -386,27 +388,30 @@ class Session final : public ResponseSink, public SessionControl {
 
   beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
 
-  // Runs beside an inference handler (`handler || watch_for_reset()`): a client that
-  // resets its connection before its answer began ends the handler at once — the
-  // upstream attempt in flight is cancelled (its connection closed), no retry or other
-  // route is tried, and the grant is released (nothing delivered, nothing charged, no
-  // receipt). epoll reports a reset (EPOLLERR/EPOLLHUP) to a wait_error; a half-close
-  // (FIN) is not reported to it, and such a client still gets its answer. Once the answer
-  // has begun, a reset shows as a failed write instead (a cut stream is billed).
-  asio::awaitable<void> watch_for_reset() {
-    error_code ec;
-    co_await lowest().socket().async_wait(tcp::socket::wait_error, asio::redirect_error(asio::use_awaitable, ec));
-    if (ec) co_return;  // cancelled: the handler finished first
-    if (!answer_started_ && peer_state() == PeerState::reset) {
+  // What a reset watch shares with its completion handler, which may run after the
+  // request (even the session) is over: it acts only while `armed`.
+  struct ResetWatch {
+    asio::cancellation_signal cancel;
+    bool armed = true;
+  };
+
+  // Watches the client while an inference handler runs: a client that resets its
+  // connection before its answer began ends the handler at once — the upstream attempt
+  // in flight is cancelled (terminal cancellation reaches the operation it awaits, and
+  // its connection is closed), no retry or other route is tried, and the grant is
+  // released (nothing delivered, nothing charged, no receipt). epoll reports a reset
+  // (EPOLLERR/EPOLLHUP) to a wait_error; a half-close (FIN) is not reported to it, and
+  // such a client still gets its answer. Once the answer has begun (commit()), a reset
+  // shows as a failed write instead (a cut stream is billed). A plain completion handler,
+  // not a coroutine: it costs one queued wait per request.
+  void watch_for_reset(const std::shared_ptr<ResetWatch>& watch) {
+    lowest().socket().async_wait(tcp::socket::wait_error, [this, watch](error_code ec) {
+      if (ec || !watch->armed || answer_started_ || peer_state() != PeerState::reset) return;
       client_gone_ = true;
       record_.status = 499;
       spdlog::debug("the client reset its connection before its answer; cancelling the request");
-      co_return;
-    }
-    // The answer has begun (or a wake without a reset): nothing to cancel here; wait to be
-    // cancelled when the handler ends.
-    asio::steady_timer forever(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
-    co_await forever.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      watch->cancel.emit(asio::cancellation_type::terminal);
+    });
   }
 
   // HTTPS: the handshake, bounded like a request head (a client that never completes it
@@ -687,8 +692,17 @@ class Session final : public ResponseSink, public SessionControl {
   // handler that ended without answering gets a 500.
   asio::awaitable<bool> dispatch(asio::awaitable<void> handler) {
     answer_started_ = false;
-    auto watcher = watch_for_reset();
-    co_await (std::move(handler) || std::move(watcher));
+    auto watch = std::make_shared<ResetWatch>();
+    watch_for_reset(watch);
+    const auto executor = co_await asio::this_coro::executor;
+    auto [failure] = co_await asio::co_spawn(
+        executor, std::move(handler), asio::bind_cancellation_slot(watch->cancel.slot(), asio::as_tuple(asio::use_awaitable)));
+    watch->armed = false;
+    error_code ignored;
+    lowest().socket().cancel(ignored);  // ends the wait: nothing else is pending on the socket now
+    // The cancellation ends the handler with operation_aborted; anything else is a fault
+    // that the session's top level logs, as before.
+    if (failure && !client_gone_) std::rethrow_exception(failure);
     if (!responded_) {
       Response r = error_response(internal_error());
       co_await send(std::move(r));
