@@ -2,7 +2,8 @@
 // file. The log has its own connection; in WAL mode the receipts store and the log write
 // in turn (BEGIN IMMEDIATE waits under the busy timeout) and read without blocking.
 //
-// Schema (one row per request id, written once, never updated):
+// Schema (one row per request id, written once, never updated; WITHOUT ROWID: the rows
+// live in the request id's own B-tree, one insert per row instead of a table and an index):
 //   spend_ledger(request_id TEXT PRIMARY KEY, customer, route, day 'YYYY-MM-DD' (UTC),
 //                amount_nanos, estimated 0/1, prompt_tokens, completion_tokens, at unix s)
 //
@@ -62,7 +63,7 @@ class SqliteSpendLog final : public SpendLog {
     exec(
         "CREATE TABLE IF NOT EXISTS spend_ledger(request_id TEXT PRIMARY KEY, customer TEXT NOT NULL, "
         "route TEXT NOT NULL, day TEXT NOT NULL, amount_nanos INTEGER NOT NULL, estimated INTEGER NOT NULL, "
-        "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, at INTEGER NOT NULL)");
+        "prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, at INTEGER NOT NULL) WITHOUT ROWID");
     begin_write_ = prepare("BEGIN IMMEDIATE");
     begin_read_ = prepare("BEGIN");
     commit_ = prepare("COMMIT");
