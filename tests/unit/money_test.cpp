@@ -1,0 +1,17 @@
+// Exact money (common/decimal, accounts/pricing): the edge cases the money fuzz target
+// found (tests/fuzz/fuzz_money.cpp), named.
+#include <catch2/catch.hpp>
+#include <cstdint>
+
+#include "accounts/pricing.h"
+#include "common/decimal.h"
+
+using namespace tresor;
+
+TEST_CASE("parse_nanos takes one exponent sign", "[money]") {
+  CHECK(common::parse_nanos("1.5e+3") == 1'500'000'000'000);
+  CHECK(common::parse_nanos("1500e-3") == 1'500'000'000);
+  CHECK_FALSE(common::parse_nanos("1e+-5"));
+  CHECK_FALSE(common::parse_nanos("1e+"));
+  CHECK_FALSE(common::parse_nanos("1e-+5"));
+}
