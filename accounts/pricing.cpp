@@ -56,7 +56,9 @@ CostBound chat_bound(const std::vector<const config::RouteConfig*>& routes, uint
     const int64_t output = max_output.value_or(
         route->max_output_tokens ? static_cast<int64_t>(*route->max_output_tokens) : kDefaultMaxOutputTokens);
     bound.money = std::max(bound.money, chat_cost(*route, prompt, output));
-    bound.tokens = std::max(bound.tokens, prompt + output);
+    // Saturated: a client's max_tokens may be up to INT64_MAX, and prompt + output would
+    // overflow (undefined; in practice a negative bound, i.e. no token reservation at all).
+    bound.tokens = std::max(bound.tokens, output > INT64_MAX - prompt ? INT64_MAX : prompt + output);
   }
   return bound;
 }

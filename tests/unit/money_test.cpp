@@ -15,3 +15,10 @@ TEST_CASE("parse_nanos takes one exponent sign", "[money]") {
   CHECK_FALSE(common::parse_nanos("1e+"));
   CHECK_FALSE(common::parse_nanos("1e-+5"));
 }
+
+TEST_CASE("chat_bound saturates the token bound of a huge max_tokens", "[money]") {
+  config::RouteConfig route;
+  const std::vector<const config::RouteConfig*> routes{&route};
+  const auto bound = accounts::chat_bound(routes, 100, INT64_MAX);
+  CHECK(bound.tokens == INT64_MAX);
+}
