@@ -46,7 +46,10 @@ Nanos transcription_cost(const config::RouteConfig& route, int64_t audio_seconds
   return 0;
 }
 
-int64_t estimate_tokens(uint64_t text_bytes) { return static_cast<int64_t>((text_bytes + 3) / 4); }
+// Not (bytes + 3) / 4: that wraps to 0 for the last three uint64 values.
+int64_t estimate_tokens(uint64_t text_bytes) {
+  return static_cast<int64_t>(text_bytes / 4 + (text_bytes % 4 != 0 ? 1 : 0));
+}
 
 CostBound chat_bound(const std::vector<const config::RouteConfig*>& routes, uint64_t body_bytes,
                      std::optional<int64_t> max_output) {

@@ -22,3 +22,9 @@ TEST_CASE("chat_bound saturates the token bound of a huge max_tokens", "[money]"
   const auto bound = accounts::chat_bound(routes, 100, INT64_MAX);
   CHECK(bound.tokens == INT64_MAX);
 }
+
+TEST_CASE("estimate_tokens is ceil(bytes / 4) up to UINT64_MAX", "[money]") {
+  CHECK(accounts::estimate_tokens(0) == 0);
+  CHECK(accounts::estimate_tokens(5) == 2);
+  CHECK(accounts::estimate_tokens(UINT64_MAX) == static_cast<int64_t>(UINT64_MAX / 4 + 1));
+}
