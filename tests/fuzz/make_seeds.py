@@ -206,6 +206,42 @@ def config():
     write(t, "empty.yaml", "")
 
 
+# ---- money: decimal text '\n', then 8-byte LE integers ----------------------------------
+def money():
+    t = "money"
+    clean(t)
+
+    def ints(*values):
+        return b"".join(v.to_bytes(8, "little") for v in values)
+
+    m = 2**63 - 1
+    # name: (text, output price nanos/Mtok, prompt, completion, step, body bytes/audio s)
+    seeds = {
+        "typical": ("0.15", 600_000_000, 1200, 350, 1, 4096),
+        "nine_decimals": ("0.000000001", 1, 1, 1, 1, 1),
+        "too_fine": ("0.0000000001", 0, 0, 0, 0, 0),
+        "zeros_beyond_nine": ("1.50000000000000000000", 2_000_000_000, 3, 4, 5, 60),
+        "exponent": ("1e9", 9_300_000_000 * 10**9, 7, 0, 1, 61),
+        "exponent_too_big": ("9.3e9", 0, 0, 0, 0, 0),
+        "max": ("9223372036.854775807", m, 10**6, 10**6, 1, 3600),
+        "max_plus_one": ("9223372036.854775808", 0, 0, 0, 0, 0),
+        "negative_exponent": ("1500E-3", 3, 999_999, 500_000, 1, 30),
+        "half_up": ("0.5", 1, 1, 0, 0, 90),  # 0.5 nano rounds up to 1
+        "huge_counts": ("9223372036.854775807", m, m, m, m, 2**64 - 1),
+        "leading_point": (".25", 0, 2, 2, 2, 2),
+        "trailing_point": ("7.", 0, 0, 0, 0, 1),
+        "signed": ("-1", 5, 5, 5, 5, 5),
+        "plus_exponent": ("2.5e+3", 0, 10, 10, 10, 10),
+        "bad_exponent": ("1e+-5", 0, 0, 0, 0, 0),
+        "no_digits": (".e5", 0, 0, 0, 0, 0),
+        "space": (" 1", 0, 0, 0, 0, 0),
+        "unpriced_input": ("", 250_000_000, 100, 100, 100, 2**62),
+        "big_max_tokens": ("1", 1, 0, m, 0, 10),
+    }
+    for name, (text, *values) in seeds.items():
+        write(t, name, text.encode() + b"\n" + ints(*values))
+
+
 # ---- timeout_override: max byte, values by line --------------------------------------
 def timeout():
     t = "timeout_override"
@@ -414,6 +450,6 @@ def upstream():
 
 
 if __name__ == "__main__":
-    chat(); sse(); chat_stream(); multipart(); transcription(); config(); timeout(); route(); receipts(); head(); upstream()
+    chat(); sse(); chat_stream(); multipart(); transcription(); config(); money(); timeout(); route(); receipts(); head(); upstream()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))
