@@ -202,6 +202,21 @@ def config():
           "store: \"redis://127.0.0.1:6379\"\nattestation: {mode: dev, max_age_seconds: 1}\n"
           "auth:\n  keys:\n    - {sha256: \"" + "a" * 64 + "\", customer: c, limits: {per_minute: 1}}\n"
           "  customers: {c: {credit: 1.5, currency: usd}}\n")
+    head = "providers:\n  p: {base_url: \"https://x/v1\"}\nroutes:\n"
+    key = "auth:\n  keys:\n    - {sha256: \"" + "b" * 64 + "\", customer: c, limits: %s}\n  customers: {c: {credit: %s, currency: eur}}\n"
+    write(t, "money_limits.yaml", head +
+          "  - {id: \"eu/p/m\", provider: p, upstream_model: m, max_output_tokens: 8192,"
+          " pricing: {input_per_mtok: 0.000000001, output_per_mtok: 1e9, currency: eur}}\n"
+          "  - {id: \"eu/p/w\", provider: p, upstream_model: w, type: transcription, max_audio_seconds: 600,"
+          " pricing: {billing_unit: request, unit_amount: 0.003, currency: eur}}\n" +
+          key % ("{per_minute: 60, per_day: 1000, tokens_per_minute: 100000, tokens_per_day: 1000000}", "9223372036.854775807"))
+    write(t, "money_too_fine.yaml", head + "  - {id: \"eu/p/m\", provider: p, upstream_model: m,"
+          " pricing: {input_per_mtok: 0.0000000001, currency: usd}}\n")
+    write(t, "money_too_big.yaml", head + "  - {id: \"eu/p/m\", provider: p, upstream_model: m}\n" +
+          key % ("{tokens_per_day: 1}", "9.3e9"))
+    write(t, "limits_out_of_range.yaml", head +
+          "  - {id: \"eu/p/m\", provider: p, upstream_model: m, max_output_tokens: 0, max_audio_seconds: 1e9}\n" +
+          key % ("{tokens_per_minute: -1, tokens_per_day: 1000000000001}", "1e9"))
     write(t, "tabs_and_garbage.yaml", "server:\n\tlisten: x\n")
     write(t, "empty.yaml", "")
 
