@@ -46,7 +46,10 @@ Nanos transcription_cost(const config::RouteConfig& route, int64_t audio_seconds
   return 0;
 }
 
-int64_t estimate_tokens(uint64_t text_bytes) { return static_cast<int64_t>((text_bytes + 3) / 4); }
+// Not (bytes + 3) / 4: that wraps to 0 for the last three uint64 values.
+int64_t estimate_tokens(uint64_t text_bytes) {
+  return static_cast<int64_t>(text_bytes / 4 + (text_bytes % 4 != 0 ? 1 : 0));
+}
 
 CostBound chat_bound(const std::vector<const config::RouteConfig*>& routes, uint64_t body_bytes,
                      std::optional<int64_t> max_output) {
@@ -56,9 +59,9 @@ CostBound chat_bound(const std::vector<const config::RouteConfig*>& routes, uint
     const int64_t output = std::max<int64_t>(0, max_output.value_or(
         route->max_output_tokens ? static_cast<int64_t>(*route->max_output_tokens) : kDefaultMaxOutputTokens));
     bound.money = std::max(bound.money, chat_cost(*route, prompt, output));
-    // Saturating: a client may ask for any int64 max_tokens, and a wrapped sum would
-    // reserve nothing against the token windows.
-    bound.tokens = std::max(bound.tokens, prompt + std::min(output, INT64_MAX - prompt));
+    // Saturated: a client's max_tokens may be up to INT64_MAX, and prompt + output would
+    // overflow (undefined; in practice a negative bound, i.e. no token reservation at all).
+    bound.tokens = std::max(bound.tokens, output > INT64_MAX - prompt ? INT64_MAX : prompt + output);
   }
   return bound;
 }

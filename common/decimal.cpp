@@ -25,11 +25,12 @@ std::optional<int64_t> parse_nanos(std::string_view text) {
   if (i < text.size()) {
     if (text[i] != 'e' && text[i] != 'E') return std::nullopt;
     ++i;
-    if (i < text.size() && text[i] == '+') {
-      ++i;  // from_chars takes '-' but not '+'
-      if (i < text.size() && text[i] == '-') return std::nullopt;  // "1e+-5": two signs
-    }
+    // One optional sign, read here: from_chars takes its own '-' after a '+' ("1e+-5").
+    bool negative = false;
+    if (i < text.size() && (text[i] == '+' || text[i] == '-')) negative = text[i++] == '-';
+    if (i == text.size() || text[i] < '0' || text[i] > '9') return std::nullopt;
     const auto [end, ec] = std::from_chars(text.data() + i, text.data() + text.size(), exponent);
+    if (negative) exponent = -exponent;
     if (ec != std::errc() || end != text.data() + text.size() || exponent < -40 || exponent > 40)
       return std::nullopt;
   }

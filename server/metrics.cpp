@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <string_view>
@@ -91,6 +93,44 @@ std::string process_metrics() {
   return out.str();
 }
 
+std::string_view refusal_label(accounts::Refusal::Kind k) {
+  switch (k) {
+    case accounts::Refusal::Kind::balance_exceeded: return "balance_exceeded";
+    case accounts::Refusal::Kind::rate_limited: return "rate_limited";
+    case accounts::Refusal::Kind::tokens_limited: return "tokens_limited";
+  }
+  return "rate_limited";
+}
+
+// Money totals, exact: prometheus-cpp counters are doubles (integers exact only to 2^53
+// nanos, about 9 million currency units), so these are integers rendered by hand.
+struct MoneyTotals {
+  uint64_t settled = 0;
+  uint64_t estimated = 0;
+};
+using ByCurrency = std::map<std::string, MoneyTotals, std::less<>>;
+
+// Adds without wrapping: a counter that saturates is wrong later than one that wraps.
+void add_saturating(uint64_t& total, uint64_t n) { total = n > UINT64_MAX - total ? UINT64_MAX : total + n; }
+
+// A label value in the text format: currencies are free text in the config.
+std::string escape_label(std::string_view v) {
+  std::string out;
+  for (const char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+void write_family(std::ostringstream& out, std::string_view name, std::string_view help) {
+  out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
+}
+
 }  // namespace
 
 struct Metrics::Impl {
@@ -125,6 +165,24 @@ struct Metrics::Impl {
   prometheus::Gauge& active_streams = streams.Add({});
   prometheus::Counter& idle_closed = connection_limit.Add({{"action", "idle_closed"}});
   prometheus::Counter& refused = connection_limit.Add({{"action", "refused"}});
+
+  // Refusals: three reasons, all present from the start (a rate() works before the first).
+  std::atomic<uint64_t> refusals[3] = {};
+
+  // Money by route, then currency, and cut streams by route (std::less<>: looked up by
+  // string_view). Keys are configured route ids and currencies, so the maps stay small.
+  std::mutex money_mutex;
+  std::map<std::string, ByCurrency, std::less<>> money;
+  std::map<std::string, uint64_t, std::less<>> cut_streams;
+
+  template <typename Map>
+  static typename Map::mapped_type& at(Map& map, std::string_view key) {
+    auto it = map.find(key);
+    if (it == map.end()) it = map.emplace(std::string(key), typename Map::mapped_type{}).first;
+    return it->second;
+  }
+
+  std::string render_money(const config::Config& cfg);
 
   // Family::Add builds a label map, hashes it and takes the family's lock on every call
   // (and a histogram's bucket vector besides): per request that cost more than the proxy
@@ -193,6 +251,64 @@ void Metrics::stream_started() { impl_->active_streams.Increment(); }
 void Metrics::stream_ended() { impl_->active_streams.Decrement(); }
 void Metrics::config_reload(bool ok) { impl_->reloads.Add({{"result", ok ? "success" : "failure"}}).Increment(); }
 
+void Metrics::spend(std::string_view route, std::string_view currency, int64_t nanos, bool estimated) {
+  if (nanos <= 0) return;  // nothing to add (an unpriced route would add a currency "" series)
+  std::lock_guard lock(impl_->money_mutex);
+  MoneyTotals& t = Impl::at(Impl::at(impl_->money, route), currency);
+  add_saturating(t.settled, static_cast<uint64_t>(nanos));
+  if (estimated) add_saturating(t.estimated, static_cast<uint64_t>(nanos));
+}
+
+void Metrics::reservation_refused(accounts::Refusal::Kind reason) {
+  impl_->refusals[static_cast<size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::cut_stream_billed(std::string_view route) {
+  std::lock_guard lock(impl_->money_mutex);
+  ++Impl::at(impl_->cut_streams, route);
+}
+
+// Series for the routes of `cfg` only (the bound on the route label): every priced route
+// with its currency from the start (0 until it spends), and any other currency a configured
+// route has spent in (its pricing changed by a reload). Cut streams: every route.
+std::string Metrics::Impl::render_money(const config::Config& cfg) {
+  std::map<std::string, ByCurrency> shown;
+  std::map<std::string, uint64_t> cut;
+  {
+    std::lock_guard lock(money_mutex);
+    for (const auto& route : cfg.routes) {
+      auto& currencies = shown[route.id];
+      if (route.pricing) currencies[route.pricing->currency];
+      if (auto it = money.find(route.id); it != money.end())
+        for (const auto& [currency, t] : it->second) currencies[currency] = t;
+      const auto c = cut_streams.find(route.id);
+      cut[route.id] = c == cut_streams.end() ? 0 : c->second;
+    }
+  }
+  std::ostringstream out;
+  const auto by_currency = [&](std::string_view name, std::string_view help, uint64_t MoneyTotals::*field) {
+    write_family(out, name, help);
+    for (const auto& [route, currencies] : shown)
+      for (const auto& [currency, t] : currencies)
+        out << name << "{route=\"" << escape_label(route) << "\",currency=\"" << escape_label(currency) << "\"} "
+            << t.*field << "\n";
+  };
+  by_currency("tresor_spend_nanos_total", "Charges settled, in 1e-9 of the currency unit, by the route that served",
+              &MoneyTotals::settled);
+  by_currency("tresor_spend_estimated_nanos_total",
+              "The part of tresor_spend_nanos_total settled on estimated usage (the upstream reported none)",
+              &MoneyTotals::estimated);
+  write_family(out, "tresor_cut_streams_billed_total", "Streams cut before their end and billed all the same");
+  for (const auto& [route, n] : cut)
+    out << "tresor_cut_streams_billed_total{route=\"" << escape_label(route) << "\"} " << n << "\n";
+  write_family(out, "tresor_reservation_refusals_total", "Requests refused before dispatch, by reason");
+  for (const auto reason : {accounts::Refusal::Kind::balance_exceeded, accounts::Refusal::Kind::rate_limited,
+                            accounts::Refusal::Kind::tokens_limited})
+    out << "tresor_reservation_refusals_total{reason=\"" << refusal_label(reason) << "\"} "
+        << refusals[static_cast<size_t>(reason)].load(std::memory_order_relaxed) << "\n";
+  return out.str();
+}
+
 std::string Metrics::render(const config::Config& cfg, const router::RouteHealth& health,
                             const receipts::ReceiptService::Counts& receipts) const {
   std::string out = prometheus::TextSerializer().Serialize(impl_->registry.Collect());
@@ -214,7 +330,7 @@ std::string Metrics::render(const config::Config& cfg, const router::RouteHealth
         << "# HELP tresor_receipt_store_failures_total Receipts that could not be signed or stored.\n"
         << "# TYPE tresor_receipt_store_failures_total counter\n"
         << "tresor_receipt_store_failures_total " << receipts.failed << "\n";
-  return out + extra.str() + process_metrics();
+  return out + extra.str() + impl_->render_money(cfg) + process_metrics();
 }
 
 }  // namespace tresor::server

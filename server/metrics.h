@@ -1,14 +1,18 @@
 // The process's Prometheus metrics (GET /metrics, text format 0.0.4), on prometheus-cpp's
 // registry: request, route and attempt counters, failovers, duration histograms (total,
 // upstream wait, the router's own overhead), live gauges, receipts, config reloads, plus
-// the standard process_* metrics read from /proc at scrape time. Names and labels are
+// the standard process_* metrics read from /proc at scrape time, and money: spend settled
+// (exact integer nanos), reservation refusals, cut streams billed. Names and labels are
 // listed in deploy/README.md; label values are bounded (path templates, configured routes,
-// outcome names, status codes).
+// outcome names, status codes, configured currencies).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
+#include "accounts/accounts.h"
 #include "config/config.h"
 #include "receipts/receipt_service.h"
 #include "router/route_health.h"
@@ -34,6 +38,19 @@ class Metrics {
   void stream_started();
   void stream_ended();
   void config_reload(bool ok);
+
+  // Money. `route` is a configured route id (RouteConfig::id, the one that served) and
+  // `currency` its pricing's currency: /metrics shows only configured routes, so other
+  // values are counted but never rendered.
+  // A request's charge was settled: `nanos` (≤ 0 adds nothing) to
+  // tresor_spend_nanos_total{route,currency}, and also to
+  // tresor_spend_estimated_nanos_total when its usage was estimated (usage_estimated).
+  void spend(std::string_view route, std::string_view currency, int64_t nanos, bool estimated);
+  // A reservation (or admission) was refused: tresor_reservation_refusals_total{reason}.
+  void reservation_refused(accounts::Refusal::Kind reason);
+  // A stream cut before its end (client gone, upstream cut) was billed all the same:
+  // tresor_cut_streams_billed_total{route}.
+  void cut_stream_billed(std::string_view route);
 
   // The exposition text. Breaker states are read for the routes of `cfg`.
   std::string render(const config::Config& cfg, const router::RouteHealth& health,

@@ -202,8 +202,59 @@ def config():
           "store: \"redis://127.0.0.1:6379\"\nattestation: {mode: dev, max_age_seconds: 1}\n"
           "auth:\n  keys:\n    - {sha256: \"" + "a" * 64 + "\", customer: c, limits: {per_minute: 1}}\n"
           "  customers: {c: {credit: 1.5, currency: usd}}\n")
+    head = "providers:\n  p: {base_url: \"https://x/v1\"}\nroutes:\n"
+    key = "auth:\n  keys:\n    - {sha256: \"" + "b" * 64 + "\", customer: c, limits: %s}\n  customers: {c: {credit: %s, currency: eur}}\n"
+    write(t, "money_limits.yaml", head +
+          "  - {id: \"eu/p/m\", provider: p, upstream_model: m, max_output_tokens: 8192,"
+          " pricing: {input_per_mtok: 0.000000001, output_per_mtok: 1e9, currency: eur}}\n"
+          "  - {id: \"eu/p/w\", provider: p, upstream_model: w, type: transcription, max_audio_seconds: 600,"
+          " pricing: {billing_unit: request, unit_amount: 0.003, currency: eur}}\n" +
+          key % ("{per_minute: 60, per_day: 1000, tokens_per_minute: 100000, tokens_per_day: 1000000}", "9223372036.854775807"))
+    write(t, "money_too_fine.yaml", head + "  - {id: \"eu/p/m\", provider: p, upstream_model: m,"
+          " pricing: {input_per_mtok: 0.0000000001, currency: usd}}\n")
+    write(t, "money_too_big.yaml", head + "  - {id: \"eu/p/m\", provider: p, upstream_model: m}\n" +
+          key % ("{tokens_per_day: 1}", "9.3e9"))
+    write(t, "limits_out_of_range.yaml", head +
+          "  - {id: \"eu/p/m\", provider: p, upstream_model: m, max_output_tokens: 0, max_audio_seconds: 1e9}\n" +
+          key % ("{tokens_per_minute: -1, tokens_per_day: 1000000000001}", "1e9"))
     write(t, "tabs_and_garbage.yaml", "server:\n\tlisten: x\n")
     write(t, "empty.yaml", "")
+
+
+# ---- money: decimal text '\n', then 8-byte LE integers ----------------------------------
+def money():
+    t = "money"
+    clean(t)
+
+    def ints(*values):
+        return b"".join(v.to_bytes(8, "little") for v in values)
+
+    m = 2**63 - 1
+    # name: (text, output price nanos/Mtok, prompt, completion, step, body bytes/audio s)
+    seeds = {
+        "typical": ("0.15", 600_000_000, 1200, 350, 1, 4096),
+        "nine_decimals": ("0.000000001", 1, 1, 1, 1, 1),
+        "too_fine": ("0.0000000001", 0, 0, 0, 0, 0),
+        "zeros_beyond_nine": ("1.50000000000000000000", 2_000_000_000, 3, 4, 5, 60),
+        "exponent": ("1e9", 9_300_000_000 * 10**9, 7, 0, 1, 61),
+        "exponent_too_big": ("9.3e9", 0, 0, 0, 0, 0),
+        "max": ("9223372036.854775807", m, 10**6, 10**6, 1, 3600),
+        "max_plus_one": ("9223372036.854775808", 0, 0, 0, 0, 0),
+        "negative_exponent": ("1500E-3", 3, 999_999, 500_000, 1, 30),
+        "half_up": ("0.5", 1, 1, 0, 0, 90),  # 0.5 nano rounds up to 1
+        "huge_counts": ("9223372036.854775807", m, m, m, m, 2**64 - 1),
+        "leading_point": (".25", 0, 2, 2, 2, 2),
+        "trailing_point": ("7.", 0, 0, 0, 0, 1),
+        "signed": ("-1", 5, 5, 5, 5, 5),
+        "plus_exponent": ("2.5e+3", 0, 10, 10, 10, 10),
+        "bad_exponent": ("1e+-5", 0, 0, 0, 0, 0),
+        "no_digits": (".e5", 0, 0, 0, 0, 0),
+        "space": (" 1", 0, 0, 0, 0, 0),
+        "unpriced_input": ("", 250_000_000, 100, 100, 100, 2**62),
+        "big_max_tokens": ("1", 1, 0, m, 0, 10),
+    }
+    for name, (text, *values) in seeds.items():
+        write(t, name, text.encode() + b"\n" + ints(*values))
 
 
 # ---- timeout_override: max byte, values by line --------------------------------------
@@ -414,6 +465,6 @@ def upstream():
 
 
 if __name__ == "__main__":
-    chat(); sse(); chat_stream(); multipart(); transcription(); config(); timeout(); route(); receipts(); head(); upstream()
+    chat(); sse(); chat_stream(); multipart(); transcription(); config(); money(); timeout(); route(); receipts(); head(); upstream()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))
