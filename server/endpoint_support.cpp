@@ -141,6 +141,7 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
   const accounts::Nanos cost = charge.cost;
   // Settled (durable with durability: sync) before the receipt that states the cost.
   co_await services_.accounts.settle(services_.grant, std::move(charge), durable_settlement(*rt_.config));
+  if (route.pricing) services_.metrics.spend(route.id, route.pricing->currency, cost, figures.usage_estimated);
   if (!info.receipt_id) co_return false;
   figures.router_attestation = services_.attestation.receipt_block();
   receipts::Claims claims = make_claims(*info.receipt_id, info, std::move(figures), head_.nonce);
@@ -229,7 +230,13 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
 }
 
 boost::asio::awaitable<void> EndpointAttempts::bill_cut(accounts::Charge charge) {
+  const config::RouteConfig* route = charge.route;
+  const accounts::Nanos cost = charge.cost;
+  const bool estimated = charge.estimated;
   co_await services_.accounts.settle(services_.grant, std::move(charge), durable_settlement(*rt_.config));
+  if (!route) co_return;
+  if (route->pricing) services_.metrics.spend(route->id, route->pricing->currency, cost, estimated);
+  services_.metrics.cut_stream_billed(route->id);
 }
 
 ApiError refusal_error(const accounts::Refusal& refusal) {
@@ -264,6 +271,7 @@ boost::asio::awaitable<bool> reserve_or_refuse(EndpointServices services, accoun
   constexpr auto kHoldMargin = std::chrono::seconds(60);
   const auto refusal = co_await services.accounts.reserve(services.grant, bound, budget + kHoldMargin);
   if (!refusal) co_return true;
+  services.metrics.reservation_refused(refusal->kind);
   Response r = refusal_response(*refusal);
   co_await sink.send(std::move(r));
   co_return false;

@@ -24,6 +24,7 @@
 #include "server/attestation.h"
 #include "server/file_io_pool.h"
 #include "server/http_types.h"
+#include "server/metrics.h"
 #include "server/request_record.h"
 #include "server/runtime.h"
 #include "server/tresor_member.h"
@@ -54,6 +55,7 @@ struct EndpointServices {
   accounts::Grant& grant;               // this request's: its hold, settled or released
   FileIoPool& file_io;                  // the process's: spool reads off the I/O threads
   RequestRecord& record;                // this request's: routes, attempts, upstream wait
+  Metrics& metrics;                     // the process's: spend, refusals, cut streams
   const RouterAttestation& attestation; // the process's: embedded in receipts
 };
 

@@ -645,8 +645,9 @@ class Session final : public ResponseSink, public SessionControl {
   }
 
   EndpointServices endpoint_services() {
-    return EndpointServices{services_.upstream, services_.health, services_.receipts, services_.accounts,
-                            grant_,             services_.file_io, record_,           services_.attestation};
+    return EndpointServices{services_.upstream, services_.health, services_.receipts,    services_.accounts,
+                            grant_,             services_.file_io, record_,              services_.metrics,
+                            services_.attestation};
   }
 
   // Phase 4b (chat): the JSON body, capped at max_body_bytes without buffering past the cap.
@@ -808,7 +809,9 @@ class Session final : public ResponseSink, public SessionControl {
     auto admission = co_await services_.accounts.admit(*runtime.config, key, std::chrono::system_clock::now(), spends);
     grant_ = std::move(admission.grant);
     refusal_.reset();
-    if (admission.refusal) refusal_ = refusal_response(*admission.refusal);
+    if (!admission.refusal) co_return;
+    services_.metrics.reservation_refused(admission.refusal->kind);
+    refusal_ = refusal_response(*admission.refusal);
   }
 
   // Answers an error while the request body (if any) is still unread; the connection

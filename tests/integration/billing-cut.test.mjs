@@ -124,4 +124,18 @@ describe('cut streams and answers without usage', { timeout: 90_000 }, () => {
     assert.equal(payload.prompt_tokens, estimate(Buffer.byteLength(JSON.stringify(MESSAGES))),
       'prompt estimate: ceil(bytes of the messages member / 4)');
   });
+
+  test('/metrics: spend, its estimated part and the cut streams, exactly as /v1/usage has them', async () => {
+    // Runs last in this file: every request above was settled (spendOf waits for it).
+    const usage = await readUsage(s.gw, s.key);
+    const text = await (await fetch(s.gw.url('/metrics'))).text();
+    const value = (name) => {
+      const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`route="${ROUTE_GPT}"`));
+      assert.ok(line, `${name} for ${ROUTE_GPT} in /metrics`);
+      return line.slice(line.lastIndexOf(' ') + 1);
+    };
+    assert.equal(BigInt(value('tresor_spend_nanos_total')), usage.spent, 'settled spend, to the nano');
+    assert.equal(BigInt(value('tresor_spend_estimated_nanos_total')), usage.estimated);
+    assert.ok(Number(value('tresor_cut_streams_billed_total')) >= 1, 'the abandoned stream was billed as cut');
+  });
 });
