@@ -25,7 +25,9 @@ COPY common common
 COPY config config
 COPY router router
 COPY providers providers
+COPY storage storage
 COPY receipts receipts
+COPY accounts accounts
 COPY server server
 COPY tests/fake_upstream tests/fake_upstream
 # The ccache cache mount survives between builds on the same builder (BuildKit, buildah),
