@@ -66,13 +66,46 @@ class Reader {
         if (var.empty()) fail(node, what + ": empty ${} in value");
         const char* value = std::getenv(var.c_str());
         if (!value) fail(node, what + ": environment variable " + var + " is not set");
-        out += value;
+        out += env_value(node, what, var, value);
         i = end + 1;
       } else {
         out += raw[i++];
       }
     }
     return out;
+  }
+
+  // A value from the environment, with one trailing newline trimmed (a secret mounted
+  // from a file usually ends with one). Any other CR or LF would end up inside an HTTP
+  // header (api_key) or a URL and split it, so it is refused; a NUL cannot come through
+  // getenv (C strings), but a value is checked for one all the same.
+  std::string env_value(const YAML::Node& node, const std::string& what, const std::string& var,
+                        std::string value) const {
+    if (!value.empty() && value.back() == '\n') value.pop_back();
+    if (value.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
+      fail(node, what + ": environment variable " + var +
+                     " contains a line break (CR or LF) or NUL; only one trailing newline is trimmed");
+    return value;
+  }
+
+  // yaml-cpp keeps both entries of a key given twice in a mapping and answers lookups with
+  // the first: every mapping in the document (providers, customers, any other) is checked
+  // here once, so a second entry is an error at its file:line instead of silently lost.
+  void refuse_duplicate_keys(const YAML::Node& node, const std::string& where) const {
+    if (node.IsSequence()) {
+      for (size_t i = 0; i < node.size(); ++i) refuse_duplicate_keys(node[i], where + "[" + std::to_string(i) + "]");
+      return;
+    }
+    if (!node.IsMap()) return;
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) continue;  // reported with its position by key_text
+      const std::string key = kv.first.Scalar();
+      const std::string path = where.empty() ? key : where + "." + key;
+      if (!seen.insert(key).second)
+        fail(kv.first, "duplicate key '" + key + "' in " + (where.empty() ? "the top level" : where));
+      refuse_duplicate_keys(kv.second, path);
+    }
   }
 
   template <typename T>
@@ -246,6 +279,23 @@ void load_breaker(const Reader& r, const YAML::Node& n, BreakerConfig& c) {
     c.cooldown_seconds = r.integer<unsigned>(v, "breaker.cooldown_seconds", 0, 86400);
 }
 
+// scheme://host[:port][/path] and nothing else. The router appends /chat/completions (and
+// the like) to it and sends its own Authorization header, so a query or fragment would be
+// cut off or end up in the middle of the path, and user info would be sent nowhere:
+// refused rather than silently mangled (no Azure-style ?api-version= support).
+void check_base_url(const Reader& r, const YAML::Node& node, const std::string& what, const std::string& url) {
+  if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0)
+    r.fail(node, what + " must start with http:// or https://");
+  if (url.find('?') != std::string::npos)
+    r.fail(node, what + " must not have a query ('?…'); the router appends the endpoint path to it");
+  if (url.find('#') != std::string::npos) r.fail(node, what + " must not have a fragment ('#…')");
+  const std::string rest = url.substr(url.find("://") + 3);
+  const std::string authority = rest.substr(0, rest.find('/'));
+  if (authority.find('@') != std::string::npos)
+    r.fail(node, what + " must not hold user info ('user@'); put the credential in api_key");
+  if (authority.empty()) r.fail(node, what + " has no host");
+}
+
 void load_providers(const Reader& r, const YAML::Node& n, Config& c) {
   if (!n.IsMap()) r.fail(n, "providers must be a mapping of name → provider");
   for (const auto& kv : n) {
@@ -258,8 +308,7 @@ void load_providers(const Reader& r, const YAML::Node& n, Config& c) {
     pc.name = name;
     if (!p["base_url"]) r.fail(p, where + ".base_url is required");
     pc.base_url = r.text(p["base_url"], where + ".base_url");
-    if (pc.base_url.rfind("http://", 0) != 0 && pc.base_url.rfind("https://", 0) != 0)
-      r.fail(p["base_url"], where + ".base_url must start with http:// or https://");
+    check_base_url(r, p["base_url"], where + ".base_url", pc.base_url);
     if (auto v = p["api_key"]) pc.api_key = r.text(v, where + ".api_key");
     if (auto v = p["ca_file"]) {
       pc.ca_file = r.text(v, where + ".ca_file");
@@ -438,6 +487,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   r.expect_map(root, "the top level",
                {"server", "timeouts", "retry", "breaker", "providers", "routes", "auth",
                 "receipts", "store", "attestation"});
+  r.refuse_duplicate_keys(root, "");
   auto c = std::make_shared<Config>();
   c->source_file = name;
   if (auto n = root["server"]) load_server(r, n, c->server);

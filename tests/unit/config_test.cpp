@@ -544,3 +544,62 @@ TEST_CASE("config: the upstream body cap has a default and a range") {
   CHECK(contains(error_of("server:\n  max_upstream_body_bytes: 1073741825\n"), "max_upstream_body_bytes"));
   CHECK(contains(error_of("server:\n  max_upstream_body_bytes: lots\n"), "max_upstream_body_bytes"));
 }
+
+TEST_CASE("config: a provider base_url with a query, a fragment or user info is refused, naming the field") {
+  const char* bad[] = {"http://h/v1?api-version=2024-02-01", "http://h/v1#frag", "https://user:pw@h/v1",
+                       "https://user@h:8443/v1", "http:///v1"};
+  for (const char* url : bad) {
+    INFO(url);
+    const std::string e = error_of(std::string("providers:\n  pm:\n    base_url: \"") + url + "\"\n");
+    CHECK(has_position(e, "cfg.yaml", 3));
+    CHECK(contains(e, "providers.pm.base_url"));
+  }
+  CHECK(contains(error_of("providers:\n  pm: {base_url: \"http://h/v1?x=1\"}\n"), "query"));
+  CHECK(contains(error_of("providers:\n  pm: {base_url: \"http://h/v1#x\"}\n"), "fragment"));
+  CHECK(contains(error_of("providers:\n  pm: {base_url: \"http://u:p@h/v1\"}\n"), "user info"));
+  // An '@' in the path is not user info.
+  CHECK(error_of("providers:\n  pm: {base_url: \"http://h/v1/@models\"}\n").empty());
+}
+
+TEST_CASE("config: a value from ${ENV} with CR, LF or an inner newline is refused; one trailing newline is trimmed") {
+  const std::string yaml = std::string(kProviders) + "    api_key: \"${TRESOR_UT_SECRET}\"\n";
+  SECTION("one trailing newline (a mounted secret) is trimmed") {
+    ScopedEnv s("TRESOR_UT_SECRET", "sk-abc\n");
+    CHECK(load_config_text(yaml, "env.yaml")->providers.at("pm").api_key == "sk-abc");
+  }
+  for (const char* value : {"sk-abc\r\nX-Injected: 1", "sk\nabc", "sk-abc\r", "sk-abc\n\n", "sk-abc\r\n"}) {
+    INFO(value);
+    ScopedEnv s("TRESOR_UT_SECRET", value);
+    const std::string e = error_of(yaml, "env.yaml");
+    CHECK(starts_with(e, "env.yaml:4:14: "));
+    CHECK(contains(e, "providers.pm.api_key"));
+    CHECK(contains(e, "TRESOR_UT_SECRET"));
+    CHECK_FALSE(contains(e, "sk"));  // the secret itself is never in the message
+  }
+}
+
+TEST_CASE("config: duplicate entries in any mapping are errors with file:line") {
+  SECTION("providers") {
+    const std::string e = error_of(
+        "providers:\n  pm:\n    base_url: \"http://a/v1\"\n  pm:\n    base_url: \"http://b/v1\"\n");
+    CHECK(has_position(e, "cfg.yaml", 4));
+    CHECK(contains(e, "duplicate key 'pm' in providers"));
+  }
+  SECTION("auth.customers") {
+    const std::string e = error_of("auth:\n  customers:\n    acme: {credit: 1}\n    acme: {credit: 100}\n");
+    CHECK(has_position(e, "cfg.yaml", 4));
+    CHECK(contains(e, "duplicate key 'acme' in auth.customers"));
+  }
+  SECTION("a mapping inside a list") {
+    const std::string e = error_of(std::string(kProviders) +
+                                   "routes:\n  - id: eu/pm/m\n    provider: pm\n    upstream_model: a\n"
+                                   "    upstream_model: b\n");
+    CHECK(has_position(e, "cfg.yaml", 8));
+    CHECK(contains(e, "duplicate key 'upstream_model' in routes[0]"));
+  }
+  SECTION("the top level") {
+    const std::string e = error_of("store: \"sqlite:a.db\"\nstore: \"sqlite:b.db\"\n");
+    CHECK(has_position(e, "cfg.yaml", 2));
+    CHECK(contains(e, "duplicate key 'store'"));
+  }
+}
