@@ -17,6 +17,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdint>
@@ -468,6 +469,16 @@ struct Signer::Impl {
 Signer::Signer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Signer::~Signer() = default;
 
+// The P-256 private key at `path`, refused when others may read or change the file.
+static PkeyPtr load_private_key(const std::string& path) {
+  const std::string pem = read_file(path);
+  PkeyPtr pkey = parse_private_pem(pem);
+  if (!pkey) throw std::runtime_error("key file " + path + " does not hold a readable (unencrypted) PEM private key");
+  if (!is_p256(pkey.get())) throw std::runtime_error("key file " + path + " is not an EC P-256 private key");
+  refuse_if_exposed(path);
+  return pkey;
+}
+
 std::unique_ptr<Signer> Signer::load_or_create(const std::string& path, std::string kid) {
   PkeyPtr pkey;
   std::error_code fs_ec;
@@ -483,16 +494,21 @@ std::unique_ptr<Signer> Signer::load_or_create(const std::string& path, std::str
     if (write_new_private_file(path, private_key_pem(fresh.get()))) pkey = std::move(fresh);
     // else: another process created it first; load theirs below.
   }
-  if (!pkey) {
-    const std::string pem = read_file(path);
-    pkey = parse_private_pem(pem);
-    if (!pkey) throw std::runtime_error("key file " + path + " does not hold a readable (unencrypted) PEM private key");
-    if (!is_p256(pkey.get())) throw std::runtime_error("key file " + path + " is not an EC P-256 private key");
-    refuse_if_exposed(path);
-  }
-
+  if (!pkey) pkey = load_private_key(path);
   auto impl = std::make_unique<Impl>();
   impl->pkey = std::move(pkey);
+  return finish(std::move(impl), std::move(kid));
+}
+
+std::unique_ptr<Signer> Signer::load_if_exists(const std::string& path, std::string kid) {
+  std::error_code fs_ec;
+  if (!std::filesystem::exists(path, fs_ec) && !fs_ec) return nullptr;
+  auto impl = std::make_unique<Impl>();
+  impl->pkey = load_private_key(path);
+  return finish(std::move(impl), std::move(kid));
+}
+
+std::unique_ptr<Signer> Signer::finish(std::unique_ptr<Impl> impl, std::string kid) {
   impl->kid = std::move(kid);
   json::object header;
   header["alg"] = "ES256";
@@ -534,15 +550,17 @@ std::string generate_private_key_pem() {
   return private_key_pem(pkey.get());
 }
 
-std::string jwks_json(const Signer& active, const std::vector<config::RetiredKey>& retired) {
+// The JWKs of the retired keys, read from their files; a kid may appear once, the active
+// one included.
+static json::array retired_jwks(const std::string& active_kid, const std::vector<config::RetiredKey>& retired) {
   json::array keys;
-  keys.push_back(json::parse(active.public_jwk()));
+  std::vector<std::string> kids{active_kid};
   for (const auto& r : retired) {
-    if (r.kid == active.kid())
+    if (r.kid == active_kid)
       throw std::runtime_error("retired key " + r.public_key_file + " reuses the active kid " + r.kid);
-    for (const auto& k : keys)
-      if (k.get_object().at("kid").get_string() == r.kid)
-        throw std::runtime_error("retired key " + r.public_key_file + " reuses kid " + r.kid);
+    if (std::find(kids.begin(), kids.end(), r.kid) != kids.end())
+      throw std::runtime_error("retired key " + r.public_key_file + " reuses kid " + r.kid);
+    kids.push_back(r.kid);
     const std::string pem = read_file(r.public_key_file);
     PkeyPtr pkey = parse_any_pem(pem);
     if (!pkey) throw std::runtime_error("retired key file " + r.public_key_file + " holds no readable PEM key");
@@ -550,9 +568,20 @@ std::string jwks_json(const Signer& active, const std::vector<config::RetiredKey
       throw std::runtime_error("retired key file " + r.public_key_file + " is not an EC P-256 key");
     keys.push_back(jwk_object(pkey.get(), r.kid));
   }
+  return keys;
+}
+
+std::string jwks_json(const Signer& active, const std::vector<config::RetiredKey>& retired) {
+  json::array keys;
+  keys.push_back(json::parse(active.public_jwk()));
+  for (auto& k : retired_jwks(active.kid(), retired)) keys.push_back(std::move(k));
   json::object doc;
   doc["keys"] = std::move(keys);
   return json::serialize(doc);
+}
+
+void check_retired_keys(const std::string& active_kid, const std::vector<config::RetiredKey>& retired) {
+  retired_jwks(active_kid, retired);
 }
 
 VerifyResult verify_jws(std::string_view jws, std::string_view jwks) {

@@ -20,6 +20,9 @@ class Signer {
   // made if needed) when the file does not exist. Throws std::runtime_error with a clear
   // message on an unreadable or non-P-256 key.
   static std::unique_ptr<Signer> load_or_create(const std::string& path, std::string kid);
+  // The same checks on the key at `path` without ever creating a file or folder
+  // (check-config); nullptr when there is no file there.
+  static std::unique_ptr<Signer> load_if_exists(const std::string& path, std::string kid);
   ~Signer();
 
   const std::string& kid() const;
@@ -32,6 +35,8 @@ class Signer {
  private:
   struct Impl;
   explicit Signer(std::unique_ptr<Impl> impl);
+  // Completes `impl` (its key set) with `kid`, the JWS header and the JWK.
+  static std::unique_ptr<Signer> finish(std::unique_ptr<Impl> impl, std::string kid);
   std::unique_ptr<Impl> impl_;
 };
 
@@ -41,6 +46,8 @@ std::string generate_private_key_pem();
 // {"keys":[active, retired…]}; retired public keys are read from their PEM files
 // (throws std::runtime_error naming the file when one cannot be read).
 std::string jwks_json(const Signer& active, const std::vector<config::RetiredKey>& retired);
+// The checks jwks_json makes on the retired keys, without an active key (check-config).
+void check_retired_keys(const std::string& active_kid, const std::vector<config::RetiredKey>& retired);
 
 struct VerifyResult {
   bool ok = false;

@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "server/auth.h"
 #include "server/cli.h"
+#include "server/config_checks.h"
 #include "server/server.h"
 
 namespace {
@@ -30,8 +31,9 @@ int usage() {
 
 int check_config(const std::string& path) {
   try {
-    auto cfg = tresor::config::load_config_file(path);
-    tresor::server::Runtime runtime(cfg);  // also opens CA files and parses URLs
+    // The same load and checks as startup (TLS files, store URL, listen addresses, keys).
+    const auto runtime = tresor::server::load_checked_runtime(path);
+    const auto& cfg = runtime->config;
     std::cout << path << ": OK (" << cfg->providers.size() << " providers, " << cfg->routes.size()
               << " routes, " << cfg->auth.keys.size() << " keys)\n";
     return 0;
@@ -103,8 +105,7 @@ int main(int argc, char** argv) {
 
   raise_fd_limit();
   try {
-    tresor::server::RuntimeHolder holder(
-        std::make_shared<const tresor::server::Runtime>(tresor::config::load_config_file(config_path)));
+    tresor::server::RuntimeHolder holder(tresor::server::load_checked_runtime(config_path));
     tresor::server::Server server(holder);
     server.listen();
     server.run();

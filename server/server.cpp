@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "receipts/receipt_service.h"
+#include "server/config_checks.h"
 #include "server/log_throttle.h"
 #include "server/session.h"
 
@@ -295,20 +296,6 @@ struct Server::Impl {
 };
 
 namespace {
-
-// HTTPS for the listeners: TLS 1.2+, the certificate chain and key from PEM files.
-std::unique_ptr<asio::ssl::context> server_tls_context(const config::ServerConfig::Tls& tls) {
-  auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
-  ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
-                   asio::ssl::context::single_dh_use);
-  boost::system::error_code ec;
-  ctx->use_certificate_chain_file(tls.cert_file, ec);
-  if (ec) throw std::runtime_error("server.tls.cert_file " + tls.cert_file + ": " + ec.message());
-  ctx->use_private_key_file(tls.key_file, asio::ssl::context::pem, ec);
-  if (ec) throw std::runtime_error("server.tls.key_file " + tls.key_file + ": " + ec.message());
-  return ctx;
-}
 
 std::unique_ptr<receipts::ReceiptStore> open_store(const std::string& url) {
   constexpr std::string_view kSqlite = "sqlite:";
