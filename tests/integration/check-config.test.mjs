@@ -73,6 +73,14 @@ const CASES = [
     field: /store .*bad database number/,
   },
   {
+    // Refused today for the credentials, and for its port once they are supported; the
+    // password is in neither message.
+    name: 'store with a password and a bad port',
+    make: () => config((c) => { c.store = 'redis://:s3cret-canary@127.0.0.1:notaport/0'; }),
+    field: /store .*(credentials|bad port)/,
+    secret: 's3cret-canary',
+  },
+  {
     name: 'store sqlite: without a path',
     make: () => config((c) => { c.store = 'sqlite:'; }),
     field: /store: sqlite: needs a file path/,
@@ -171,6 +179,7 @@ describe('check-config refuses what startup refuses, with the same message', { t
       assert.ok(start.stderr.includes(message),
         `startup's message differs from check-config's:\n  check-config: ${message}\n  startup: ${start.stderr.slice(-2000)}`);
       assert.doesNotMatch(start.stderr, /listening on/);
+      if (k.secret) assert.ok(!`${check.stderr}${start.stderr}`.includes(k.secret), 'the password is in a message');
     });
   }
 });
