@@ -1,8 +1,11 @@
 #include "server/config_checks.h"
 
+#include <unistd.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <vector>
@@ -39,10 +42,28 @@ void check_redis_url(const std::string& url) {
   }
 }
 
+// A file startup will create when missing (the SQLite store, the signing key), with its
+// folders: the nearest existing ancestor must be a folder this process may write into.
+// Nothing is created here.
+void check_creatable(const std::string& path, const std::string& field) {
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) {
+    if (std::filesystem::is_directory(path, ec))
+      throw std::runtime_error(field + ": '" + path + "' is a directory, not a file");
+    return;
+  }
+  auto dir = std::filesystem::absolute(path, ec).parent_path();
+  while (!dir.empty() && !std::filesystem::exists(dir, ec) && dir != dir.root_path()) dir = dir.parent_path();
+  if (!std::filesystem::is_directory(dir, ec))
+    throw std::runtime_error(field + ": cannot create '" + path + "': " + dir.string() + " is not a directory");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    throw std::runtime_error(field + ": cannot create '" + path + "': " + dir.string() + " is not writable");
+}
+
 void check_store(const std::string& url) {
   if (url.rfind("sqlite:", 0) == 0) {
     if (url.size() == 7) throw std::runtime_error("store: sqlite: needs a file path (sqlite:PATH)");
-    return;
+    return check_creatable(url.substr(7), "store");
   }
   if (url.rfind("redis://", 0) == 0) return check_redis_url(url);
   throw std::runtime_error("store must be sqlite:PATH or redis://HOST:PORT/DB");
@@ -78,6 +99,7 @@ void check_listen(const std::vector<config::ListenAddress>& listen) {
 // The active key must load when its file exists (startup creates it otherwise, which
 // check-config must not do); the retired keys are always read.
 void check_keys(const config::ReceiptsConfig& receipts) {
+  check_creatable(receipts.signing_key_file, "receipts.signing_key_file");
   try {
     receipts::Signer::load_if_exists(receipts.signing_key_file, receipts.kid);
   } catch (const std::exception& e) {

@@ -86,6 +86,16 @@ const CASES = [
     field: /store: sqlite: needs a file path/,
   },
   {
+    name: 'store sqlite: under a regular file',
+    make: () => config((c) => { c.store = `sqlite:${garbageFile('plain')}/sub/tresor.db`; }),
+    field: /store: cannot create '.*\/plain\/sub\/tresor\.db': .*plain is not a directory/,
+  },
+  {
+    name: 'receipts.signing_key_file under a regular file',
+    make: () => config((c) => { c.receipts.signing_key_file = `${garbageFile('plain')}/state/receipt.pem`; }),
+    field: /receipts\.signing_key_file: cannot create .*plain is not a directory/,
+  },
+  {
     name: 'two identical server.listen entries',
     make: async () => {
       const port = await closedPort();
