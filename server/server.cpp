@@ -113,12 +113,21 @@ std::vector<std::string> receipt_policy_changes(const config::ReceiptsConfig& no
 
 // Built outside the coroutine (g++ 12 and captures in coroutines): loads and validates
 // the file, and builds the snapshot (CA files are read here), all on the file I/O pool.
+// The startup checks (config_checks.h) only concern restart-only settings, which a reload
+// leaves alone: a file that fails them is still applied, with a warning now rather than a
+// surprise at the next restart.
 std::function<void()> load_job(std::string path, std::shared_ptr<const Runtime>& next, std::string& error) {
   return [path = std::move(path), &next, &error] {
     try {
       next = std::make_shared<const Runtime>(config::load_config_file(path));
     } catch (const std::exception& e) {
       error = e.what();
+      return;
+    }
+    try {
+      check_startup(*next->config);
+    } catch (const std::exception& e) {
+      spdlog::warn("config reload: the next restart would refuse this file: {}", e.what());
     }
   };
 }

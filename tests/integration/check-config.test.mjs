@@ -1,14 +1,17 @@
 // Issue 17, item 6: every config that startup refuses, `check-config` refuses too, with the
 // same message naming the field (both run server/config_checks.cpp), and check-config
 // creates nothing (no signing key, no SQLite file).
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   gatewayConfig, toYaml, writeConfig, routerBin, makeKey, sha256Hex, selfSignedCert, closedPort, tempDir,
+  startStack, stopAll, waitFor,
 } from './harness.mjs';
+
+after(stopAll);
 
 const PROVIDER_KEY = 'sk-provider-check';
 const ENV = { ...process.env, FAKE_PROVIDER_KEY: PROVIDER_KEY };
@@ -192,4 +195,27 @@ describe('check-config refuses what startup refuses, with the same message', { t
       if (k.secret) assert.ok(!`${check.stderr}${start.stderr}`.includes(k.secret), 'the password is in a message');
     });
   }
+});
+
+describe('a SIGHUP reload warns about what the next start would refuse', { timeout: 60_000 }, () => {
+  // server.tls is restart-only: the reload applies the rest and keeps serving, but says now,
+  // naming the field, that the next restart will fail.
+  test('a reload with an unreadable server.tls.cert_file logs the startup error; the gateway keeps serving', async () => {
+    const s = await startStack();
+    const config = gatewayConfig({
+      fakeUrl: s.fake.baseUrl(), keys: [{ sha256: sha256Hex(s.key), customer: 'acme' }],
+      server: { tls: { cert_file: '/nonexistent/cert.pem', key_file: '/nonexistent/key.pem' } },
+    });
+    writeFileSync(s.gw.configPath, toYaml(config));
+    const seen = s.gw.proc.stderr.length;
+    s.gw.proc.signal('SIGHUP');
+    const log = await waitFor(() => {
+      const text = s.gw.proc.stderr.slice(seen);
+      return /config reload(ed from| failed)/.test(text) ? text : null;
+    }, { timeoutMs: 20_000, what: 'the reload log line' });
+    assert.match(log, /config reload: the next restart would refuse this file: .*server\.tls\.cert_file: cannot read '\/nonexistent\/cert\.pem'/);
+    const res = await s.chat({ model: 'eu/fake/gpt-oss-120b', messages: [{ role: 'user', content: 'hi' }] });
+    assert.equal(res.status, 200);
+    await res.text();
+  });
 });
