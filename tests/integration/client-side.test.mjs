@@ -9,7 +9,8 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
-  startStack, stopAll, chatBody, readErrorEnvelope, RawConnection, rawRequest, decodeJws, fetchReceipt,
+  startStack, stopAll, chatBody, readErrorEnvelope, RawConnection, rawRequest, fetchReceipt, fetchJwks, verifyJws,
+  b64urlDecode,
   ROUTE_GPT, ROUTE_WHISPER,
 } from './harness.mjs';
 
@@ -75,7 +76,10 @@ describe('X-Tresor-Nonce', { timeout: 60_000 }, () => {
     const id = JSON.parse(res.text).tresor.receipt_id;
     const r = await fetchReceipt(s.gw, s.key, id);
     assert.equal(r.status, 200, r.text);
-    assert.equal(decodeJws(r.json.receipt).payload.nonce, nonce);
+    const d = verifyJws(r.json.receipt, (await fetchJwks(s.gw)).json);
+    // The claims are strict UTF-8 JSON (what jose and Python's json read).
+    const claims = JSON.parse(utf8Strict.decode(b64urlDecode(d.parts[1])));
+    assert.equal(claims.nonce, nonce);
   });
 });
 
