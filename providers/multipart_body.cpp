@@ -24,6 +24,7 @@ std::string quote_disposition_value(std::string_view value) {
   std::string out = "\"";
   for (char c : value) {
     if (c == '"') out += "%22";
+    else if (c == '\\') out += "\\\\";  // a quoted-pair (RFC 9110 §5.6.4): Windows paths keep their backslashes
     else if (c == '\r') out += "%0D";
     else if (c == '\n') out += "%0A";
     else out.push_back(c);

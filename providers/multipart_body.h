@@ -29,8 +29,11 @@ struct FilePart {
 // practical concern, and field values are checked against it.
 std::string random_multipart_boundary();
 
-// Quotes a Content-Disposition parameter value the way browsers and the WHATWG form
-// encoding do: `"`, CR and LF become %22, %0D and %0A.
+// Quotes a Content-Disposition parameter value as RFC 7578 §4.2 allows and browsers (the
+// WHATWG form encoding) do: `"`, CR and LF become %22, %0D and %0A. A backslash is sent
+// as the quoted-pair `\\` (RFC 9110 §5.6.4, RFC 2045 quoted-string): a receiver that
+// unescapes quoted strings (python-multipart, Go, busboy) reads one backslash; raw, it
+// would read `\x` as an escaped `x` and lose it.
 std::string quote_disposition_value(std::string_view value);
 
 class MultipartUploadBody final : public BodySource {

@@ -1,5 +1,6 @@
 #include "server/endpoint_support.h"
 
+#include <simdjson.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/beast/core/string.hpp>
@@ -21,6 +22,42 @@ bool receipt_opt_out(const RequestHead& head) {
   return boost::beast::iequals(v, "false") || v == "0";
 }
 
+constexpr std::string_view kNonceHeader = "X-Tresor-Nonce";
+
+// Printable UTF-8: valid UTF-8 without C0 controls (tab included), DEL or C1 controls
+// (U+0080-U+009F, C2 80-C2 9F). The nonce goes into a signed JSON claim: a byte that is
+// not UTF-8 makes the receipt unreadable by jose, Python's json and tresor-verify, and a
+// control character is never part of a nonce a client meant.
+bool printable_utf8(std::string_view v) {
+  if (!simdjson::validate_utf8(v.data(), v.size())) return false;
+  for (size_t i = 0; i < v.size(); ++i) {
+    const auto c = static_cast<unsigned char>(v[i]);
+    if (c < 0x20 || c == 0x7f) return false;
+    if (c == 0xC2 && i + 1 < v.size() && static_cast<unsigned char>(v[i + 1]) <= 0x9F) return false;
+  }
+  return true;
+}
+
+// The old docs' replay nonce, copied into the receipt. Bounded so a client cannot inflate
+// every receipt; one header at most (two would leave the receipt's claim a guess). An
+// unusable nonce is refused rather than dropped: the client relies on finding it signed.
+std::variant<std::optional<std::string>, ApiError> nonce_of(const RequestHead& head) {
+  constexpr size_t kMaxNonceBytes = 256;
+  const auto values = head.values(kNonceHeader);
+  if (values.empty()) return std::optional<std::string>();
+  const auto refuse = [](std::string message) {
+    return invalid_request("invalid_nonce", std::move(message), std::string(kNonceHeader));
+  };
+  if (values.size() > 1) return refuse("X-Tresor-Nonce must be sent at most once");
+  const std::string_view nonce = values.front();
+  if (nonce.empty()) return std::optional<std::string>();  // an empty header, as before: no nonce
+  if (nonce.size() > kMaxNonceBytes)
+    return refuse("X-Tresor-Nonce must be at most " + std::to_string(kMaxNonceBytes) + " bytes");
+  if (!printable_utf8(nonce))
+    return refuse("X-Tresor-Nonce must be printable UTF-8 text (no control characters)");
+  return std::optional<std::string>(std::string(nonce));
+}
+
 }  // namespace
 
 std::variant<ControlHeaders, ApiError> check_control_headers(const Runtime& rt, const RequestHead& head,
@@ -35,11 +72,9 @@ std::variant<ControlHeaders, ApiError> check_control_headers(const Runtime& rt, 
   controls.key = key;
   controls.budget = *budget;
   controls.receipt_opt_out = receipt_opt_out(head);
-  // The old docs' replay nonce, copied into the receipt; bounded so a client cannot
-  // inflate every receipt.
-  constexpr size_t kMaxNonceBytes = 256;
-  if (const auto nonce = head.value("X-Tresor-Nonce"); !nonce.empty() && nonce.size() <= kMaxNonceBytes)
-    controls.nonce = std::string(nonce);
+  auto nonce = nonce_of(head);
+  if (auto* err = std::get_if<ApiError>(&nonce)) return std::move(*err);
+  controls.nonce = std::get<std::optional<std::string>>(std::move(nonce));
   return controls;
 }
 

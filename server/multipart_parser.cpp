@@ -36,9 +36,12 @@ struct Param {
 };
 
 // Parses `*( OWS ";" OWS name "=" (token | quoted-string) )` as found after a media type
-// or disposition type. Quoted strings honour backslash escapes (so filename="a\"b.wav"
-// is a"b.wav). Unquoted values run to the next ';' (lenient: some clients send spaces in
-// unquoted filenames). Returns nullopt on a syntax error.
+// or disposition type. In quoted strings a backslash escapes only `"` and `\` (so
+// filename="a\"b.wav" is a"b.wav); any other backslash is kept, because browsers send
+// Windows paths unescaped (filename="C:\dir\a.wav", the HTML form encoding escapes
+// nothing but `"`, CR and LF, as %22, %0D, %0A). Unquoted values run to the next ';'
+// (lenient: some clients send spaces in unquoted filenames). Returns nullopt on a syntax
+// error.
 std::optional<std::vector<Param>> parse_params(std::string_view s) {
   std::vector<Param> params;
   size_t i = 0;
@@ -70,8 +73,7 @@ std::optional<std::vector<Param>> parse_params(std::string_view s) {
           closed = true;
           break;
         }
-        if (c == '\\') {
-          if (i == s.size()) return std::nullopt;
+        if (c == '\\' && i < s.size() && (s[i] == '"' || s[i] == '\\')) {
           p.value.push_back(s[i++]);
         } else {
           p.value.push_back(c);
@@ -87,6 +89,33 @@ std::optional<std::vector<Param>> parse_params(std::string_view s) {
     }
     params.push_back(std::move(p));
   }
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  c = lower(c);
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// RFC 8187 ext-value in UTF-8: UTF-8'[language]'percent-encoded. nullopt for any other
+// charset or a broken escape (the parameter is then ignored, as if absent).
+std::optional<std::string> decode_ext_value(std::string_view v) {
+  const size_t q1 = v.find('\'');
+  if (q1 == std::string_view::npos || !iequals(v.substr(0, q1), "utf-8")) return std::nullopt;
+  const size_t q2 = v.find('\'', q1 + 1);
+  if (q2 == std::string_view::npos) return std::nullopt;
+  std::string out;
+  for (size_t i = q2 + 1; i < v.size(); ++i) {
+    if (v[i] != '%') {
+      out.push_back(v[i]);
+      continue;
+    }
+    if (i + 2 >= v.size() || hex_value(v[i + 1]) < 0 || hex_value(v[i + 2]) < 0) return std::nullopt;
+    out.push_back(static_cast<char>(hex_value(v[i + 1]) * 16 + hex_value(v[i + 2])));
+    i += 2;
+  }
+  return out;
 }
 
 }  // namespace
@@ -317,6 +346,9 @@ void MultipartParser::begin_part(std::string_view block) {
           part.name = p.value;
         } else if (p.name == "filename") {
           part.filename = p.value;
+        } else if (p.name == "filename*") {
+          part.filename_star = decode_ext_value(p.value);
+          if (!part.filename_star) part.filename_star = std::string();  // still a file, name unknown
         }
       }
     } else if (iequals(name, "content-type")) {
@@ -332,7 +364,7 @@ void MultipartParser::begin_part(std::string_view block) {
     return;
   }
   ++parts_;
-  in_file_part_ = part.filename.has_value();
+  in_file_part_ = handler_.is_file_part(part);
   field_bytes_ = 0;
   state_ = State::Body;
   handler_.on_part_begin(part);

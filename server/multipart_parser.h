@@ -20,7 +20,10 @@ std::optional<std::string> boundary_from_content_type(std::string_view content_t
 
 struct PartHeaders {
   std::string name;                     // Content-Disposition name parameter (required)
-  std::optional<std::string> filename;  // present for file parts (filename* is ignored)
+  std::optional<std::string> filename;  // the filename parameter as sent, unquoted
+  // filename* (RFC 8187, UTF-8''percent-encoded) decoded, when it is valid. RFC 7578 §4.2
+  // forbids senders to use it, but some do, alone or beside filename.
+  std::optional<std::string> filename_star;
   std::string content_type;             // the part's Content-Type, empty when absent
 };
 
@@ -45,6 +48,13 @@ class MultipartHandler {
  public:
   virtual ~MultipartHandler() = default;
   virtual void on_part_begin(const PartHeaders& headers) = 0;
+  // Whether the part is a file (streamed, unbounded) rather than a form field (held,
+  // bounded by max_field_bytes). By default a part with a filename or filename*; a handler
+  // that knows its form (the transcription's `file` part) says so by name, since a file
+  // name is optional (RFC 7578 §4.2).
+  virtual bool is_file_part(const PartHeaders& headers) const {
+    return headers.filename.has_value() || headers.filename_star.has_value();
+  }
   // Called zero or more times per part, in order; pieces are views into the fed bytes
   // or the parser's small lookbehind, valid only during the call.
   virtual void on_part_data(std::string_view bytes) = 0;
@@ -54,7 +64,7 @@ class MultipartHandler {
 struct MultipartLimits {
   size_t max_header_bytes = 8 * 1024;  // per part, the whole header block
   size_t max_parts = 64;
-  size_t max_field_bytes = 64 * 1024;  // per non-file part (no filename)
+  size_t max_field_bytes = 64 * 1024;  // per non-file part (is_file_part false)
 };
 
 class MultipartParser {

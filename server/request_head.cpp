@@ -66,21 +66,48 @@ std::optional<ApiError> framing_error(const HeadParser::value_type& req) {
   return std::nullopt;
 }
 
+namespace {
+
+// uri-host [":" port]: reg-name, IPv4 or an [IP-literal] (RFC 3986 §3.2.2); nothing that
+// makes it a URL (scheme, path, userinfo) or a list.
+bool host_and_port(std::string_view v) {
+  return std::all_of(v.begin(), v.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("-._~%!$&'()*+;=:[]").find(c) != std::string_view::npos;
+  });
+}
+
+}  // namespace
+
+std::optional<AbsoluteTarget> absolute_form(std::string_view target) {
+  size_t scheme = 0;
+  if (target.size() >= 7 && boost::beast::iequals(target.substr(0, 7), "http://")) scheme = 7;
+  else if (target.size() >= 8 && boost::beast::iequals(target.substr(0, 8), "https://")) scheme = 8;
+  else return std::nullopt;
+  const std::string_view rest = target.substr(scheme);
+  const size_t end = std::min(rest.find_first_of("/?#"), rest.size());
+  AbsoluteTarget t;
+  t.authority = rest.substr(0, end);
+  const std::string_view path = rest.substr(end);
+  t.origin = path.empty() || path.front() != '/' ? "/" + std::string(path) : std::string(path);
+  return t;
+}
+
+void to_origin_form(HeadParser::value_type& req) {
+  if (auto t = absolute_form(req.target())) req.target(t->origin);
+}
+
 std::optional<ApiError> host_error(const HeadParser::value_type& req) {
+  const auto absolute = absolute_form(req.target());
+  if (absolute && (absolute->authority.empty() || !host_and_port(absolute->authority)))
+    return malformed("the request target's authority is not a host[:port]");
   size_t hosts = 0;
   for (const auto& f : req) {
     if (f.name() != boost::beast::http::field::host) continue;
     if (++hosts > 1) return malformed("more than one Host header");
-    // uri-host [":" port]: reg-name, IPv4 or an [IP-literal] (RFC 3986 §3.2.2); nothing
-    // that makes it a URL (scheme, path, userinfo) or a list.
-    const auto v = f.value();
-    const bool valid = std::all_of(v.begin(), v.end(), [](char c) {
-      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-             std::string_view("-._~%!$&'()*+;=:[]").find(c) != std::string_view::npos;
-    });
-    if (!valid) return malformed("Host is not a host[:port]");
+    if (!host_and_port(f.value())) return malformed("Host is not a host[:port]");
   }
-  if (hosts == 0 && req.version() >= 11) return malformed("an HTTP/1.1 request needs a Host header");
+  if (hosts == 0 && req.version() >= 11 && !absolute) return malformed("an HTTP/1.1 request needs a Host header");
   return std::nullopt;
 }
 

@@ -43,8 +43,25 @@ std::optional<ApiError> oversized_head(const HeadParser::value_type& req, uint64
 // nullopt when the framing is unambiguous.
 std::optional<ApiError> framing_error(const HeadParser::value_type& req);
 
+// RFC 9112 §3.2.2: the parts of an absolute-form request target ("http://host/path?q",
+// scheme case-insensitive, http or https): its authority, and the origin form it stands
+// for ("/path?q"; "/" when the path is empty). nullopt for any other target.
+struct AbsoluteTarget {
+  std::string_view authority;
+  std::string origin;
+};
+std::optional<AbsoluteTarget> absolute_form(std::string_view target);
+
+// An absolute-form target is served like its origin form: the target is rewritten to it,
+// so routing and every endpoint see "/v1/...". Its authority took Host's place in
+// host_error (RFC 9112 §3.2.2).
+void to_origin_form(HeadParser::value_type& req);
+
 // RFC 9112 §3.2: 400 bad_request for an HTTP/1.1 request without Host, for any request
-// with more than one Host, and for a Host that is not a uri-host[:port]. The router never
+// with more than one Host, and for a Host that is not a uri-host[:port]. With an
+// absolute-form target the target's authority is the host (§3.2.2): it must be a
+// host[:port] (no userinfo, not empty) and Host may then be absent; a Host that is sent is
+// still checked (one, well-formed: a hop in front may read it). The router never
 // reads Host (the upstream's comes from the config), but a hop in front of it may route
 // by it: two Hosts, or a URL as Host, are read differently by different parsers.
 // nullopt when Host is acceptable.

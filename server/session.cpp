@@ -159,6 +159,11 @@ ApiError unauthorized(AuthStatus status) {
                   missing ? "Missing API key: send Authorization: Bearer tr-…" : "Invalid API key", std::nullopt};
 }
 
+ApiError duplicate_authorization() {
+  return invalid_request("duplicate_authorization", "Send exactly one Authorization header",
+                         std::string("Authorization"));
+}
+
 Response jwks_response(const std::string& jwks) {
   Response r;
   r.body = jwks;
@@ -540,6 +545,7 @@ class Session final : public ResponseSink, public SessionControl {
       const ApiError e = *refused;
       co_return co_await finish_without_body(e, true);
     }
+    to_origin_form(parser.get());  // RFC 9112 §3.2.2: served like its origin form
     now_.started = providers::Clock::now();
     now_.runtime = runtime_.current();
     const auto& req = parser.get();
@@ -582,6 +588,11 @@ class Session final : public ResponseSink, public SessionControl {
   // go on whatever answer follows (spec §9.2). /v1/usage and receipts are answered here.
   asio::awaitable<std::optional<bool>> admit_request() {
     const auto& runtime = *now_.runtime;
+    if (now_.head.values("Authorization").size() > 1) {
+      // Two keys: which one a hop in front checked, or logs, is a guess; never "first wins".
+      const ApiError e = duplicate_authorization();
+      co_return co_await finish_without_body(e, now_.has_body);
+    }
     const auto auth = authenticate(now_.runtime, now_.head);
     if (auth.status != AuthStatus::ok) {
       const ApiError e = unauthorized(auth.status);
@@ -626,7 +637,9 @@ class Session final : public ResponseSink, public SessionControl {
       const ApiError e = too_large();
       co_return co_await finish_without_body(e, true);
     }
-    if (beast::iequals(req[http::field::expect], "100-continue")) {
+    // RFC 9110 §10.1.1: never a 100 (Continue) to an HTTP/1.0 client, which cannot read
+    // interim answers (it takes the 100 for the answer); it sends its body anyway.
+    if (version_ >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, version_};
       lowest().expires_after(kWriteTimeout);
       error_code ec;

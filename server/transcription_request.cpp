@@ -145,11 +145,17 @@ std::optional<ApiError> TranscriptionUpload::finish() {
   return std::nullopt;
 }
 
+bool TranscriptionUpload::is_file_part(const PartHeaders& headers) const {
+  return headers.name == "file" || MultipartHandler::is_file_part(headers);
+}
+
 void TranscriptionUpload::on_part_begin(const PartHeaders& headers) {
   if (error_) return;
   if (headers.name == "file") {
     if (file_) return fail(invalid_parameter("file", "exactly one file part is allowed"));
-    const auto type = accepted_audio_type(headers.content_type, headers.filename);
+    // filename* only when there is no filename (RFC 7578 senders send filename alone).
+    const std::optional<std::string> filename = headers.filename ? headers.filename : headers.filename_star;
+    const auto type = accepted_audio_type(headers.content_type, filename);
     if (!type) {
       const std::string given = headers.content_type.empty() ? std::string("no Content-Type") : headers.content_type;
       return fail(ApiError{400, "invalid_request_error", "unsupported_media_type",
@@ -158,14 +164,15 @@ void TranscriptionUpload::on_part_begin(const PartHeaders& headers) {
                            std::string("file")});
     }
     providers::FilePart file;
-    file.filename = headers.filename.value_or("");
+    file.filename = filename.value_or("");
     if (file.filename.empty()) file.filename = "audio." + type->substr(type->find('/') + 1);
     file.content_type = *type;
     file_ = std::move(file);
     current_ = Part::file;
     return;
   }
-  if (headers.filename) return fail(invalid_parameter(headers.name, "only the file part may carry a file"));
+  if (headers.filename || headers.filename_star)
+    return fail(invalid_parameter(headers.name, "only the file part may carry a file"));
   current_ = Part::field;
   field_name_ = headers.name;
   field_value_.clear();

@@ -68,6 +68,8 @@ class TranscriptionUpload final : private MultipartHandler {
 
  private:
   void on_part_begin(const PartHeaders& headers) override;
+  // The `file` part is the file with or without a filename (RFC 7578 §4.2: it is optional).
+  bool is_file_part(const PartHeaders& headers) const override;
   void on_part_data(std::string_view bytes) override;
   void on_part_end() override;
   void fail(ApiError error);

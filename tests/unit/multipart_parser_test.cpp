@@ -329,3 +329,61 @@ TEST_CASE("multipart: a 3 MiB file part streams through a boundary-sized lookbeh
   CHECK(parser.peak_lookbehind_bytes() < delim);
   CHECK(counter.largest_piece <= largest_fed + delim);
 }
+
+namespace {
+
+// One part with the given Content-Disposition parameters; the recorded begin event.
+std::string begin_event(std::string_view params) {
+  const std::string body = dash() + "\r\nContent-Disposition: form-data; name=\"file\"" + std::string(params) +
+                           "\r\n\r\nx\r\n" + close_delimiter();
+  Recorder r;
+  MultipartParser p(kBoundary, r);
+  p.feed(body);
+  REQUIRE(p.finish());
+  return r.events.at(0);
+}
+
+}  // namespace
+
+TEST_CASE("multipart: backslashes in a quoted filename", "[multipart]") {
+  // Browsers send Windows paths unescaped: only \" and \\ are escapes.
+  CHECK(begin_event("; filename=\"C:\\Users\\me\\a.wav\"") == "begin name=file filename=<C:\\Users\\me\\a.wav> type=");
+  CHECK(begin_event("; filename=\"a\\\"b\\\\c.wav\"") == "begin name=file filename=<a\"b\\c.wav> type=");
+}
+
+TEST_CASE("multipart: filename* alone is a file part, decoded from UTF-8''", "[multipart]") {
+  struct StarRecorder : MultipartHandler {
+    std::optional<std::string> star;
+    size_t bytes = 0;
+    void on_part_begin(const PartHeaders& h) override { star = h.filename_star; }
+    void on_part_data(std::string_view b) override { bytes += b.size(); }
+    void on_part_end() override {}
+  };
+  const std::string big(200, 'a');
+  const std::string body = dash() + "\r\nContent-Disposition: form-data; name=\"f\"; filename*=UTF-8''r%C3%A9union%201.mp3" +
+                           "\r\n\r\n" + big + "\r\n" + close_delimiter();
+  StarRecorder r;
+  MultipartLimits limits;
+  limits.max_field_bytes = 100;  // a field could not hold it: only a file part can
+  MultipartParser p(kBoundary, r, limits);
+  p.feed(body);
+  REQUIRE(p.finish());
+  CHECK(r.star == std::optional<std::string>("r\xC3\xA9union 1.mp3"));
+  CHECK(r.bytes == big.size());
+}
+
+TEST_CASE("multipart: the handler decides what a file part is (one without a filename)", "[multipart]") {
+  struct FileByName : Recorder {
+    bool is_file_part(const PartHeaders& h) const override { return h.name == "file"; }
+  };
+  const std::string big(200, 'a');
+  const std::string body =
+      dash() + "\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n" + big + "\r\n" + close_delimiter();
+  MultipartLimits limits;
+  limits.max_field_bytes = 100;
+  FileByName r;
+  MultipartParser p(kBoundary, r, limits);
+  p.feed(body);
+  CHECK(p.finish());
+  expect_error(body, MultipartError::FieldTooLong, limits);  // the default: no filename, a field
+}

@@ -295,3 +295,8 @@ TEST_CASE("an upload that will get no receipt is not hashed") {
   CHECK(u.body_sha256().empty());
   CHECK(u.spool().size() == 3);
 }
+
+TEST_CASE("upstream file names: a quote as %22, a backslash as the quoted-pair \\\\, CR/LF encoded") {
+  CHECK(providers::quote_disposition_value("C:\\Users\\a.wav") == "\"C:\\\\Users\\\\a.wav\"");
+  CHECK(providers::quote_disposition_value("a\"b\r\n.wav") == "\"a%22b%0D%0A.wav\"");
+}
