@@ -236,8 +236,9 @@ describe('routing injection: headers', { timeout: 60_000 }, () => {
 describe('routing injection: request targets', { timeout: 60_000 }, () => {
   const body = JSON.stringify(chatBody(ROUTE_GPT));
   const auth = () => [['Authorization', `Bearer ${key}`], ['Content-Type', 'application/json']];
-  // Every one of these is either not the chat path (exact match → 404/405/400) or, for a
-  // query string, the chat path with the query dropped: the upstream target never changes.
+  // Every one of these is either not the chat path (exact match → 404/405/400), the chat
+  // path with a query (dropped), or an absolute-form target (served as its origin form):
+  // the upstream target never changes.
   const targets = [
     ['absolute-form to the evil upstream', 'POST', () => `http://${evilHost()}/v1/chat/completions`],
     ['absolute-form https to the good one', 'POST', () => `https://${goodHost}/v1/chat/completions`],
@@ -262,7 +263,9 @@ describe('routing injection: request targets', { timeout: 60_000 }, () => {
       conn.destroy();
       const out = await acceptable(label, res.status, res.text);
       const reqs = await assertUpstreamsClean(label, CHAT_TARGET);
-      if (label.startsWith('query string')) {
+      if (label.startsWith('query string') || label.startsWith('absolute-form')) {
+        // An absolute-form target is served like its origin form (RFC 9112 §3.2.2, issue 17):
+        // by the configured upstream, whatever authority it names; the evil one is untouched.
         assert.equal(out.status, 200, res.text);
         assert.equal(reqs.length, 1);
       } else {
@@ -337,7 +340,7 @@ describe('routing injection: transcription form fields', { timeout: 60_000 }, ()
       JSON.stringify(rec.transcription.fields));
   });
 
-  test('absolute-form transcription target to the evil upstream → 4xx, nothing sent', async () => {
+  test('absolute-form transcription target naming the evil upstream → served by the configured one', async () => {
     await good.reset();
     const mp = multipart([['model', ROUTE_WHISPER]]);
     const { res, conn } = await rawRequest(gw.port, {
@@ -347,7 +350,7 @@ describe('routing injection: transcription form fields', { timeout: 60_000 }, ()
     });
     conn.destroy();
     const out = await acceptable('absolute-form transcription', res.status, res.text);
-    assert.equal(out.status, 404);
-    assert.equal((await assertUpstreamsClean('absolute-form transcription', AUDIO_TARGET)).length, 0);
+    assert.equal(out.status, 200, res.text);
+    assert.equal((await assertUpstreamsClean('absolute-form transcription', AUDIO_TARGET)).length, 1);
   });
 });
