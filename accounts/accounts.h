@@ -113,7 +113,6 @@ class Accounts {
                                                                 std::chrono::system_clock::time_point now);
 
   bool shared() const;
-  bool reachable();  // the shared store answers (always true locally); blocks: not on an I/O thread
 
  private:
   struct Impl;
