@@ -470,6 +470,54 @@ void load_receipts(const Reader& r, const YAML::Node& n, ReceiptsConfig& c) {
   }
 }
 
+OutageMode outage_mode(const Reader& r, const YAML::Node& n, const std::string& what) {
+  const auto v = r.text(n, what);
+  if (v == "open") return OutageMode::open;
+  if (v == "closed") return OutageMode::closed;
+  r.fail(n, what + " must be open or closed, got '" + v + "'");
+}
+
+// `store: URL`, or a mapping with `url` and the shared store's options.
+void load_store(const Reader& r, const YAML::Node& n, StoreConfig& c) {
+  if (n.IsMap()) {
+    r.expect_map(n, "store",
+                 {"url", "tls", "connect_timeout_ms", "command_timeout_ms", "connections", "breaker", "outage"});
+    if (!n["url"]) r.fail(n, "store needs url (sqlite:PATH, redis://… or rediss://…)");
+    c.url = r.text(n["url"], "store.url");
+    if (auto t = n["tls"]) {
+      r.expect_map(t, "store.tls", {"ca_file", "cert_file", "key_file"});
+      if (auto v = t["ca_file"]) c.tls.ca_file = r.text(v, "store.tls.ca_file");
+      if (auto v = t["cert_file"]) c.tls.cert_file = r.text(v, "store.tls.cert_file");
+      if (auto v = t["key_file"]) c.tls.key_file = r.text(v, "store.tls.key_file");
+      if (c.tls.cert_file.empty() != c.tls.key_file.empty())
+        r.fail(t, "store.tls needs both cert_file and key_file, or neither");
+    }
+    if (auto v = n["connect_timeout_ms"])
+      c.connect_timeout_ms = r.integer<unsigned>(v, "store.connect_timeout_ms", 1, 60000);
+    if (auto v = n["command_timeout_ms"])
+      c.command_timeout_ms = r.integer<unsigned>(v, "store.command_timeout_ms", 1, 60000);
+    if (auto v = n["connections"]) c.connections = r.integer<unsigned>(v, "store.connections", 1, 64);
+    if (auto b = n["breaker"]) {
+      r.expect_map(b, "store.breaker", {"consecutive_failures", "open_ms"});
+      if (auto v = b["consecutive_failures"])
+        c.breaker_failures = r.integer<unsigned>(v, "store.breaker.consecutive_failures", 1, 1000);
+      if (auto v = b["open_ms"]) c.breaker_open_ms = r.integer<unsigned>(v, "store.breaker.open_ms", 1, 600000);
+    }
+    if (auto o = n["outage"]) {
+      r.expect_map(o, "store.outage", {"rate_limits", "credits", "receipts"});
+      if (auto v = o["rate_limits"]) c.outage.rate_limits = outage_mode(r, v, "store.outage.rate_limits");
+      if (auto v = o["credits"]) c.outage.credits = outage_mode(r, v, "store.outage.credits");
+      if (auto v = o["receipts"]) c.outage.receipts = outage_mode(r, v, "store.outage.receipts");
+    }
+  } else {
+    c.url = r.text(n, "store");
+  }
+  const bool redis = c.url.rfind("redis://", 0) == 0 || c.url.rfind("rediss://", 0) == 0;
+  if (c.url.rfind("sqlite:", 0) != 0 && !redis)
+    r.fail(n, "store must be sqlite:PATH, redis://[USER:PASSWORD@]HOST:PORT/DB or rediss://…");
+  if (!redis && n.IsMap() && n["tls"]) r.fail(n["tls"], "store.tls applies to a rediss:// store only");
+}
+
 void load_attestation(const Reader& r, const YAML::Node& n, AttestationConfig& c) {
   r.expect_map(n, "attestation", {"mode", "trust_bundle_url", "max_age_seconds"});
   if (auto v = n["mode"]) {
@@ -499,11 +547,8 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   if (auto n = root["routes"]) load_routes(r, n, *c);
   if (auto n = root["auth"]) load_auth(r, n, *c);
   if (auto n = root["receipts"]) load_receipts(r, n, c->receipts);
-  if (auto n = root["store"]) {
-    c->store = r.text(n, "store");
-    if (c->store.rfind("sqlite:", 0) != 0 && c->store.rfind("redis://", 0) != 0)
-      r.fail(n, "store must be sqlite:PATH or redis://HOST:PORT/DB");
-  }
+  if (auto n = root["store"]) load_store(r, n, c->store_config);
+  c->store = c->store_config.url;
   if (auto n = root["attestation"]) load_attestation(r, n, c->attestation);
   return c;
 }

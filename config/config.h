@@ -174,6 +174,39 @@ struct ReceiptsConfig {
   enum class Signing { on_fetch, at_issue } signing = Signing::on_fetch;
 };
 
+// How the shared store (Redis) is reached, how long it may take, and what each function
+// does while it cannot be reached. An SQLite store is a local file: only `url` applies.
+struct StoreTlsConfig {
+  std::string ca_file;    // empty: the system CA store (rediss:// only)
+  std::string cert_file;  // client certificate and its key, both or neither
+  std::string key_file;
+  bool operator==(const StoreTlsConfig&) const = default;
+};
+
+// While the shared store is unreachable (the breaker is open or an operation ran past its
+// deadline): `open` serves without the function (counted in a metric, warned about at
+// most once a second), `closed` refuses the request with 503 store_unavailable.
+enum class OutageMode { open, closed };
+
+struct StoreOutagePolicy {
+  OutageMode rate_limits = OutageMode::open;  // request and token windows
+  OutageMode credits = OutageMode::closed;    // no unbounded spending while the ledger is down
+  OutageMode receipts = OutageMode::open;     // open: the answer goes without a receipt id
+  bool operator==(const StoreOutagePolicy&) const = default;
+};
+
+struct StoreConfig {
+  std::string url = "sqlite:state/tresor.db";  // sqlite:PATH, redis://… or rediss://…
+  StoreTlsConfig tls;
+  unsigned connect_timeout_ms = 1000;
+  unsigned command_timeout_ms = 1000;  // per command; a request never waits past its budget either
+  unsigned connections = 4;            // per function pool (accounts, receipts)
+  unsigned breaker_failures = 3;       // consecutive failures that open the breaker
+  unsigned breaker_open_ms = 2000;     // how long it stays open before one probe
+  StoreOutagePolicy outage;
+  bool operator==(const StoreConfig&) const = default;
+};
+
 struct AttestationConfig {
   std::string mode = "dev";
   std::string trust_bundle_url;
@@ -190,7 +223,8 @@ struct Config {
   std::vector<RouteConfig> routes;  // order = auto-resolution preference
   AuthConfig auth;
   ReceiptsConfig receipts;
-  std::string store = "sqlite:state/tresor.db";
+  std::string store = "sqlite:state/tresor.db";  // the URL, = store_config.url
+  StoreConfig store_config;
   AttestationConfig attestation;
 };
 
