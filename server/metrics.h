@@ -15,6 +15,7 @@
 #include "accounts/accounts.h"
 #include "config/config.h"
 #include "receipts/receipt_service.h"
+#include "storage/store_breaker.h"
 #include "router/route_health.h"
 #include "server/request_record.h"
 
@@ -51,6 +52,13 @@ class Metrics {
   // A stream cut before its end (client gone, upstream cut) was billed all the same:
   // tresor_cut_streams_billed_total{route}.
   void cut_stream_billed(std::string_view route);
+
+  // The shared store (Redis): its breaker, rendered as tresor_store_up and
+  // tresor_store_breaker_openings_total (not set for SQLite: no such series).
+  void set_store_breaker(std::shared_ptr<const storage::StoreBreaker> breaker);
+  // A request went on without `function` (rate_limits, credits, receipts) because the
+  // store was unreachable and store.outage says open: tresor_store_outage_served_total.
+  void store_outage_served(std::string_view function);
 
   // The exposition text. Breaker states are read for the routes of `cfg`.
   std::string render(const config::Config& cfg, const router::RouteHealth& health,

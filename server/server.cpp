@@ -23,6 +23,7 @@
 #include "server/config_checks.h"
 #include "server/log_throttle.h"
 #include "server/session.h"
+#include "storage/store_breaker.h"
 
 namespace tresor::server {
 namespace asio = boost::asio;
@@ -151,6 +152,7 @@ struct Server::Impl {
   // before them) whose requests hold grants on it.
   std::unique_ptr<accounts::Accounts> accounts;
   std::string jwks;
+  std::shared_ptr<storage::StoreBreaker> store_breaker;  // a shared (Redis) store's; null for SQLite
   Metrics metrics;
   std::unique_ptr<RouterAttestation> attestation;
   std::unique_ptr<asio::ssl::context> tls;  // server.tls, else plain HTTP
@@ -297,7 +299,7 @@ struct Server::Impl {
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
                                      file_io, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
-                                     sessions_per_worker};
+                                     sessions_per_worker, store_breaker.get()};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -322,7 +324,14 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   impl_->receipts = std::make_unique<receipts::ReceiptService>(
       std::move(signer), open_store(cfg->store), static_cast<int64_t>(cfg->receipts.ttl_seconds),
       cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
-  impl_->accounts = accounts::Accounts::open(cfg->store);
+  impl_->accounts = accounts::Accounts::open(cfg->store_config);
+  if (impl_->accounts->shared()) {
+    impl_->store_breaker = storage::breaker_for(cfg->store_config);
+    impl_->metrics.set_store_breaker(impl_->store_breaker);
+  }
+  impl_->accounts->on_outage([metrics = &impl_->metrics](accounts::OutageFunction f) {
+    metrics->store_outage_served(f == accounts::OutageFunction::rate_limits ? "rate_limits" : "credits");
+  });
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());

@@ -98,6 +98,9 @@ SigpipeGuard::~SigpipeGuard() {
 
 RedisConnection::RedisConnection(std::string who, std::string url)
     : who_(std::move(who)), url_(std::move(url)), addr_(parse_redis_url(url_, who_)) {
+  config::StoreConfig store;
+  store.url = url_;
+  breaker_ = breaker_for(store);
   SigpipeGuard sigpipe;  // SELECT writes
   std::string err;
   if (!connect(err)) throw std::runtime_error(who_ + " " + url_ + ": " + err);

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "storage/store_breaker.h"
+
 namespace tresor::storage {
 
 // Connecting, and each command's reply, give up after this long: a hung Redis costs a
@@ -79,24 +81,28 @@ class RedisConnection {
   // lost connection reconnect once and try again (attempt(true)) before giving up with
   // `failure`. The attempt must make its retry safe: the first try may have been applied
   // with only its reply lost.
+  // While the store's breaker is open, gives up at once with `failure` (nothing is sent);
+  // every outcome is reported to it.
   template <typename T, typename Fn>
   T run(const char* what, T failure, Fn&& attempt) {
+    if (breaker_ && !breaker_->allow()) return failure;
     SigpipeGuard sigpipe;
     bool reconnected = false;
     if (broken()) {
       reconnected = true;
-      if (!reconnect(what)) return failure;
+      if (!reconnect(what)) return unreached(std::move(failure));
     }
     Attempt<T> a = attempt(false);
     if (a.connection_lost && !reconnected) {
       log_lost(what);
-      if (!reconnect(what)) return failure;
+      if (!reconnect(what)) return unreached(std::move(failure));
       a = attempt(true);
     }
     if (a.connection_lost) {
       log_failed(what);
-      return failure;
+      return unreached(std::move(failure));
     }
+    if (breaker_) breaker_->record(true);
     return std::move(a.value);
   }
 
@@ -112,6 +118,11 @@ class RedisConnection {
   const std::string& url() const { return url_; }
 
  private:
+  template <typename T>
+  T unreached(T failure) {
+    if (breaker_) breaker_->record(false);
+    return failure;
+  }
   bool connect(std::string& err);
   bool reconnect(const char* what);
   void log_lost(const char* what) const;
@@ -125,6 +136,7 @@ class RedisConnection {
   std::string url_;
   RedisAddress addr_;
   std::unique_ptr<redisContext, ContextDeleter> c_;
+  std::shared_ptr<StoreBreaker> breaker_;  // shared by every connection to this store
 };
 
 }  // namespace tresor::storage
