@@ -116,7 +116,7 @@ std::string replica_label(const std::vector<config::ListenAddress>& listen) {
   std::string label = (host[0] != '\0' ? std::string(host.data()) : std::string("unknown host")) + " (pid " +
                       std::to_string(getpid());
   if (!listen.empty()) {
-    label += ", listening on ";
+    label += ", listen ";
     for (size_t i = 0; i < listen.size(); ++i) {
       if (i > 0) label += ", ";
       const bool v6 = listen[i].host.find(':') != std::string::npos;

@@ -37,7 +37,7 @@ std::string jwk_thumbprint(std::string_view jwk_json);
 // Every key of a JWKS document ({"keys":[…]}), the key files of `receipts` as sources.
 std::vector<KeyFingerprint> key_fingerprints(std::string_view jwks_json, const config::ReceiptsConfig& receipts);
 
-// "<host name> (pid <pid>, listening on <addresses>)": who published a record.
+// "<host name> (pid <pid>, listen <configured addresses>)": who published a record.
 std::string replica_label(const std::vector<config::ListenAddress>& listen);
 
 struct PublishResult {
