@@ -162,6 +162,11 @@ struct Metrics::Impl {
       .Register(registry);
   prometheus::Family<prometheus::Histogram>& overhead = prometheus::BuildHistogram()
       .Name("tresor_overhead_seconds").Help("The router's own time: total minus the upstream wait").Register(registry);
+  prometheus::Family<prometheus::Gauge>& key_conflict_family = prometheus::BuildGauge()
+      .Name("tresor_signing_key_conflict")
+      .Help("1 while another replica on the shared store records a different key under one of this replica's kids")
+      .Register(registry);
+  prometheus::Gauge& key_conflict = key_conflict_family.Add({});
   prometheus::Gauge& active_connections = connections.Add({});
   prometheus::Gauge& active_streams = streams.Add({});
   prometheus::Counter& idle_closed = connection_limit.Add({{"action", "idle_closed"}});
@@ -254,6 +259,8 @@ void Metrics::connection_refused() { impl_->refused.Increment(); }
 void Metrics::stream_started() { impl_->active_streams.Increment(); }
 void Metrics::stream_ended() { impl_->active_streams.Decrement(); }
 void Metrics::config_reload(bool ok) { impl_->reloads.Add({{"result", ok ? "success" : "failure"}}).Increment(); }
+
+void Metrics::signing_key_conflict(bool conflict) { impl_->key_conflict.Set(conflict ? 1 : 0); }
 
 void Metrics::spend(std::string_view route, std::string_view currency, int64_t nanos, bool estimated) {
   if (nanos <= 0) return;  // nothing to add (an unpriced route would add a currency "" series)

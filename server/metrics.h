@@ -39,6 +39,9 @@ class Metrics {
   void stream_started();
   void stream_ended();
   void config_reload(bool ok);
+  // tresor_signing_key_conflict: 1 while another replica on the shared store has recorded
+  // a different key under one of this replica's kids (receipts/key_registry.h), else 0.
+  void signing_key_conflict(bool conflict);
 
   // Money. `route` is a configured route id (RouteConfig::id, the one that served) and
   // `currency` its pricing's currency: /metrics shows only configured routes, so other

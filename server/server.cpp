@@ -19,6 +19,7 @@
 #include <exception>
 #include <thread>
 
+#include "receipts/key_registry.h"
 #include "receipts/receipt_service.h"
 #include "server/config_checks.h"
 #include "server/log_throttle.h"
@@ -154,6 +155,8 @@ struct Server::Impl {
   std::string jwks;
   std::shared_ptr<storage::StoreBreaker> store_breaker;  // a shared (Redis) store's; null for SQLite
   Metrics metrics;
+  // Redis store only; declared after `metrics`, which its thread sets, so it stops first.
+  std::unique_ptr<receipts::KeyPublisher> key_publisher;
   std::unique_ptr<RouterAttestation> attestation;
   std::unique_ptr<asio::ssl::context> tls;  // server.tls, else plain HTTP
   std::vector<std::unique_ptr<Worker>> workers;
@@ -315,6 +318,25 @@ std::unique_ptr<receipts::ReceiptStore> open_store(const std::string& url) {
   throw std::runtime_error("store " + url + ": expected sqlite:PATH or redis://HOST:PORT/DB");
 }
 
+// Replicas on one Redis must sign with the same key per kid (receipts/key_registry.h): a
+// conflict found now throws (startup error); Redis unreachable: start, publish later, and a
+// conflict found then sets tresor_signing_key_conflict (and logs an error each minute).
+std::unique_ptr<receipts::KeyPublisher> publish_signing_keys(const config::Config& cfg, const std::string& jwks,
+                                                             Metrics& metrics) {
+  if (cfg.store.rfind("sqlite:", 0) == 0) return nullptr;  // a local store: no other replica to agree with
+  // A record outlives any receipt still stored under its kid.
+  const auto ttl =
+      std::max(receipts::kKeyRecordTtl, std::chrono::seconds(static_cast<int64_t>(cfg.receipts.ttl_seconds)));
+  const std::string url = cfg.store;
+  return std::make_unique<receipts::KeyPublisher>(
+      receipts::key_fingerprints(jwks, cfg.receipts), receipts::replica_label(cfg.server.listen), ttl,
+      [url] { return std::make_unique<storage::RedisConnection>("signing key registry", url); },
+      [&metrics](const receipts::PublishResult& r) {
+        if (r.status != receipts::PublishResult::Status::unreachable)
+          metrics.signing_key_conflict(r.status == receipts::PublishResult::Status::conflict);
+      });
+}
+
 }  // namespace
 
 Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) {
@@ -332,6 +354,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   impl_->accounts->on_outage([metrics = &impl_->metrics](accounts::OutageFunction f) {
     metrics->store_outage_served(f == accounts::OutageFunction::rate_limits ? "rate_limits" : "credits");
   });
+  impl_->key_publisher = publish_signing_keys(*cfg, impl_->jwks, impl_->metrics);
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
