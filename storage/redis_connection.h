@@ -78,8 +78,8 @@ class RedisConnection {
   RedisConnection& operator=(const RedisConnection&) = delete;
 
   // One operation: (re)connect if the last one left the connection broken, try, and on a
-  // lost connection reconnect once and try again (attempt(true)) before giving up with
-  // `failure`. The attempt must make its retry safe: the first try may have been applied
+  // lost connection (a reset, or no reply within the command timeout) reconnect once and
+  // try again (attempt(true)) before giving up with `failure`. The attempt must make its retry safe: the first try may have been applied
   // with only its reply lost.
   // While the store's breaker is open, gives up at once with `failure` (nothing is sent);
   // every outcome is reported to it.
@@ -87,13 +87,9 @@ class RedisConnection {
   T run(const char* what, T failure, Fn&& attempt) {
     if (breaker_ && !breaker_->allow()) return failure;
     SigpipeGuard sigpipe;
-    bool reconnected = false;
-    if (broken()) {
-      reconnected = true;
-      if (!reconnect(what)) return unreached(std::move(failure));
-    }
+    if (broken() && !reconnect(what)) return unreached(std::move(failure));
     Attempt<T> a = attempt(false);
-    if (a.connection_lost && !reconnected) {
+    if (a.connection_lost) {
       log_lost(what);
       if (!reconnect(what)) return unreached(std::move(failure));
       a = attempt(true);
