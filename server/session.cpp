@@ -231,7 +231,7 @@ Response ready_response(bool draining, bool store_reachable, bool shared_store, 
   const bool unready = draining || (!store_reachable && (!shared_store || all_closed));
   r.status = unready ? 503 : 200;
   if (draining) r.body = R"({"status":"draining"})";
-  else if (store_reachable) r.body = R"({"status":"ok","store":"reachable"})";
+  else if (store_reachable) r.body = R"({"status":"ok"})";
   else if (unready) r.body = R"({"status":"store_unreachable","store":"unreachable"})";
   else r.body = R"({"status":"degraded","store":"unreachable"})";
   return r;
