@@ -169,7 +169,6 @@ describe('server.spool_max_bytes bounds the upload spool', { timeout: 120_000 },
     for (const u of refused) {
       const res = await u.conn.readResponse({ timeoutMs: 10_000 });
       await assertSpoolFull(res, 'refused upload');
-      assert.ok(u.sent < FILE_SIZE, 'refused before the client had sent its file');
       u.conn.destroy();
     }
     assert.equal((await spoolMetrics()).refusals - m0.refusals, 2, 'tresor_spool_refusals_total counts both');
