@@ -8,7 +8,9 @@
 # 0.0.0.0:8080 (or the host's 127.0.0.1 with host networking). State (the SQLite store,
 # the receipt signing key when it is generated): the volume /var/lib/tresor/state; the
 # working directory is /var/lib/tresor, so the default relative paths state/... land in
-# it. Uploads spool to /tmp. Operator guide: deploy/README.md.
+# it. Uploads spool to /tmp, at most server.spool_max_bytes (default 1 GiB) at once: with a
+# read-only root, mount a tmpfs/emptyDir there larger than that. Operator guide:
+# deploy/README.md.
 
 # ---------------------------------------------------------------------------- build
 FROM debian:bookworm AS build

@@ -185,11 +185,26 @@ ListenAddress parse_listen(const Reader& r, const YAML::Node& node) {
   return a;
 }
 
+// One upload of the largest allowed size must fit the spool when it is empty, or such an
+// upload would be refused with 503 spool_full for ever (a retry could never succeed).
+void check_spool_cap(const Reader& r, const YAML::Node& n, ServerConfig& s) {
+  if (auto v = n["spool_max_bytes"])
+    s.spool_max_bytes = r.integer<uint64_t>(v, "server.spool_max_bytes", 0, uint64_t{1} << 50);
+  const bool spools = s.max_body_bytes > s.upload_memory_bytes;
+  if (!spools || s.spool_max_bytes >= s.max_body_bytes) return;
+  const bool set = static_cast<bool>(n["spool_max_bytes"]);
+  r.fail(set ? n["spool_max_bytes"] : n["max_body_bytes"],
+         "server.spool_max_bytes (" + std::to_string(s.spool_max_bytes) + (set ? "" : ", the default") +
+             ") is below server.max_body_bytes (" + std::to_string(s.max_body_bytes) +
+             "): an upload of the allowed size could never be spooled; raise server.spool_max_bytes (and the "
+             "spool volume with it) or lower server.max_body_bytes");
+}
+
 void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
   r.expect_map(n, "server",
                {"listen", "threads", "max_body_bytes", "max_header_bytes",
                 "header_timeout_seconds", "body_timeout_seconds", "min_body_bytes_per_second", "max_connections", "upload_spool_dir",
-                "upload_memory_bytes", "max_upstream_body_bytes", "drain_seconds",
+                "upload_memory_bytes", "spool_max_bytes", "max_upstream_body_bytes", "drain_seconds",
                 "drain_notice_seconds", "tls"});
   if (auto l = n["listen"]) {
     if (l.IsSequence()) {
@@ -235,6 +250,7 @@ void load_server(const Reader& r, const YAML::Node& n, ServerConfig& s) {
   // At least 64 KiB (an ordinary answer must fit); at most 1 GiB (per request, in memory).
   if (auto v = n["max_upstream_body_bytes"])
     s.max_upstream_body_bytes = r.integer<uint64_t>(v, "server.max_upstream_body_bytes", 64ull << 10, 1ull << 30);
+  check_spool_cap(r, n, s);
 }
 
 void load_timeouts(const Reader& r, const YAML::Node& n, TimeoutsConfig& t) {

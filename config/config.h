@@ -44,6 +44,14 @@ struct ServerConfig {
   // temporary files, so failover can replay them). Empty: $TMPDIR, else /tmp.
   std::string upload_spool_dir;
   uint64_t upload_memory_bytes = 256 * 1024;
+  // The most all spool files together may hold at once: an upload that would pass it is
+  // refused with 503 spool_full (up front from its Content-Length, or the moment a
+  // chunked one crosses it, its file removed). Size the spool's volume (a Kubernetes
+  // emptyDir sizeLimit, a tmpfs) above it. The default, 1 GiB, is 40 uploads of the
+  // default max_body_bytes (25 MiB) at once and fits the usual 2 GiB /tmp or emptyDir with
+  // room to spare. Must be at least max_body_bytes (one upload always fits), unless no
+  // upload ever spools (max_body_bytes <= upload_memory_bytes).
+  uint64_t spool_max_bytes = uint64_t{1} << 30;
   // The most of one upstream answer the router buffers: a non-stream chat body, or a
   // transcript (which also keeps its own lower bound, 16 MiB). An answer over it fails
   // the attempt (bad_response, connection dropped). Streams are relayed, not buffered.

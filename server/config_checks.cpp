@@ -1,12 +1,15 @@
 #include "server/config_checks.h"
 
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -60,10 +63,57 @@ void check_creatable(const std::string& path, const std::string& field) {
     throw std::runtime_error(field + ": cannot create '" + path + "': " + dir.string() + " is not writable");
 }
 
+// `path` as the path of an SQLite URI filename (file:…): ?, # and % would end or escape it.
+std::string sqlite_uri(const std::string& path) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string uri = "file:";
+  for (const unsigned char c : path) {
+    if (c == '?' || c == '#' || c == '%' || c < 0x20 || c >= 0x7f) {
+      uri += '%';
+      uri += kHex[c >> 4];
+      uri += kHex[c & 15];
+    } else {
+      uri += static_cast<char>(c);
+    }
+  }
+  return uri + "?mode=ro&immutable=1";
+}
+
+struct SqliteCloser {
+  void operator()(sqlite3* db) const { sqlite3_close(db); }
+};
+
+// An existing store file must be an SQLite database, or every request that stores a
+// receipt or settles a charge would fail later. Checked without creating or changing
+// anything: the 16-byte header first (the common mistake, a text file), then the schema
+// read through a read-only, immutable connection (no lock taken, no -wal or -shm file made,
+// even for a WAL database). An empty file is fine: SQLite makes it a database.
+void check_sqlite_file(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec) || std::filesystem::file_size(path, ec) == 0 || ec) return;
+  const auto refuse = [&](const std::string& why) {
+    throw std::runtime_error("store: '" + path + "' is not an SQLite database (" + why + ")");
+  };
+  static constexpr char kMagic[16] = {'S', 'Q', 'L', 'i', 't', 'e', ' ', 'f', 'o', 'r', 'm', 'a', 't', ' ', '3', '\0'};
+  char header[sizeof kMagic] = {};
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("store: cannot read '" + path + "'");
+  in.read(header, sizeof header);
+  if (in.gcount() != static_cast<std::streamsize>(sizeof header) || std::memcmp(header, kMagic, sizeof header) != 0)
+    refuse("its header is not \"SQLite format 3\"");
+  sqlite3* raw = nullptr;
+  const int rc = sqlite3_open_v2(sqlite_uri(path).c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr);
+  const std::unique_ptr<sqlite3, SqliteCloser> db(raw);  // a failed open hands back a handle too
+  if (rc != SQLITE_OK) refuse(raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc));
+  if (sqlite3_exec(db.get(), "PRAGMA schema_version", nullptr, nullptr, nullptr) != SQLITE_OK)
+    refuse(sqlite3_errmsg(db.get()));
+}
+
 void check_store(const std::string& url) {
   if (url.rfind("sqlite:", 0) == 0) {
     if (url.size() == 7) throw std::runtime_error("store: sqlite: needs a file path (sqlite:PATH)");
-    return check_creatable(url.substr(7), "store");
+    check_creatable(url.substr(7), "store");
+    return check_sqlite_file(url.substr(7));
   }
   if (url.rfind("redis://", 0) == 0) return check_redis_url(url);
   throw std::runtime_error("store must be sqlite:PATH or redis://HOST:PORT/DB");
@@ -74,9 +124,27 @@ std::string listen_text(const config::ListenAddress& a) {
   return (v6 ? "[" + a.host + "]" : a.host) + ":" + std::to_string(a.port);
 }
 
+// Whether an IPv6 wildcard listener takes IPv4 connections too (Linux's default, and the
+// server does not set IPV6_V6ONLY): then :: also covers every IPv4 address.
+bool v6_wildcard_is_dual_stack() {
+  std::ifstream in("/proc/sys/net/ipv6/bindv6only");
+  int only = 0;
+  return !(in >> only) || only == 0;
+}
+
+// The wildcard `any` covers `other` on the same port: 0.0.0.0 every IPv4 address, :: every
+// IPv6 one (and the IPv4 ones when dual-stack). Binding the two fails with "address in use"
+// (Linux refuses a specific address beside a listening wildcard, and the reverse).
+bool wildcard_covers(const tcp::endpoint& any, const tcp::endpoint& other) {
+  if (!any.address().is_unspecified() || any.port() != other.port()) return false;
+  if (any.address().is_v4()) return other.address().is_v4();
+  return other.address().is_v6() || v6_wildcard_is_dual_stack();
+}
+
 // Each address resolved as Server::listen resolves it (its first result); two that come to
-// the same endpoint would fail at bind with an unnamed "address in use". Port 0 (ephemeral)
-// binds a fresh port each time, so it never collides.
+// the same endpoint, or a wildcard and an address it covers on the same port, would fail at
+// bind with an unnamed "address in use". Port 0 (ephemeral) binds a fresh port each time,
+// so it never collides.
 void check_listen(const std::vector<config::ListenAddress>& listen) {
   asio::io_context ioc;
   tcp::resolver resolver(ioc);
@@ -88,10 +156,17 @@ void check_listen(const std::vector<config::ListenAddress>& listen) {
     if (ec || results.empty())
       throw std::runtime_error("server.listen '" + text + "': cannot resolve the host (" + ec.message() + ")");
     const tcp::endpoint endpoint = results.begin()->endpoint();
-    for (const auto& [other, other_text] : seen)
-      if (address.port != 0 && other == endpoint)
+    for (const auto& [other, other_text] : seen) {
+      if (address.port == 0) break;
+      if (other == endpoint)
         throw std::runtime_error("server.listen '" + other_text + "' and '" + text +
                                  "' are the same address; each listen entry must be distinct");
+      const bool other_covers = wildcard_covers(other, endpoint);
+      if (other_covers || wildcard_covers(endpoint, other))
+        throw std::runtime_error("server.listen '" + other_text + "' and '" + text + "' overlap: the wildcard '" +
+                                 (other_covers ? other_text : text) + "' already listens on the other's address (" +
+                                 "binding both fails with 'address in use'); keep only one of them");
+    }
     seen.emplace_back(endpoint, text);
   }
 }

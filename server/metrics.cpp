@@ -346,7 +346,7 @@ std::string Metrics::Impl::render_money(const config::Config& cfg) {
 }
 
 std::string Metrics::render(const config::Config& cfg, const router::RouteHealth& health,
-                            const receipts::ReceiptService::Counts& receipts) const {
+                            const receipts::ReceiptService::Counts& receipts, const SpoolCounts& spool) const {
   std::string out = prometheus::TextSerializer().Serialize(impl_->registry.Collect());
   std::ostringstream extra;
   extra << "# HELP tresor_route_breaker_state Circuit breaker per route: 0 closed, 1 open, 2 half-open.\n"
@@ -366,6 +366,16 @@ std::string Metrics::render(const config::Config& cfg, const router::RouteHealth
         << "# HELP tresor_receipt_store_failures_total Receipts that could not be signed or stored.\n"
         << "# TYPE tresor_receipt_store_failures_total counter\n"
         << "tresor_receipt_store_failures_total " << receipts.failed << "\n";
+  // The spool against its cap: alert on bytes / max before the volume would fill.
+  extra << "# HELP tresor_spool_bytes Upload spool bytes reserved by the uploads in flight.\n"
+        << "# TYPE tresor_spool_bytes gauge\n"
+        << "tresor_spool_bytes " << spool.bytes_in_use << "\n"
+        << "# HELP tresor_spool_max_bytes The spool cap (server.spool_max_bytes).\n"
+        << "# TYPE tresor_spool_max_bytes gauge\n"
+        << "tresor_spool_max_bytes " << cfg.server.spool_max_bytes << "\n"
+        << "# HELP tresor_spool_refusals_total Uploads refused with 503 spool_full (the spool cap was reached).\n"
+        << "# TYPE tresor_spool_refusals_total counter\n"
+        << "tresor_spool_refusals_total " << spool.refusals << "\n";
   return out + extra.str() + impl_->render_money(cfg) + process_metrics();
 }
 

@@ -21,6 +21,12 @@
 
 namespace tresor::server {
 
+// The upload spool at scrape time (SpoolBudget, server.spool_max_bytes).
+struct SpoolCounts {
+  uint64_t bytes_in_use = 0;  // reserved by the uploads in flight
+  uint64_t refusals = 0;      // uploads refused 503 spool_full since the start
+};
+
 class Metrics {
  public:
   Metrics();
@@ -65,7 +71,7 @@ class Metrics {
 
   // The exposition text. Breaker states are read for the routes of `cfg`.
   std::string render(const config::Config& cfg, const router::RouteHealth& health,
-                     const receipts::ReceiptService::Counts& receipts) const;
+                     const receipts::ReceiptService::Counts& receipts, const SpoolCounts& spool = {}) const;
 
  private:
   struct Impl;

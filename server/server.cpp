@@ -156,6 +156,7 @@ struct Server::Impl {
   std::string jwks;
   std::shared_ptr<storage::StoreBreaker> store_breaker;  // a shared (Redis) store's; null for SQLite
   std::unique_ptr<storage::StoreProber> store_prober;     // closes it once the store answers again
+  SpoolBudget spool;  // before the workers: their uploads give their reservations back to it
   Metrics metrics;
   // Redis store only; declared after `metrics`, which its thread sets, so it stops first.
   std::unique_ptr<receipts::KeyPublisher> key_publisher;
@@ -303,7 +304,7 @@ struct Server::Impl {
         continue;
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
-                                     file_io, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
+                                     file_io, spool, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
                                      sessions_per_worker, store_breaker.get()};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });

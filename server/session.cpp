@@ -141,6 +141,13 @@ std::function<void()> feed_job(TranscriptionUpload& upload, std::string_view byt
   return [&upload, bytes, &err] { err = upload.feed(bytes); };
 }
 
+SpoolCounts spool_counts(const SpoolBudget& budget) {
+  SpoolCounts c;
+  c.bytes_in_use = budget.in_use();
+  c.refusals = budget.refusals();
+  return c;
+}
+
 Response usage_response(const std::optional<std::string>& json) {
   if (!json) {
     Response r = error_response(ApiError{503, "service_unavailable", "ledger_unavailable",
@@ -490,6 +497,7 @@ class Session final : public ResponseSink, public SessionControl {
     record_ = RequestRecord();
     const bool keep = co_await serve_request();
     end_grant();
+    now_.spool.release();  // an upload refused before its body was read held it
     // An idle keep-alive connection holds no upload-sized buffer (10,000 of them must fit).
     if (buffer_.capacity() > kIdleReadBufferBytes) buffer_.shrink_to_fit();
     if (record_.started != providers::Clock::time_point{}) finish_record();
@@ -671,6 +679,10 @@ class Session final : public ResponseSink, public SessionControl {
       const ApiError e = too_large();
       co_return co_await finish_without_body(e, true);
     }
+    if (now_.route.endpoint == Endpoint::transcription && !reserve_spool(server_cfg, parser.content_length().value_or(0))) {
+      const ApiError e = spool_full();
+      co_return co_await finish_without_body(e, now_.has_body);
+    }
     // RFC 9110 §10.1.1: never a 100 (Continue) to an HTTP/1.0 client, which cannot read
     // interim answers (it takes the 100 for the answer); it sends its body anyway.
     if (version_ >= 11 && beast::iequals(req[http::field::expect], "100-continue")) {
@@ -684,6 +696,16 @@ class Session final : public ResponseSink, public SessionControl {
     // a 64 KiB body took 128 reads. Sized for this body here, shrunk back after it.
     size_read_buffer(parser.content_length().value_or(kUploadReadBytes));
     co_return std::nullopt;
+  }
+
+  // An upload that will spool (over upload_memory_bytes) and says its size reserves it
+  // whole before a byte of it is read (and before 100 Continue): refused now, the client
+  // has sent nothing it must send again. A chunked one reserves as its file is written.
+  // content_length: 0 when the body is chunked (or empty).
+  bool reserve_spool(const config::ServerConfig& cfg, uint64_t content_length) {
+    now_.spool = SpoolReservation(services_.spool, cfg.spool_max_bytes);
+    if (content_length <= cfg.upload_memory_bytes) return true;
+    return now_.spool.cover(content_length);
   }
 
   ApiError too_large() const {
@@ -767,7 +789,7 @@ class Session final : public ResponseSink, public SessionControl {
     const ApiError too_large = file_too_large(server_cfg.max_body_bytes);
     UploadLimits limits = upload_limits(server_cfg);
     limits.digest_body = !now_.controls.receipt_opt_out;
-    TranscriptionUpload upload(*now_.boundary, limits);
+    TranscriptionUpload upload(*now_.boundary, limits, std::move(now_.spool));
     http::request_parser<http::buffer_body> body_parser{std::move(*now_.head_parser)};
     body_parser.body_limit(server_cfg.max_body_bytes);
     std::vector<char> piece(kUploadReadBytes);
@@ -811,7 +833,8 @@ class Session final : public ResponseSink, public SessionControl {
       case Endpoint::jwks: return jwks_response(services_.jwks);
       case Endpoint::metrics:
         return metrics_response(
-            services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts()));
+            services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts(),
+                                     spool_counts(services_.spool)));
       case Endpoint::models:
       case Endpoint::model: {
         const std::string_view t(target.data(), target.size());
@@ -876,6 +899,8 @@ class Session final : public ResponseSink, public SessionControl {
   asio::awaitable<bool> finish_without_body(const ApiError& e, bool body_pending) {
     Response r = error_response(e);
     if (e.status == 401) r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    // The spool frees up as the uploads in flight end, typically within seconds.
+    if (e.code == kSpoolFullCode) r.headers.emplace_back("Retry-After", "1");
     co_return co_await finish_without_body(std::move(r), body_pending);
   }
 
@@ -923,6 +948,9 @@ class Session final : public ResponseSink, public SessionControl {
     bool has_body = false;
     ControlHeaders controls;
     std::optional<std::string> boundary;  // transcriptions: the multipart boundary
+    // Transcriptions: the upload's share of the spool budget, reserved from Content-Length
+    // in phase 4a, then handed to the upload (given back when the request ends).
+    SpoolReservation spool;
 
     // For the next request on the connection (the parsers cannot be assigned).
     void reset() {
@@ -935,6 +963,7 @@ class Session final : public ResponseSink, public SessionControl {
       has_body = false;
       controls = ControlHeaders();
       boundary.reset();
+      spool.release();
     }
   };
   Current now_;

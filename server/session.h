@@ -20,6 +20,7 @@
 #include "server/metrics.h"
 #include "server/runtime.h"
 #include "storage/store_breaker.h"
+#include "server/upload_spool.h"
 
 namespace tresor::server {
 
@@ -58,6 +59,7 @@ struct SessionServices {
   receipts::ReceiptService& receipts;
   accounts::Accounts& accounts;
   FileIoPool& file_io;  // blocking file work (upload spools)
+  SpoolBudget& spool;   // server.spool_max_bytes, shared by every upload in flight
   Metrics& metrics;
   Lifecycle& lifecycle;
   const RouterAttestation& attestation;

@@ -80,6 +80,11 @@ ApiError file_too_large(uint64_t limit) {
                   "The upload exceeds the limit of " + std::to_string(limit) + " bytes", std::string("file")};
 }
 
+ApiError spool_full() {
+  return ApiError{503, "service_unavailable", std::string(kSpoolFullCode),
+                  "The upload spool is full (server.spool_max_bytes); retry shortly", std::nullopt};
+}
+
 std::optional<std::string> accepted_audio_type(std::string_view part_content_type,
                                                const std::optional<std::string>& filename) {
   const std::string type = bare_media_type(part_content_type);
@@ -109,8 +114,9 @@ std::optional<std::string> accepted_audio_type(std::string_view part_content_typ
   return it->second;
 }
 
-TranscriptionUpload::TranscriptionUpload(std::string_view boundary, const UploadLimits& limits)
-    : limits_(limits), spool_(limits.max_bytes, limits.memory_bytes, limits.spool_dir) {
+TranscriptionUpload::TranscriptionUpload(std::string_view boundary, const UploadLimits& limits,
+                                         SpoolReservation reservation)
+    : limits_(limits), spool_(limits.max_bytes, limits.memory_bytes, limits.spool_dir, std::move(reservation)) {
   parser_ = std::make_unique<MultipartParser>(boundary, static_cast<MultipartHandler&>(*this));
   if (limits.digest_body) body_digest_.emplace();
 }
@@ -181,7 +187,7 @@ void TranscriptionUpload::on_part_begin(const PartHeaders& headers) {
 void TranscriptionUpload::on_part_data(std::string_view bytes) {
   if (error_) return;
   if (current_ == Part::file) {
-    if (!spool_.append(bytes)) fail(file_too_large(limits_.max_bytes));
+    if (!spool_.append(bytes)) fail(spool_.spool_full() ? spool_full() : file_too_large(limits_.max_bytes));
   } else if (current_ == Part::field) {
     field_value_.append(bytes);  // bounded by the parser's max_field_bytes
   }

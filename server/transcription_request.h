@@ -29,6 +29,10 @@ std::optional<std::string> accepted_audio_type(std::string_view part_content_typ
 
 // 413 file_too_large: the upload is over server.max_body_bytes.
 ApiError file_too_large(uint64_t limit);
+// 503 spool_full: the upload spool (server.spool_max_bytes, shared by every upload in
+// flight) has no room for this upload now; sent with Retry-After.
+ApiError spool_full();
+inline constexpr std::string_view kSpoolFullCode = "spool_full";
 
 enum class TranscriptFormat { json, text, verbose_json };
 
@@ -44,11 +48,14 @@ struct UploadLimits {
 // Receives the request body piece by piece.
 class TranscriptionUpload final : private MultipartHandler {
  public:
-  TranscriptionUpload(std::string_view boundary, const UploadLimits& limits);
+  // `reservation`: the upload's share of the process's spool budget (see UploadSpool).
+  TranscriptionUpload(std::string_view boundary, const UploadLimits& limits,
+                      SpoolReservation reservation = SpoolReservation());
   ~TranscriptionUpload() override;
 
   // The next piece of the body. An error means: stop reading and answer it now (400 for
-  // a malformed or refused part, 413 file_too_large, 500 when the spool failed).
+  // a malformed or refused part, 413 file_too_large, 503 spool_full, 500 when the spool
+  // failed).
   std::optional<ApiError> feed(std::string_view bytes);
   // True when feeding `incoming` more bytes cannot touch the disk (the spool stays in
   // memory), so the caller may feed on its I/O thread.

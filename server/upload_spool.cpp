@@ -44,11 +44,64 @@ int open_unlinked_temp_file(const std::filesystem::path& dir, bool try_o_tmpfile
   return fd;
 }
 
-UploadSpool::UploadSpool(size_t max_bytes, size_t memory_threshold, std::filesystem::path dir)
-    : max_bytes_(max_bytes), memory_threshold_(memory_threshold), dir_(std::move(dir)) {}
+bool SpoolBudget::try_reserve(uint64_t n, uint64_t cap) {
+  uint64_t used = in_use_.load(std::memory_order_relaxed);
+  do {
+    if (n > cap || used > cap - n) {
+      refusals_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!in_use_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
+  return true;
+}
+
+void SpoolBudget::release(uint64_t n) { in_use_.fetch_sub(n, std::memory_order_relaxed); }
+
+SpoolReservation::SpoolReservation(SpoolReservation&& other) noexcept
+    : budget_(std::exchange(other.budget_, nullptr)), cap_(other.cap_), bytes_(std::exchange(other.bytes_, 0)) {}
+
+SpoolReservation& SpoolReservation::operator=(SpoolReservation&& other) noexcept {
+  if (this != &other) {
+    release();
+    budget_ = std::exchange(other.budget_, nullptr);
+    cap_ = other.cap_;
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+bool SpoolReservation::cover(uint64_t total) {
+  if (!budget_ || total <= bytes_) return true;
+  if (!budget_->try_reserve(total - bytes_, cap_)) return false;
+  bytes_ = total;
+  return true;
+}
+
+void SpoolReservation::release() {
+  if (budget_ && bytes_ > 0) budget_->release(bytes_);
+  bytes_ = 0;
+}
+
+UploadSpool::UploadSpool(size_t max_bytes, size_t memory_threshold, std::filesystem::path dir,
+                         SpoolReservation reservation)
+    : max_bytes_(max_bytes),
+      memory_threshold_(memory_threshold),
+      dir_(std::move(dir)),
+      reservation_(std::move(reservation)) {}
 
 UploadSpool::~UploadSpool() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+// The spool budget is exhausted: nothing of this upload is kept (its file, unlinked from
+// the start, goes with the close) and its share of the budget is free for others now,
+// not when the refused request's connection has finished lingering.
+void UploadSpool::discard() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  std::string().swap(memory_);
+  size_ = 0;
+  reservation_.release();
 }
 
 void UploadSpool::write_all(std::string_view bytes) {
@@ -63,12 +116,20 @@ void UploadSpool::write_all(std::string_view bytes) {
 }
 
 bool UploadSpool::append(std::string_view bytes) {
-  if (sealed_ || rejected_) return false;
+  if (sealed_ || rejected_ || spool_full_) return false;
   if (bytes.size() > max_bytes_ - size_) {  // size_ <= max_bytes_ always, so no overflow
     rejected_ = true;
     return false;
   }
   if (bytes.empty()) return true;
+  // Bytes on disk (those moved there when the threshold is crossed included) must fit
+  // the spool budget; bytes in memory are bounded by connections × memory_threshold.
+  const bool to_disk = fd_ >= 0 || size_ + bytes.size() > memory_threshold_;
+  if (to_disk && !reservation_.cover(size_ + bytes.size())) {
+    spool_full_ = true;
+    discard();
+    return false;
+  }
   if (fd_ < 0 && size_ + bytes.size() > memory_threshold_) {
     // Crossing the threshold: move what is in memory to the file once, then stream.
     fd_ = open_unlinked_temp_file(dir_);

@@ -4,7 +4,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
   gatewayConfig, toYaml, writeConfig, routerBin, makeKey, sha256Hex, selfSignedCert, closedPort, tempDir,
@@ -107,6 +107,36 @@ const CASES = [
     field: /server\.listen '127\.0\.0\.1:\d+' and '127\.0\.0\.1:\d+' are the same address/,
   },
   {
+    // Linux refuses to bind a specific address beside a wildcard on the same port.
+    name: 'a wildcard and a specific server.listen address on the same port',
+    make: async () => {
+      const port = await closedPort();
+      return config((c) => { c.server.listen = [`0.0.0.0:${port}`, `127.0.0.1:${port}`]; });
+    },
+    field: /server\.listen '0\.0\.0\.0:(\d+)' and '127\.0\.0\.1:\1' overlap: the wildcard '0\.0\.0\.0:\1'/,
+  },
+  {
+    // Checked without touching it: neither run may change the file or add a -wal/-shm/-journal.
+    name: 'store sqlite: a file that is not an SQLite database',
+    make: () => config((c) => { c.store = `sqlite:${garbageFile('tresor.db', 'receipts go here\n')}`; }),
+    field: /store: '.*\/tresor\.db' is not an SQLite database/,
+    verify: (made) => {
+      const file = made.store.slice('sqlite:'.length);
+      assert.equal(readFileSync(file, 'utf8'), 'receipts go here\n', 'the store file was changed');
+      assert.deepEqual(readdirSync(path.dirname(file)), ['tresor.db'], 'a file was created beside the store');
+    },
+  },
+  {
+    name: 'server.spool_max_bytes below server.max_body_bytes',
+    make: () => config((c) => { c.server.max_body_bytes = 2097152; c.server.spool_max_bytes = 1048576; }),
+    field: /server\.spool_max_bytes \(1048576\) is below server\.max_body_bytes \(2097152\)/,
+  },
+  {
+    name: 'server.max_body_bytes above the default server.spool_max_bytes',
+    make: () => config((c) => { c.server.max_body_bytes = 2 * 1073741824; }),
+    field: /server\.spool_max_bytes \(1073741824, the default\) is below server\.max_body_bytes/,
+  },
+  {
     name: 'receipts.signing_key_file that holds no key',
     make: () => config((c) => { c.receipts.signing_key_file = garbageFile('signing.pem'); }),
     field: /receipts\.signing_key_file: .*does not hold a readable/,
@@ -193,6 +223,7 @@ describe('check-config refuses what startup refuses, with the same message', { t
         `startup's message differs from check-config's:\n  check-config: ${message}\n  startup: ${start.stderr.slice(-2000)}`);
       assert.doesNotMatch(start.stderr, /listening on/);
       if (k.secret) assert.ok(!`${check.stderr}${start.stderr}`.includes(k.secret), 'the password is in a message');
+      if (k.verify) k.verify(made);
     });
   }
 });

@@ -532,6 +532,21 @@ TEST_CASE("config: the upload spool directory must exist; the memory threshold i
   CHECK(d->server.upload_memory_bytes == 262144);
 }
 
+TEST_CASE("config: the spool cap defaults to 1 GiB and must hold one upload of max_body_bytes") {
+  const auto d = load_config_text("server: {}\n", "d.yaml");
+  CHECK(d->server.spool_max_bytes == 1073741824);
+  const auto c = load_config_text("server:\n  max_body_bytes: 1048576\n  spool_max_bytes: 1048576\n", "c.yaml");
+  CHECK(c->server.spool_max_bytes == 1048576);
+  CHECK(contains(error_of("server:\n  max_body_bytes: 1048577\n  spool_max_bytes: 1048576\n"),
+                 "server.spool_max_bytes (1048576) is below server.max_body_bytes (1048577)"));
+  CHECK(contains(error_of("server:\n  max_body_bytes: 2147483648\n"),
+                 "server.spool_max_bytes (1073741824, the default) is below server.max_body_bytes"));
+  // Nothing spools when every body fits in memory: the cap does not matter then.
+  const auto m = load_config_text("server:\n  max_body_bytes: 65536\n  upload_memory_bytes: 65536\n  spool_max_bytes: 0\n",
+                                  "m.yaml");
+  CHECK(m->server.spool_max_bytes == 0);
+}
+
 TEST_CASE("config: the upstream body cap has a default and a range") {
   const auto d = load_config_text("server: {}\n", "d.yaml");
   CHECK(d->server.max_upstream_body_bytes == 64ull * 1024 * 1024);

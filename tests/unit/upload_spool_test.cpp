@@ -175,3 +175,59 @@ TEST_CASE("spool: an empty upload", "[multipart]") {
   CHECK(spool.reader().read(buf, sizeof buf) == 0);
   CHECK(dir.entries() == 0);
 }
+
+// server.spool_max_bytes: the bytes on disk of every upload in flight share one budget.
+TEST_CASE("spool budget: the file bytes of all uploads share the cap, given back when each ends", "[multipart][spool]") {
+  using tresor::server::SpoolBudget;
+  using tresor::server::SpoolReservation;
+  TempDir dir;
+  SpoolBudget budget;
+  constexpr uint64_t kCap = 1000;
+  {
+    UploadSpool a(1 << 20, 100, dir.path, SpoolReservation(budget, kCap));
+    CHECK(a.append(std::string(100, 'a')));  // in memory: reserves nothing
+    CHECK(budget.in_use() == 0);
+    CHECK(a.append(std::string(500, 'a')));  // to disk: the 100 moved there count too
+    CHECK(a.on_disk());
+    CHECK(budget.in_use() == 600);
+    UploadSpool b(1 << 20, 100, dir.path, SpoolReservation(budget, kCap));
+    CHECK(b.append(std::string(300, 'b')));
+    CHECK(budget.in_use() == 900);
+    // The append that would take the total past the cap is refused, b's file is dropped
+    // and its share given back at once (a keeps its own).
+    CHECK_FALSE(b.append(std::string(101, 'b')));
+    CHECK(b.spool_full());
+    CHECK_FALSE(b.rejected());
+    CHECK_FALSE(b.on_disk());
+    CHECK(budget.in_use() == 600);
+    CHECK(budget.refusals() == 1);
+    CHECK_FALSE(b.append("b"));  // stopped accepting
+    CHECK(a.append(std::string(400, 'a')));  // exactly at the cap
+    CHECK(budget.in_use() == 1000);
+  }
+  CHECK(budget.in_use() == 0);  // both ended
+  CHECK(dir.entries() == 0);
+}
+
+TEST_CASE("spool budget: a reservation made up front covers the upload; a move keeps one share", "[multipart][spool]") {
+  using tresor::server::SpoolBudget;
+  using tresor::server::SpoolReservation;
+  TempDir dir;
+  SpoolBudget budget;
+  SpoolReservation up_front(budget, 1000);
+  REQUIRE(up_front.cover(700));  // from Content-Length
+  CHECK(budget.in_use() == 700);
+  SpoolReservation refused(budget, 1000);
+  CHECK_FALSE(refused.cover(301));
+  CHECK(budget.in_use() == 700);
+  CHECK(budget.refusals() == 1);
+  {
+    UploadSpool spool(1 << 20, 16, dir.path, std::move(up_front));
+    CHECK(up_front.bytes() == 0);
+    CHECK(spool.append(std::string(650, 'x')));
+    CHECK(budget.in_use() == 700);  // within what was reserved: nothing more
+  }
+  CHECK(budget.in_use() == 0);
+  SpoolReservation unlimited;  // no budget: tests and tools
+  CHECK(unlimited.cover(uint64_t{1} << 40));
+}
