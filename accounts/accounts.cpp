@@ -248,15 +248,17 @@ Accounts::~Accounts() {
   impl_->worker.join();
 }
 
-std::unique_ptr<Accounts> Accounts::open(const std::string& url) {
+std::unique_ptr<Accounts> Accounts::open(const config::StoreConfig& store) {
+  const std::string& url = store.url;
   constexpr std::string_view kSqlite = "sqlite:";
   if (url.rfind(kSqlite, 0) == 0) {
     auto log = open_sqlite_spend_log(url.substr(kSqlite.size()));
     auto ledger = open_local_ledger(log->totals());
     return std::make_unique<Accounts>(std::move(ledger), std::move(log));
   }
-  if (url.rfind("redis://", 0) == 0) return std::make_unique<Accounts>(open_redis_ledger(url), nullptr);
-  throw std::runtime_error("store " + url + ": expected sqlite:PATH or redis://HOST:PORT/DB");
+  if (url.rfind("redis://", 0) == 0 || url.rfind("rediss://", 0) == 0)
+    return std::make_unique<Accounts>(open_redis_ledger(store), nullptr);
+  throw std::runtime_error("store: expected sqlite:PATH, redis://… or rediss://…");
 }
 
 bool Accounts::shared() const { return impl_->shared; }

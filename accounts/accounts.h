@@ -91,8 +91,9 @@ class Accounts {
   Accounts(const Accounts&) = delete;
   Accounts& operator=(const Accounts&) = delete;
 
-  // From `store:` (sqlite:PATH or redis://…). Throws std::runtime_error when it cannot open.
-  static std::unique_ptr<Accounts> open(const std::string& store_url);
+  // From `store:` (sqlite:PATH, redis://… or rediss://…). Throws std::runtime_error when it
+  // cannot open (a Redis store does not connect here: its first operation does).
+  static std::unique_ptr<Accounts> open(const config::StoreConfig& store);
 
   // The head phase; the credit is checked only for a request that `spends` (inference:
   // a customer out of credit can still read /v1/usage and its receipts). An unreachable

@@ -23,6 +23,7 @@
 #include "server/config_checks.h"
 #include "server/log_throttle.h"
 #include "server/session.h"
+#include "storage/redis_connection.h"
 
 namespace tresor::server {
 namespace asio = boost::asio;
@@ -306,23 +307,48 @@ struct Server::Impl {
 
 namespace {
 
-std::unique_ptr<receipts::ReceiptStore> open_store(const std::string& url) {
+std::unique_ptr<receipts::ReceiptStore> open_store(const config::StoreConfig& store) {
   constexpr std::string_view kSqlite = "sqlite:";
+  const std::string& url = store.url;
   if (url.rfind(kSqlite, 0) == 0) return receipts::open_sqlite_store(url.substr(kSqlite.size()));
-  if (url.rfind("redis://", 0) == 0) return receipts::open_redis_store(url);
-  throw std::runtime_error("store " + url + ": expected sqlite:PATH or redis://HOST:PORT/DB");
+  if (url.rfind("redis://", 0) == 0 || url.rfind("rediss://", 0) == 0) return receipts::open_redis_store(store);
+  throw std::runtime_error("store: expected sqlite:PATH, redis://… or rediss://…");
+}
+
+// A Redis store is tried once at startup. A wrong password, a certificate that does not
+// verify or a server too old are configuration errors: the gateway refuses to start. An
+// unreachable Redis is not: the replica starts and serves under the outage policy, and
+// the stores connect once it answers.
+void check_shared_store(const config::StoreConfig& store) {
+  if (store.url.rfind("redis://", 0) != 0 && store.url.rfind("rediss://", 0) != 0) return;
+  const storage::ConnectCheck check = storage::RedisConnection("store", store).check_connect();
+  switch (check.status) {
+    case storage::ConnectStatus::ok:
+      spdlog::info("{}", check.message);
+      return;
+    case storage::ConnectStatus::unreachable:
+    case storage::ConnectStatus::other:
+      spdlog::warn("{}; starting anyway, the store is used once it answers", check.message);
+      return;
+    case storage::ConnectStatus::auth_failed:
+    case storage::ConnectStatus::tls_failed:
+    case storage::ConnectStatus::unsupported:
+      break;
+  }
+  throw std::runtime_error(check.message + " [" + storage::to_string(check.status) + "]");
 }
 
 }  // namespace
 
 Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) {
   const auto cfg = runtime.current()->config;
+  check_shared_store(cfg->store_config);
   auto signer = receipts::Signer::load_or_create(cfg->receipts.signing_key_file, cfg->receipts.kid);
   impl_->jwks = receipts::jwks_json(*signer, cfg->receipts.retired_keys);
   impl_->receipts = std::make_unique<receipts::ReceiptService>(
-      std::move(signer), open_store(cfg->store), static_cast<int64_t>(cfg->receipts.ttl_seconds),
+      std::move(signer), open_store(cfg->store_config), static_cast<int64_t>(cfg->receipts.ttl_seconds),
       cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
-  impl_->accounts = accounts::Accounts::open(cfg->store);
+  impl_->accounts = accounts::Accounts::open(cfg->store_config);
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
