@@ -12,7 +12,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
-#include <cctype>
 #include <charconv>
 #include <condition_variable>
 #include <fstream>
@@ -535,7 +534,8 @@ void RedisConnection::fail(std::string why) {
 }
 
 // Defence in depth: no server or library message should hold the password, but none
-// that does gets through.
+// that does gets through. A password under 4 characters is left alone: replacing every
+// "a" would garble the message and hide nothing worth hiding.
 std::string RedisConnection::scrub(std::string text) const {
   const std::string& p = addr_.password;
   if (p.size() < 4) return text;
