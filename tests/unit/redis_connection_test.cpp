@@ -251,6 +251,19 @@ TEST_CASE("redis connection: lazy, authenticated as an ACL user or the default u
   CHECK_FALSE(lazy.broken());
 }
 
+TEST_CASE("redis connection: a host name is looked up, within the connect deadline", "[redis_connection]") {
+  RedisServer redis;
+  RedisConnection named("store", store_at("redis://localhost:" + std::to_string(redis.port()) + "/0"));
+  CHECK(named.check_connect().status == ConnectStatus::ok);
+  // .invalid never resolves (RFC 6761): refused by the resolver, or timed out without DNS.
+  RedisConnection nowhere("store", store_at("redis://no-such-host.invalid:6379/0", 500));
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto check = nowhere.check_connect();
+  CHECK(seconds_since(t0) < 2.0);
+  CHECK(check.status == ConnectStatus::unreachable);
+  CHECK(check.message.find("no-such-host.invalid") != std::string::npos);
+}
+
 TEST_CASE("redis connection: pipelined commands are written at the first read", "[redis_connection]") {
   RedisServer redis;
   RedisConnection c("store", store_at(redis.url()));
