@@ -3,7 +3,10 @@
 #include <boost/asio/this_coro.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <stdexcept>
 #include <ctime>
 #include <deque>
 #include <functional>
@@ -14,9 +17,11 @@
 #include "common/ids.h"
 #include "common/json_text.h"
 #include "common/rendezvous.h"
+#include "storage/store_pool.h"
 
 namespace tresor::accounts {
 namespace asio = boost::asio;
+using common::Handoff;
 using common::Rendezvous;
 using common::resume_on;
 using common::wait_for;
@@ -47,6 +52,11 @@ struct Accounts::Impl {
   std::unique_ptr<LedgerStore> ledger;
   std::unique_ptr<SpendLog> log;
   bool shared = false;
+  // Shared store: the steps a request waits on run here (see the constructor).
+  std::unique_ptr<storage::StorePool<LedgerStore>> pool;
+  config::StoreConfig store;
+  std::function<void(OutageFunction)> report_outage;
+  std::atomic<int64_t> last_outage_warning{0};  // steady ms: warn at most once a second
 
   struct PendingRow {
     Settlement settlement;
@@ -167,14 +177,72 @@ struct Accounts::Impl {
                     s.customer, s.cost);
   }
 
-  // Runs `fn` on the worker and resumes the caller on its own executor with the result.
+  // Runs `fn` on the worker and resumes the caller on its own executor with the result,
+  // or with nullopt at `deadline` (the job then still runs: settlements are not skipped).
   template <typename T>
-  asio::awaitable<T> on_worker(std::function<T()> fn) {
-    auto rendezvous = std::make_shared<Rendezvous<T>>(co_await asio::this_coro::executor);
-    auto done = resume_on(rendezvous);
-    std::function<void()> job = [fn = std::move(fn), done] { done(fn()); };
+  asio::awaitable<std::optional<T>> on_worker(std::function<T()> fn, common::Clock::time_point deadline) {
+    auto handoff = std::make_shared<Handoff<T>>(co_await asio::this_coro::executor);
+    auto done = resume_on<T>(handoff);
+    std::function<void()> job = [fn = std::move(fn), handoff, done] {
+      T v = fn();
+      if (handoff->claim()) done(std::move(v));
+    };
     post(std::move(job));
-    co_return co_await wait_for(rendezvous);
+    co_return co_await common::wait_until(handoff, deadline);
+  }
+
+  // Runs `fn` on a pool thread; nullopt when it has not answered by `deadline`. A job
+  // whose caller gave up before it started is skipped; one that finished too late is
+  // handed to `late` (e.g. to give back a hold nobody will settle).
+  template <typename T>
+  asio::awaitable<std::optional<T>> on_pool(std::function<T(LedgerStore&)> fn, common::Clock::time_point deadline,
+                                            std::function<void(LedgerStore&, const T&)> late) {
+    auto handoff = std::make_shared<Handoff<T>>(co_await asio::this_coro::executor);
+    auto done = resume_on<T>(handoff);
+    storage::StorePool<LedgerStore>::Job job = [fn = std::move(fn), late = std::move(late), handoff,
+                                                done](LedgerStore& ledger) {
+      if (handoff->given_up()) return;
+      T v = fn(ledger);
+      if (handoff->claim()) done(std::move(v));
+      else if (late) late(ledger, v);
+    };
+    pool->post(std::move(job));
+    co_return co_await common::wait_until(handoff, deadline);
+  }
+
+  // A store step waits at most until the request's deadline, and never longer than a
+  // connect and a command (twice: one reconnect and retry) would take.
+  common::Clock::time_point step_deadline(common::Clock::time_point request_deadline) const {
+    const auto cap = std::chrono::milliseconds(2 * (store.connect_timeout_ms + store.command_timeout_ms));
+    return std::min(request_deadline, common::Clock::now() + cap);
+  }
+
+  // The store did not answer for a request that needs the rate limits and/or a credit
+  // check: a refusal when store.outage says closed for one of them, else served without.
+  std::optional<Refusal> outage(bool needs_limits, bool needs_credit, const std::string& customer) {
+    const bool closed = (needs_limits && store.outage.rate_limits == config::OutageMode::closed) ||
+                        (needs_credit && store.outage.credits == config::OutageMode::closed);
+    if (closed) {
+      Refusal r;
+      r.kind = Refusal::Kind::store_unavailable;
+      r.retry_after = 1;
+      return r;
+    }
+    if (needs_limits) served_without(OutageFunction::rate_limits, customer);
+    if (needs_credit) served_without(OutageFunction::credits, customer);
+    return std::nullopt;
+  }
+
+  // The store did not answer: report what the request goes without (policy open) and
+  // warn at most once a second.
+  void served_without(OutageFunction f, const std::string& customer) {
+    if (report_outage) report_outage(f);
+    const int64_t now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(common::Clock::now().time_since_epoch()).count();
+    int64_t last = last_outage_warning.load(std::memory_order_relaxed);
+    if (now_ms - last < 1000 || !last_outage_warning.compare_exchange_strong(last, now_ms)) return;
+    spdlog::warn("accounts: the shared store is unreachable; serving {} without {} (store.outage: open)", customer,
+                 f == OutageFunction::rate_limits ? "rate limits" : "a credit reservation");
   }
 };
 
@@ -232,14 +300,24 @@ void Grant::release_now() {
   if (accounts_ && held_ && !closed_) accounts_->release(*this);
 }
 
-Accounts::Accounts(std::unique_ptr<LedgerStore> ledger, std::unique_ptr<SpendLog> log) : impl_(std::make_unique<Impl>()) {
+Accounts::Accounts(std::unique_ptr<LedgerStore> ledger, std::unique_ptr<SpendLog> log,
+                   std::vector<std::unique_ptr<LedgerStore>> pool, config::StoreConfig store)
+    : impl_(std::make_unique<Impl>()) {
   impl_->shared = ledger->shared();
   impl_->ledger = std::move(ledger);
   impl_->log = std::move(log);
+  impl_->store = std::move(store);
+  if (impl_->shared) {
+    // Without a pool of its own (tests), a shared ledger's waited-on steps still must not
+    // queue behind settlements: one more connection, one more thread.
+    if (pool.empty()) throw std::invalid_argument("accounts: a shared ledger needs a pool");
+    impl_->pool = std::make_unique<storage::StorePool<LedgerStore>>(std::move(pool));
+  }
   impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
 }
 
 Accounts::~Accounts() {
+  impl_->pool.reset();  // runs what is queued (releases, late holds), then stops
   {
     std::lock_guard lock(impl_->mutex);
     impl_->stopping = true;
@@ -249,22 +327,27 @@ Accounts::~Accounts() {
 }
 
 std::unique_ptr<Accounts> Accounts::open(const config::StoreConfig& store) {
-  const std::string& url = store.url;
   constexpr std::string_view kSqlite = "sqlite:";
+  const std::string& url = store.url;
   if (url.rfind(kSqlite, 0) == 0) {
     auto log = open_sqlite_spend_log(url.substr(kSqlite.size()));
     auto ledger = open_local_ledger(log->totals());
     return std::make_unique<Accounts>(std::move(ledger), std::move(log));
   }
-  if (url.rfind("redis://", 0) == 0 || url.rfind("rediss://", 0) == 0)
-    return std::make_unique<Accounts>(open_redis_ledger(store), nullptr);
-  throw std::runtime_error("store: expected sqlite:PATH, redis://… or rediss://…");
+  if (url.rfind("redis://", 0) != 0 && url.rfind("rediss://", 0) != 0)
+    throw std::runtime_error("store: expected sqlite:PATH, redis://… or rediss://…");
+  std::vector<std::unique_ptr<LedgerStore>> pool;
+  for (unsigned i = 0; i < std::max(1u, store.connections); ++i) pool.push_back(open_redis_ledger(store));
+  return std::make_unique<Accounts>(open_redis_ledger(store), nullptr, std::move(pool), store);
 }
 
 bool Accounts::shared() const { return impl_->shared; }
 
+void Accounts::on_outage(std::function<void(OutageFunction)> report) { impl_->report_outage = std::move(report); }
+
 asio::awaitable<Admission> Accounts::admit(const config::Config& cfg, const config::ApiKeyConfig& key,
-                                           std::chrono::system_clock::time_point now, bool spends) {
+                                           std::chrono::system_clock::time_point now, bool spends,
+                                           common::Clock::time_point deadline) {
   Admission a;
   Grant& g = a.grant;
   g.accounts_ = this;
@@ -285,15 +368,20 @@ asio::awaitable<Admission> Accounts::admit(const config::Config& cfg, const conf
     d = ledger->count(request);  // memory, under the ledger's mutex: no thread hop
   } else {
     // Named, not a temporary in the co_await: g++ 12 double-destroys temporaries that
-    // live across a suspension in a coroutine.
-    std::function<Decision()> job = [ledger, request] {
-      return unavailable_on_throw([&] { return ledger->count(request); });
+    // live across a suspension in a coroutine. A count that lands after its caller gave
+    // up stays counted: the request was served (policy open) or refused once.
+    std::function<Decision(LedgerStore&)> job = [request](LedgerStore& store) {
+      return unavailable_on_throw([&] { return store.count(request); });
     };
-    d = co_await impl_->on_worker<Decision>(std::move(job));
+    std::function<void(LedgerStore&, const Decision&)> late;
+    const auto step = impl_->step_deadline(deadline);
+    const auto answer = co_await impl_->on_pool<Decision>(std::move(job), step, std::move(late));
+    d = answer ? *answer : Decision{Verdict::unavailable, 0, {}, 0};
   }
   switch (d.verdict) {
     case Verdict::unavailable:
-      spdlog::warn("accounts: the ledger store is unreachable; admitting {} without limits", key.customer);
+      if (const auto refusal = impl_->outage(!request.windows.empty(), request.credit.has_value(), key.customer))
+        a.refusal = refusal;
       break;
     case Verdict::over_credit: a.refusal = balance_refusal(); break;
     case Verdict::over_window: a.refusal = window_refusal(Refusal::Kind::rate_limited, request.windows, d, t); [[fallthrough]];
@@ -304,7 +392,8 @@ asio::awaitable<Admission> Accounts::admit(const config::Config& cfg, const conf
   co_return a;
 }
 
-asio::awaitable<std::optional<Refusal>> Accounts::reserve(Grant& grant, CostBound bound, std::chrono::seconds lifetime) {
+asio::awaitable<std::optional<Refusal>> Accounts::reserve(Grant& grant, CostBound bound, std::chrono::seconds lifetime,
+                                                          common::Clock::time_point deadline) {
   grant.id_ = common::new_receipt_id();
   if (!grant.key_) co_return std::nullopt;
   const int64_t t = unix_seconds(std::chrono::system_clock::now());
@@ -322,15 +411,27 @@ asio::awaitable<std::optional<Refusal>> Accounts::reserve(Grant& grant, CostBoun
   if (!impl_->shared) {
     d = ledger->hold(hold);
   } else {
-    std::function<Decision()> job = [ledger, hold] {
-      return unavailable_on_throw([&] { return ledger->hold(hold); });
+    std::function<Decision(LedgerStore&)> job = [hold](LedgerStore& store) {
+      return unavailable_on_throw([&] { return store.hold(hold); });
     };
-    d = co_await impl_->on_worker<Decision>(std::move(job));
+    // Granted after the caller gave up: nobody will settle it, so give it back now
+    // rather than when it expires.
+    std::function<void(LedgerStore&, const Decision&)> late = [hold](LedgerStore& store, const Decision& late_d) {
+      if (late_d.verdict != Verdict::granted) return;
+      try {
+        store.release(hold.customer, hold.request_id);
+      } catch (const std::exception& e) {
+        spdlog::error("accounts: giving back late hold {} failed: {}", hold.request_id, e.what());
+      }
+    };
+    const auto step = impl_->step_deadline(deadline);
+    const auto answer = co_await impl_->on_pool<Decision>(std::move(job), step, std::move(late));
+    d = answer ? *answer : Decision{Verdict::unavailable, 0, {}, 0};
   }
   std::optional<Refusal> refusal;
   switch (d.verdict) {
     case Verdict::unavailable:
-      spdlog::warn("accounts: the ledger store is unreachable; serving {} without a reservation", grant.customer_);
+      refusal = impl_->outage(!hold.windows.empty(), hold.credit.has_value(), grant.customer_);
       co_return refusal;
     case Verdict::over_credit: refusal = balance_refusal(); co_return refusal;
     case Verdict::over_window: refusal = window_refusal(Refusal::Kind::tokens_limited, hold.windows, d, t); break;
@@ -367,8 +468,11 @@ asio::awaitable<void> Accounts::settle(Grant& grant, Charge charge, bool durable
       impl.post([&impl, s] { impl.settle_shared(s); });
       co_return;
     }
+    // Waits as long as one store step may take; past that the worker still has it and
+    // retries it every second until the store takes it.
     std::function<bool()> job = [&impl, s] { return impl.settle_shared(s); };
-    (void)co_await impl.on_worker<bool>(std::move(job));
+    const auto step = impl.step_deadline(common::Clock::time_point::max());
+    (void)co_await impl.on_worker<bool>(std::move(job), step);
     co_return;
   }
   impl.ledger->settle(s);
@@ -403,20 +507,27 @@ void Accounts::release(Grant& grant) {
 
 asio::awaitable<std::optional<std::string>> Accounts::usage_json(const config::Config& cfg,
                                                                  const std::string& customer,
-                                                                 std::chrono::system_clock::time_point now) {
+                                                                 std::chrono::system_clock::time_point now,
+                                                                 common::Clock::time_point deadline) {
   const int64_t t = unix_seconds(now);
-  LedgerStore* ledger = impl_->ledger.get();
-  std::function<std::optional<Balance>()> read = [ledger, customer, t]() -> std::optional<Balance> {
+  using Read = std::optional<Balance>;
+  std::function<Read(LedgerStore&)> read = [customer, t](LedgerStore& ledger) -> Read {
     try {
-      return ledger->balance(customer, t);
+      return ledger.balance(customer, t);
     } catch (const std::exception& e) {
       spdlog::error("accounts: reading the balance of {} failed: {}", customer, e.what());
       return std::nullopt;
     }
   };
   std::optional<Balance> balance;
-  if (impl_->shared) balance = co_await impl_->on_worker<std::optional<Balance>>(std::move(read));
-  else balance = read();
+  if (impl_->shared) {
+    std::function<void(LedgerStore&, const Read&)> late;
+    const auto step = impl_->step_deadline(deadline);
+    const auto answer = co_await impl_->on_pool<Read>(std::move(read), step, std::move(late));
+    if (answer) balance = *answer;
+  } else {
+    balance = read(*impl_->ledger);
+  }
   std::optional<std::string> out;
   if (balance) out = usage_document(cfg, customer, *balance);
   co_return out;

@@ -16,6 +16,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,7 @@
 #include "accounts/ledger.h"
 #include "accounts/limits.h"
 #include "accounts/pricing.h"
+#include "common/clock.h"
 #include "config/config.h"
 
 namespace tresor::accounts {
@@ -30,7 +32,9 @@ namespace tresor::accounts {
 class Accounts;
 
 struct Refusal {
-  enum class Kind { rate_limited, tokens_limited, balance_exceeded };
+  // store_unavailable: the shared store could not be reached in time and the outage
+  // policy (store.outage) says closed for a function this request needs.
+  enum class Kind { rate_limited, tokens_limited, balance_exceeded, store_unavailable };
   Kind kind = Kind::rate_limited;
   int64_t limit = 0;        // the full window's limit (requests or tokens)
   int64_t requested = 0;    // tokens_limited: what the request would hold
@@ -83,26 +87,45 @@ struct Charge {
   int64_t completion_tokens = 0;
 };
 
+// What a request was served without because the shared store could not answer in time
+// (store.outage says open): reported once per step to Accounts::on_outage.
+enum class OutageFunction { rate_limits, credits };
+
 class Accounts {
  public:
   // `log` makes a local ledger's settlements durable; null for a shared (Redis) ledger.
-  Accounts(std::unique_ptr<LedgerStore> ledger, std::unique_ptr<SpendLog> log);
+  // A shared ledger also gets `pool`: more ledger objects (each its own connection), one
+  // thread each, for the steps a request waits on (count, hold, balance), so that they do
+  // not queue behind each other or behind settlements; `store` gives their deadlines and
+  // the outage policy.
+  Accounts(std::unique_ptr<LedgerStore> ledger, std::unique_ptr<SpendLog> log,
+           std::vector<std::unique_ptr<LedgerStore>> pool = {}, config::StoreConfig store = {});
   ~Accounts();  // settles what is queued, then stops the thread
   Accounts(const Accounts&) = delete;
   Accounts& operator=(const Accounts&) = delete;
 
-  // From `store:` (sqlite:PATH, redis://… or rediss://…). Throws std::runtime_error when it
-  // cannot open (a Redis store does not connect here: its first operation does).
+  // From `store:` (sqlite:PATH or redis[s]://…). Throws std::runtime_error when it cannot
+  // open (SQLite); a Redis store connects lazily, so an unreachable one does not throw.
   static std::unique_ptr<Accounts> open(const config::StoreConfig& store);
 
+  // Called (any thread) each time a request goes on without a function under the outage
+  // policy; set once before serving.
+  void on_outage(std::function<void(OutageFunction)> report);
+
   // The head phase; the credit is checked only for a request that `spends` (inference:
-  // a customer out of credit can still read /v1/usage and its receipts). An unreachable
-  // shared store admits (rate limits and credit fail open, as SECURITY.md says) and logs.
+  // a customer out of credit can still read /v1/usage and its receipts). A shared store
+  // that has not answered by `deadline` (or whose breaker is open) is an outage: each
+  // function the request needs goes by store.outage (open: admitted without it, closed:
+  // refused store_unavailable).
   boost::asio::awaitable<Admission> admit(const config::Config& cfg, const config::ApiKeyConfig& key,
-                                          std::chrono::system_clock::time_point now, bool spends);
+                                          std::chrono::system_clock::time_point now, bool spends,
+                                          common::Clock::time_point deadline = common::Clock::time_point::max());
   // Holds `bound` for at most `lifetime` (the request's budget and a margin), after
-  // which the ledger releases it by itself; a refusal when it does not fit.
-  boost::asio::awaitable<std::optional<Refusal>> reserve(Grant& grant, CostBound bound, std::chrono::seconds lifetime);
+  // which the ledger releases it by itself; a refusal when it does not fit, or when the
+  // store has not answered by `deadline` and the policy is closed (a hold that lands
+  // after the caller gave up is given back).
+  boost::asio::awaitable<std::optional<Refusal>> reserve(Grant& grant, CostBound bound, std::chrono::seconds lifetime,
+                                                         common::Clock::time_point deadline = common::Clock::time_point::max());
   // The answer's actual cost. With `durable`, resumes once the ledger row is on disk
   // (local) or applied in the shared store; a shared store that cannot be reached gets
   // it later (retried every second).
@@ -111,7 +134,8 @@ class Accounts {
   void release(Grant& grant);
   // GET /v1/usage for `customer` (nullopt: the store cannot answer now).
   boost::asio::awaitable<std::optional<std::string>> usage_json(const config::Config& cfg, const std::string& customer,
-                                                                std::chrono::system_clock::time_point now);
+                                                                std::chrono::system_clock::time_point now,
+                                                                common::Clock::time_point deadline = common::Clock::time_point::max());
 
   bool shared() const;
 

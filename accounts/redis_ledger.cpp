@@ -30,6 +30,11 @@
 // keys never collide whatever their names hold; the entry key carries the customer's
 // length for the same reason.
 //
+// TTLs: every key has one, set by the script that writes it (see kPrelude's keep()):
+// counters their window, the op keys a day, entries 400 days, and a customer's hashes 400
+// days after the customer's last step. Run Redis with maxmemory-policy noeviction: an
+// evicted money hash would forget what a customer spent.
+//
 // Expiry: every script on a customer first gives back that customer's holds whose
 // expires_at <= now (ZRANGEBYSCORE on the expiry set), exactly as release() does, so a
 // hold whose replica died (kill -9) is returned by the next operation on the customer.
@@ -72,6 +77,12 @@ constexpr int64_t kOpTtlSeconds = 86400;
 // Shared by every script: KEYS[1] money hash, KEYS[2] holds hash, KEYS[3] expiry set.
 constexpr std::string_view kPrelude = R"lua(
 local money, holds, expiry = KEYS[1], KEYS[2], KEYS[3]
+-- Every key has a TTL, set in the step that writes it: a customer's hashes live 400 days
+-- (kEntryTtlSeconds) past the customer's last step. EXPIRE on a missing key is a no-op.
+local ACCOUNT_TTL = 34560000
+local function keep(first, last)
+  for i = first, last do redis.call('EXPIRE', KEYS[i], ACCOUNT_TTL) end
+end
 -- Gives a hold back (money and the window amounts of counters that still exist); the
 -- removed record, or nil when there was none.
 local function give_back(rid)
@@ -143,6 +154,7 @@ else
     out = decision(0, 0, spent, reserved, '0', used)
   end
 end
+keep(1, 3)
 redis.call('SET', KEYS[4], cjson.encode({seq = ARGV[4], out = out}), 'EX', ARGV[3])
 return out
 )lua";
@@ -182,6 +194,7 @@ for i = 1, n do
 end
 redis.call('HSET', holds, rid, cjson.encode(record))
 redis.call('ZADD', expiry, ARGV[5], rid)
+keep(1, 3)
 return decision(0, 0, spent, reserved, '0', used)
 )lua";
 
@@ -213,12 +226,16 @@ end
 redis.call('HSET', entry, 'route', route, 'day', day, 'cost', cost, 'estimated', ARGV[7],
            'prompt_tokens', ARGV[8], 'completion_tokens', ARGV[9], 'at', ARGV[1])
 redis.call('EXPIRE', entry, ARGV[10])
+keep(1, 7)
 return 1
 )lua";
 
 // release: ARGV request id. 1 when a hold was given back.
 constexpr std::string_view kRelease = R"lua(
-if give_back(ARGV[1]) then return 1 end
+if give_back(ARGV[1]) then
+  keep(1, 3)
+  return 1
+end
 return 0
 )lua";
 

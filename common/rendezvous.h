@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -48,6 +49,42 @@ asio::awaitable<Result> wait_for(std::shared_ptr<Rendezvous<Result>> r) {
     co_await r->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   co_return std::move(*r->value);
+}
+
+// A rendezvous whose caller may stop waiting at a deadline (a store that does not answer
+// must not hold a request past its budget). Exactly one side wins: the other thread
+// claims it before delivering (then the caller takes the value, even if its deadline
+// passed meanwhile), or the caller abandons it first (then the other thread skips the
+// job, or undoes what it did, e.g. gives a hold back).
+template <typename Result>
+struct Handoff : Rendezvous<Result> {
+  using Rendezvous<Result>::Rendezvous;
+  enum : int { pending, claimed, abandoned };
+  std::atomic<int> state{pending};
+
+  // The other thread: true when the caller still waits (deliver with resume_on now).
+  bool claim() {
+    int expected = pending;
+    return state.compare_exchange_strong(expected, claimed);
+  }
+  // The other thread, before starting: the caller is gone, do not start.
+  bool given_up() const { return state.load() == abandoned; }
+};
+
+// The value, or nullopt when `deadline` passed before the other thread claimed the handoff.
+template <typename Result>
+asio::awaitable<std::optional<Result>> wait_until(std::shared_ptr<Handoff<Result>> h,
+                                                  asio::steady_timer::time_point deadline) {
+  h->timer.expires_at(deadline);
+  while (!h->value) {
+    boost::system::error_code ec;
+    co_await h->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (h->value || ec) continue;  // delivered (the timer was cancelled)
+    int expected = Handoff<Result>::pending;
+    if (h->state.compare_exchange_strong(expected, Handoff<Result>::abandoned)) co_return std::nullopt;
+    h->timer.expires_at(asio::steady_timer::time_point::max());  // claimed: the value is on its way
+  }
+  co_return std::move(h->value);
 }
 
 }  // namespace tresor::common

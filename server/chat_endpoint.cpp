@@ -111,8 +111,9 @@ class ChatAttempts final : public EndpointAttempts {
 
     // The receipt id is reserved now and travels on the finish chunk, which the relay holds
     // back until the receipt is stored, once the stream completes (then [DONE]).
-    const TresorInfo unreceipted = tresor_info(requested_route_, plan);
+    TresorInfo unreceipted = tresor_info(requested_route_, plan);
     TresorInfo info = unreceipted;
+    unreceipted.receipt_unavailable = !head_.receipt_opt_out;  // said only when storing it failed
     if (!head_.receipt_opt_out) info.receipt_id = services_.grant.id();
     StreamRelay relay(tresor_object_json(info), tresor_object_json(unreceipted),
                       std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
@@ -153,6 +154,7 @@ class ChatAttempts final : public EndpointAttempts {
     ClaimFigures figures = chat_figures(request_sha256_, charge);
     if (info.receipt_id) figures.response_sha256 = relay.response_sha256();
     const bool stored = co_await bill_and_record(route, info, std::move(charge), std::move(figures));
+    if (!stored && info.receipt_id) services_.metrics.store_outage_served("receipts");
     const std::string tail = relay.release_held(stored) + "data: [DONE]\n\n";
     if (co_await sink_.write_stream(tail)) co_await sink_.end_stream();
   }
@@ -181,7 +183,7 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, EndpointServices ser
   if (max_output && req.choices > 1)
     *max_output = *max_output > INT64_MAX / req.choices ? INT64_MAX : *max_output * req.choices;
   const auto bound = accounts::chat_bound(resolution.candidates, body.size(), max_output);
-  if (!co_await reserve_or_refuse(services, bound, head.budget, sink)) co_return;
+  if (!co_await reserve_or_refuse(services, bound, started, head.budget, sink)) co_return;
   ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink);
   co_await serve_with_failover(rt, services, resolution, req.stream, started, head.budget, attempts, sink);
 }

@@ -157,6 +157,7 @@ HeaderList answer_headers(const TresorInfo& info, const std::string& attempts, b
   h.emplace_back(std::string(kAttemptsHeader), attempts);
   if (!route_headers) return h;
   if (info.receipt_id) h.emplace_back("X-Tresor-Receipt-Id", *info.receipt_id);
+  if (info.receipt_unavailable) h.emplace_back("X-Tresor-Receipt-Unavailable", "true");
   h.emplace_back("X-Tresor-Requested-Route", info.requested_route);
   h.emplace_back("X-Tresor-Routed-Model", info.routed_model);
   h.emplace_back("X-Tresor-Failover", info.failover ? "true" : "false");
@@ -185,8 +186,8 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
     claims.currency = route.pricing->currency;
   }
   std::string customer = head_.customer();
-  const bool stored =
-      co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer), std::move(claims));
+  const bool stored = co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer),
+                                             std::move(claims), head_.deadline);
   if (!stored) spdlog::error("route {}: the receipt could not be stored; answering without receipt_id", route.id);
   co_return stored;
 }
@@ -202,8 +203,12 @@ boost::asio::awaitable<router::AttemptResult> EndpointAttempts::deliver(const ro
     // The body as it stands is exactly what the client gets minus `,"tresor":{…}`.
     answer.figures.response_sha256 = receipts::sha256_hex(answer.body);
   }
-  if (!co_await bill_and_record(*plan.route, info, std::move(answer.charge), std::move(answer.figures)))
+  if (!co_await bill_and_record(*plan.route, info, std::move(answer.charge), std::move(answer.figures)) &&
+      info.receipt_id) {
     info.receipt_id.reset();
+    info.receipt_unavailable = true;
+    services_.metrics.store_outage_served("receipts");
+  }
   const std::string attempts = attempts_with_success(plan, attempt_start);
   Response reply;
   if (answer.content_type == "application/json") append_tresor_member(answer.body, tresor_object_json(info));
@@ -278,6 +283,9 @@ ApiError refusal_error(const accounts::Refusal& refusal) {
   using Kind = accounts::Refusal::Kind;
   switch (refusal.kind) {
     case Kind::balance_exceeded: break;
+    case Kind::store_unavailable:
+      return ApiError{503, "service_unavailable", "store_unavailable",
+                      "The shared store (limits and credits) is unreachable; retry shortly", std::nullopt};
     case Kind::rate_limited:
       return ApiError{429, "rate_limit_error", "rate_limit_exceeded",
                       "Rate limit of " + std::to_string(refusal.limit) + " requests exceeded; retry in " +
@@ -301,10 +309,12 @@ Response refusal_response(const accounts::Refusal& refusal) {
 }
 
 boost::asio::awaitable<bool> reserve_or_refuse(EndpointServices services, accounts::CostBound bound,
-                                               std::chrono::seconds budget, ResponseSink& sink) {
+                                               providers::Clock::time_point started, std::chrono::seconds budget,
+                                               ResponseSink& sink) {
   // The hold outlives the budget by a margin: the answer's settlement comes after it.
   constexpr auto kHoldMargin = std::chrono::seconds(60);
-  const auto refusal = co_await services.accounts.reserve(services.grant, bound, budget + kHoldMargin);
+  const auto refusal =
+      co_await services.accounts.reserve(services.grant, bound, budget + kHoldMargin, started + budget);
   if (!refusal) co_return true;
   services.metrics.reservation_refused(refusal->kind);
   Response r = refusal_response(*refusal);

@@ -39,6 +39,7 @@ struct ControlHeaders {
   std::chrono::seconds budget{0};    // X-Tresor-Timeout-Seconds or the default
   bool receipt_opt_out = false;      // X-Tresor-Receipt: false|0
   std::optional<std::string> nonce;  // X-Tresor-Nonce, copied into the receipt
+  providers::Clock::time_point deadline{};  // the request's head + budget
 
   std::string customer() const { return key ? key->customer : std::string(); }
 };
@@ -95,7 +96,8 @@ Response refusal_response(const accounts::Refusal& refusal);
 // it does not fit, answers the refusal and returns false. The hold lives as long as the
 // budget plus a margin (then the ledger gives it back by itself).
 boost::asio::awaitable<bool> reserve_or_refuse(EndpointServices services, accounts::CostBound bound,
-                                               std::chrono::seconds budget, ResponseSink& sink);
+                                               providers::Clock::time_point started, std::chrono::seconds budget,
+                                               ResponseSink& sink);
 
 // A chat answer's charge: the upstream's usage, else the estimate (accounts::estimate_tokens)
 // over the prompt's bytes and the text generated.

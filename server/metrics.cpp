@@ -98,6 +98,7 @@ std::string_view refusal_label(accounts::Refusal::Kind k) {
     case accounts::Refusal::Kind::balance_exceeded: return "balance_exceeded";
     case accounts::Refusal::Kind::rate_limited: return "rate_limited";
     case accounts::Refusal::Kind::tokens_limited: return "tokens_limited";
+    case accounts::Refusal::Kind::store_unavailable: return "store_unavailable";
   }
   return "rate_limited";
 }
@@ -161,13 +162,21 @@ struct Metrics::Impl {
       .Register(registry);
   prometheus::Family<prometheus::Histogram>& overhead = prometheus::BuildHistogram()
       .Name("tresor_overhead_seconds").Help("The router's own time: total minus the upstream wait").Register(registry);
+  prometheus::Family<prometheus::Gauge>& key_conflict_family = prometheus::BuildGauge()
+      .Name("tresor_signing_key_conflict")
+      .Help("1 while another replica on the shared store records a different key under one of this replica's kids")
+      .Register(registry);
+  prometheus::Gauge& key_conflict = key_conflict_family.Add({});
   prometheus::Gauge& active_connections = connections.Add({});
   prometheus::Gauge& active_streams = streams.Add({});
   prometheus::Counter& idle_closed = connection_limit.Add({{"action", "idle_closed"}});
   prometheus::Counter& refused = connection_limit.Add({{"action", "refused"}});
 
   // Refusals: three reasons, all present from the start (a rate() works before the first).
-  std::atomic<uint64_t> refusals[3] = {};
+  std::atomic<uint64_t> refusals[4] = {};
+  // Served without a function during a store outage: rate_limits, credits, receipts.
+  std::atomic<uint64_t> outage_served[3] = {};
+  std::shared_ptr<const storage::StoreBreaker> store_breaker;
 
   // Money by route, then currency, and cut streams by route (std::less<>: looked up by
   // string_view). Keys are configured route ids and currencies, so the maps stay small.
@@ -251,6 +260,8 @@ void Metrics::stream_started() { impl_->active_streams.Increment(); }
 void Metrics::stream_ended() { impl_->active_streams.Decrement(); }
 void Metrics::config_reload(bool ok) { impl_->reloads.Add({{"result", ok ? "success" : "failure"}}).Increment(); }
 
+void Metrics::signing_key_conflict(bool conflict) { impl_->key_conflict.Set(conflict ? 1 : 0); }
+
 void Metrics::spend(std::string_view route, std::string_view currency, int64_t nanos, bool estimated) {
   if (nanos <= 0) return;  // nothing to add (an unpriced route would add a currency "" series)
   std::lock_guard lock(impl_->money_mutex);
@@ -261,6 +272,19 @@ void Metrics::spend(std::string_view route, std::string_view currency, int64_t n
 
 void Metrics::reservation_refused(accounts::Refusal::Kind reason) {
   impl_->refusals[static_cast<size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+}
+
+namespace {
+constexpr std::string_view kOutageFunctions[] = {"rate_limits", "credits", "receipts"};
+}  // namespace
+
+void Metrics::set_store_breaker(std::shared_ptr<const storage::StoreBreaker> breaker) {
+  impl_->store_breaker = std::move(breaker);
+}
+
+void Metrics::store_outage_served(std::string_view function) {
+  for (size_t i = 0; i < std::size(kOutageFunctions); ++i)
+    if (kOutageFunctions[i] == function) impl_->outage_served[i].fetch_add(1, std::memory_order_relaxed);
 }
 
 void Metrics::cut_stream_billed(std::string_view route) {
@@ -303,9 +327,21 @@ std::string Metrics::Impl::render_money(const config::Config& cfg) {
     out << "tresor_cut_streams_billed_total{route=\"" << escape_label(route) << "\"} " << n << "\n";
   write_family(out, "tresor_reservation_refusals_total", "Requests refused before dispatch, by reason");
   for (const auto reason : {accounts::Refusal::Kind::balance_exceeded, accounts::Refusal::Kind::rate_limited,
-                            accounts::Refusal::Kind::tokens_limited})
+                            accounts::Refusal::Kind::tokens_limited, accounts::Refusal::Kind::store_unavailable})
     out << "tresor_reservation_refusals_total{reason=\"" << refusal_label(reason) << "\"} "
         << refusals[static_cast<size_t>(reason)].load(std::memory_order_relaxed) << "\n";
+  write_family(out, "tresor_store_outage_served_total",
+               "Requests served without a function because the shared store was unreachable (store.outage: open)");
+  for (size_t i = 0; i < std::size(kOutageFunctions); ++i)
+    out << "tresor_store_outage_served_total{function=\"" << kOutageFunctions[i] << "\"} "
+        << outage_served[i].load(std::memory_order_relaxed) << "\n";
+  if (store_breaker) {
+    out << "# HELP tresor_store_up 1 while the shared store answers, 0 while its breaker is open\n"
+        << "# TYPE tresor_store_up gauge\n";
+    out << "tresor_store_up " << (store_breaker->down() ? 0 : 1) << "\n";
+    write_family(out, "tresor_store_breaker_openings_total", "Times the shared store's breaker opened");
+    out << "tresor_store_breaker_openings_total " << store_breaker->openings() << "\n";
+  }
   return out.str();
 }
 

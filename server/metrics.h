@@ -15,6 +15,7 @@
 #include "accounts/accounts.h"
 #include "config/config.h"
 #include "receipts/receipt_service.h"
+#include "storage/store_breaker.h"
 #include "router/route_health.h"
 #include "server/request_record.h"
 
@@ -38,6 +39,9 @@ class Metrics {
   void stream_started();
   void stream_ended();
   void config_reload(bool ok);
+  // tresor_signing_key_conflict: 1 while another replica on the shared store has recorded
+  // a different key under one of this replica's kids (receipts/key_registry.h), else 0.
+  void signing_key_conflict(bool conflict);
 
   // Money. `route` is a configured route id (RouteConfig::id, the one that served) and
   // `currency` its pricing's currency: /metrics shows only configured routes, so other
@@ -51,6 +55,13 @@ class Metrics {
   // A stream cut before its end (client gone, upstream cut) was billed all the same:
   // tresor_cut_streams_billed_total{route}.
   void cut_stream_billed(std::string_view route);
+
+  // The shared store (Redis): its breaker, rendered as tresor_store_up and
+  // tresor_store_breaker_openings_total (not set for SQLite: no such series).
+  void set_store_breaker(std::shared_ptr<const storage::StoreBreaker> breaker);
+  // A request went on without `function` (rate_limits, credits, receipts) because the
+  // store was unreachable and store.outage says open: tresor_store_outage_served_total.
+  void store_outage_served(std::string_view function);
 
   // The exposition text. Breaker states are read for the routes of `cfg`.
   std::string render(const config::Config& cfg, const router::RouteHealth& health,

@@ -21,7 +21,8 @@ namespace asio = boost::asio;
 
 
 asio::awaitable<bool> issue_receipt(receipts::ReceiptService& service, const config::ReceiptsConfig& cfg,
-                                    std::string customer, receipts::Claims claims) {
+                                    std::string customer, receipts::Claims claims,
+                                    std::chrono::steady_clock::time_point deadline) {
   std::string id = claims.id;
   std::string payload = receipts::claims_json(claims);
   if (cfg.durability == config::ReceiptsConfig::Durability::async) {
@@ -30,9 +31,15 @@ asio::awaitable<bool> issue_receipt(receipts::ReceiptService& service, const con
     });
     co_return true;
   }
-  auto rendezvous = std::make_shared<Rendezvous<bool>>(co_await asio::this_coro::executor);
-  service.issue(std::move(id), std::move(customer), std::move(payload), resume_on(rendezvous));
-  co_return co_await wait_for(rendezvous);
+  auto handoff = std::make_shared<common::Handoff<bool>>(co_await asio::this_coro::executor);
+  auto deliver = resume_on<bool>(handoff);
+  std::function<void(bool)> done = [handoff, deliver](bool ok) {
+    if (handoff->claim()) deliver(ok);
+  };
+  service.issue(std::move(id), std::move(customer), std::move(payload), std::move(done));
+  const auto stored = co_await common::wait_until(handoff, deadline);
+  if (!stored) spdlog::warn("a receipt was not stored within the request's budget; answering without it");
+  co_return stored.value_or(false);
 }
 
 asio::awaitable<receipts::FetchResult> fetch_receipt(receipts::ReceiptService& service, std::string id,

@@ -19,11 +19,13 @@
 #include <exception>
 #include <thread>
 
+#include "receipts/key_registry.h"
 #include "receipts/receipt_service.h"
 #include "server/config_checks.h"
 #include "server/log_throttle.h"
 #include "server/session.h"
 #include "storage/redis_connection.h"
+#include "storage/store_breaker.h"
 
 namespace tresor::server {
 namespace asio = boost::asio;
@@ -152,7 +154,10 @@ struct Server::Impl {
   // before them) whose requests hold grants on it.
   std::unique_ptr<accounts::Accounts> accounts;
   std::string jwks;
+  std::shared_ptr<storage::StoreBreaker> store_breaker;  // a shared (Redis) store's; null for SQLite
   Metrics metrics;
+  // Redis store only; declared after `metrics`, which its thread sets, so it stops first.
+  std::unique_ptr<receipts::KeyPublisher> key_publisher;
   std::unique_ptr<RouterAttestation> attestation;
   std::unique_ptr<asio::ssl::context> tls;  // server.tls, else plain HTTP
   std::vector<std::unique_ptr<Worker>> workers;
@@ -298,7 +303,7 @@ struct Server::Impl {
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
                                      file_io, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
-                                     sessions_per_worker};
+                                     sessions_per_worker, store_breaker.get()};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -338,6 +343,24 @@ void check_shared_store(const config::StoreConfig& store) {
   throw std::runtime_error(check.message + " [" + storage::to_string(check.status) + "]");
 }
 
+// Replicas on one Redis must sign with the same key per kid (receipts/key_registry.h): a
+// conflict found now throws (startup error); Redis unreachable: start, publish later, and a
+// conflict found then sets tresor_signing_key_conflict (and logs an error each minute).
+std::unique_ptr<receipts::KeyPublisher> publish_signing_keys(const config::Config& cfg, const std::string& jwks,
+                                                             Metrics& metrics) {
+  if (cfg.store.rfind("sqlite:", 0) == 0) return nullptr;  // a local store: no other replica to agree with
+  // A record outlives any receipt still stored under its kid.
+  const auto ttl =
+      std::max(receipts::kKeyRecordTtl, std::chrono::seconds(static_cast<int64_t>(cfg.receipts.ttl_seconds)));
+  return std::make_unique<receipts::KeyPublisher>(
+      receipts::key_fingerprints(jwks, cfg.receipts), receipts::replica_label(cfg.server.listen), ttl,
+      [store = cfg.store_config] { return std::make_unique<storage::RedisConnection>("signing key registry", store); },
+      [&metrics](const receipts::PublishResult& r) {
+        if (r.status != receipts::PublishResult::Status::unreachable)
+          metrics.signing_key_conflict(r.status == receipts::PublishResult::Status::conflict);
+      });
+}
+
 }  // namespace
 
 Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) {
@@ -349,6 +372,14 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
       std::move(signer), open_store(cfg->store_config), static_cast<int64_t>(cfg->receipts.ttl_seconds),
       cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
   impl_->accounts = accounts::Accounts::open(cfg->store_config);
+  if (impl_->accounts->shared()) {
+    impl_->store_breaker = storage::breaker_for(cfg->store_config);
+    impl_->metrics.set_store_breaker(impl_->store_breaker);
+  }
+  impl_->accounts->on_outage([metrics = &impl_->metrics](accounts::OutageFunction f) {
+    metrics->store_outage_served(f == accounts::OutageFunction::rate_limits ? "rate_limits" : "credits");
+  });
+  impl_->key_publisher = publish_signing_keys(*cfg, impl_->jwks, impl_->metrics);
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());

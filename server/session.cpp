@@ -164,6 +164,11 @@ ApiError duplicate_authorization() {
                          std::string("Authorization"));
 }
 
+ApiError store_unavailable() {
+  return ApiError{503, "service_unavailable", "store_unavailable",
+                  "The shared store (receipts) is unreachable; retry shortly", std::nullopt};
+}
+
 Response jwks_response(const std::string& jwks) {
   Response r;
   r.body = jwks;
@@ -213,10 +218,22 @@ int64_t unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
 }
 
-Response ready_response(bool draining, bool store_reachable) {
+// Ready unless draining, or the store is unreachable and nothing could be served under
+// the outage policy. A shared store's outage hits every replica at once: marking them
+// all unready would turn "served without limits" (or a clean 503 store_unavailable)
+// into connection refused everywhere, so with any function open the replica stays ready
+// and says "degraded". A local store (SQLite) that fails is this replica's own problem.
+Response ready_response(bool draining, bool store_reachable, bool shared_store, const config::StoreOutagePolicy& policy) {
   Response r;
-  r.status = draining || !store_reachable ? 503 : 200;
-  r.body = draining ? R"({"status":"draining"})" : store_reachable ? R"({"status":"ok"})" : R"({"status":"store_unreachable"})";
+  const bool all_closed = policy.rate_limits == config::OutageMode::closed &&
+                          policy.credits == config::OutageMode::closed &&
+                          policy.receipts == config::OutageMode::closed;
+  const bool unready = draining || (!store_reachable && (!shared_store || all_closed));
+  r.status = unready ? 503 : 200;
+  if (draining) r.body = R"({"status":"draining"})";
+  else if (store_reachable) r.body = R"({"status":"ok","store":"reachable"})";
+  else if (unready) r.body = R"({"status":"store_unreachable","store":"unreachable"})";
+  else r.body = R"({"status":"degraded","store":"unreachable"})";
   return r;
 }
 
@@ -599,11 +616,31 @@ class Session final : public ResponseSink, public SessionControl {
       co_return co_await finish_without_body(e, now_.has_body);
     }
     record_.customer = auth.key->customer;
-    co_await admit(runtime, *auth.key, record_.inference);
+    // Inference: the control headers first, so that the store steps below already wait
+    // no longer than the request's own budget (X-Tresor-Timeout-Seconds).
+    std::chrono::seconds budget(runtime.config->timeouts.default_seconds);
+    if (record_.inference) {
+      auto controls = check_control_headers(runtime, now_.head, auth.key);
+      if (auto* err = std::get_if<ApiError>(&controls)) co_return co_await finish_without_body(*err, now_.has_body);
+      now_.controls = std::get<ControlHeaders>(controls);
+      budget = now_.controls.budget;
+    }
+    const auto deadline = now_.started + budget;
+    now_.controls.deadline = deadline;
+    co_await admit(runtime, *auth.key, record_.inference, deadline);
     if (refusal_) co_return co_await finish_without_body(*refusal_, now_.has_body);
+    if (record_.inference && !now_.controls.receipt_opt_out && !store_reachable() &&
+        runtime.config->store_config.outage.receipts == config::OutageMode::closed) {
+      // store.outage.receipts: closed — no answer without its receipt while the store is
+      // known to be down (an answer already made when storing fails is still delivered).
+      services_.metrics.reservation_refused(accounts::Refusal::Kind::store_unavailable);
+      Response r = error_response(store_unavailable());
+      r.headers.emplace_back("Retry-After", "1");
+      co_return co_await finish_without_body(std::move(r), now_.has_body);
+    }
     if (now_.route.endpoint == Endpoint::usage) {
-      const auto usage =
-          co_await services_.accounts.usage_json(*runtime.config, auth.key->customer, std::chrono::system_clock::now());
+      const auto usage = co_await services_.accounts.usage_json(*runtime.config, auth.key->customer,
+                                                                std::chrono::system_clock::now(), deadline);
       Response r = usage_response(usage);
       co_await send(std::move(r));
       co_return keep_alive_ && !now_.has_body && !client_gone_;
@@ -612,9 +649,6 @@ class Session final : public ResponseSink, public SessionControl {
       co_await send_receipt(now_.head_parser->get().target(), auth.key->customer);
       co_return keep_alive_ && !now_.has_body && !client_gone_;
     }
-    auto controls = check_control_headers(runtime, now_.head, auth.key);
-    if (auto* err = std::get_if<ApiError>(&controls)) co_return co_await finish_without_body(*err, now_.has_body);
-    now_.controls = std::get<ControlHeaders>(controls);
     co_return std::nullopt;
   }
 
@@ -791,7 +825,8 @@ class Session final : public ResponseSink, public SessionControl {
         // Answers with the last probe's result and starts the next one (never waits on
         // the store: a hung Redis must not hang the probe).
         services_.receipts.probe_store();
-        return ready_response(services_.lifecycle.draining, services_.receipts.store_reachable());
+        return ready_response(services_.lifecycle.draining, store_reachable(), services_.store_breaker != nullptr,
+                              runtime.config->store_config.outage);
       case Endpoint::attestation: {
         Response r;
         r.body = services_.attestation.envelope_json();
@@ -816,10 +851,19 @@ class Session final : public ResponseSink, public SessionControl {
     co_await send(std::move(r));
   }
 
+  // The shared store as far as this replica knows: its breaker closed (a local store: the
+  // receipt service's last probe).
+  bool store_reachable() const {
+    if (services_.store_breaker) return !services_.store_breaker->down();
+    return services_.receipts.store_reachable();
+  }
+
   // The admission phase: the grant (and its limit headers) for this request, or the
   // refusal to answer in refusal_.
-  asio::awaitable<void> admit(const Runtime& runtime, const config::ApiKeyConfig& key, bool spends) {
-    auto admission = co_await services_.accounts.admit(*runtime.config, key, std::chrono::system_clock::now(), spends);
+  asio::awaitable<void> admit(const Runtime& runtime, const config::ApiKeyConfig& key, bool spends,
+                              providers::Clock::time_point deadline) {
+    auto admission =
+        co_await services_.accounts.admit(*runtime.config, key, std::chrono::system_clock::now(), spends, deadline);
     grant_ = std::move(admission.grant);
     refusal_.reset();
     if (!admission.refusal) co_return;

@@ -19,6 +19,7 @@
 #include "server/file_io_pool.h"
 #include "server/metrics.h"
 #include "server/runtime.h"
+#include "storage/store_breaker.h"
 
 namespace tresor::server {
 
@@ -64,6 +65,8 @@ struct SessionServices {
   const std::string& jwks;  // the JWKS document, built at startup
   boost::asio::ssl::context* tls = nullptr;  // HTTPS listeners (server.tls), else plain HTTP
   size_t max_sessions = 0;  // this worker's share of server.max_connections (0: no cap)
+  // The shared store's breaker (Redis); null for a local SQLite store, which has no outage.
+  const storage::StoreBreaker* store_breaker = nullptr;
 };
 
 // Makes room for one more connection on a worker holding `max_sessions` or more: closes

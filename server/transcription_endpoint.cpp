@@ -157,7 +157,8 @@ boost::asio::awaitable<void> handle_transcription(const Runtime& rt, EndpointSer
     co_return co_await send_error(sink, e);
   }
   const auto& resolution = *resolved.resolution;
-  if (!co_await reserve_or_refuse(services, accounts::transcription_bound(resolution.candidates), head.budget, sink))
+  if (!co_await reserve_or_refuse(services, accounts::transcription_bound(resolution.candidates), started, head.budget,
+                                 sink))
     co_return;
   TranscriptionAttempts attempts(rt, services, head, req, upload, resolution.requested_route, sink);
   co_await serve_with_failover(rt, services, resolution, false, started, head.budget, attempts, sink);

@@ -20,6 +20,7 @@ std::string tresor_object_json(const TresorInfo& info) {
   out += ',';
   common::append_json_name(out, "failover");
   common::append_json_bool(out, info.failover);
+  if (info.receipt_unavailable) out += R"(,"receipt_unavailable":true)";
   out += '}';
   return out;
 }

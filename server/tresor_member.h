@@ -14,6 +14,9 @@ struct TresorInfo {
   std::string requested_route;
   std::string routed_model;
   bool failover = false;
+  // A receipt was wanted but could not be stored (the store is unreachable and
+  // store.outage.receipts is open): the answer goes without receipt_id and says so.
+  bool receipt_unavailable = false;
 };
 
 // {"receipt_id":…,"requested_route":…,"routed_model":…,"failover":…}

@@ -336,9 +336,21 @@ RedisConnection::RedisConnection(std::string who, const config::StoreConfig& sto
       addr_(parse_redis_url(store.url, who_)),
       connect_timeout_ms_(store.connect_timeout_ms),
       command_timeout_ms_(store.command_timeout_ms),
-      link_(std::make_unique<Link>()) {
+      link_(std::make_unique<Link>()),
+      breaker_(breaker_for(store)) {
   if (addr_.tls) link_->tls = tls_context(store.tls);
 }
+
+namespace {
+config::StoreConfig with_url(const std::string& url) {
+  config::StoreConfig store;
+  store.url = url;
+  return store;
+}
+}  // namespace
+
+RedisConnection::RedisConnection(std::string who, const std::string& url)
+    : RedisConnection(std::move(who), with_url(url)) {}
 
 RedisConnection::~RedisConnection() = default;
 

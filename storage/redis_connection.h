@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "storage/store_breaker.h"
 
 namespace tresor::storage {
 
@@ -100,6 +101,8 @@ class RedisConnection {
   // first operation does, so a replica starts while Redis is down). Throws
   // std::runtime_error on a malformed URL or unloadable store.tls files.
   RedisConnection(std::string who, const config::StoreConfig& store);
+  // The same with every option but the URL at its default (tests).
+  RedisConnection(std::string who, const std::string& url);
   ~RedisConnection();
   RedisConnection(const RedisConnection&) = delete;
   RedisConnection& operator=(const RedisConnection&) = delete;
@@ -113,25 +116,29 @@ class RedisConnection {
   // lost connection reconnect once and try again (attempt(true)) before giving up with
   // `failure`. The attempt must make its retry safe: the first try may have been applied
   // with only its reply lost.
+  // While the store's breaker is open, gives up at once with `failure` (nothing is sent);
+  // every outcome is reported to it.
   template <typename T, typename Fn>
   T run(const char* what, T failure, Fn&& attempt) {
+    if (breaker_ && !breaker_->allow()) return failure;
     bool reconnected = false;
     if (broken()) {
       // The first connect (lazy) is not a reconnect after a failure: its attempt may
       // still be retried once, as on a connection that was open.
       reconnected = connected_once_;
-      if (!reconnect(what)) return failure;
+      if (!reconnect(what)) return unreached(std::move(failure));
     }
     Attempt<T> a = attempt(false);
     if (a.connection_lost && !reconnected) {
       log_lost(what);
-      if (!reconnect(what)) return failure;
+      if (!reconnect(what)) return unreached(std::move(failure));
       a = attempt(true);
     }
     if (a.connection_lost) {
       log_failed(what);
-      return failure;
+      return unreached(std::move(failure));
     }
+    if (breaker_) breaker_->record(true);
     return std::move(a.value);
   }
 
@@ -153,6 +160,12 @@ class RedisConnection {
  private:
   struct Link;
 
+  template <typename T>
+  T unreached(T failure) {
+    if (breaker_) breaker_->record(false);
+    return failure;
+  }
+
   ConnectStatus connect(std::string& err);
   ConnectStatus handshake(std::chrono::steady_clock::time_point deadline, std::string& err);
   bool reconnect(const char* what);
@@ -171,6 +184,7 @@ class RedisConnection {
   bool connected_once_ = false;
   std::string err_ = "not connected yet";
   std::string version_;
+  std::shared_ptr<StoreBreaker> breaker_;  // shared by every connection to this store
 };
 
 }  // namespace tresor::storage

@@ -198,6 +198,7 @@ describe('GET /metrics', { timeout: 120_000 }, () => {
       tresor_receipts_stored_total: 'counter',
       tresor_receipt_store_failures_total: 'counter',
       tresor_config_reloads_total: 'counter',
+      tresor_signing_key_conflict: 'gauge',
       tresor_spend_nanos_total: 'counter',
       tresor_spend_estimated_nanos_total: 'counter',
       tresor_reservation_refusals_total: 'counter',

@@ -486,6 +486,11 @@ TEST_CASE("redis ledger: unavailable while Redis is down, working again once it 
   // Back on the same port, empty (no persistence in this test) and without the scripts:
   // EVALSHA answers NOSCRIPT, the ledger falls back to EVAL, in database 3 again.
   redis.start();
+  // The store's breaker opened after those failures: nothing is sent until its open
+  // period (store.breaker.open_ms, 2 s by default) has passed, then one probe closes it.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!ledger->reachable() && std::chrono::steady_clock::now() < give_up)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   CHECK(ledger->reachable());
   Balance b = balance(*ledger, "acme");
   CHECK(b.spent == 0);
