@@ -17,6 +17,7 @@
 #include "common/ids.h"
 #include "common/json_text.h"
 #include "common/rendezvous.h"
+#include "storage/store_breaker.h"
 #include "storage/store_pool.h"
 
 namespace tresor::accounts {
@@ -54,6 +55,7 @@ struct Accounts::Impl {
   bool shared = false;
   // Shared store: the steps a request waits on run here (see the constructor).
   std::unique_ptr<storage::StorePool<LedgerStore>> pool;
+  std::shared_ptr<storage::StoreBreaker> breaker;  // shared store: its breaker
   config::StoreConfig store;
   std::function<void(OutageFunction)> report_outage;
   std::atomic<int64_t> last_outage_warning{0};  // steady ms: warn at most once a second
@@ -197,6 +199,8 @@ struct Accounts::Impl {
   template <typename T>
   asio::awaitable<std::optional<T>> on_pool(std::function<T(LedgerStore&)> fn, common::Clock::time_point deadline,
                                             std::function<void(LedgerStore&, const T&)> late) {
+    // Known down: no queueing behind jobs stuck on it (the prober closes the breaker).
+    if (breaker && breaker->down()) co_return std::nullopt;
     auto handoff = std::make_shared<Handoff<T>>(co_await asio::this_coro::executor);
     auto done = resume_on<T>(handoff);
     storage::StorePool<LedgerStore>::Job job = [fn = std::move(fn), late = std::move(late), handoff,
@@ -312,6 +316,7 @@ Accounts::Accounts(std::unique_ptr<LedgerStore> ledger, std::unique_ptr<SpendLog
     // queue behind settlements: one more connection, one more thread.
     if (pool.empty()) throw std::invalid_argument("accounts: a shared ledger needs a pool");
     impl_->pool = std::make_unique<storage::StorePool<LedgerStore>>(std::move(pool));
+    impl_->breaker = storage::breaker_for(impl_->store);
   }
   impl_->worker = std::thread([impl = impl_.get()] { impl->run(); });
 }
@@ -464,7 +469,8 @@ asio::awaitable<void> Accounts::settle(Grant& grant, Charge charge, bool durable
   s.at = t;
   Impl& impl = *impl_;
   if (impl.shared) {
-    if (!durable) {
+    // Not waited for while the store is known down: the worker retries it every second.
+    if (!durable || (impl.breaker && impl.breaker->down())) {
       impl.post([&impl, s] { impl.settle_shared(s); });
       co_return;
     }

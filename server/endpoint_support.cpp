@@ -185,6 +185,8 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
     claims.cost = common::format_nanos(cost, 0);
     claims.currency = route.pricing->currency;
   }
+  // A store known to be down (its breaker open) is not waited for.
+  if (services_.store_breaker && services_.store_breaker->down()) co_return false;
   std::string customer = head_.customer();
   const bool stored = co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer),
                                              std::move(claims), head_.deadline);

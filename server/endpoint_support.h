@@ -28,6 +28,7 @@
 #include "server/request_record.h"
 #include "server/runtime.h"
 #include "server/tresor_member.h"
+#include "storage/store_breaker.h"
 
 namespace tresor::server {
 
@@ -58,6 +59,7 @@ struct EndpointServices {
   RequestRecord& record;                // this request's: routes, attempts, upstream wait
   Metrics& metrics;                     // the process's: spend, refusals, cut streams
   const RouterAttestation& attestation; // the process's: embedded in receipts
+  const storage::StoreBreaker* store_breaker = nullptr;  // a shared store's; null for SQLite
 };
 
 // 400 / 404 for a model that does not resolve (spec §2.2).

@@ -155,6 +155,7 @@ struct Server::Impl {
   std::unique_ptr<accounts::Accounts> accounts;
   std::string jwks;
   std::shared_ptr<storage::StoreBreaker> store_breaker;  // a shared (Redis) store's; null for SQLite
+  std::unique_ptr<storage::StoreProber> store_prober;     // closes it once the store answers again
   Metrics metrics;
   // Redis store only; declared after `metrics`, which its thread sets, so it stops first.
   std::unique_ptr<receipts::KeyPublisher> key_publisher;
@@ -361,6 +362,21 @@ std::unique_ptr<receipts::KeyPublisher> publish_signing_keys(const config::Confi
       });
 }
 
+// PING over a connection of the prober's own (made on first use: the store may be down
+// when the gateway starts).
+std::function<bool()> store_ping(const config::StoreConfig& store) {
+  auto conn = std::make_shared<std::unique_ptr<storage::RedisConnection>>();
+  return [conn, store] {
+    if (!*conn) *conn = std::make_unique<storage::RedisConnection>("store probe", store);
+    storage::RedisConnection& c = **conn;
+    return c.run<bool>("ping", false, [&](bool) -> storage::Attempt<bool> {
+      storage::RedisReply r = c.command({"PING"});
+      if (!r) return storage::Attempt<bool>::lost();
+      return storage::Attempt<bool>::ok(r->type == REDIS_REPLY_STATUS);
+    });
+  };
+}
+
 }  // namespace
 
 Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) {
@@ -375,6 +391,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   if (impl_->accounts->shared()) {
     impl_->store_breaker = storage::breaker_for(cfg->store_config);
     impl_->metrics.set_store_breaker(impl_->store_breaker);
+    impl_->store_prober = std::make_unique<storage::StoreProber>(impl_->store_breaker, store_ping(cfg->store_config));
   }
   impl_->accounts->on_outage([metrics = &impl_->metrics](accounts::OutageFunction f) {
     metrics->store_outage_served(f == accounts::OutageFunction::rate_limits ? "rate_limits" : "credits");

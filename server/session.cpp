@@ -694,7 +694,7 @@ class Session final : public ResponseSink, public SessionControl {
   EndpointServices endpoint_services() {
     return EndpointServices{services_.upstream, services_.health, services_.receipts,    services_.accounts,
                             grant_,             services_.file_io, record_,              services_.metrics,
-                            services_.attestation};
+                            services_.attestation,  services_.store_breaker};
   }
 
   // Phase 4b (chat): the JSON body, capped at max_body_bytes without buffering past the cap.

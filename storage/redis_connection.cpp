@@ -439,7 +439,6 @@ ConnectStatus RedisConnection::connect(std::string& err) {
     return status;
   }
   ready_ = true;
-  connected_once_ = true;
   err_.clear();
   return ConnectStatus::ok;
 }

@@ -113,23 +113,17 @@ class RedisConnection {
   ConnectCheck check_connect();
 
   // One operation: (re)connect if the last one left the connection broken, try, and on a
-  // lost connection reconnect once and try again (attempt(true)) before giving up with
-  // `failure`. The attempt must make its retry safe: the first try may have been applied
+  // lost connection (a reset, or no reply within the command timeout) reconnect once and
+  // try again (attempt(true)) before giving up with `failure`. The attempt must make its retry safe: the first try may have been applied
   // with only its reply lost.
   // While the store's breaker is open, gives up at once with `failure` (nothing is sent);
   // every outcome is reported to it.
   template <typename T, typename Fn>
   T run(const char* what, T failure, Fn&& attempt) {
     if (breaker_ && !breaker_->allow()) return failure;
-    bool reconnected = false;
-    if (broken()) {
-      // The first connect (lazy) is not a reconnect after a failure: its attempt may
-      // still be retried once, as on a connection that was open.
-      reconnected = connected_once_;
-      if (!reconnect(what)) return unreached(std::move(failure));
-    }
+    if (broken() && !reconnect(what)) return unreached(std::move(failure));
     Attempt<T> a = attempt(false);
-    if (a.connection_lost && !reconnected) {
+    if (a.connection_lost) {
       log_lost(what);
       if (!reconnect(what)) return unreached(std::move(failure));
       a = attempt(true);
@@ -181,7 +175,6 @@ class RedisConnection {
   unsigned command_timeout_ms_;
   std::unique_ptr<Link> link_;
   bool ready_ = false;  // connected, authenticated, version checked, no failure since
-  bool connected_once_ = false;
   std::string err_ = "not connected yet";
   std::string version_;
   std::shared_ptr<StoreBreaker> breaker_;  // shared by every connection to this store

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "receipts/store.h"
+#include "storage/store_breaker.h"
 #include "tests/unit/redis_server.h"
 
 using tresor::receipts::open_redis_store;
@@ -181,6 +182,18 @@ TEST_CASE("redis store: reconnects after the connection drops or Redis restarts"
   kill_clients();
   CHECK(store->count() == 3);
 
+  // What the server runs beside a shared store: a prober that closes the store's breaker
+  // once Redis answers again (the failures below open it).
+  auto pinger = open_redis_store(redis.url("/2"));
+  tresor::config::StoreConfig cfg;
+  cfg.url = redis.url("/2");
+  tresor::storage::StoreProber prober(tresor::storage::breaker_for(cfg), [&] { return pinger->reachable(); });
+  auto wait_reachable = [&] {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!store->reachable() && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  };
+
   // Redis down: operations fail cleanly; once it is back (same port, empty: no
   // persistence here), the next operation reconnects, SELECTs db 2 again and works.
   redis.stop();
@@ -191,6 +204,7 @@ TEST_CASE("redis store: reconnects after the connection drops or Redis restarts"
   CHECK(store->count() == 0);
   CHECK_FALSE(store->reachable());
   redis.start();
+  wait_reachable();
   CHECK(store->put_batch({receipt("after-restart", "acme", now + 60)}));
   CHECK(store->get("after-restart", "acme", now) == std::optional<std::string>("jws-of-after-restart"));
   Reply in2 = redis.command({"EXISTS", "tresor:receipt:after-restart"}, 2);
