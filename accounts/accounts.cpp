@@ -340,10 +340,10 @@ std::unique_ptr<Accounts> Accounts::open(const config::StoreConfig& store) {
     return std::make_unique<Accounts>(std::move(ledger), std::move(log));
   }
   if (url.rfind("redis://", 0) != 0 && url.rfind("rediss://", 0) != 0)
-    throw std::runtime_error("store: expected sqlite:PATH or redis://HOST:PORT/DB");
+    throw std::runtime_error("store: expected sqlite:PATH, redis://… or rediss://…");
   std::vector<std::unique_ptr<LedgerStore>> pool;
-  for (unsigned i = 0; i < std::max(1u, store.connections); ++i) pool.push_back(open_redis_ledger(url));
-  return std::make_unique<Accounts>(open_redis_ledger(url), nullptr, std::move(pool), store);
+  for (unsigned i = 0; i < std::max(1u, store.connections); ++i) pool.push_back(open_redis_ledger(store));
+  return std::make_unique<Accounts>(open_redis_ledger(store), nullptr, std::move(pool), store);
 }
 
 bool Accounts::shared() const { return impl_->shared; }

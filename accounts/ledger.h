@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
+
 namespace tresor::accounts {
 
 // Money as an exact integer: 1e-9 of the currency unit ("nanos"). Summed over millions of
@@ -136,8 +138,11 @@ std::unique_ptr<LedgerStore> open_local_ledger(const std::map<std::string, Balan
 // totals of the old `spend` table once. Throws std::runtime_error on open failure.
 std::unique_ptr<SpendLog> open_sqlite_spend_log(const std::string& path);
 
-// Redis at `url` (redis://HOST:PORT[/DB]); several replicas share it. Throws
-// std::runtime_error on a malformed URL or when the first connect fails.
+// Redis at `store.url` (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB], with store.tls and
+// the timeouts); several replicas share it. Does not connect (the first operation does);
+// throws std::runtime_error on a malformed URL or unloadable store.tls files.
+std::unique_ptr<LedgerStore> open_redis_ledger(const config::StoreConfig& store);
+// The same with every option but the URL at its default (tests).
 std::unique_ptr<LedgerStore> open_redis_ledger(const std::string& url);
 
 }  // namespace tresor::accounts

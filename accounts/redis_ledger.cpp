@@ -287,8 +287,8 @@ Decision unavailable() {
 
 class RedisLedger final : public LedgerStore {
  public:
-  explicit RedisLedger(const std::string& url)
-      : conn_("ledger", url), op_key_(key("op", common::new_random_uuid())) {}
+  explicit RedisLedger(const config::StoreConfig& store)
+      : conn_("ledger", store), op_key_(key("op", common::new_random_uuid())) {}
 
   bool shared() const override { return true; }
 
@@ -506,6 +506,14 @@ class RedisLedger final : public LedgerStore {
 
 }  // namespace
 
-std::unique_ptr<LedgerStore> open_redis_ledger(const std::string& url) { return std::make_unique<RedisLedger>(url); }
+std::unique_ptr<LedgerStore> open_redis_ledger(const config::StoreConfig& store) {
+  return std::make_unique<RedisLedger>(store);
+}
+
+std::unique_ptr<LedgerStore> open_redis_ledger(const std::string& url) {
+  config::StoreConfig store;
+  store.url = url;
+  return open_redis_ledger(store);
+}
 
 }  // namespace tresor::accounts

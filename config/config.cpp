@@ -531,7 +531,8 @@ void load_store(const Reader& r, const YAML::Node& n, StoreConfig& c) {
   const bool redis = c.url.rfind("redis://", 0) == 0 || c.url.rfind("rediss://", 0) == 0;
   if (c.url.rfind("sqlite:", 0) != 0 && !redis)
     r.fail(n, "store must be sqlite:PATH, redis://[USER:PASSWORD@]HOST:PORT/DB or rediss://…");
-  if (!redis && n.IsMap() && n["tls"]) r.fail(n["tls"], "store.tls applies to a rediss:// store only");
+  if (c.url.rfind("rediss://", 0) != 0 && n.IsMap() && n["tls"])
+    r.fail(n["tls"], "store.tls applies to a rediss:// store only");
 }
 
 void load_attestation(const Reader& r, const YAML::Node& n, AttestationConfig& c) {

@@ -41,7 +41,7 @@ std::string receipt_key(const std::string& id) { return std::string(kReceiptPref
 
 class RedisStore final : public ReceiptStore {
  public:
-  explicit RedisStore(const std::string& url) : conn_("receipt store", url) {}
+  explicit RedisStore(const config::StoreConfig& store) : conn_("receipt store", store) {}
 
   RedisStore(const RedisStore&) = delete;
   RedisStore& operator=(const RedisStore&) = delete;
@@ -250,6 +250,14 @@ class RedisStore final : public ReceiptStore {
 
 }  // namespace
 
-std::unique_ptr<ReceiptStore> open_redis_store(const std::string& url) { return std::make_unique<RedisStore>(url); }
+std::unique_ptr<ReceiptStore> open_redis_store(const config::StoreConfig& store) {
+  return std::make_unique<RedisStore>(store);
+}
+
+std::unique_ptr<ReceiptStore> open_redis_store(const std::string& url) {
+  config::StoreConfig store;
+  store.url = url;
+  return open_redis_store(store);
+}
 
 }  // namespace tresor::receipts

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
+
 namespace tresor::receipts {
 
 struct StoredReceipt {
@@ -58,10 +60,14 @@ class ReceiptStore {
 // committed batch survives a crash). Throws std::runtime_error on open failure.
 std::unique_ptr<ReceiptStore> open_sqlite_store(const std::string& path);
 
-// Redis at `url` = redis://HOST:PORT[/DB] (DB defaults to 0). Several replicas may share
+// Redis at `store.url` = redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] (DB defaults to 0;
+// storage/redis_connection.h), with store.tls and the timeouts. Several replicas may share
 // one Redis. Receipts expire through Redis's own EXPIREAT, so purge_expired() is a no-op.
 // Durability is the Redis server's persistence config (AOF appendfsync), not this
-// store's. Throws std::runtime_error on a malformed URL or when the first connect fails.
+// store's. Does not connect (the first operation does); throws std::runtime_error on a
+// malformed URL or unloadable store.tls files.
+std::unique_ptr<ReceiptStore> open_redis_store(const config::StoreConfig& store);
+// The same with every option but the URL at its default (tests).
 std::unique_ptr<ReceiptStore> open_redis_store(const std::string& url);
 
 }  // namespace tresor::receipts

@@ -26,23 +26,12 @@ void require_readable(const std::string& path, const char* field) {
   if (!std::ifstream(path)) throw std::runtime_error(std::string(field) + ": cannot read '" + path + "'");
 }
 
-// A redis:// URL parsed exactly as the store will parse it at startup (no connection).
-// The user info, if any, is masked in the message: it may be a password.
-void check_redis_url(const std::string& url) {
-  try {
-    storage::parse_redis_url(url, "store");
-  } catch (const std::exception& e) {
-    std::string message = e.what();
-    const auto authority_end = url.find('/', 8);
-    const auto at = url.rfind('@', authority_end);
-    if (at != std::string::npos && at >= 8) {
-      const std::string user_info = url.substr(8, at - 8);
-      for (auto pos = message.find(user_info); !user_info.empty() && pos != std::string::npos;
-           pos = message.find(user_info, pos + 3))
-        message.replace(pos, user_info.size(), "***");
-    }
-    throw std::runtime_error(message);
-  }
+// A redis:// or rediss:// store as it is opened at startup, without connecting: the URL
+// parsed the same way (its messages mask the password), and for rediss:// the store.tls
+// files loaded as a connection loads them.
+void check_redis_store(const config::StoreConfig& store) {
+  const storage::RedisAddress address = storage::parse_redis_url(store.url, "store");
+  if (address.tls) storage::check_redis_tls_files(store.tls);
 }
 
 // A file startup will create when missing (the SQLite store, the signing key), with its
@@ -109,14 +98,15 @@ void check_sqlite_file(const std::string& path) {
     refuse(sqlite3_errmsg(db.get()));
 }
 
-void check_store(const std::string& url) {
+void check_store(const config::StoreConfig& store) {
+  const std::string& url = store.url;
   if (url.rfind("sqlite:", 0) == 0) {
     if (url.size() == 7) throw std::runtime_error("store: sqlite: needs a file path (sqlite:PATH)");
     check_creatable(url.substr(7), "store");
     return check_sqlite_file(url.substr(7));
   }
-  if (url.rfind("redis://", 0) == 0) return check_redis_url(url);
-  throw std::runtime_error("store must be sqlite:PATH or redis://HOST:PORT/DB");
+  if (url.rfind("redis://", 0) == 0 || url.rfind("rediss://", 0) == 0) return check_redis_store(store);
+  throw std::runtime_error("store must be sqlite:PATH, redis://… or rediss://…");
 }
 
 std::string listen_text(const config::ListenAddress& a) {
@@ -207,7 +197,7 @@ std::unique_ptr<asio::ssl::context> server_tls_context(const config::ServerConfi
 void check_startup(const config::Config& cfg) {
   try {
     if (!cfg.server.tls.cert_file.empty()) server_tls_context(cfg.server.tls);
-    check_store(cfg.store);
+    check_store(cfg.store_config);
     check_listen(cfg.server.listen);
     check_keys(cfg.receipts);
   } catch (const std::exception& e) {

@@ -314,11 +314,35 @@ struct Server::Impl {
 
 namespace {
 
-std::unique_ptr<receipts::ReceiptStore> open_store(const std::string& url) {
+std::unique_ptr<receipts::ReceiptStore> open_store(const config::StoreConfig& store) {
   constexpr std::string_view kSqlite = "sqlite:";
+  const std::string& url = store.url;
   if (url.rfind(kSqlite, 0) == 0) return receipts::open_sqlite_store(url.substr(kSqlite.size()));
-  if (url.rfind("redis://", 0) == 0) return receipts::open_redis_store(url);
-  throw std::runtime_error("store " + url + ": expected sqlite:PATH or redis://HOST:PORT/DB");
+  if (url.rfind("redis://", 0) == 0 || url.rfind("rediss://", 0) == 0) return receipts::open_redis_store(store);
+  throw std::runtime_error("store: expected sqlite:PATH, redis://… or rediss://…");
+}
+
+// A Redis store is tried once at startup. A wrong password, a certificate that does not
+// verify or a server too old are configuration errors: the gateway refuses to start. An
+// unreachable Redis is not: the replica starts and serves under the outage policy, and
+// the stores connect once it answers.
+void check_shared_store(const config::StoreConfig& store) {
+  if (store.url.rfind("redis://", 0) != 0 && store.url.rfind("rediss://", 0) != 0) return;
+  const storage::ConnectCheck check = storage::RedisConnection("store", store).check_connect();
+  switch (check.status) {
+    case storage::ConnectStatus::ok:
+      spdlog::info("{}", check.message);
+      return;
+    case storage::ConnectStatus::unreachable:
+    case storage::ConnectStatus::other:
+      spdlog::warn("{}; starting anyway, the store is used once it answers", check.message);
+      return;
+    case storage::ConnectStatus::auth_failed:
+    case storage::ConnectStatus::tls_failed:
+    case storage::ConnectStatus::unsupported:
+      break;
+  }
+  throw std::runtime_error(check.message + " [" + storage::to_string(check.status) + "]");
 }
 
 // Replicas on one Redis must sign with the same key per kid (receipts/key_registry.h): a
@@ -330,10 +354,9 @@ std::unique_ptr<receipts::KeyPublisher> publish_signing_keys(const config::Confi
   // A record outlives any receipt still stored under its kid.
   const auto ttl =
       std::max(receipts::kKeyRecordTtl, std::chrono::seconds(static_cast<int64_t>(cfg.receipts.ttl_seconds)));
-  const std::string url = cfg.store;
   return std::make_unique<receipts::KeyPublisher>(
       receipts::key_fingerprints(jwks, cfg.receipts), receipts::replica_label(cfg.server.listen), ttl,
-      [url] { return std::make_unique<storage::RedisConnection>("signing key registry", url); },
+      [store = cfg.store_config] { return std::make_unique<storage::RedisConnection>("signing key registry", store); },
       [&metrics](const receipts::PublishResult& r) {
         if (r.status != receipts::PublishResult::Status::unreachable)
           metrics.signing_key_conflict(r.status == receipts::PublishResult::Status::conflict);
@@ -344,8 +367,8 @@ std::unique_ptr<receipts::KeyPublisher> publish_signing_keys(const config::Confi
 // when the gateway starts).
 std::function<bool()> store_ping(const config::StoreConfig& store) {
   auto conn = std::make_shared<std::unique_ptr<storage::RedisConnection>>();
-  return [conn, url = store.url] {
-    if (!*conn) *conn = std::make_unique<storage::RedisConnection>("store probe", url);
+  return [conn, store] {
+    if (!*conn) *conn = std::make_unique<storage::RedisConnection>("store probe", store);
     storage::RedisConnection& c = **conn;
     return c.run<bool>("ping", false, [&](bool) -> storage::Attempt<bool> {
       storage::RedisReply r = c.command({"PING"});
@@ -359,10 +382,11 @@ std::function<bool()> store_ping(const config::StoreConfig& store) {
 
 Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) {
   const auto cfg = runtime.current()->config;
+  check_shared_store(cfg->store_config);
   auto signer = receipts::Signer::load_or_create(cfg->receipts.signing_key_file, cfg->receipts.kid);
   impl_->jwks = receipts::jwks_json(*signer, cfg->receipts.retired_keys);
   impl_->receipts = std::make_unique<receipts::ReceiptService>(
-      std::move(signer), open_store(cfg->store), static_cast<int64_t>(cfg->receipts.ttl_seconds),
+      std::move(signer), open_store(cfg->store_config), static_cast<int64_t>(cfg->receipts.ttl_seconds),
       cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
   impl_->accounts = accounts::Accounts::open(cfg->store_config);
   if (impl_->accounts->shared()) {

@@ -84,6 +84,33 @@ const CASES = [
     secret: 's3cret-canary',
   },
   {
+    name: 'rediss:// store whose store.tls.ca_file is not PEM',
+    make: () => config((c) => { c.store = { url: 'rediss://127.0.0.1:6380/0', tls: { ca_file: garbageFile('ca.pem') } }; }),
+    field: /store\.tls\.ca_file: cannot load '.*ca\.pem' \(PEM\)/,
+  },
+  {
+    name: 'rediss:// store whose store.tls.cert_file cannot be read',
+    make: () => config((c) => {
+      const pki = selfSignedCert();
+      c.store = { url: 'rediss://127.0.0.1:6380/0', tls: { cert_file: '/nonexistent/client.pem', key_file: pki.tlsKey } };
+    }),
+    field: /store\.tls\.cert_file: cannot read '\/nonexistent\/client\.pem'/,
+  },
+  {
+    name: 'rediss:// store whose store.tls.key_file does not belong to the certificate',
+    make: () => config((c) => {
+      c.store = { url: 'rediss://:pw-canary-123@127.0.0.1:6380/0',
+        tls: { cert_file: selfSignedCert().tlsCert, key_file: selfSignedCert().tlsKey } };
+    }),
+    field: /store\.tls\.key_file: cannot load .*key values mismatch/,
+    secret: 'pw-canary-123',
+  },
+  {
+    name: 'store.tls on a redis:// (plain) store',
+    make: () => config((c) => { c.store = { url: 'redis://127.0.0.1:6379/0', tls: { ca_file: selfSignedCert().tlsCert } }; }),
+    field: /store\.tls applies to a rediss:\/\/ store only/,
+  },
+  {
     name: 'store sqlite: without a path',
     make: () => config((c) => { c.store = 'sqlite:'; }),
     field: /store: sqlite: needs a file path/,

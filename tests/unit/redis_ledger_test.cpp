@@ -516,10 +516,12 @@ TEST_CASE("redis ledger: unavailable while Redis is down, working again once it 
   CHECK(counter(redis, "k1:rpm:100") == -1);  // database 0 untouched
 }
 
-TEST_CASE("redis ledger: a malformed URL or an absent server throws", "[redis_ledger]") {
-  CHECK_THROWS_AS(open_redis_ledger("sqlite:x.db"), std::runtime_error);
+TEST_CASE("redis ledger: a malformed URL throws; an absent server opens and answers unavailable", "[redis_ledger]") {
+  CHECK_THROWS_WITH(open_redis_ledger("redis://host:notaport/0"), Catch::Contains("ledger") && Catch::Contains("bad port"));
   const std::string url = "redis://127.0.0.1:" + std::to_string(tresor::test::free_port()) + "/0";
-  CHECK_THROWS_WITH(open_redis_ledger(url), Catch::Contains(url) && Catch::Contains("ledger"));
+  auto ledger = open_redis_ledger(url);
+  CHECK_FALSE(ledger->reachable());
+  CHECK(ledger->count(count_of("acme", 10 * kUnit, {window("k1:rpm:100", 10, 1)})).verdict == Verdict::unavailable);
 }
 
 TEST_CASE("redis ledger: a step applied whose reply was lost is retried without applying it twice",

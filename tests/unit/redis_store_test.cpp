@@ -86,21 +86,18 @@ TEST_CASE("redis store: URL forms and database selection", "[redis]") {
   CHECK(in5->integer == 1);
 }
 
-TEST_CASE("redis store: bad URLs and unreachable servers throw with the URL", "[redis]") {
+TEST_CASE("redis store: bad URLs throw; an unreachable server opens and is reported unreachable", "[redis]") {
   for (const std::string bad : {"sqlite:x.db", "redis://", "redis://host:notaport/0", "redis://host:70000",
-                                "redis://host:6379/x", "redis://user:pw@host:6379/0"}) {
+                                "redis://host:6379/x", "redis://user@host:6379/0"}) {
     CAPTURE(bad);
     CHECK_THROWS_AS(open_redis_store(bad), std::runtime_error);
   }
-  const std::string url = "redis://127.0.0.1:" + std::to_string(free_port()) + "/0";  // nothing listens
-  try {
-    open_redis_store(url);
-    FAIL("open_redis_store succeeded without a server");
-  } catch (const std::runtime_error& e) {
-    const std::string what = e.what();
-    CHECK(what.find(url) != std::string::npos);
-    CHECK(what.find("refused") != std::string::npos);  // hiredis's errstr
-  }
+  // Nothing listens: opening does not connect (a replica starts while Redis is down), and
+  // every operation fails as unreachable.
+  const std::string url = "redis://127.0.0.1:" + std::to_string(free_port()) + "/0";
+  auto store = open_redis_store(url);
+  CHECK_FALSE(store->reachable());
+  CHECK_THROWS_AS(store->load("x", "acme", unix_now()), tresor::receipts::StoreUnavailable);
 }
 
 TEST_CASE("redis store: Redis expires receipts itself", "[redis]") {
@@ -222,9 +219,10 @@ TEST_CASE("redis store: reconnects after the connection drops or Redis restarts"
   CHECK(store->count() == 1);  // the restarted Redis is empty (no persistence here)
 }
 
-// Hidden (slow, ~4 s): run with "[redis-slow]". A hung Redis costs bounded time per
-// operation (the command timeout, twice: one reconnect and retry) instead of blocking the
-// service thread.
+// Hidden (slow, ~2 s): run with "[redis-slow]". A hung Redis costs bounded time per
+// operation (the default 1 s command timeout, then a reconnect bounded by the 1 s connect
+// timeout) instead of blocking the service thread; the lookup then says the store could
+// not answer.
 TEST_CASE("redis store: a hung Redis times out", "[.][redis-slow]") {
   RedisServer redis;
   auto store = open_redis_store(redis.url());
@@ -235,7 +233,7 @@ TEST_CASE("redis store: a hung Redis times out", "[.][redis-slow]") {
   // Unreachable is not "missing": the fetch answers 503, not 404.
   CHECK_THROWS_AS(store->get("x", "acme", now), tresor::receipts::StoreUnavailable);
   const auto took = std::chrono::steady_clock::now() - t0;
-  CHECK(took < std::chrono::seconds(7));
+  CHECK(took < std::chrono::seconds(4));
   redis.resume();
   CHECK(store->get("x", "acme", now) == std::optional<std::string>("jws-of-x"));
 }
