@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import {
-  startStack, startGateway, stopAll, waitFor, makeKey, sha256Hex, chatBody, performance,
+  startStack, startGateway, stopAll, waitFor, makeKey, closedPort, sha256Hex, chatBody, performance,
 } from './harness.mjs';
 import { startRedis } from './chaos-support.mjs';
 
@@ -153,11 +153,14 @@ describe('a hung or stalling Redis', { timeout: 120_000 }, () => {
     assert.ok(quick.ms < 1000, `a request with the breaker open took ${quick.ms.toFixed(0)} ms`);
   });
 
-  test('a replica started while Redis hangs, or refuses connections, starts and serves', async () => {
-    for (const mode of ['hang', 'refuse']) {
-      sw.mode = mode;
+  test('a replica started while Redis hangs, drops connections or is not listening starts and serves', async () => {
+    for (const mode of ['hang', 'refuse', 'down']) {
+      sw.mode = mode === 'down' ? 'pass' : mode;
+      const replicaConfig = structuredClone(config);
+      if (mode === 'down') replicaConfig.store.url = `redis://127.0.0.1:${await closedPort()}/0`;
       const t0 = performance.now();
-      const gw = await startGateway({ config, env: { FAKE_PROVIDER_KEY: s.providerKey }, name: `replica-${mode}` });
+      const gw = await startGateway({ config: replicaConfig, env: { FAKE_PROVIDER_KEY: s.providerKey },
+        name: `replica-${mode}` });
       const started = performance.now() - t0;
       const a = await chat(gw, s.key);
       assert.equal(a.res.status, 200, `${mode}: ${a.text}`);
