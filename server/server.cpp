@@ -88,7 +88,8 @@ std::vector<std::string> restart_only_changes(const config::Config& now, const c
   if (listen_key(now) != listen_key(next)) changed.push_back("server.listen");
   if (now.server.threads != next.server.threads) changed.push_back("server.threads");
   if (now.server.max_connections != next.server.max_connections) changed.push_back("server.max_connections");
-  if (now.store != next.store) changed.push_back("store");
+  // The connections, their timeouts and the outage policy are made at startup.
+  if (now.store_config != next.store_config) changed.push_back("store");
   if (now.receipts.signing_key_file != next.receipts.signing_key_file || now.receipts.kid != next.receipts.kid)
     changed.push_back("receipts signing key");
   if (now.server.tls.cert_file != next.server.tls.cert_file || now.server.tls.key_file != next.server.tls.key_file)
@@ -156,6 +157,7 @@ struct Server::Impl {
   std::string jwks;
   std::shared_ptr<storage::StoreBreaker> store_breaker;  // a shared (Redis) store's; null for SQLite
   std::unique_ptr<storage::StoreProber> store_prober;     // closes it once the store answers again
+  config::StoreOutagePolicy outage;                       // store.outage at startup
   SpoolBudget spool;  // before the workers: their uploads give their reservations back to it
   Metrics metrics;
   // Redis store only; declared after `metrics`, which its thread sets, so it stops first.
@@ -305,7 +307,7 @@ struct Server::Impl {
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
                                      file_io, spool, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
-                                     sessions_per_worker, store_breaker.get()};
+                                     sessions_per_worker, store_breaker.get(), outage};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -389,6 +391,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
       std::move(signer), open_store(cfg->store_config), static_cast<int64_t>(cfg->receipts.ttl_seconds),
       cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
   impl_->accounts = accounts::Accounts::open(cfg->store_config);
+  impl_->outage = cfg->store_config.outage;
   if (impl_->accounts->shared()) {
     impl_->store_breaker = storage::breaker_for(cfg->store_config);
     impl_->metrics.set_store_breaker(impl_->store_breaker);

@@ -638,7 +638,7 @@ class Session final : public ResponseSink, public SessionControl {
     co_await admit(runtime, *auth.key, record_.inference, deadline);
     if (refusal_) co_return co_await finish_without_body(*refusal_, now_.has_body);
     if (record_.inference && !now_.controls.receipt_opt_out && !store_reachable() &&
-        runtime.config->store_config.outage.receipts == config::OutageMode::closed) {
+        services_.outage.receipts == config::OutageMode::closed) {
       // store.outage.receipts: closed — no answer without its receipt while the store is
       // known to be down (an answer already made when storing fails is still delivered).
       services_.metrics.reservation_refused(accounts::Refusal::Kind::store_unavailable);
@@ -845,11 +845,11 @@ class Session final : public ResponseSink, public SessionControl {
         return model_response(*runtime.config, id, query, unix_seconds(runtime.loaded_at));
       }
       case Endpoint::ready:
-        // Answers with the last probe's result and starts the next one (never waits on
-        // the store: a hung Redis must not hang the probe).
-        services_.receipts.probe_store();
+        // A local store: answers with the last probe's result and starts the next one (never
+        // waits on the store). A shared one: its breaker, which the prober thread keeps.
+        if (!services_.store_breaker) services_.receipts.probe_store();
         return ready_response(services_.lifecycle.draining, store_reachable(), services_.store_breaker != nullptr,
-                              runtime.config->store_config.outage);
+                              services_.outage);
       case Endpoint::attestation: {
         Response r;
         r.body = services_.attestation.envelope_json();

@@ -69,6 +69,8 @@ struct SessionServices {
   size_t max_sessions = 0;  // this worker's share of server.max_connections (0: no cap)
   // The shared store's breaker (Redis); null for a local SQLite store, which has no outage.
   const storage::StoreBreaker* store_breaker = nullptr;
+  // store.outage as the store was opened with (a reload needs a restart to change it).
+  config::StoreOutagePolicy outage;
 };
 
 // Makes room for one more connection on a worker holding `max_sessions` or more: closes
