@@ -137,8 +137,25 @@ describe('a hung or stalling Redis', { timeout: 120_000 }, () => {
         const tresor = JSON.parse(a.text).tresor;
         assert.equal(tresor.receipt_id, undefined, 'no receipt id for a receipt that was not stored');
         assert.equal(tresor.receipt_unavailable, true);
+        // Served without the limit: no limit headers rather than a made-up "0".
+        assert.equal(a.res.headers.get('x-ratelimit-limit'), null);
       }
     }
+    // A stream: complete, its finish chunk's tresor object says the receipt is unavailable.
+    const streamed = await fetch(s.gw.url('/v1/chat/completions'), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.key}`, 'content-type': 'application/json',
+        'x-tresor-timeout-seconds': String(BUDGET_SECONDS) },
+      body: JSON.stringify(chatBody(undefined, { stream: true })),
+    });
+    assert.equal(streamed.status, 200);
+    const events = (await streamed.text()).split('\n\n').filter((e) => e.startsWith('data: '))
+      .map((e) => e.slice(6));
+    assert.equal(events.at(-1), '[DONE]');
+    const withTresor = events.slice(0, -1).map((e) => JSON.parse(e)).filter((e) => e.tresor);
+    assert.equal(withTresor.length, 1);
+    assert.equal(withTresor[0].tresor.receipt_id, undefined);
+    assert.equal(withTresor[0].tresor.receipt_unavailable, true);
     // Ready, but saying it is degraded: every replica sees the same outage.
     await waitFor(async () => { const r = await ready(s.gw); return r.status === 200 && r.body.status === 'degraded'; },
       { what: '/readyz 200 degraded' });
@@ -172,6 +189,37 @@ describe('a hung or stalling Redis', { timeout: 120_000 }, () => {
       assert.equal(r.status, 200, `${mode}: /readyz ${JSON.stringify(r.body)} after starting in ${started.toFixed(0)} ms`);
       await gw.stop();
     }
+  });
+
+  test('every function closed: 503 store_unavailable within budget + 1 s, and /readyz 503', async () => {
+    sw.mode = 'hang';
+    const closedConfig = structuredClone(config);
+    closedConfig.store.outage = { rate_limits: 'closed', credits: 'closed', receipts: 'closed' };
+    const gw = await startGateway({ config: closedConfig, env: { FAKE_PROVIDER_KEY: s.providerKey }, name: 'closed' });
+    const answers = await Promise.all(Array.from({ length: 10 }, () => chat(gw, s.key)));
+    for (const a of answers) {
+      assert.equal(a.res.status, 503, a.text);
+      assert.equal(JSON.parse(a.text).error.code, 'store_unavailable');
+      assert.ok(a.ms <= BUDGET_SECONDS * 1000 + SLACK_MS, `${a.ms.toFixed(0)} ms`);
+    }
+    // Nothing can be served under this policy: unready (the others stay ready, degraded).
+    await waitFor(async () => { const r = await ready(gw); return r.status === 503 && r.body.status === 'store_unreachable'; },
+      { what: '/readyz 503 with every function closed' });
+    // Receipts closed alone: a request without limits or credit is refused too, while
+    // the breaker is open (an answer without its receipt is what the operator refused).
+    const noLimits = structuredClone(config);
+    noLimits.store.outage = { rate_limits: 'open', credits: 'open', receipts: 'closed' };
+    noLimits.auth.keys[0].limits = {};
+    const gw2 = await startGateway({ config: noLimits, env: { FAKE_PROVIDER_KEY: s.providerKey }, name: 'receipts-closed' });
+    // Opens the breaker (a receipt that cannot be stored), then is refused up front.
+    await waitFor(async () => (await ready(gw2)).body.status === 'degraded' ||
+      (await chat(gw2, s.key)).res.status === 503, { timeoutMs: 20_000, what: 'the breaker open' });
+    const refused = await chat(gw2, s.key);
+    assert.equal(refused.res.status, 503, refused.text);
+    assert.equal(JSON.parse(refused.text).error.code, 'store_unavailable');
+    assert.ok(refused.ms < 1000, `${refused.ms.toFixed(0)} ms`);
+    await gw.stop();
+    await gw2.stop();
   });
 
   test('stalled: the count applied but its reply lost is counted once, and every key has a TTL', async () => {
