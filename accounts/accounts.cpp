@@ -56,6 +56,7 @@ struct Accounts::Impl {
   // Shared store: the steps a request waits on run here (see the constructor).
   std::unique_ptr<storage::StorePool<LedgerStore>> pool;
   std::shared_ptr<storage::StoreBreaker> breaker;  // shared store: its breaker
+  std::atomic<bool> closing{false};                 // stop_pool(): nobody waits any more
   config::StoreConfig store;
   std::function<void(OutageFunction)> report_outage;
   std::atomic<int64_t> last_outage_warning{0};  // steady ms: warn at most once a second
@@ -200,14 +201,14 @@ struct Accounts::Impl {
   asio::awaitable<std::optional<T>> on_pool(std::function<T(LedgerStore&)> fn, common::Clock::time_point deadline,
                                             std::function<void(LedgerStore&, const T&)> late) {
     // Known down: no queueing behind jobs stuck on it (the prober closes the breaker).
-    if (breaker && breaker->down()) co_return std::nullopt;
+    if (!pool || (breaker && breaker->down())) co_return std::nullopt;
     auto handoff = std::make_shared<Handoff<T>>(co_await asio::this_coro::executor);
     auto done = resume_on<T>(handoff);
-    storage::StorePool<LedgerStore>::Job job = [fn = std::move(fn), late = std::move(late), handoff,
+    storage::StorePool<LedgerStore>::Job job = [this, fn = std::move(fn), late = std::move(late), handoff,
                                                 done](LedgerStore& ledger) {
-      if (handoff->given_up()) return;
+      if (handoff->given_up() || closing) return;
       T v = fn(ledger);
-      if (handoff->claim()) done(std::move(v));
+      if (!closing && handoff->claim()) done(std::move(v));
       else if (late) late(ledger, v);
     };
     pool->post(std::move(job));
@@ -347,6 +348,11 @@ std::unique_ptr<Accounts> Accounts::open(const config::StoreConfig& store) {
 }
 
 bool Accounts::shared() const { return impl_->shared; }
+
+void Accounts::stop_pool() {
+  impl_->closing = true;
+  impl_->pool.reset();
+}
 
 void Accounts::on_outage(std::function<void(OutageFunction)> report) { impl_->report_outage = std::move(report); }
 

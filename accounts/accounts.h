@@ -139,6 +139,12 @@ class Accounts {
 
   bool shared() const;
 
+  // At shutdown, once no I/O thread runs any more (their io_contexts still exist): the
+  // pool's queued steps are skipped or undone instead of resuming their callers, and its
+  // threads are joined, so nothing is posted to an io_context after it is gone. Grants may
+  // still be released afterwards (that is the accounts thread's).
+  void stop_pool();
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

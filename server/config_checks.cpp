@@ -98,12 +98,13 @@ void check_sqlite_file(const std::string& path) {
     refuse(sqlite3_errmsg(db.get()));
 }
 
-void check_store(const config::StoreConfig& store) {
+void check_store(const config::StoreConfig& store, bool store_open) {
   const std::string& url = store.url;
   if (url.rfind("sqlite:", 0) == 0) {
     if (url.size() == 7) throw std::runtime_error("store: sqlite: needs a file path (sqlite:PATH)");
     check_creatable(url.substr(7), "store");
-    return check_sqlite_file(url.substr(7));
+    if (!store_open) check_sqlite_file(url.substr(7));
+    return;
   }
   if (url.rfind("redis://", 0) == 0 || url.rfind("rediss://", 0) == 0) return check_redis_store(store);
   throw std::runtime_error("store must be sqlite:PATH, redis://… or rediss://…");
@@ -194,10 +195,10 @@ std::unique_ptr<asio::ssl::context> server_tls_context(const config::ServerConfi
   return ctx;
 }
 
-void check_startup(const config::Config& cfg) {
+void check_startup(const config::Config& cfg, bool store_open) {
   try {
     if (!cfg.server.tls.cert_file.empty()) server_tls_context(cfg.server.tls);
-    check_store(cfg.store_config);
+    check_store(cfg.store_config, store_open);
     check_listen(cfg.server.listen);
     check_keys(cfg.receipts);
   } catch (const std::exception& e) {

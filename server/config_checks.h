@@ -21,8 +21,11 @@ std::shared_ptr<const Runtime> load_checked_runtime(const std::string& path);
 // server.tls files readable and loadable (and matching), the store URL well-formed,
 // server.listen addresses resolvable and distinct, the receipt signing key loadable when
 // its file exists, the retired keys readable. Creates no file and opens no connection.
-// Throws config::ConfigError("FILE: FIELD …").
-void check_startup(const config::Config& cfg);
+// Throws config::ConfigError("FILE: FIELD …"). `store_open`: this process already has the
+// store open (a SIGHUP reload), so an SQLite store file is not opened again to check it:
+// closing a second handle on a file drops every POSIX lock this process holds on it
+// (fcntl semantics), and SQLite's WAL then loses writes to another process's checkpoint.
+void check_startup(const config::Config& cfg, bool store_open = false);
 
 // HTTPS for the listeners: TLS 1.2+, the certificate chain and key from PEM files (a key
 // that does not match the certificate is refused by OpenSSL when it loads).

@@ -129,7 +129,7 @@ std::function<void()> load_job(std::string path, std::shared_ptr<const Runtime>&
       return;
     }
     try {
-      check_startup(*next->config);
+      check_startup(*next->config, /*store_open=*/true);
     } catch (const std::exception& e) {
       spdlog::warn("config reload: the next restart would refuse this file: {}", e.what());
     }
@@ -419,6 +419,14 @@ Server::~Server() {
   stop();
   for (auto& w : impl_->workers)
     if (w->thread.joinable()) w->thread.join();
+  // The I/O threads are gone but their io_contexts still exist: let the store threads
+  // finish what they hold now, while a completion they post still has somewhere to go
+  // (a hung Redis can hold a step at shutdown). Grants, destroyed with the sessions, only
+  // need the accounts thread, which stays.
+  if (impl_->accounts) impl_->accounts->stop_pool();
+  impl_->key_publisher.reset();
+  impl_->store_prober.reset();
+  impl_->receipts.reset();
 }
 
 void Server::listen() {
