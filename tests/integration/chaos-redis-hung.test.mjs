@@ -126,6 +126,9 @@ describe('a hung or stalling Redis', { timeout: 120_000 }, () => {
     const keys = Array.from({ length: CONCURRENT }, (_, i) => (i % 5 === 0 ? payerKey : s.key));
     const answers = await Promise.all(keys.map((k) => chat(s.gw, k)));
     const late = answers.filter((a) => a.ms > BUDGET_SECONDS * 1000 + SLACK_MS).map((a) => a.ms.toFixed(0));
+    const slowest = Math.max(...answers.map((a) => a.ms));
+    console.log(`hung Redis: ${CONCURRENT} concurrent requests, budget ${BUDGET_SECONDS} s: slowest ${slowest.toFixed(0)} ms; ` +
+      `${answers.filter((a) => a.res.status === 200).length} × 200, ${answers.filter((a) => a.res.status === 503).length} × 503`);
     assert.deepEqual(late, [], 'requests that ended after budget + 1 s');
     for (const [i, a] of answers.entries()) {
       if (keys[i] === payerKey) {
@@ -168,6 +171,7 @@ describe('a hung or stalling Redis', { timeout: 120_000 }, () => {
     const quick = await chat(s.gw, s.key);
     assert.equal(quick.res.status, 200);
     assert.ok(quick.ms < 1000, `a request with the breaker open took ${quick.ms.toFixed(0)} ms`);
+    console.log(`hung Redis, breaker open: one request took ${quick.ms.toFixed(0)} ms`);
   });
 
   test('a replica started while Redis hangs, drops connections or is not listening starts and serves', async () => {
