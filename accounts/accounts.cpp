@@ -215,6 +215,11 @@ struct Accounts::Impl {
     co_return co_await common::wait_until(handoff, deadline);
   }
 
+  // count() or hold() on the pool: the store's decision, or unavailable when it threw or
+  // has not answered by the step's deadline (defined below unavailable_on_throw).
+  asio::awaitable<Decision> decide(std::function<Decision(LedgerStore&)> step, common::Clock::time_point deadline,
+                                   std::function<void(LedgerStore&, const Decision&)> late);
+
   // A store step waits at most until the request's deadline, and never longer than a
   // connect and a command (twice: one reconnect and retry) would take.
   common::Clock::time_point step_deadline(common::Clock::time_point request_deadline) const {
@@ -227,12 +232,7 @@ struct Accounts::Impl {
   std::optional<Refusal> outage(bool needs_limits, bool needs_credit, const std::string& customer) {
     const bool closed = (needs_limits && store.outage.rate_limits == config::OutageMode::closed) ||
                         (needs_credit && store.outage.credits == config::OutageMode::closed);
-    if (closed) {
-      Refusal r;
-      r.kind = Refusal::Kind::store_unavailable;
-      r.retry_after = 1;
-      return r;
-    }
+    if (closed) return store_unavailable_refusal();
     if (needs_limits) served_without(OutageFunction::rate_limits, customer);
     if (needs_credit) served_without(OutageFunction::credits, customer);
     return std::nullopt;
@@ -264,6 +264,20 @@ Decision unavailable_on_throw(const std::function<Decision()>& fn) {
   }
 }
 
+}  // namespace
+
+asio::awaitable<Decision> Accounts::Impl::decide(std::function<Decision(LedgerStore&)> step,
+                                                 common::Clock::time_point deadline,
+                                                 std::function<void(LedgerStore&, const Decision&)> late) {
+  std::function<Decision(LedgerStore&)> job = [step = std::move(step)](LedgerStore& store) {
+    return unavailable_on_throw([&] { return step(store); });
+  };
+  const auto answer = co_await on_pool<Decision>(std::move(job), step_deadline(deadline), std::move(late));
+  co_return answer ? *answer : Decision{Verdict::unavailable, 0, {}, 0};
+}
+
+namespace {
+
 Refusal window_refusal(Refusal::Kind kind, const std::vector<WindowDraw>& windows, const Decision& d, int64_t now) {
   Refusal r;
   r.kind = kind;
@@ -273,6 +287,17 @@ Refusal window_refusal(Refusal::Kind kind, const std::vector<WindowDraw>& window
   r.retry_after = seconds_to_reset(w, now);
   return r;
 }
+
+}  // namespace
+
+Refusal store_unavailable_refusal() {
+  Refusal r;
+  r.kind = Refusal::Kind::store_unavailable;
+  r.retry_after = 1;
+  return r;
+}
+
+namespace {
 
 Refusal balance_refusal() {
   Refusal r;
@@ -313,8 +338,7 @@ Accounts::Accounts(std::unique_ptr<LedgerStore> ledger, std::unique_ptr<SpendLog
   impl_->log = std::move(log);
   impl_->store = std::move(store);
   if (impl_->shared) {
-    // Without a pool of its own (tests), a shared ledger's waited-on steps still must not
-    // queue behind settlements: one more connection, one more thread.
+    // The steps a request waits on must not queue behind settlements on the worker.
     if (pool.empty()) throw std::invalid_argument("accounts: a shared ledger needs a pool");
     impl_->pool = std::make_unique<storage::StorePool<LedgerStore>>(std::move(pool));
     impl_->breaker = storage::breaker_for(impl_->store);
@@ -323,7 +347,7 @@ Accounts::Accounts(std::unique_ptr<LedgerStore> ledger, std::unique_ptr<SpendLog
 }
 
 Accounts::~Accounts() {
-  impl_->pool.reset();  // runs what is queued (releases, late holds), then stops
+  stop_pool();  // nobody waits on it any more; a late hold is still given back
   {
     std::lock_guard lock(impl_->mutex);
     impl_->stopping = true;
@@ -381,13 +405,9 @@ asio::awaitable<Admission> Accounts::admit(const config::Config& cfg, const conf
     // Named, not a temporary in the co_await: g++ 12 double-destroys temporaries that
     // live across a suspension in a coroutine. A count that lands after its caller gave
     // up stays counted: the request was served (policy open) or refused once.
-    std::function<Decision(LedgerStore&)> job = [request](LedgerStore& store) {
-      return unavailable_on_throw([&] { return store.count(request); });
-    };
+    std::function<Decision(LedgerStore&)> step = [request](LedgerStore& store) { return store.count(request); };
     std::function<void(LedgerStore&, const Decision&)> late;
-    const auto step = impl_->step_deadline(deadline);
-    const auto answer = co_await impl_->on_pool<Decision>(std::move(job), step, std::move(late));
-    d = answer ? *answer : Decision{Verdict::unavailable, 0, {}, 0};
+    d = co_await impl_->decide(std::move(step), deadline, std::move(late));
   }
   switch (d.verdict) {
     case Verdict::unavailable:
@@ -422,9 +442,7 @@ asio::awaitable<std::optional<Refusal>> Accounts::reserve(Grant& grant, CostBoun
   if (!impl_->shared) {
     d = ledger->hold(hold);
   } else {
-    std::function<Decision(LedgerStore&)> job = [hold](LedgerStore& store) {
-      return unavailable_on_throw([&] { return store.hold(hold); });
-    };
+    std::function<Decision(LedgerStore&)> step = [hold](LedgerStore& store) { return store.hold(hold); };
     // Granted after the caller gave up: nobody will settle it, so give it back now
     // rather than when it expires.
     std::function<void(LedgerStore&, const Decision&)> late = [hold](LedgerStore& store, const Decision& late_d) {
@@ -435,9 +453,7 @@ asio::awaitable<std::optional<Refusal>> Accounts::reserve(Grant& grant, CostBoun
         spdlog::error("accounts: giving back late hold {} failed: {}", hold.request_id, e.what());
       }
     };
-    const auto step = impl_->step_deadline(deadline);
-    const auto answer = co_await impl_->on_pool<Decision>(std::move(job), step, std::move(late));
-    d = answer ? *answer : Decision{Verdict::unavailable, 0, {}, 0};
+    d = co_await impl_->decide(std::move(step), deadline, std::move(late));
   }
   std::optional<Refusal> refusal;
   switch (d.verdict) {

@@ -41,6 +41,11 @@ struct Refusal {
   unsigned retry_after = 0; // seconds until that window resets
 };
 
+// 503 store_unavailable, Retry-After 1: the store cannot be reached and store.outage is
+// closed for something the request needs (accounts/ for limits and credits, the server
+// for receipts).
+Refusal store_unavailable_refusal();
+
 // One request's standing with its account, from admission to settlement or release.
 class Grant {
  public:

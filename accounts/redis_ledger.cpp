@@ -367,13 +367,7 @@ class RedisLedger final : public LedgerStore {
     });
   }
 
-  bool reachable() override {
-    return conn_.run<bool>("ping", false, [&](bool) -> Attempt<bool> {
-      Reply r = conn_.command({"PING"});
-      if (!r) return Attempt<bool>::lost();
-      return Attempt<bool>::ok(r->type == REDIS_REPLY_STATUS);
-    });
-  }
+  bool reachable() override { return conn_.ping(); }
 
  private:
   static std::vector<std::string> customer_keys(const std::string& customer) {

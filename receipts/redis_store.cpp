@@ -112,13 +112,7 @@ class RedisStore final : public ReceiptStore {
   // Redis deletes expired receipts on its own (EXPIREAT).
   size_t purge_expired(int64_t) override { return 0; }
 
-  bool reachable() override {
-    return conn_.run<bool>("ping", false, [&](bool) -> Attempt<bool> {
-      Reply r = conn_.command({"PING"});
-      if (!r) return Attempt<bool>::lost();
-      return Attempt<bool>::ok(r->type == REDIS_REPLY_STATUS);
-    });
-  }
+  bool reachable() override { return conn_.ping(); }
 
   size_t count() override {
     return conn_.run<size_t>("count", 0, [&](bool) -> Attempt<size_t> {

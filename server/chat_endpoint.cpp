@@ -154,7 +154,6 @@ class ChatAttempts final : public EndpointAttempts {
     ClaimFigures figures = chat_figures(request_sha256_, charge);
     if (info.receipt_id) figures.response_sha256 = relay.response_sha256();
     const bool stored = co_await bill_and_record(route, info, std::move(charge), std::move(figures));
-    if (!stored && info.receipt_id) services_.metrics.store_outage_served("receipts");
     const std::string tail = relay.release_held(stored) + "data: [DONE]\n\n";
     if (co_await sink_.write_stream(tail)) co_await sink_.end_stream();
   }

@@ -179,18 +179,24 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
   co_await services_.accounts.settle(services_.grant, std::move(charge), durable_settlement(*rt_.config));
   if (route.pricing) services_.metrics.spend(route.id, route.pricing->currency, cost, figures.usage_estimated);
   if (!info.receipt_id) co_return false;
+  // A store known to be down (its breaker open) is not waited for.
+  if (services_.store_breaker && services_.store_breaker->down()) {
+    services_.metrics.store_outage_served("receipts");
+    co_return false;
+  }
   figures.router_attestation = services_.attestation.receipt_block();
   receipts::Claims claims = make_claims(*info.receipt_id, info, std::move(figures), head_.nonce);
   if (route.pricing) {
     claims.cost = common::format_nanos(cost, 0);
     claims.currency = route.pricing->currency;
   }
-  // A store known to be down (its breaker open) is not waited for.
-  if (services_.store_breaker && services_.store_breaker->down()) co_return false;
   std::string customer = head_.customer();
   const bool stored = co_await issue_receipt(services_.receipts, rt_.config->receipts, std::move(customer),
                                              std::move(claims), head_.deadline);
-  if (!stored) spdlog::error("route {}: the receipt could not be stored; answering without receipt_id", route.id);
+  if (!stored) {
+    spdlog::error("route {}: the receipt could not be stored; answering without receipt_id", route.id);
+    services_.metrics.store_outage_served("receipts");
+  }
   co_return stored;
 }
 
@@ -209,7 +215,6 @@ boost::asio::awaitable<router::AttemptResult> EndpointAttempts::deliver(const ro
       info.receipt_id) {
     info.receipt_id.reset();
     info.receipt_unavailable = true;
-    services_.metrics.store_outage_served("receipts");
   }
   const std::string attempts = attempts_with_success(plan, attempt_start);
   Response reply;
@@ -287,7 +292,8 @@ ApiError refusal_error(const accounts::Refusal& refusal) {
     case Kind::balance_exceeded: break;
     case Kind::store_unavailable:
       return ApiError{503, "service_unavailable", "store_unavailable",
-                      "The shared store (limits and credits) is unreachable; retry shortly", std::nullopt};
+                      "The shared store is unreachable and store.outage refuses this request; retry shortly",
+                      std::nullopt};
     case Kind::rate_limited:
       return ApiError{429, "rate_limit_error", "rate_limit_exceeded",
                       "Rate limit of " + std::to_string(refusal.limit) + " requests exceeded; retry in " +

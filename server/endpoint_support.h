@@ -148,7 +148,7 @@ class EndpointAttempts : public router::AttemptRunner {
                                                         providers::Clock::time_point attempt_start, WholeAnswer answer);
   // Settles the answer's cost (accounts/) and, when `info` carries a receipt id, stores its
   // receipt; false when that receipt could not be stored (the answer then goes out
-  // without the id).
+  // without the id, counted in tresor_store_outage_served_total{function="receipts"}).
   boost::asio::awaitable<bool> bill_and_record(const config::RouteConfig& route, const TresorInfo& info,
                                                accounts::Charge charge, ClaimFigures figures);
   // A stream cut after events reached the client: billed for what was delivered, no receipt.

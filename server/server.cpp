@@ -371,12 +371,7 @@ std::function<bool()> store_ping(const config::StoreConfig& store) {
   auto conn = std::make_shared<std::unique_ptr<storage::RedisConnection>>();
   return [conn, store] {
     if (!*conn) *conn = std::make_unique<storage::RedisConnection>("store probe", store);
-    storage::RedisConnection& c = **conn;
-    return c.run<bool>("ping", false, [&](bool) -> storage::Attempt<bool> {
-      storage::RedisReply r = c.command({"PING"});
-      if (!r) return storage::Attempt<bool>::lost();
-      return storage::Attempt<bool>::ok(r->type == REDIS_REPLY_STATUS);
-    });
+    return (*conn)->ping();
   };
 }
 

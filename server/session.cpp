@@ -171,11 +171,6 @@ ApiError duplicate_authorization() {
                          std::string("Authorization"));
 }
 
-ApiError store_unavailable() {
-  return ApiError{503, "service_unavailable", "store_unavailable",
-                  "The shared store (receipts) is unreachable; retry shortly", std::nullopt};
-}
-
 Response jwks_response(const std::string& jwks) {
   Response r;
   r.body = jwks;
@@ -641,10 +636,9 @@ class Session final : public ResponseSink, public SessionControl {
         services_.outage.receipts == config::OutageMode::closed) {
       // store.outage.receipts: closed — no answer without its receipt while the store is
       // known to be down (an answer already made when storing fails is still delivered).
-      services_.metrics.reservation_refused(accounts::Refusal::Kind::store_unavailable);
-      Response r = error_response(store_unavailable());
-      r.headers.emplace_back("Retry-After", "1");
-      co_return co_await finish_without_body(std::move(r), now_.has_body);
+      const accounts::Refusal refusal = accounts::store_unavailable_refusal();
+      services_.metrics.reservation_refused(refusal.kind);
+      co_return co_await finish_without_body(refusal_response(refusal), now_.has_body);
     }
     if (now_.route.endpoint == Endpoint::usage) {
       const auto usage = co_await services_.accounts.usage_json(*runtime.config, auth.key->customer,

@@ -633,6 +633,14 @@ RedisReply RedisConnection::command(const std::vector<std::string>& args) {
   return read_reply();
 }
 
+bool RedisConnection::ping() {
+  return run<bool>("ping", false, [&](bool) -> Attempt<bool> {
+    RedisReply r = command({"PING"});
+    if (!r) return Attempt<bool>::lost();
+    return Attempt<bool>::ok(r->type == REDIS_REPLY_STATUS);
+  });
+}
+
 std::string RedisConnection::errstr() const { return err_.empty() ? std::string("no error") : err_; }
 
 void RedisConnection::log_unexpected(const std::string& what, const redisReply* r) const {

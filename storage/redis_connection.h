@@ -143,6 +143,9 @@ class RedisConnection {
   // then closed, broken() is true).
   RedisReply read_reply();
   RedisReply command(const std::vector<std::string>& args);
+  // PING through run(): whether the store answers now (reconnecting if needed; nothing is
+  // sent while the breaker is open, except by its prober).
+  bool ping();
 
   // Not connected, or the last operation failed.
   bool broken() const { return !ready_; }
