@@ -4,7 +4,7 @@
 // `cut_every`-th stream half-way and a fallback route serves the same text.
 //
 //   node bench/stream-recovery-load.mjs [--streams 2000] [--max-rss-mb 600] [--pace-ms 20]
-//        [--idle-seconds 2] [--timeout-seconds 300] [--cut-every 10] [--prefill]
+//        [--idle-seconds 2] [--timeout-seconds 300] [--cut-every 10] [--breaker-failures 1000] [--prefill]
 //        [--recovery replay|prefill_only|off]
 //
 // Every client must end in one of two ways: the concatenated content equals the full text
@@ -38,14 +38,17 @@ const USAGE = `usage: node bench/stream-recovery-load.mjs [options]
   --idle-seconds S       timeouts.stream_idle_seconds of the gateway (default 2)
   --timeout-seconds S    overall limit of the load phase; streams still open then count as timed out (default 300)
   --cut-every K          fake A cuts every K-th stream after 30 of 60 pieces (default 10)
+  --breaker-failures F   breaker.consecutive_failures, 1..1000 (default 1000: the burst of cuts does not open
+                         A's breaker, so every stream starts on A; 5 = the gateway's default)
   --prefill              route B supports_prefill: true and fake B honor_prefill: 1 (needs issue-18 config keys)
   --recovery MODE        routing.stream_recovery: replay | prefill_only | off (default: not set = gateway default)`;
 
 function parseArgs(argv) {
   const o = { streams: 2000, maxRssMb: 600, paceMs: 20, idleSeconds: 2, timeoutSeconds: 300, cutEvery: 10,
-    prefill: false, recovery: undefined };
+    breakerFailures: 1000, prefill: false, recovery: undefined };
   const ints = { '--streams': 'streams', '--max-rss-mb': 'maxRssMb', '--pace-ms': 'paceMs',
-    '--idle-seconds': 'idleSeconds', '--timeout-seconds': 'timeoutSeconds', '--cut-every': 'cutEvery' };
+    '--idle-seconds': 'idleSeconds', '--timeout-seconds': 'timeoutSeconds', '--cut-every': 'cutEvery',
+    '--breaker-failures': 'breakerFailures' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--help' || a === '-h') { console.log(USAGE); process.exit(0); }
@@ -119,16 +122,18 @@ function percentile(sorted, p) {
  */
 async function oneStream(OpenAI, client, i, signal) {
   const t0 = performance.now();
-  const r = { i, text: '', chunks: 0, finish: null, tresor: null, usage: null };
+  const r = { i, text: '', chunks: 0, finish: null, tresor: null, usage: null, attemptsHeader: null };
   let stream;
   try {
-    stream = await client.chat.completions.create({
+    const { data, response } = await client.chat.completions.create({
       model: ROUTE_A,
       messages: [{ role: 'user', content: `Say the sixty words (stream ${i}).` }],
       stream: true,
       stream_options: { include_usage: true },
       failover: [ROUTE_B],
-    }, { signal });
+    }, { signal }).withResponse();
+    stream = data;
+    r.attemptsHeader = response.headers.get('x-tresor-attempts');
   } catch (err) {
     return { ...r, ms: performance.now() - t0, ...classifyError(OpenAI, err, signal, 'http_error') };
   }
@@ -180,6 +185,10 @@ async function main() {
     timeouts: { stream_idle_seconds: o.idleSeconds, attempt_first_event_seconds: 30 },
     // One attempt per route: a recovery continues on B (the failover list), not on A again.
     retry: { attempts_per_route: 1, backoff_ms: 50 },
+    // The cuts of all streams come at the same point of their answers, before any success, so
+    // with the default threshold (5) A's breaker opens while later streams are still being
+    // dispatched, and those go straight to B (skipped_breaker) instead of being cut.
+    breaker: { consecutive_failures: o.breakerFailures },
     content: FULL_TEXT,
     fakeOpts: { chunks: WORDS, paceMs: o.paceMs },
     configHook: (c) => {
@@ -218,7 +227,8 @@ async function main() {
   setMaxListeners(o.streams + 16, abort.signal); // one listener per stream is expected, not a leak
   const limit = setTimeout(() => abort.abort(), o.timeoutSeconds * 1000);
   console.log(`stream-recovery-load: ${o.streams} concurrent streams, fake A cuts every ${o.cutEvery}th after ` +
-    `${WORDS / 2}/${WORDS} pieces, pace ${o.paceMs} ms, stream_idle_seconds ${o.idleSeconds}` +
+    `${WORDS / 2}/${WORDS} pieces, pace ${o.paceMs} ms, stream_idle_seconds ${o.idleSeconds}, ` +
+    `breaker after ${o.breakerFailures} failures` +
     `${o.prefill ? ', route B prefill' : ''}${o.recovery ? `, stream_recovery ${o.recovery}` : ''}`);
   const t0 = performance.now();
   const results = await Promise.all(Array.from({ length: o.streams }, (_, i) => oneStream(OpenAI, client, i, abort.signal)));
@@ -227,10 +237,14 @@ async function main() {
   const rssPeak = vmKb(gwPid, 'VmHWM');
   const rssAfter = vmKb(gwPid, 'VmRSS');
 
-  const [statsA, statsB] = await Promise.all([stack.fakes.prova.stats(), stack.fakes.provb.stats()]);
+  const [statsA, statsB, requestsB] = await Promise.all([
+    stack.fakes.prova.stats(), stack.fakes.provb.stats(), stack.fakes.provb.requests()]);
+  // How B was asked to continue: a request ending in an assistant message is a prefill one.
+  const prefillsB = requestsB.filter((q) => JSON.parse(q.body).messages?.at(-1)?.role === 'assistant').length;
   const metrics = await (await fetch(stack.gw.url('/metrics'))).text();
   const recoveryMetrics = metrics.split('\n').filter((l) => l.startsWith('tresor_stream_recoveries_total'));
-  const ok = report(o, results, { wallMs, rssBefore, rssPeak, rssAfter, peakReset, statsA, statsB, recoveryMetrics });
+  const ok = report(o, results, {
+    wallMs, rssBefore, rssPeak, rssAfter, peakReset, statsA, statsB, recoveryMetrics, prefillsB, recordedB: requestsB.length });
   return ok ? 0 : 1;
 }
 
@@ -258,9 +272,21 @@ function report(o, results, m) {
   console.log(`             full, not recovered ${fmt(by('full').filter((r) => !r.tresor?.recovered_from))}`);
   console.log(`             recovered ${fmt(by('full').filter((r) => r.tresor?.recovered_from))}`);
   console.log(`             in-band error ${fmt(by('in_band_error'))}`);
+  // cut_every counts the stream requests fake A got (recoveries or failovers may skip it).
   console.log(`fake A: ${m.statsA.requests} requests, ${m.statsA.streams_completed} completed streams, ` +
-    `${Math.floor(o.streams / o.cutEvery)} cut by design; fake B: ${m.statsB.requests} requests ` +
-    `(${m.statsB.streams_completed} completed streams)`);
+    `${Math.floor(m.statsA.requests / o.cutEvery)} cut by design; fake B: ${m.statsB.requests} requests ` +
+    `(${m.statsB.streams_completed} completed streams; ${m.prefillsB} of the ${m.recordedB} it recorded ` +
+    'end with an assistant message = prefill)');
+  // The attempt trail (the finish chunk's tresor.attempts after a recovery, else the
+  // X-Tresor-Attempts header), times left out: how the gateway served the streams.
+  const trails = {};
+  for (const r of results) {
+    const trail = r.tresor?.attempts ?? r.attemptsHeader;
+    const t = `${r.outcome}: ${trail ? trail.replace(/;\d+/g, '') : '(no trail)'}`;
+    trails[t] = (trails[t] ?? 0) + 1;
+  }
+  console.log('outcome: attempt trail (finish chunk tresor.attempts, else X-Tresor-Attempts):');
+  for (const [t, n] of Object.entries(trails).sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`  ${String(n).padStart(6)}  ${t}`);
   if (m.recoveryMetrics.length) console.log(`gateway: ${m.recoveryMetrics.join('; ')}`);
   console.log(`gateway RSS: before ${mib(m.rssBefore)}, peak ${mib(m.rssPeak)}` +
     `${m.peakReset ? '' : ' (VmHWM since start: clear_refs not permitted)'}, after ${mib(m.rssAfter)}; bound ${o.maxRssMb} MiB`);
