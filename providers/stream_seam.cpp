@@ -229,14 +229,19 @@ StreamSeam::Verdict StreamSeam::accept(std::string& chunk_json) {
       if (piece.text.size() > overlap) fresh[piece.path] += piece.text.substr(overlap);
     }
     bool finish = finish_reason_of(choice);
+    // A tool call the client has not seen may open with a delta of only its id.
+    bool new_call_id = false;
+    for (const auto& tc : d.tool_calls)
+      if (!tc.id.empty() && !delivered_.tool_calls_.count(tc.index)) new_call_id = true;
+    const bool moves_on = !fresh.empty() || new_call_id;
     // Going beyond the client's text, or ending, before every field the client has was
-    // reproduced: a different answer.
-    if ((!fresh.empty() || finish) && !covered()) {
+    // reproduced; or going on after the client's answer ended: a different answer.
+    if (((moves_on || finish) && !covered()) || (moves_on && delivered_.finished())) {
       diverged = true;
       return;
     }
     if (finish && delivered_.finished()) finish = false;  // the client has its finish chunk
-    if (fresh.empty() && !finish) return;
+    if (!moves_on && !finish) return;
     any_new = true;
 
     std::string out = R"({"index":0,"delta":{)";

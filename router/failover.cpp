@@ -71,6 +71,7 @@ AttemptPlan plan_for(const std::vector<const config::RouteConfig*>& candidates, 
 
 // What a hedged pair did: the primary's result, and the hedge's if it was started.
 struct HedgedPair {
+  int winner = -1;  // the slot that committed (0 primary, 1 hedge), -1: neither
   AttemptResult primary;
   Clock::time_point hedge_start{};
   std::optional<AttemptResult> hedge;
@@ -161,6 +162,7 @@ asio::awaitable<HedgedPair> run_hedged(AttemptRunner& runner, AttemptPlan& prima
     lost.outcome = AttemptOutcome::hedged_cancelled;
     pair.hedge = lost;
   }
+  pair.winner = state.race.winner();
   primary.race = nullptr;
   hedge.race = nullptr;
   co_return pair;
@@ -238,6 +240,7 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
 
   bool committed = false;                // a stream reached the client: later attempts recover it
   std::optional<size_t> hedged_index;    // a candidate already tried as a hedge (and failed)
+  std::optional<size_t> hedge_winner;    // a candidate whose first attempt was a winning hedge
 
   for (size_t i = 0; i < candidates.size(); ++i) {
     if (hedged_index == i) continue;
@@ -264,7 +267,9 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
     const unsigned attempts_here =
         admission == Admission::allowed ? policy.retry->attempts_per_route : 1u;
 
-    for (unsigned attempt = 1; attempt <= attempts_here; ++attempt) {
+    // A winning hedge was this route's first attempt: its recoveries get the rest.
+    const unsigned first_attempt = hedge_winner == i ? 2u : 1u;
+    for (unsigned attempt = first_attempt; attempt <= attempts_here; ++attempt) {
       auto attempt_start = Clock::now();
       if (deadline.passed(attempt_start)) {
         last_was_deadline = true;
@@ -286,7 +291,9 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
         r = pair.primary;
         if (pair.hedge) {
           const AttemptResult& h = *pair.hedge;
-          if (r.outcome == AttemptOutcome::hedged_cancelled) {
+          // The hedge committed: it won, whether the primary was cancelled or had
+          // already failed on its own.
+          if (pair.winner == 1) {
             // The hedge won: its route carries on from here (recoveries included).
             result.hedge = FailoverResult::Hedge::won;
             note_attempt(result, route, r, attempt_start, policy, health);
@@ -296,6 +303,7 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
               result.kind = FailoverResult::Kind::served;
               co_return result;
             }
+            hedge_winner = i + 1;
             break;  // the next outer step is candidate i + 1: the recoveries of its stream
           }
           result.hedge = h.outcome == AttemptOutcome::hedged_cancelled ? FailoverResult::Hedge::lost

@@ -65,7 +65,8 @@ std::optional<providers::StreamSeam::Mode> recovery_mode(const config::Config& c
                                                          const providers::DeliveredAnswer& delivered) {
   const config::StreamRecovery mode = route.stream_recovery.value_or(cfg.routing.stream_recovery);
   if (mode == config::StreamRecovery::off) return std::nullopt;
-  if (route.supports_prefill && req.choices == 1 && delivered.plain_content())
+  // After the client's finish there is nothing to continue: a replay checks and drops.
+  if (route.supports_prefill && req.choices == 1 && delivered.plain_content() && !delivered.finished())
     return providers::StreamSeam::Mode::prefill;
   if (mode == config::StreamRecovery::prefill_only) return std::nullopt;
   return providers::StreamSeam::Mode::replay;
@@ -180,6 +181,12 @@ class ChatAttempts final : public EndpointAttempts {
   boost::asio::awaitable<router::AttemptResult> recover_stream(const router::AttemptPlan& plan) {
     const auto attempt_start = Clock::now();
     const config::RouteConfig& route = *plan.route;
+    if (sink_.client_left()) {  // it left during the backoff: nobody to recover for
+      co_await end_failed_stream();
+      router::AttemptResult r = committed_result(AttemptOutcome::recovery_skipped);
+      r.ended = true;
+      co_return r;
+    }
     const auto mode = recovery_mode(*rt_.config, route, req_, relay_->delivered());
     if (!mode) co_return committed_result(AttemptOutcome::recovery_skipped);
     ++recoveries_made_;
@@ -281,7 +288,8 @@ class ChatAttempts final : public EndpointAttempts {
 
   // Whether the loop may try another recovery; if not, the client's stream ends here.
   boost::asio::awaitable<router::AttemptResult> after_failure(router::AttemptResult r) {
-    if (recoverable_ && recoveries_made_ < rt_.config->retry.max_stream_recoveries && !past_deadline())
+    if (recoverable_ && recoveries_made_ < rt_.config->retry.max_stream_recoveries && !past_deadline() &&
+        !sink_.client_left())
       co_return r;
     co_await end_failed_stream();
     r.ended = true;
@@ -292,7 +300,8 @@ class ChatAttempts final : public EndpointAttempts {
   boost::asio::awaitable<void> end_failed_stream() {
     const ApiError error = pending_error_.value_or(upstream_error("The upstream stream ended before completion"));
     pending_error_.reset();
-    if (recoverable_) services_.metrics.stream_recovery(failed_route_, Metrics::Recovery::failed);
+    // A client that left is no failed recovery: nobody was waiting for one.
+    if (recoverable_ && !sink_.client_left()) services_.metrics.stream_recovery(failed_route_, Metrics::Recovery::failed);
     co_await relay_->fail(sink_, error);
     co_await bill_cut(combined_charge(*last_route_));
   }

@@ -46,6 +46,9 @@ class ResponseSink {
   // Writes bytes of the stream and flushes them; false when the client is gone.
   virtual boost::asio::awaitable<bool> write_stream(std::string_view bytes) = 0;
   virtual boost::asio::awaitable<void> end_stream() = 0;
+  // The client has closed or reset its connection (looked at without reading from it):
+  // a failed stream is never recovered for it.
+  virtual bool client_left() { return false; }
 };
 
 }  // namespace tresor::server

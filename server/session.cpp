@@ -285,6 +285,8 @@ class Session final : public ResponseSink, public SessionControl {
 
   // ResponseSink ------------------------------------------------------------------
   void commit() override { answer_started_ = true; }
+  // A half-close counts: mid-answer, no HTTP client sends its FIN and still waits.
+  bool client_left() override { return client_gone_ || peer_state() != PeerState::present; }
 
   asio::awaitable<void> send(Response response) override {
     answer_started_ = true;
