@@ -88,6 +88,7 @@ struct Step {
   std::chrono::milliseconds wait{0};
   bool answers = false;
   AttemptResult result;
+  bool then_fails = false;  // with `answers`: commits, then its stream fails with `result`
 };
 
 Step answers_after(std::chrono::milliseconds wait) {
@@ -101,6 +102,14 @@ Step fails_after(std::chrono::milliseconds wait, AttemptOutcome outcome, int sta
   s.wait = wait;
   s.result.outcome = outcome;
   s.result.http_status = status;
+  return s;
+}
+// Commits the client's stream after `wait`, then its upstream cuts it.
+Step answers_then_cut(std::chrono::milliseconds wait) {
+  Step s = answers_after(wait);
+  s.then_fails = true;
+  s.result.outcome = AttemptOutcome::stream_cut;
+  s.result.committed = true;
   return s;
 }
 // A stream committed to the client earlier (or by this attempt) failed after events.
@@ -164,6 +173,7 @@ class TimedRunner : public AttemptRunner {
       co_return r;
     }
     calls[me].claimed = true;
+    if (s.then_fails) co_return s.result;
     co_return AttemptResult{};
   }
 
@@ -554,4 +564,46 @@ TEST_CASE("hedge: the primary fails after the hedge started, then the hedge answ
   CHECK(runner.sequence() == "a,b");
   CHECK(summary(r) == "a=reset, b=ok");
   CHECK(r.hedge == Hedge::won);
+}
+
+TEST_CASE("hedge: the primary wins, then its stream is cut → recovered on its retries, then on the hedge's route",
+          "[router][failover][hedge][stream_recovery]") {
+  Env env{"a", "b"};
+  env.routing.hedge_after_ms = 20;
+  TimedRunner runner;
+  runner.script["a"] = {answers_then_cut(100ms), committed(AttemptOutcome::stream_cut)};
+  runner.script["b"] = {answers_after(10s), answers_after(0ms)};
+  const auto r = env.run(runner);
+  CHECK(r.kind == Kind::served);
+  CHECK(r.hedge == Hedge::lost);
+  CHECK(runner.sequence() == "a,b,a,b");
+  CHECK(summary(r) == "a=stream_cut, b=hedged_cancelled, a=stream_cut, b=ok");
+  REQUIRE(runner.calls.size() == 4);
+  CHECK(runner.calls[1].wait_ec == asio::error::operation_aborted);
+  CHECK_FALSE(runner.calls[3].raced);  // the recovery is not hedged
+  CHECK(env.took < 5s);
+}
+
+// The hedge wins and its stream is cut later: the recoveries run on the hedge's route
+// first. Spec 18: "the same route's REMAINING retry.attempts_per_route first" — the hedge
+// was b's first attempt, so with attempts_per_route 2 one recovery on b, then c.
+// KNOWN DEVIATION (reported to the lead, 508440f): after a won hedge, run_failover
+// `break`s to the outer loop, which gives candidate b a fresh attempts_per_route budget:
+// got "a,b,b,b,c" (b attempted attempts_per_route + 1 times).
+TEST_CASE("hedge: the hedge wins, then its stream is cut → the hedge route's remaining retries, then the next",
+          "[router][failover][hedge][stream_recovery][!mayfail]") {
+  Env env{"a", "b", "c"};
+  env.routing.hedge_after_ms = 20;
+  TimedRunner runner;
+  runner.script["a"] = {answers_after(10s)};
+  runner.script["b"] = {answers_then_cut(0ms), committed(AttemptOutcome::stream_cut),
+                        committed(AttemptOutcome::stream_cut)};
+  runner.script["c"] = {answers_after(0ms)};
+  const auto r = env.run(runner);
+  INFO("sequence " << runner.sequence() << ", trail " << summary(r));
+  CHECK(r.kind == Kind::served);
+  CHECK(r.hedge == Hedge::won);
+  CHECK(runner.call_of("a")->wait_ec == asio::error::operation_aborted);
+  CHECK(runner.sequence() == "a,b,b,c");
+  CHECK(summary(r) == "a=hedged_cancelled, b=stream_cut, b=stream_cut, c=ok");
 }
