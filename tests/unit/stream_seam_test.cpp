@@ -488,8 +488,9 @@ TEST_CASE("seam: finish already delivered — more text from the replay is a div
 // the receipt), the stream was cut before [DONE], and the recovering route has
 // supports_prefill (recovery_mode picks prefill for plain content, finished or not). The
 // continuation of a finished answer must not reach the client after its finish_reason.
-// KNOWN BUG (reported to the lead, 508440f): prefill forwards " and more" (and the
-// continuation's finish is dropped, so the client sees text after its finish chunk).
+// KNOWN BUG (reported to the lead, 508440f): prefill forwards " and more" and then, being
+// caught up, the continuation's own finish chunk: the client gets its (held) finish, text,
+// and a second finish_reason.
 TEST_CASE("seam: finish already delivered — a prefill continuation's text is not forwarded",
           "[stream_seam][!mayfail]") {
   const std::vector<std::string> had = {first(R"({"content":"Done."})"), first("{}", R"("stop")")};
