@@ -464,7 +464,46 @@ def upstream():
     seed("gzip_answer", ok("first", "Content-Encoding: gzip\r\n"), second)
 
 
+# ---- stream_seam: flags byte, split plan, delivered pieces \0 replay pieces ----------
+# A piece is a field byte (0 content, 1 reasoning_content, 2 refusal, 3/4 tool call 0/1
+# arguments) and its text; pieces are separated by \x1e. Flags: 1 prefill, 2 the client
+# has its finish, 4 usage-only chunk at the end, 8 the replay finishes, 16 the replay
+# re-sends the delivered text cut by the split plan first.
+def stream_seam():
+    t = "stream_seam"
+    clean(t)
+
+    def pieces(*ps):
+        # Field bytes 'A'..'E' (65..69, % 5 = 0..4): a 0 byte would end the section.
+        return b"\x1e".join(bytes([65 + f]) + (x.encode() if isinstance(x, str) else x) for f, x in ps)
+
+    def seed(name, flags, split, had, new):
+        write(t, name, bytes([flags]) + split + pieces(*had) + b"\0" + pieces(*new))
+
+    hello = [(0, "Hel"), (0, "lo wo")]
+    seed("replay_straddle", 16 | 8 | 4, plan(2, 3), hello, [(0, "rld!")])
+    seed("replay_exact_boundary", 16 | 8, plan(8), hello, [(0, " and more")])
+    seed("replay_one_chunk", 16 | 8, plan(), hello, [(0, "!")])
+    seed("replay_diverged", 8, plan(), hello, [(0, "Help")])
+    seed("replay_short_finish", 8, plan(), hello, [(0, "Hello")])
+    seed("replay_no_finish", 16, plan(1), hello, [(0, "x")])
+    seed("utf8_escapes", 16 | 8, plan(1, 2, 3), [(0, b'caf\x80 "q"\n\\ \x01'), (0, b"\x83\x81")],
+         [(0, b"\x82 end\t")])
+    seed("utf8_same_first_byte", 8, plan(), [(0, b"caf\x80")], [(0, b"caf\x81 noir")])
+    seed("reasoning_then_content", 16 | 8, plan(4), [(1, "Let me think"), (0, "Ans")], [(0, "wer")])
+    seed("reasoning_not_covered", 8, plan(), [(1, "Let me think")], [(1, "Let me"), (0, "Answer")])
+    seed("refusal", 16 | 8, plan(2), [(2, "I can't")], [(2, " help")])
+    seed("tool_calls", 16 | 8 | 4, plan(3, 1), [(3, '{"city":'), (3, '"Par')], [(3, 'is"}'), (4, "{}")])
+    seed("tool_call_diverged", 8, plan(), [(3, '{"city":"Par')], [(3, '{"city":"Lon')])
+    seed("finish_delivered", 2 | 16 | 8 | 4, plan(5), [(0, "Hi")], [])
+    seed("finish_delivered_more", 2 | 16 | 8, plan(), [(0, "Hi")], [(0, " there")])
+    seed("prefill", 1 | 8 | 4, plan(), [(0, "Once upon")], [(0, " a time"), (0, ", the end")])
+    seed("prefill_resends", 1 | 16 | 8, plan(2), [(0, "Once")], [(0, " more")])
+    seed("nothing_delivered", 8 | 4, plan(), [], [(0, "Hi")])
+    write(t, "empty", b"")
+
+
 if __name__ == "__main__":
-    chat(); sse(); chat_stream(); multipart(); transcription(); config(); money(); timeout(); route(); receipts(); head(); upstream()
+    chat(); sse(); chat_stream(); multipart(); transcription(); config(); money(); timeout(); route(); receipts(); head(); upstream(); stream_seam()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))

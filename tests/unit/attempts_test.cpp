@@ -57,6 +57,15 @@ const std::vector<Row> kTable = {
     // Not attempted at all: the loop moves on; a skip says nothing new about the route.
     {AttemptOutcome::skipped_breaker, 0, "", Decision::next_route, false},
     {AttemptOutcome::skipped_retry_after, 0, "", Decision::next_route, false},
+    // Issue 18: a committed stream that failed is continued on the same route's retries
+    // first, and the failure counts against the route; a route that may not continue it
+    // (recovery_skipped) and a hedge that lost are no news about the route's health; a
+    // diverged replay ended the client's stream (the model's nondeterminism, not the route).
+    {AttemptOutcome::stream_cut, 0, "", Decision::retry_same_route, true},
+    {AttemptOutcome::stream_stalled, 0, "", Decision::retry_same_route, true},
+    {AttemptOutcome::recovery_diverged, 0, "", Decision::stop, false},
+    {AttemptOutcome::recovery_skipped, 0, "", Decision::next_route, false},
+    {AttemptOutcome::hedged_cancelled, 0, "", Decision::next_route, false},
 
     {AttemptOutcome::http_status, 400, "", Decision::pass_through, false},
     {AttemptOutcome::http_status, 400, "invalid_request_error", Decision::pass_through, false},
@@ -122,6 +131,11 @@ TEST_CASE("attempts: outcome_name() spells every outcome", "[router][attempts]")
   CHECK(outcome_name(AttemptOutcome::deadline) == "deadline");
   CHECK(outcome_name(AttemptOutcome::skipped_breaker) == "skipped_breaker");
   CHECK(outcome_name(AttemptOutcome::skipped_retry_after) == "skipped_retry_after");
+  CHECK(outcome_name(AttemptOutcome::stream_cut) == "stream_cut");
+  CHECK(outcome_name(AttemptOutcome::stream_stalled) == "stream_stalled");
+  CHECK(outcome_name(AttemptOutcome::recovery_diverged) == "recovery_diverged");
+  CHECK(outcome_name(AttemptOutcome::recovery_skipped) == "recovery_skipped");
+  CHECK(outcome_name(AttemptOutcome::hedged_cancelled) == "hedged_cancelled");
 }
 
 namespace {
@@ -162,5 +176,14 @@ TEST_CASE("attempts: format_attempts() writes route=outcome;ms joined by ', '", 
   }
   SECTION("a non-HTTP outcome ignores a stray status") {
     CHECK(format_attempts({rec("a", AttemptOutcome::reset, 502, 9)}) == "a=reset;9");
+  }
+  SECTION("a recovered stream's trail (spec 18: eu/a/m=ok;120, eu/a/m=stream_cut;300, eu/b/m=ok;80)") {
+    CHECK(format_attempts({rec("eu/a/m", AttemptOutcome::stream_cut, 0, 300), rec("eu/b/m", AttemptOutcome::ok, 0, 80),
+                           rec("eu/a/m", AttemptOutcome::stream_stalled, 0, 5),
+                           rec("eu/b/m", AttemptOutcome::recovery_diverged, 0, 6),
+                           rec("eu/c/m", AttemptOutcome::recovery_skipped, 0, 0),
+                           rec("eu/d/m", AttemptOutcome::hedged_cancelled, 0, 40)}) ==
+          "eu/a/m=stream_cut;300, eu/b/m=ok;80, eu/a/m=stream_stalled;5, eu/b/m=recovery_diverged;6, "
+          "eu/c/m=recovery_skipped;0, eu/d/m=hedged_cancelled;40");
   }
 }

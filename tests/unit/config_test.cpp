@@ -618,3 +618,102 @@ TEST_CASE("config: duplicate entries in any mapping are errors with file:line") 
     CHECK(contains(e, "duplicate key 'store'"));
   }
 }
+
+// ---- stream recovery and hedging (issue 18) ----------------------------------------
+
+namespace {
+
+const char* const kRecoveryRoutes =
+    "routes:\n"
+    "  - id: eu/pm/a\n"
+    "    provider: pm\n"
+    "    upstream_model: a\n"
+    "  - id: eu/pm/b\n"
+    "    provider: pm\n"
+    "    upstream_model: b\n"
+    "    stream_recovery: prefill_only\n"
+    "    supports_prefill: true\n"
+    "    prefill_style: continue_final_message\n"
+    "    hedge_after_ms: 1500\n";
+
+}  // namespace
+
+TEST_CASE("config: routing, retry.max_stream_recoveries and the route recovery keys load", "[config][stream_recovery]") {
+  const auto c = load_config_text(std::string("routing:\n  stream_recovery: off\n  hedge_after_ms: 250\n"
+                                              "retry:\n  max_stream_recoveries: 3\n") +
+                                      kProviders + kRecoveryRoutes,
+                                  "r.yaml");
+  CHECK(c->routing.stream_recovery == tresor::config::StreamRecovery::off);
+  REQUIRE(c->routing.hedge_after_ms.has_value());
+  CHECK(*c->routing.hedge_after_ms == 250);
+  CHECK(c->retry.max_stream_recoveries == 3);
+  REQUIRE(c->routes.size() == 2);
+  const auto& b = c->routes[1];
+  REQUIRE(b.stream_recovery.has_value());
+  CHECK(*b.stream_recovery == tresor::config::StreamRecovery::prefill_only);
+  CHECK(b.supports_prefill);
+  CHECK(b.prefill_style == tresor::config::PrefillStyle::continue_final_message);
+  REQUIRE(b.hedge_after_ms.has_value());
+  CHECK(*b.hedge_after_ms == 1500);
+
+  CHECK(load_config_text("routing: {stream_recovery: replay}", "r.yaml")->routing.stream_recovery ==
+        tresor::config::StreamRecovery::replay);
+  CHECK(load_config_text("routing: {stream_recovery: prefill_only}", "r.yaml")->routing.stream_recovery ==
+        tresor::config::StreamRecovery::prefill_only);
+  CHECK(load_config_text("retry: {max_stream_recoveries: 0}", "r.yaml")->retry.max_stream_recoveries == 0);
+  CHECK(load_config_text("retry: {max_stream_recoveries: 5}", "r.yaml")->retry.max_stream_recoveries == 5);
+  CHECK(*load_config_text("routing: {hedge_after_ms: 1}", "r.yaml")->routing.hedge_after_ms == 1);
+  CHECK(*load_config_text("routing: {hedge_after_ms: 600000}", "r.yaml")->routing.hedge_after_ms == 600000);
+}
+
+TEST_CASE("config: recovery and hedging defaults (replay, one recovery, no prefill, no hedge)",
+          "[config][stream_recovery]") {
+  const auto c = load_config_text(std::string(kProviders) + kRecoveryRoutes, "d.yaml");
+  CHECK(c->routing.stream_recovery == tresor::config::StreamRecovery::replay);
+  CHECK_FALSE(c->routing.hedge_after_ms.has_value());
+  CHECK(c->retry.max_stream_recoveries == 1);
+  const auto& a = c->routes[0];
+  CHECK_FALSE(a.stream_recovery.has_value());  // the global mode applies
+  CHECK_FALSE(a.supports_prefill);
+  CHECK(a.prefill_style == tresor::config::PrefillStyle::assistant_message);
+  CHECK_FALSE(a.hedge_after_ms.has_value());
+  const auto empty = load_config_text("routing: {}", "d.yaml");
+  CHECK(empty->routing.stream_recovery == tresor::config::StreamRecovery::replay);
+  CHECK_FALSE(empty->routing.hedge_after_ms.has_value());
+}
+
+TEST_CASE("config: bad recovery and hedging values are refused, naming the key", "[config][stream_recovery]") {
+  struct Bad {
+    std::string yaml;
+    std::string names;
+  };
+  const std::string route = std::string(kProviders) + "routes:\n  - id: eu/pm/a\n    provider: pm\n    upstream_model: a\n";
+  const Bad bad[] = {
+      {"routing:\n  stream_recovery: maybe\n", "routing.stream_recovery"},
+      {"routing:\n  stream_recovery: 1\n", "routing.stream_recovery"},
+      {"routing:\n  hedge_after_ms: 0\n", "routing.hedge_after_ms"},
+      {"routing:\n  hedge_after_ms: 600001\n", "routing.hedge_after_ms"},
+      {"routing:\n  hedge_after_ms: -5\n", "routing.hedge_after_ms"},
+      {"routing:\n  hedge_after_ms: soon\n", "routing.hedge_after_ms"},
+      {"routing:\n  hedge_after: 5\n", "hedge_after"},
+      {"routing:\n  max_stream_recoveries: 1\n", "max_stream_recoveries"},  // belongs under retry
+      {"retry:\n  max_stream_recoveries: 6\n", "retry.max_stream_recoveries"},
+      {"retry:\n  max_stream_recoveries: -1\n", "retry.max_stream_recoveries"},
+      {route + "    prefill_style: x\n", "routes[0].prefill_style"},
+      {route + "    stream_recovery: maybe\n", "routes[0].stream_recovery"},
+      {route + "    supports_prefill: sometimes\n", "routes[0].supports_prefill"},
+      {route + "    hedge_after_ms: 0\n", "routes[0].hedge_after_ms"},
+      {route + "    hedge_after_ms: 600001\n", "routes[0].hedge_after_ms"},
+      {"routing: [replay]\n", "routing"},
+  };
+  for (const auto& b : bad) {
+    INFO(b.yaml);
+    const std::string e = error_of(b.yaml);
+    INFO(e);
+    CHECK(starts_with(e, "cfg.yaml:"));
+    CHECK(contains(e, b.names));
+  }
+  // The unknown key's position is its own line.
+  CHECK(error_of("routing:\n  stream_recovery: replay\n  hedge: 5\n") == "cfg.yaml:3:3: unknown key 'hedge' in routing");
+  CHECK(contains(error_of("routing:\n  stream_recovery: maybe\n"), "replay, prefill_only or off"));
+}

@@ -102,3 +102,84 @@ TEST_CASE("adapter: the output is valid JSON for a body with nested and odd memb
         "{\"model\":\"up\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"}]\\\"\"}]}],"
         "\"x\\\"y\":[[],[[]],{\"}\":\"]\"}],\"n\":-0.0e-0,\"t\":true,\"f\":false}");
 }
+
+// ---- build_prefill_body (issue 18: continuing a cut stream by assistant prefill) ----
+
+namespace {
+
+std::string prefill_body(std::string body, std::string_view text, bool continue_final_message,
+                         std::string_view stream_options = {}) {
+  auto parsed = tresor::server::parse_chat_request(body);
+  REQUIRE(std::holds_alternative<tresor::server::ChatRequest>(parsed));
+  const std::string out = tresor::providers::build_prefill_body(
+      std::get<tresor::server::ChatRequest>(parsed).members, "up", stream_options, text, continue_final_message);
+  INFO(out);
+  CHECK_NOTHROW(boost::json::parse(out));
+  return out;
+}
+
+// The same for members given directly (the request parser refuses an empty messages array,
+// but the adapter must still cope with one).
+std::string prefill_members(std::vector<JsonMember> members, std::string_view text, bool continue_final_message,
+                            std::string_view stream_options = {}) {
+  const std::string out =
+      tresor::providers::build_prefill_body(members, "up", stream_options, text, continue_final_message);
+  INFO(out);
+  CHECK_NOTHROW(boost::json::parse(out));
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("adapter: prefill appends the delivered text as an assistant message", "[adapter][prefill]") {
+  CHECK(prefill_body(R"({"model":"k","messages":[{"role":"user","content":"hi"}],"stream":true})", "Hel", false) ==
+        R"({"model":"up","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"Hel"}],"stream":true})");
+}
+
+TEST_CASE("adapter: prefill copes with whitespace inside messages and with an empty array", "[adapter][prefill]") {
+  CHECK(prefill_body("{\"model\":\"k\",\"messages\": [ {\"role\":\"user\",\"content\":\"]\"} \n ] }", "x", false) ==
+        "{\"model\":\"up\",\"messages\":[ {\"role\":\"user\",\"content\":\"]\"} \n ,{\"role\":\"assistant\",\"content\":\"x\"}]}");
+  CHECK(prefill_members({{"\"model\"", "model", "\"k\""}, {"\"messages\"", "messages", "[\n\t]"}}, "x", false) ==
+        "{\"model\":\"up\",\"messages\":[\n\t{\"role\":\"assistant\",\"content\":\"x\"}]}");
+  CHECK(prefill_members({{"\"model\"", "model", "\"k\""}, {"\"messages\"", "messages", "[]"}}, "x", false) ==
+        R"({"model":"up","messages":[{"role":"assistant","content":"x"}]})");
+}
+
+TEST_CASE("adapter: prefill JSON-escapes the delivered text", "[adapter][prefill]") {
+  static constexpr char kText[] = "a\"b\\c\nd\te\x01 caf\xc3\xa9 </s>";
+  const std::string text(kText, sizeof kText - 1);
+  const std::string out = prefill_body(R"({"model":"k","messages":[{"role":"user","content":"q"}]})", text, false);
+  const auto parsed = boost::json::parse(out).as_object();
+  const auto& messages = parsed.at("messages").as_array();
+  REQUIRE(messages.size() == 2);
+  CHECK(messages[1].as_object().at("role").as_string() == "assistant");
+  CHECK(std::string(messages[1].as_object().at("content").as_string()) == text);
+  CHECK(out.find(R"("content":"a\"b\\c\nd\te\u0001 caf)") != std::string::npos);
+}
+
+TEST_CASE("adapter: continue_final_message adds vLLM's two members and replaces the client's", "[adapter][prefill]") {
+  CHECK(prefill_body(R"({"model":"k","messages":[{"role":"user","content":"q"}]})", "A", true) ==
+        R"({"model":"up","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"A"}],)"
+        R"("continue_final_message":true,"add_generation_prompt":false})");
+  const std::string out = prefill_body(
+      R"({"continue_final_message":false,"model":"k","add_generation_prompt":true,"messages":[{"role":"user","content":"q"}]})",
+      "A", true);
+  CHECK(out ==
+        R"({"model":"up","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"A"}],)"
+        R"("continue_final_message":true,"add_generation_prompt":false})");
+  const auto parsed = boost::json::parse(out).as_object();
+  CHECK(parsed.at("continue_final_message").as_bool());
+  CHECK_FALSE(parsed.at("add_generation_prompt").as_bool());
+  // assistant_message style leaves a client's members of those names alone.
+  CHECK(prefill_body(R"({"model":"k","add_generation_prompt":true,"messages":[{"role":"user","content":"q"}]})",
+                     "A", false) ==
+        R"({"model":"up","add_generation_prompt":true,"messages":[{"role":"user","content":"q"},)"
+        R"({"role":"assistant","content":"A"}]})");
+}
+
+TEST_CASE("adapter: prefill keeps the stream options the gateway adds", "[adapter][prefill]") {
+  const std::string out = prefill_body(R"({"model":"k","messages":[{"role":"user","content":"q"}],"stream":true})", "A", false,
+                                       R"({"include_usage":true})");
+  CHECK(boost::json::parse(out).as_object().at("stream_options").as_object().at("include_usage").as_bool());
+  CHECK(out.find(R"({"role":"assistant","content":"A"}])") != std::string::npos);
+}

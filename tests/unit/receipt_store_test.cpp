@@ -557,3 +557,43 @@ TEST_CASE("claims JSON is what boost::json would write, in spec order, for any s
   CHECK_FALSE(plain.contains("nonce"));
   CHECK_FALSE(plain.contains("router_attestation"));
 }
+
+TEST_CASE("claims JSON: recoveries (issue 18) come last, one object per recovery, and only when there are some",
+          "[receipts][claims][stream_recovery]") {
+  tresor::receipts::Claims c;
+  c.id = "r1";
+  c.issued_at = 1'795'000'000;
+  c.requested_route = "eu/a/m";
+  c.routed_model = "eu/b/m";
+  c.failover = true;
+  c.endpoint = "/v1/chat/completions";
+  c.currency = "EUR";
+  const std::string before = tresor::receipts::claims_json(c);
+  CHECK(before.find("recoveries") == std::string::npos);
+
+  tresor::receipts::Claims::Recovery first;
+  first.from = "eu/a/m";
+  first.to = "eu/a/m";
+  first.offset = 12;
+  first.mode = "replay";
+  tresor::receipts::Claims::Recovery second;
+  second.from = "eu/\"a\"/m";  // escaped like every string claim
+  second.to = "eu/b/m";
+  second.offset = 18446744073709551615ull;
+  second.mode = "prefill";
+  c.recoveries = {first, second};
+  const std::string text = tresor::receipts::claims_json(c);
+  // The member is appended to the claims without recoveries: `before` minus its '}'.
+  REQUIRE(text.size() > before.size());
+  CHECK(text.substr(0, before.size() - 1) == before.substr(0, before.size() - 1));
+  CHECK(text.substr(before.size() - 1) ==
+        R"(,"recoveries":[{"from":"eu/a/m","to":"eu/a/m","offset":12,"mode":"replay"},)"
+        R"({"from":"eu/\"a\"/m","to":"eu/b/m","offset":18446744073709551615,"mode":"prefill"}]})");
+  const auto parsed = boost::json::parse(text).as_object();
+  CHECK(parsed.at("recoveries").as_array().size() == 2);
+  CHECK(parsed.at("recoveries").as_array()[1].as_object().at("from").as_string() == "eu/\"a\"/m");
+
+  c.recoveries = {first};
+  const std::string one = tresor::receipts::claims_json(c);
+  CHECK(one.substr(before.size() - 1) == R"(,"recoveries":[{"from":"eu/a/m","to":"eu/a/m","offset":12,"mode":"replay"}]})");
+}
