@@ -57,8 +57,9 @@ struct Fault {
       no_usage,                // chat and transcriptions: no usage reported
       huge_headers, endless_headers, garbage, garbage_after, gzip, body_bytes, chunked, no_length,  // hostile upstream
       interim, error_in_200, error_null, no_choices, no_text, multiline_data, sse_extras, omit_fields,
-      drop_next_on_connection;  // legal but unusual upstreams
-  std::optional<std::string> content, error_code, sse_line_ending;
+      drop_next_on_connection,  // legal but unusual upstreams
+      reject_prefill, honor_prefill, cut_every;  // stream recovery (issue 18)
+  std::optional<std::string> content, error_code, sse_line_ending, tool_args, tool_name;
 };
 
 // A runtime behaviour posted with "times": applies to the next `remaining` chat requests.
@@ -74,6 +75,7 @@ struct State {
   std::uint64_t request_count = 0, connections_accepted = 0, streams_completed = 0,
                 streams_aborted = 0, requests_aborted = 0, dropped_on_connection = 0,
                 active_streams = 0;  // active_streams is a live gauge: never reset
+  std::uint64_t stream_requests = 0;  // chat stream requests that reached the faults (cut_every counts these)
   std::uint64_t next_connection_id = 0, next_completion_id = 0;
   std::map<std::string, std::uint64_t> by_model;  // chat requests per model (without its ?suffix)
   json::object behaviour;                         // POST /_fake/behaviour without "times"
@@ -144,15 +146,31 @@ std::optional<std::int64_t> Fault::*int_key(std::string_view key) {
       {"multiline_data", &Fault::multiline_data},
       {"sse_extras", &Fault::sse_extras},
       {"omit_fields", &Fault::omit_fields},
-      {"drop_next_on_connection", &Fault::drop_next_on_connection}};
+      {"drop_next_on_connection", &Fault::drop_next_on_connection},
+      {"reject_prefill", &Fault::reject_prefill},
+      {"honor_prefill", &Fault::honor_prefill},
+      {"cut_every", &Fault::cut_every}};
   for (auto& [name, member] : ints)
     if (key == name) return member;
   return nullptr;
 }
 
-bool string_key(std::string_view key) {
-  return key == "content" || key == "error_code" || key == "sse_line_ending";
+// The string fault keys.
+std::optional<std::string> Fault::*string_key(std::string_view key) {
+  static const std::pair<std::string_view, std::optional<std::string> Fault::*> strings[] = {
+      {"content", &Fault::content},
+      {"error_code", &Fault::error_code},
+      {"sse_line_ending", &Fault::sse_line_ending},
+      {"tool_args", &Fault::tool_args},
+      {"tool_name", &Fault::tool_name}};
+  for (auto& [name, member] : strings)
+    if (key == name) return member;
+  return nullptr;
 }
+
+// String keys whose runtime-behaviour value must be a JSON string (or null); the older
+// ones take anything and keep its JSON text.
+bool strict_string_key(std::string_view key) { return key == "tool_args" || key == "tool_name"; }
 
 // `interim` also takes the word "both" (= 1: a 100 and a 103).
 std::optional<std::int64_t> int_value(std::string_view key, const json::value& v) {
@@ -166,8 +184,9 @@ std::optional<std::int64_t> int_value(std::string_view key, const json::value& v
 void set_fault(Fault& f, std::string_view key, const json::value& v) {
   if (auto member = int_key(key)) f.*member = int_value(key, v);
   if (f.status && (*f.status < 200 || *f.status > 599)) f.status.reset();  // keep the reply valid HTTP
-  if (string_key(key)) {
-    auto& dst = key == "content" ? f.content : key == "error_code" ? f.error_code : f.sse_line_ending;
+  if (f.cut_every && *f.cut_every < 1) f.cut_every.reset();  // "every 0th request" means nothing
+  if (auto member = string_key(key)) {
+    auto& dst = f.*member;
     if (v.is_string()) dst = std::string(v.get_string());
     else if (v.is_null()) dst.reset();
     else dst = json::serialize(v);
@@ -505,6 +524,105 @@ void stream_events(Request& r, const ChunkShape& c, const std::vector<std::strin
   }
 }
 
+// `tool_args`: the answer is one tool call (choice 0 only). Its id carries the completion
+// counter, so two requests never share a call id.
+// A stream delta's call carries its index; a message's (non-stream) does not.
+json::object tool_call(const ChunkShape& c, const std::string& name, std::string arguments, bool with_index) {
+  json::object function{{"name", name}, {"arguments", std::move(arguments)}};
+  json::object call;
+  if (with_index) call["index"] = 0;
+  call["id"] = "call_fake_" + std::to_string(c.id);
+  call["type"] = "function";
+  call["function"] = std::move(function);
+  return call;
+}
+
+std::string tool_completion_json(const ChunkShape& c, const std::string& name, const std::string& arguments,
+                                 json::object usage, bool no_choices, bool no_usage) {
+  json::object message{{"role", "assistant"},
+                       {"content", nullptr},
+                       {"tool_calls", json::array{tool_call(c, name, arguments, false)}}};
+  json::object choice{{"index", 0}, {"message", std::move(message)}, {"finish_reason", "tool_calls"}};
+  json::object o{{"id", "chatcmpl-fake-" + std::to_string(c.id)},
+                 {"object", "chat.completion"},
+                 {"created", c.created},
+                 {"model", c.model}};
+  if (!no_choices) o["choices"] = json::array{std::move(choice)};
+  if (!no_usage) o["usage"] = std::move(usage);
+  apply_shape(o, c);
+  return json::serialize(o);
+}
+
+// Stream of one tool call: the role chunk announces the call (name, empty arguments), the
+// `chunks` steps carry argument pieces, the finish chunk says "tool_calls". Same step
+// layout as stream_events, so the "…_after N chunks" faults count argument pieces.
+void tool_stream_events(Request& r, const ChunkShape& c, const std::string& name, const std::string& arguments,
+                        json::object usage, bool include_usage) {
+  const Fault& f = r.fault;
+  json::object head_delta{{"role", "assistant"},
+                          {"content", nullptr},
+                          {"tool_calls", json::array{tool_call(c, name, std::string(), true)}}};
+  r.events.push_back(std::vector<std::string>{json::serialize(chunk_object(c, 0, std::move(head_delta), nullptr))});
+  for (auto& piece : split_pieces(arguments, r.chunks)) {
+    json::object function{{"arguments", piece}};
+    json::object call{{"index", 0}, {"function", std::move(function)}};
+    json::object delta{{"tool_calls", json::array{std::move(call)}}};
+    r.events.push_back(std::vector<std::string>{json::serialize(chunk_object(c, 0, std::move(delta), nullptr))});
+  }
+  bool usage_on_finish = include_usage && on(f.usage_in_finish);
+  if (!on(f.no_finish)) {
+    auto fin = chunk_object(c, 0, {}, "tool_calls");
+    if (usage_on_finish) fin["usage"] = usage;
+    r.events.push_back(std::vector<std::string>{json::serialize(fin)});
+  }
+  if (include_usage && !usage_on_finish) {
+    auto u = chunk_object(c, 0, {}, nullptr);
+    u["choices"] = json::array{};
+    u["usage"] = std::move(usage);
+    r.events.push_back(std::vector<std::string>{json::serialize(u)});
+  }
+}
+
+// The last element of `messages` when it is an object, else null.
+const json::object* last_message(const json::object& body) {
+  auto* msgs = body.if_contains("messages");
+  if (!msgs || !msgs->is_array() || msgs->get_array().empty()) return nullptr;
+  return msgs->get_array().back().if_object();
+}
+
+bool ends_with_assistant(const json::object& body) {
+  const json::object* m = last_message(body);
+  auto* role = m ? m->if_contains("role") : nullptr;
+  return role && role->is_string() && role->get_string() == "assistant";
+}
+
+// The assistant prefill P: the last message's string content when its role is "assistant".
+std::optional<std::string> assistant_prefill(const json::object& body) {
+  if (!ends_with_assistant(body)) return std::nullopt;
+  auto* content = last_message(body)->if_contains("content");
+  if (!content || !content->is_string()) return std::nullopt;
+  return std::string(content->get_string());
+}
+
+// `reject_prefill`: what a provider without assistant prefill says.
+std::string prefill_rejected_body() {
+  return json::serialize(json::object{
+      {"error", json::object{{"message", "fake upstream: assistant prefill is not supported"},
+                             {"type", "invalid_request_error"},
+                             {"param", "messages"},
+                             {"code", "prefill_unsupported"}}}});
+}
+
+// `cut_every` N: the mid-stream faults hit only every Nth chat stream request (k % N == 0,
+// k counted since start or reset); the others stream normally.
+void apply_cut_every(Fault& f, std::uint64_t k) {
+  if (!f.cut_every || k % static_cast<std::uint64_t>(*f.cut_every) == 0) return;
+  f.cut_after.reset();
+  f.reset_after.reset();
+  f.stall_after.reset();
+  f.error_event_after.reset();
+}
+
 // The request's model as sent ("fake-model" if absent), suffix included.
 std::string_view raw_model(const json::object& body) {
   if (auto* m = body.if_contains("model"); m && m->is_string()) return m->get_string();
@@ -533,6 +651,17 @@ std::string status_error_body(const Fault& f) {
                         *f.status >= 500 ? "server_error" : "invalid_request_error", code);
 }
 
+// The end of every stream after its events: [DONE] (unless no_done), and the event that
+// error_event_after sends.
+void finish_stream(Request& r) {
+  const Fault& f = r.fault;
+  bool no_done = on(f.no_done) || on(f.no_done_close);
+  if (!no_done) r.events.push_back(std::vector<std::string>{"[DONE]"});
+  r.hold_open = no_done && !on(f.no_done_close);
+  r.error_event = json::serialize(json::object{
+      {"error", json::object{{"message", "fake mid-stream error"}, {"type", "server_error"}, {"code", nullptr}}}});
+}
+
 // Layers, each overriding the one before key by key: runtime behaviour, the model's
 // ?suffix, the body's "fake" object.
 Request prepare_chat(const json::object& body, const json::object& behaviour) {
@@ -553,12 +682,21 @@ Request prepare_chat(const json::object& body, const json::object& behaviour) {
   auto* iu = so && so->is_object() ? so->get_object().if_contains("include_usage") : nullptr;
   // no_usage: an upstream that never reports usage (ignores stream_options).
   bool include_usage = iu && iu->is_bool() && iu->get_bool() && !on(f.no_usage);
+  if (r.stream) apply_cut_every(f, ++g.stream_requests);
   std::string content = f.content.value_or(g.opt.content);
+  if (on(f.honor_prefill))  // continue after the prefill: only the rest of the answer
+    if (auto prefill = assistant_prefill(body); prefill && content.starts_with(*prefill)) content.erase(0, prefill->size());
   r.chunks = std::max<std::int64_t>(0, f.chunks.value_or(g.opt.chunks));
   r.pace_ms = f.pace_ms.value_or(g.opt.pace_ms);
 
   if (f.status) {
     r.error_body = status_error_body(f);
+    return r;
+  }
+  if (on(f.reject_prefill) && ends_with_assistant(body)) {  // answered like a `status` 400
+    f.status = 400;
+    f.retry_after.reset();
+    r.error_body = prefill_rejected_body();
     return r;
   }
   if (on(f.error_in_200)) {  // 200, but the body (or the first event) is an error envelope
@@ -570,8 +708,21 @@ Request prepare_chat(const json::object& body, const json::object& behaviour) {
 
   ChunkShape shape{++g.next_completion_id, static_cast<std::int64_t>(std::time(nullptr)), std::string(model),
                    on(f.omit_fields), on(f.error_null)};
+  std::size_t p = prompt_tokens(body);
+  if (f.tool_args) {  // one tool call instead of content; `n` and the prefill are ignored
+    std::size_t cnt = count_words(*f.tool_args);
+    json::object usage{{"prompt_tokens", p}, {"completion_tokens", cnt}, {"total_tokens", p + cnt}};
+    std::string name = f.tool_name.value_or("get_weather");
+    if (!r.stream) {
+      r.completion_body = tool_completion_json(shape, name, *f.tool_args, std::move(usage), on(f.no_choices), on(f.no_usage));
+      return r;
+    }
+    tool_stream_events(r, shape, name, *f.tool_args, std::move(usage), include_usage);
+    finish_stream(r);
+    return r;
+  }
   std::vector<std::string> contents;
-  std::size_t p = prompt_tokens(body), cnt = 0;
+  std::size_t cnt = 0;
   for (std::int64_t k = 0; k < choice_count(body); ++k) {
     contents.push_back(choice_content(content, k));
     cnt += count_words(contents.back());
@@ -582,11 +733,7 @@ Request prepare_chat(const json::object& body, const json::object& behaviour) {
     return r;
   }
   stream_events(r, shape, contents, std::move(usage), include_usage);
-  bool no_done = on(f.no_done) || on(f.no_done_close);
-  if (!no_done) r.events.push_back(std::vector<std::string>{"[DONE]"});
-  r.hold_open = no_done && !on(f.no_done_close);
-  r.error_event = json::serialize(json::object{
-      {"error", json::object{{"message", "fake mid-stream error"}, {"type", "server_error"}, {"code", nullptr}}}});
+  finish_stream(r);
   return r;
 }
 
@@ -1088,8 +1235,12 @@ Reply post_behaviour(const std::string& body) {
       if (!v.is_null() && !int_value(key, v)) return bad_request("fake key \"" + key + "\" wants an integer");
       if (key == "status" && !v.is_null() && (*to_int(v) < 200 || *to_int(v) > 599))
         return bad_request("fake key \"status\" wants 200-599");
+      if (key == "cut_every" && !v.is_null() && *to_int(v) < 1)
+        return bad_request("fake key \"cut_every\" wants an integer >= 1");
     } else if (!string_key(key)) {
       return bad_request("unknown fake key \"" + key + "\"");
+    } else if (strict_string_key(key) && !v.is_null() && !v.is_string()) {
+      return bad_request("fake key \"" + key + "\" wants a string");
     }
   }
   spec.erase("times");
@@ -1126,6 +1277,7 @@ Reply small_endpoint(const http::request<http::string_body>& req) {
     g.request_count = g.connections_accepted = g.streams_completed = g.streams_aborted = 0;
     g.requests_aborted = 0;
     g.dropped_on_connection = 0;
+    g.stream_requests = 0;
     g.by_model.clear();
     g.behaviour.clear();
     g.behaviour_queue.clear();
