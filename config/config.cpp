@@ -276,7 +276,7 @@ void load_timeouts(const Reader& r, const YAML::Node& n, TimeoutsConfig& t) {
 
 void load_retry(const Reader& r, const YAML::Node& n, RetryConfig& c) {
   r.expect_map(n, "retry", {"attempts_per_route", "backoff_ms", "max_retry_after_seconds", "max_route_hold_seconds",
-                            "client_should_retry"});
+                            "client_should_retry", "max_stream_recoveries"});
   if (auto v = n["attempts_per_route"])
     c.attempts_per_route = r.integer<unsigned>(v, "retry.attempts_per_route", 1, 10);
   if (auto v = n["backoff_ms"]) c.backoff_ms = r.integer<unsigned>(v, "retry.backoff_ms", 0, 60000);
@@ -285,6 +285,27 @@ void load_retry(const Reader& r, const YAML::Node& n, RetryConfig& c) {
   if (auto v = n["max_route_hold_seconds"])
     c.max_route_hold_seconds = r.integer<unsigned>(v, "retry.max_route_hold_seconds", 0, 86400);
   if (auto v = n["client_should_retry"]) c.client_should_retry = r.boolean(v, "retry.client_should_retry");
+  if (auto v = n["max_stream_recoveries"])
+    c.max_stream_recoveries = r.integer<unsigned>(v, "retry.max_stream_recoveries", 0, 5);
+}
+
+StreamRecovery stream_recovery_of(const Reader& r, const YAML::Node& v, const std::string& where) {
+  const auto t = r.text(v, where);
+  if (t == "replay") return StreamRecovery::replay;
+  if (t == "prefill_only") return StreamRecovery::prefill_only;
+  if (t == "off") return StreamRecovery::off;
+  r.fail(v, where + " must be replay, prefill_only or off, got '" + t + "'");
+}
+
+// 1 ms to 10 minutes (the longest budget).
+unsigned hedge_after_of(const Reader& r, const YAML::Node& v, const std::string& where) {
+  return r.integer<unsigned>(v, where, 1, 600000);
+}
+
+void load_routing(const Reader& r, const YAML::Node& n, RoutingConfig& c) {
+  r.expect_map(n, "routing", {"stream_recovery", "hedge_after_ms"});
+  if (auto v = n["stream_recovery"]) c.stream_recovery = stream_recovery_of(r, v, "routing.stream_recovery");
+  if (auto v = n["hedge_after_ms"]) c.hedge_after_ms = hedge_after_of(r, v, "routing.hedge_after_ms");
 }
 
 void load_breaker(const Reader& r, const YAML::Node& n, BreakerConfig& c) {
@@ -370,7 +391,8 @@ void load_routes(const Reader& r, const YAML::Node& n, Config& c) {
     const auto& item = n[i];
     const std::string where = "routes[" + std::to_string(i) + "]";
     r.expect_map(item, where,
-                 {"id", "provider", "upstream_model", "type", "pricing", "max_output_tokens", "max_audio_seconds"});
+                 {"id", "provider", "upstream_model", "type", "pricing", "max_output_tokens", "max_audio_seconds",
+                  "stream_recovery", "supports_prefill", "prefill_style", "hedge_after_ms"});
     RouteConfig rc;
     if (!item["id"]) r.fail(item, where + ".id is required");
     const std::string id = r.text(item["id"], where + ".id");
@@ -403,6 +425,15 @@ void load_routes(const Reader& r, const YAML::Node& n, Config& c) {
       rc.max_output_tokens = r.integer<uint64_t>(v, where + ".max_output_tokens", 1, 10'000'000);
     if (auto v = item["max_audio_seconds"])
       rc.max_audio_seconds = r.integer<uint64_t>(v, where + ".max_audio_seconds", 1, 1'000'000);
+    if (auto v = item["stream_recovery"]) rc.stream_recovery = stream_recovery_of(r, v, where + ".stream_recovery");
+    if (auto v = item["supports_prefill"]) rc.supports_prefill = r.boolean(v, where + ".supports_prefill");
+    if (auto v = item["prefill_style"]) {
+      const auto t = r.text(v, where + ".prefill_style");
+      if (t == "assistant_message") rc.prefill_style = PrefillStyle::assistant_message;
+      else if (t == "continue_final_message") rc.prefill_style = PrefillStyle::continue_final_message;
+      else r.fail(v, where + ".prefill_style must be assistant_message or continue_final_message, got '" + t + "'");
+    }
+    if (auto v = item["hedge_after_ms"]) rc.hedge_after_ms = hedge_after_of(r, v, where + ".hedge_after_ms");
     c.routes.push_back(std::move(rc));
   }
 }
@@ -550,7 +581,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   const Reader r(name);
   if (!root.IsDefined() || root.IsNull()) r.fail(root, "config is empty");
   r.expect_map(root, "the top level",
-               {"server", "timeouts", "retry", "breaker", "providers", "routes", "auth",
+               {"server", "timeouts", "retry", "breaker", "routing", "providers", "routes", "auth",
                 "receipts", "store", "attestation"});
   r.refuse_duplicate_keys(root, "");
   auto c = std::make_shared<Config>();
@@ -560,6 +591,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   if (auto n = root["timeouts"]) load_timeouts(r, n, c->timeouts);
   if (auto n = root["retry"]) load_retry(r, n, c->retry);
   if (auto n = root["breaker"]) load_breaker(r, n, c->breaker);
+  if (auto n = root["routing"]) load_routing(r, n, c->routing);
   if (auto n = root["providers"]) load_providers(r, n, *c);
   if (auto n = root["routes"]) load_routes(r, n, *c);
   if (auto n = root["auth"]) load_auth(r, n, *c);

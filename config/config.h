@@ -90,6 +90,26 @@ struct RetryConfig {
   // which the official OpenAI SDKs obey (they would otherwise replay the whole failover
   // chain up to maxRetries times). true: no such header; the client decides.
   bool client_should_retry = false;
+  // A stream that fails after its first event is continued at most this often per
+  // request (issue 18; 0 = never).
+  unsigned max_stream_recoveries = 1;
+};
+
+// How a stream that failed after events reached the client may be continued on another
+// attempt (issue 18). replay: send the request again and forward only what goes beyond
+// the text the client has, which must be an exact prefix of the new text; a route that
+// declares supports_prefill is continued by prefill instead. prefill_only: continue only on
+// routes that declare supports_prefill. off: never (the in-band error).
+enum class StreamRecovery { replay, prefill_only, off };
+// How a prefill continuation is asked for: a trailing assistant message (Anthropic,
+// DeepSeek, Mistral, most OpenAI-compatible servers), or that plus vLLM's
+// continue_final_message: true, add_generation_prompt: false.
+enum class PrefillStyle { assistant_message, continue_final_message };
+
+struct RoutingConfig {
+  StreamRecovery stream_recovery = StreamRecovery::replay;
+  // Start the next candidate beside one that has shown no first event for this long.
+  std::optional<unsigned> hedge_after_ms;
 };
 
 struct BreakerConfig {
@@ -135,6 +155,11 @@ struct RouteConfig {
   // of a transcription. Unset: accounts' documented defaults.
   std::optional<uint64_t> max_output_tokens;
   std::optional<uint64_t> max_audio_seconds;
+  // Recovery and hedging (issue 18): this route's own settings over routing's.
+  std::optional<StreamRecovery> stream_recovery;  // for streams continued ON this route
+  bool supports_prefill = false;
+  PrefillStyle prefill_style = PrefillStyle::assistant_message;
+  std::optional<unsigned> hedge_after_ms;  // when this route is the one waited on
   bool operator==(const RouteConfig&) const = default;
 };
 
@@ -227,6 +252,7 @@ struct Config {
   TimeoutsConfig timeouts;
   RetryConfig retry;
   BreakerConfig breaker;
+  RoutingConfig routing;
   std::map<std::string, ProviderConfig> providers;
   std::vector<RouteConfig> routes;  // order = auto-resolution preference
   AuthConfig auth;

@@ -276,7 +276,8 @@ boost::asio::awaitable<std::optional<UpstreamFailure>> ChatEventStream::first_ch
 }
 
 boost::asio::awaitable<ChatEventStream::End> ChatEventStream::next(std::chrono::seconds idle,
-                                                                   std::vector<ChatChunk>& out) {
+                                                                   std::vector<ChatChunk>& out,
+                                                                   std::optional<common::Deadline> limit) {
   for (;;) {
     switch (status_) {
       case ChatStreamDecoder::Status::more: break;
@@ -290,7 +291,9 @@ boost::asio::awaitable<ChatEventStream::End> ChatEventStream::next(std::chrono::
     const auto wait = grace ? std::chrono::duration_cast<Clock::duration>(kCompletionGrace)
                             : std::chrono::duration_cast<Clock::duration>(idle);
     TransportError error = TransportError::none;
-    const std::string bytes = co_await response_->read_some(common::Deadline::after(wait), error);
+    common::Deadline until = common::Deadline::after(wait);
+    if (limit) until = common::earlier_of(until, *limit);
+    const std::string bytes = co_await response_->read_some(until, error);
     const bool ended = error != TransportError::none || (bytes.empty() && response_->body_done());
     if (ended && grace) {
       status_ = ChatStreamDecoder::Status::done;

@@ -94,8 +94,10 @@ class ChatEventStream {
   // fails over). A stream that ends or errs before its first chunk is bad_response.
   boost::asio::awaitable<std::optional<UpstreamFailure>> first_chunks(common::Deadline deadline,
                                                                        std::vector<ChatChunk>& out);
-  // Reads on; `idle` bounds the silence between events.
-  boost::asio::awaitable<End> next(std::chrono::seconds idle, std::vector<ChatChunk>& out);
+  // Reads on; `idle` bounds the silence between events, and `limit` (when set) the wait
+  // as a whole: reaching it is `stalled` too.
+  boost::asio::awaitable<End> next(std::chrono::seconds idle, std::vector<ChatChunk>& out,
+                                   std::optional<common::Deadline> limit = std::nullopt);
   // After done: drops the rest of the body (normally just the chunked terminator) briefly,
   // so that the connection can go back to the pool; otherwise it is closed.
   boost::asio::awaitable<void> finish_for_reuse();

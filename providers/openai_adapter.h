@@ -22,6 +22,15 @@ bool is_tresor_only_field(std::string_view key);
 std::string build_chat_body(const std::vector<JsonMember>& members, std::string_view upstream_model,
                             std::string_view stream_options = {});
 
+// A prefill continuation (issue 18): build_chat_body with one more message at the end of
+// `messages`, {"role":"assistant","content":<assistant_text>}, asking the upstream to
+// continue that text. `continue_final_message` also sets vLLM's
+// "continue_final_message": true and "add_generation_prompt": false (replacing the
+// client's members of those names).
+std::string build_prefill_body(const std::vector<JsonMember>& members, std::string_view upstream_model,
+                               std::string_view stream_options, std::string_view assistant_text,
+                               bool continue_final_message);
+
 // The path appended to a provider's base_url for chat completions.
 inline constexpr std::string_view kChatCompletionsPath = "/chat/completions";
 

@@ -53,6 +53,23 @@ std::string claims_json(const Claims& c) {
     out += *block;
   }
   if (c.nonce) text("nonce", *c.nonce);
+  if (!c.recoveries.empty()) {
+    name("recoveries");
+    out += '[';
+    for (const auto& r : c.recoveries) {
+      if (out.back() != '[') out += ',';
+      out += R"({"from":)";
+      common::append_json_string(out, r.from);
+      out += R"(,"to":)";
+      common::append_json_string(out, r.to);
+      out += R"(,"offset":)";
+      out += std::to_string(r.offset);
+      out += R"(,"mode":)";
+      common::append_json_string(out, r.mode);
+      out += '}';
+    }
+    out += ']';
+  }
   out += '}';
   return out;
 }

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/ids.h"
 #include "common/sha256.h"
@@ -39,6 +40,15 @@ struct Claims {
   std::optional<std::string> nonce;  // X-Tresor-Nonce
   // The router's attestation block (a JSON object, GET /attestation's stable fields).
   std::optional<std::string> router_attestation_json;
+  // A stream continued on another attempt after its upstream failed (issue 18), one entry
+  // per recovery: {from, to, offset (bytes of generated text the client had), mode}.
+  struct Recovery {
+    std::string from;
+    std::string to;
+    uint64_t offset = 0;
+    std::string mode;  // "replay" | "prefill"
+  };
+  std::vector<Recovery> recoveries;
 };
 
 // The JWS payload, compact JSON, claims in the order of spec §5.3.

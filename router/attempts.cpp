@@ -15,6 +15,11 @@ std::string_view outcome_name(AttemptOutcome outcome) {
     case AttemptOutcome::deadline: return "deadline";
     case AttemptOutcome::skipped_breaker: return "skipped_breaker";
     case AttemptOutcome::skipped_retry_after: return "skipped_retry_after";
+    case AttemptOutcome::stream_cut: return "stream_cut";
+    case AttemptOutcome::stream_stalled: return "stream_stalled";
+    case AttemptOutcome::recovery_diverged: return "recovery_diverged";
+    case AttemptOutcome::recovery_skipped: return "recovery_skipped";
+    case AttemptOutcome::hedged_cancelled: return "hedged_cancelled";
   }
   return "unknown";
 }
@@ -42,7 +47,15 @@ Decision classify(AttemptOutcome outcome, int http_status, std::string_view upst
     case AttemptOutcome::ok: return Decision::done;
     case AttemptOutcome::connect_failed:
     case AttemptOutcome::tls_failed:
-    case AttemptOutcome::reset: return Decision::retry_same_route;
+    case AttemptOutcome::reset:
+    // A stream that failed after its first event is continued on the same route's retry
+    // budget first, then the next candidates (the recovery order of issue 18).
+    case AttemptOutcome::stream_cut:
+    case AttemptOutcome::stream_stalled: return Decision::retry_same_route;
+    case AttemptOutcome::recovery_skipped:
+    case AttemptOutcome::hedged_cancelled: return Decision::next_route;
+    // The client's stream has ended with an in-band error: nothing more to try.
+    case AttemptOutcome::recovery_diverged: return Decision::stop;
     case AttemptOutcome::bad_response:
     case AttemptOutcome::first_byte_timeout:
     case AttemptOutcome::first_event_timeout:
@@ -63,7 +76,11 @@ Decision classify(AttemptOutcome outcome, int http_status, std::string_view upst
 bool is_route_failure(AttemptOutcome outcome, int http_status, std::string_view upstream_error_code) {
   const Decision d = classify(outcome, http_status, upstream_error_code);
   if (d == Decision::done || d == Decision::pass_through) return false;
-  if (outcome == AttemptOutcome::skipped_breaker || outcome == AttemptOutcome::skipped_retry_after) return false;
+  if (outcome == AttemptOutcome::skipped_breaker || outcome == AttemptOutcome::skipped_retry_after ||
+      outcome == AttemptOutcome::recovery_skipped || outcome == AttemptOutcome::hedged_cancelled)
+    return false;
+  // A replay that differs is the model's nondeterminism, not a broken route.
+  if (outcome == AttemptOutcome::recovery_diverged) return false;
   if (outcome == AttemptOutcome::http_status && http_status == 400) return false;  // context length: healthy route
   // The client's own budget ran out: with a short X-Tresor-Timeout-Seconds a healthy but
   // slow route would otherwise be tripped for everyone.

@@ -25,6 +25,13 @@ enum class AttemptOutcome {
   deadline,             // the request's budget ran out during this attempt
   skipped_breaker,      // not attempted: circuit breaker open
   skipped_retry_after,  // not attempted: the upstream asked us to stay away (Retry-After)
+  // A stream already committed to the client (events reached it) then failed: the
+  // following attempts are recoveries of that same client stream (issue 18).
+  stream_cut,           // cut, reset, error event or bad event after the first event
+  stream_stalled,       // silence longer than timeouts.stream_idle_seconds mid-stream
+  recovery_diverged,    // a replay's text differed from what the client had: in-band error
+  recovery_skipped,     // not attempted: this route may not continue the stream (its stream_recovery mode)
+  hedged_cancelled,     // a hedged attempt that lost the race to a first event, cancelled
 };
 
 struct AttemptRecord {

@@ -1,5 +1,7 @@
 #include "router/failover.h"
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -44,7 +46,140 @@ common::Deadline first_byte_deadline(const FailoverPolicy& p, bool last, Clock::
   return common::earlier_of(deadline, common::Deadline::after(std::chrono::seconds(seconds), now));
 }
 
+// Notes one finished attempt: the trail, and the route's health.
+void note_attempt(FailoverResult& result, const config::RouteConfig& route, const AttemptResult& r,
+                  Clock::time_point attempt_start, const FailoverPolicy& policy, RouteHealth& health) {
+  result.attempts.push_back(record(route, r.outcome, r.http_status, ms_since(attempt_start)));
+  if (is_route_failure(r.outcome, r.http_status, r.upstream_error_code))
+    health.record_failure(route.id, Clock::now(), *policy.breaker);
+  else if (r.outcome == AttemptOutcome::ok || r.outcome == AttemptOutcome::http_status)
+    health.record_success(route.id);  // it answered: the route is alive
+}
+
+AttemptPlan plan_for(const std::vector<const config::RouteConfig*>& candidates, size_t i, Clock::time_point started,
+                     common::Deadline deadline, const FailoverPolicy& policy, const FailoverResult& result) {
+  AttemptPlan plan;
+  plan.route = candidates[i];
+  plan.candidate_index = i;
+  plan.last_candidate = i + 1 == candidates.size();
+  plan.first_byte_deadline = first_byte_deadline(policy, plan.last_candidate, Clock::now(), deadline);
+  plan.request_deadline = deadline;
+  plan.started = started;
+  plan.history = &result.attempts;
+  return plan;
+}
+
+// What a hedged pair did: the primary's result, and the hedge's if it was started.
+struct HedgedPair {
+  AttemptResult primary;
+  Clock::time_point hedge_start{};
+  std::optional<AttemptResult> hedge;
+};
+
+struct HedgeState {
+  HedgeRace race;
+  bool primary_done = false;
+  asio::steady_timer* hedge_wait = nullptr;
+};
+
+// A cancelled attempt must finish through its own error paths (which close its upstream
+// connection and give its pool slot back), not by an exception from its next co_await.
+asio::awaitable<AttemptResult> primary_branch(AttemptRunner& runner, const AttemptPlan& plan, HedgeState& state) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  AttemptResult r = co_await runner.attempt(plan);
+  state.primary_done = true;
+  if (state.hedge_wait) state.hedge_wait->cancel();  // the hedge need not start any more
+  if (plan.lost_race()) r.outcome = AttemptOutcome::hedged_cancelled;
+  co_return r;
+}
+
+asio::awaitable<std::optional<AttemptResult>> hedge_branch(AttemptRunner& runner, AttemptPlan& plan,
+                                                           std::chrono::milliseconds delay, HedgeState& state,
+                                                           Clock::time_point& hedge_start) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  asio::steady_timer wait(co_await asio::this_coro::executor);
+  wait.expires_after(delay);
+  state.hedge_wait = &wait;
+  boost::system::error_code ec;
+  co_await wait.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  state.hedge_wait = nullptr;
+  if (state.primary_done || state.race.winner() >= 0 || plan.request_deadline.passed())
+    co_return std::nullopt;  // the primary ended (or committed) first: no hedge
+  hedge_start = Clock::now();
+  state.race.runners[1].started = hedge_start;
+  plan.first_byte_deadline = common::earlier_of(plan.first_byte_deadline, plan.request_deadline);
+  AttemptResult r = co_await runner.attempt(plan);
+  if (plan.lost_race()) r.outcome = AttemptOutcome::hedged_cancelled;
+  co_return r;
+}
+
+// Runs `primary`, and `hedge` beside it once `delay` has passed without the primary
+// ending or committing. Both run on this coroutine's executor (no threads).
+asio::awaitable<HedgedPair> run_hedged(AttemptRunner& runner, AttemptPlan& primary, AttemptPlan& hedge,
+                                       std::chrono::milliseconds delay) {
+  HedgeState state;
+  primary.race = &state.race;
+  primary.race_slot = 0;
+  hedge.race = &state.race;
+  hedge.race_slot = 1;
+  state.race.runners[0] = HedgeRace::Runner{primary.route->id, Clock::now()};
+  state.race.runners[1].route = hedge.route->id;
+  HedgedPair pair;
+  const auto ex = co_await asio::this_coro::executor;
+  // Both branches report here; this coroutine waits on `both_done` until they have. Each
+  // branch's completion handler carries its slot of the race, so the race can cancel it.
+  asio::steady_timer both_done(ex, Clock::time_point::max());
+  int running = 2;
+  bool primary_threw = false;
+  bool hedge_threw = false;
+  const auto finished = [&] {
+    if (--running == 0) both_done.cancel();
+  };
+  asio::co_spawn(ex, primary_branch(runner, primary, state),
+                 asio::bind_cancellation_slot(state.race.signal(0).slot(),
+                                              [&](std::exception_ptr e, AttemptResult r) {
+                                                primary_threw = e != nullptr;
+                                                pair.primary = r;
+                                                finished();
+                                              }));
+  asio::co_spawn(ex, hedge_branch(runner, hedge, delay, state, pair.hedge_start),
+                 asio::bind_cancellation_slot(state.race.signal(1).slot(),
+                                              [&](std::exception_ptr e, std::optional<AttemptResult> r) {
+                                                hedge_threw = e != nullptr;
+                                                pair.hedge = r;
+                                                finished();
+                                              }));
+  while (running > 0) {
+    boost::system::error_code ec;
+    co_await both_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (primary_threw) pair.primary.outcome = AttemptOutcome::hedged_cancelled;
+  if (hedge_threw && pair.hedge_start != Clock::time_point{}) {
+    AttemptResult lost;
+    lost.outcome = AttemptOutcome::hedged_cancelled;
+    pair.hedge = lost;
+  }
+  primary.race = nullptr;
+  hedge.race = nullptr;
+  co_return pair;
+}
+
 }  // namespace
+
+bool HedgeRace::claim(int slot) {
+  if (winner_ >= 0) return winner_ == slot;
+  winner_ = slot;
+  cancel_[1 - slot].emit(boost::asio::cancellation_type::terminal);
+  return true;
+}
+
+std::optional<std::chrono::milliseconds> hedge_delay(const FailoverPolicy& policy, const config::RouteConfig& route) {
+  std::optional<unsigned> ms = policy.hedge_after_ms;
+  if (!ms) ms = route.hedge_after_ms;
+  if (!ms && policy.routing) ms = policy.routing->hedge_after_ms;
+  if (!ms || *ms == 0) return std::nullopt;
+  return std::chrono::milliseconds(*ms);
+}
 
 AttemptResult attempt_result(const common::UpstreamFailure& failure, const AttemptPlan& plan, bool stream,
                              Clock::time_point now) {
@@ -99,7 +234,11 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
   bool last_was_deadline = false;
   std::optional<Clock::time_point> eligible;  // for a 503's Retry-After
 
+  bool committed = false;                // a stream reached the client: later attempts recover it
+  std::optional<size_t> hedged_index;    // a candidate already tried as a hedge (and failed)
+
   for (size_t i = 0; i < candidates.size(); ++i) {
+    if (hedged_index == i) continue;
     const auto& route = *candidates[i];
     const bool last = i + 1 == candidates.size();
     const auto now = Clock::now();
@@ -124,29 +263,59 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
         admission == Admission::allowed ? policy.retry->attempts_per_route : 1u;
 
     for (unsigned attempt = 1; attempt <= attempts_here; ++attempt) {
-      const auto attempt_start = Clock::now();
+      auto attempt_start = Clock::now();
       if (deadline.passed(attempt_start)) {
         last_was_deadline = true;
         break;
       }
-      AttemptPlan plan;
-      plan.route = &route;
-      plan.candidate_index = i;
-      plan.last_candidate = last;
-      plan.first_byte_deadline = first_byte_deadline(policy, last, attempt_start, deadline);
-      plan.request_deadline = deadline;
-      plan.started = started;
-      plan.history = &result.attempts;
+      AttemptPlan plan = plan_for(candidates, i, started, deadline, policy, result);
       attempted_any = true;
-      AttemptResult r = co_await runner.attempt(plan);
-      result.attempts.push_back(record(route, r.outcome, r.http_status, ms_since(attempt_start)));
+      AttemptResult r;
+      // Hedging: the route's first attempt, before anything is committed, when a next
+      // candidate exists and may be tried now.
+      const auto delay = hedge_delay(policy, route);
+      const bool hedge = delay && attempt == 1 && !committed && !last &&
+                         health.admit(candidates[i + 1]->id, attempt_start, *policy.breaker) == Admission::allowed;
+      std::optional<AttemptResult> hedged;  // the hedge's result when it was started and lost or failed
+      Clock::time_point hedge_start{};
+      if (hedge) {
+        AttemptPlan second = plan_for(candidates, i + 1, started, deadline, policy, result);
+        HedgedPair pair = co_await run_hedged(runner, plan, second, *delay);
+        r = pair.primary;
+        if (pair.hedge) {
+          const AttemptResult& h = *pair.hedge;
+          if (r.outcome == AttemptOutcome::hedged_cancelled) {
+            // The hedge won: its route carries on from here (recoveries included).
+            result.hedge = FailoverResult::Hedge::won;
+            note_attempt(result, route, r, attempt_start, policy, health);
+            note_attempt(result, *candidates[i + 1], h, pair.hedge_start, policy, health);
+            committed = committed || h.committed;
+            if (classify(h.outcome, h.http_status, h.upstream_error_code) == Decision::done || h.ended) {
+              result.kind = FailoverResult::Kind::served;
+              co_return result;
+            }
+            break;  // the next outer step is candidate i + 1: the recoveries of its stream
+          }
+          result.hedge = h.outcome == AttemptOutcome::hedged_cancelled ? FailoverResult::Hedge::lost
+                                                                        : FailoverResult::Hedge::failed;
+          if (h.outcome != AttemptOutcome::hedged_cancelled) hedged_index = i + 1;  // tried already
+          hedged = h;
+          hedge_start = pair.hedge_start;
+        }
+      } else {
+        r = co_await runner.attempt(plan);
+      }
+      note_attempt(result, route, r, attempt_start, policy, health);
+      if (hedged) note_attempt(result, *candidates[i + 1], *hedged, hedge_start, policy, health);
+      committed = committed || r.committed;
+      if (r.ended) {
+        result.kind = FailoverResult::Kind::served;
+        co_return result;
+      }
 
-      if (is_route_failure(r.outcome, r.http_status, r.upstream_error_code))
-        health.record_failure(route.id, Clock::now(), *policy.breaker);
-      else if (r.outcome == AttemptOutcome::ok || r.outcome == AttemptOutcome::http_status)
-        health.record_success(route.id);  // it answered: the route is alive
-
-      const Decision decision = classify(r.outcome, r.http_status, r.upstream_error_code);
+      Decision decision = classify(r.outcome, r.http_status, r.upstream_error_code);
+      // The client has its 200 already: an upstream's 4xx is no answer for it any more.
+      if (committed && decision == Decision::pass_through) decision = Decision::next_route;
       last_was_deadline = r.outcome == AttemptOutcome::deadline;
       if (decision == Decision::done) {
         result.kind = FailoverResult::Kind::served;

@@ -3,9 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include "router/failover.h"
+#include "providers/openai_adapter.h"
+#include "providers/stream_seam.h"
 #include "server/chat_request.h"
 #include "server/stream_relay.h"
 #include "server/tresor_member.h"
+#include "server/upstream_errors.h"
 
 namespace tresor::server {
 namespace {
@@ -54,18 +57,60 @@ std::optional<providers::TokenUsage> reported_usage(const providers::ChatAnswer&
   return answer.usage;
 }
 
-// One exchange per attempt, driven by router::run_failover.
+// What a stream that failed after its first event is continued by on `route`, if anything
+// (issue 18): prefill when the route declares it and the client's text can be said as an
+// assistant message; else replay, unless the mode forbids it.
+std::optional<providers::StreamSeam::Mode> recovery_mode(const config::Config& cfg, const config::RouteConfig& route,
+                                                         const ChatRequest& req,
+                                                         const providers::DeliveredAnswer& delivered) {
+  const config::StreamRecovery mode = route.stream_recovery.value_or(cfg.routing.stream_recovery);
+  if (mode == config::StreamRecovery::off) return std::nullopt;
+  if (route.supports_prefill && req.choices == 1 && delivered.plain_content())
+    return providers::StreamSeam::Mode::prefill;
+  if (mode == config::StreamRecovery::prefill_only) return std::nullopt;
+  return providers::StreamSeam::Mode::replay;
+}
+
+// Whether any stream of this request could be recovered at all (else the relay need not
+// keep the delivered text).
+bool recovery_possible(const config::Config& cfg, const router::Resolution& resolution) {
+  if (cfg.retry.max_stream_recoveries == 0) return false;
+  for (const auto* route : resolution.candidates)
+    if (route->stream_recovery.value_or(cfg.routing.stream_recovery) != config::StreamRecovery::off) return true;
+  return false;
+}
+
+ApiError recovery_diverged() {
+  return ApiError{502, "server_error", "stream_recovery_diverged",
+                  "The upstream stream failed, and the attempt that was to continue it produced a different "
+                  "answer; it was not spliced in",
+                  std::nullopt};
+}
+
+// One exchange per attempt, driven by router::run_failover. A stream, once committed to
+// the client, lives in relay_ across attempts: when its upstream fails, the loop's next
+// attempts continue it (recover_stream) until one finishes it or none is left.
 class ChatAttempts final : public EndpointAttempts {
  public:
   ChatAttempts(const Runtime& rt, EndpointServices services, const ControlHeaders& head, const ChatRequest& req,
-               std::string request_sha256, std::string requested_route, ResponseSink& sink)
+               std::string request_sha256, std::string requested_route, ResponseSink& sink, accounts::Nanos hold,
+               bool recoverable)
       : EndpointAttempts(rt, services, head, std::move(requested_route), sink),
         req_(req),
-        request_sha256_(std::move(request_sha256)) {}
+        request_sha256_(std::move(request_sha256)),
+        hold_(hold),
+        recoverable_(recoverable) {}
 
   boost::asio::awaitable<router::AttemptResult> run_attempt(const router::AttemptPlan& plan) override {
     if (!req_.stream) co_return co_await answer_json(plan);
+    if (relay_) co_return co_await recover_stream(plan);
     co_return co_await answer_stream(plan);
+  }
+
+  boost::asio::awaitable<bool> abandon_stream() override {
+    if (!relay_ || !pending_error_) co_return false;
+    co_await end_failed_stream();
+    co_return true;
   }
 
  private:
@@ -103,63 +148,229 @@ class ChatAttempts final : public EndpointAttempts {
       waited(asked);
       co_return failed(plan, *failure, true);
     }
-    providers::ChatEventStream& upstream = *std::get<std::unique_ptr<providers::ChatEventStream>>(opened);
+    auto upstream = std::move(std::get<std::unique_ptr<providers::ChatEventStream>>(opened));
     std::vector<providers::ChatChunk> first;
-    const auto failure = co_await upstream.first_chunks(plan.first_byte_deadline, first);
+    const auto failure = co_await upstream->first_chunks(plan.first_byte_deadline, first);
     waited(asked);
     if (failure) co_return failed(plan, *failure, true);
+    // A hedged pair: the first attempt with a first event commits; the other is cancelled.
+    if (!plan.claim_commit()) co_return outcome_only(AttemptOutcome::hedged_cancelled);
 
     // The receipt id is reserved now and travels on the finish chunk, which the relay holds
     // back until the receipt is stored, once the stream completes (then [DONE]).
-    TresorInfo unreceipted = tresor_info(requested_route_, plan);
-    TresorInfo info = unreceipted;
-    unreceipted.receipt_unavailable = !head_.receipt_opt_out;  // said only when storing it failed
-    if (!head_.receipt_opt_out) info.receipt_id = services_.grant.id();
-    StreamRelay relay(tresor_object_json(info), tresor_object_json(unreceipted),
-                      std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
-    relay.take(first);
+    info_ = tresor_info(requested_route_, plan);
+    if (!head_.receipt_opt_out) info_.receipt_id = services_.grant.id();
+    relay_ = std::make_unique<StreamRelay>(tresor_object_json(info_), unreceipted_tresor(),
+                                           std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
+    if (recoverable_) relay_->track_delivered();
+    relay_->take(first);
     // Commit: from here on the client has a 200 and no failover is possible.
     sink_.commit();
     served_by_ = plan;
     const std::string attempts = attempts_with_success(plan, attempt_start);
-    if (co_await sink_.begin_stream(sse_headers(attempts))) {
-      // A relayed stream's time is the upstream's (it paces the events).
-      const auto relaying = Clock::now();
-      const auto ending = co_await relay.relay(upstream, sink_);
-      waited(relaying);
-      if (ending == StreamRelay::Ending::completed) {
-        co_await complete_stream(route, info, relay, upstream);
-        // The client has its whole stream; keep the upstream connection if its end is here.
-        co_await upstream.finish_for_reuse();
-      } else {
-        // Cut (the upstream failed or the client left) after events reached the client:
-        // billed for what was delivered, without a receipt.
-        co_await bill_cut(chat_charge(route, upstream.usage(), prompt_bytes(req_), upstream.generated_bytes()));
-      }
-    } else {
-      co_await bill_cut(chat_charge(route, upstream.usage(), prompt_bytes(req_), upstream.generated_bytes()));
+    if (!co_await sink_.begin_stream(sse_headers(attempts))) {
+      spent_.push_back(charge_of(route, *upstream));
+      co_await bill_cut(combined_charge(route));
+      co_return outcome_only(AttemptOutcome::ok);
     }
+    co_return co_await relay_attempt(plan, *upstream, attempt_start, std::nullopt);
+  }
+
+  // The client's stream is open and its upstream failed: continue it from this attempt.
+  boost::asio::awaitable<router::AttemptResult> recover_stream(const router::AttemptPlan& plan) {
+    const auto attempt_start = Clock::now();
+    const config::RouteConfig& route = *plan.route;
+    const auto mode = recovery_mode(*rt_.config, route, req_, relay_->delivered());
+    if (!mode) co_return committed_result(AttemptOutcome::recovery_skipped);
+    ++recoveries_made_;
+    // The recovery's first forwarded event is due like any attempt's first event.
+    common::Deadline first_forward = plan.request_deadline;
+    if (const unsigned s = rt_.config->timeouts.attempt_first_event_seconds; s > 0)
+      first_forward = common::earlier_of(first_forward, common::Deadline::after(std::chrono::seconds(s)));
+    providers::ExchangeTarget to = target(plan, rt_.config->server.max_upstream_body_bytes);
+    to.first_byte_deadline = first_forward;
+    const bool prefill = *mode == providers::StreamSeam::Mode::prefill;
+    std::string body =
+        prefill ? providers::build_prefill_body(req_.members, route.upstream_model, req_.upstream_stream_options,
+                                                relay_->delivered().content(),
+                                                route.prefill_style == config::PrefillStyle::continue_final_message)
+                : providers::build_chat_body(req_.members, route.upstream_model, req_.upstream_stream_options);
+    providers::ChatStreamDecoder::Options options;
+    options.client_wants_usage = req_.include_usage;
+    const auto asked = Clock::now();
+    auto opened = co_await providers::open_chat_stream(to, std::move(body), std::move(options));
+    if (auto* failure = std::get_if<providers::UpstreamFailure>(&opened)) {
+      waited(asked);
+      co_return co_await recovery_failed(plan, *failure);
+    }
+    auto upstream = std::move(std::get<std::unique_ptr<providers::ChatEventStream>>(opened));
+    std::vector<providers::ChatChunk> first;
+    const auto failure = co_await upstream->first_chunks(first_forward, first);
+    waited(asked);
+    if (failure) co_return co_await recovery_failed(plan, *failure);
+
+    receipts::Claims::Recovery step;
+    step.from = failed_route_;
+    step.to = route.id;
+    step.offset = relay_->delivered().text_bytes();
+    step.mode = prefill ? "prefill" : "replay";
+    recoveries_.push_back(std::move(step));
+    relay_->continue_with(*mode);
+    relay_->take(first);
+    co_return co_await relay_attempt(plan, *upstream, attempt_start, first_forward);
+  }
+
+  // Relays `upstream` into the client's open stream, to its end or its failure.
+  boost::asio::awaitable<router::AttemptResult> relay_attempt(const router::AttemptPlan& plan,
+                                                              providers::ChatEventStream& upstream,
+                                                              Clock::time_point attempt_start,
+                                                              std::optional<common::Deadline> first_forward) {
+    const config::RouteConfig& route = *plan.route;
+    last_route_ = &route;
+    // A relayed stream's time is the upstream's (it paces the events).
+    const auto relaying = Clock::now();
+    const auto ending = co_await relay_->relay(upstream, sink_, first_forward);
+    waited(relaying);
     if (upstream.dropped_events() > 0)
       spdlog::warn("route {}: dropped {} invalid JSON event(s)", route.id, upstream.dropped_events());
-    co_return outcome_only(AttemptOutcome::ok);
+    spent_.push_back(charge_of(route, upstream));
+    switch (ending) {
+      case StreamRelay::Ending::completed:
+        co_await complete_stream(plan, attempt_start);
+        // The client has its whole stream; keep the upstream connection if its end is here.
+        co_await upstream.finish_for_reuse();
+        co_return outcome_only(AttemptOutcome::ok);
+      case StreamRelay::Ending::client_gone:
+        // Billed for what was delivered, without a receipt; never recovered for.
+        co_await bill_cut(combined_charge(route));
+        co_return outcome_only(AttemptOutcome::ok);
+      case StreamRelay::Ending::diverged: {
+        services_.metrics.stream_recovery(failed_route_, Metrics::Recovery::diverged);
+        spdlog::warn("route {}: the recovery of a stream from {} produced a different answer", route.id,
+                     failed_route_);
+        const ApiError e = recovery_diverged();
+        co_await relay_->fail(sink_, e);
+        pending_error_.reset();
+        co_await bill_cut(combined_charge(route));
+        router::AttemptResult r = committed_result(AttemptOutcome::recovery_diverged);
+        r.ended = true;
+        co_return r;
+      }
+      case StreamRelay::Ending::upstream_failed: break;
+    }
+    // The upstream failed with the client's stream open. A recovery that forwarded
+    // nothing failed like an attempt before its first event; otherwise this route's
+    // stream is now the one to recover from.
+    const bool before_first = recovering() && relay_->forwarded_since_seam() == 0;
+    AttemptOutcome outcome = relay_->stalled() ? AttemptOutcome::stream_stalled : AttemptOutcome::stream_cut;
+    if (before_first) outcome = relay_->stalled() ? AttemptOutcome::first_event_timeout : AttemptOutcome::reset;
+    else failed_route_ = route.id;
+    spdlog::warn("route {}: the stream failed after events reached the client: {}", route.id,
+                 relay_->failure().message);
+    pending_error_ = relay_->failure();
+    co_return co_await after_failure(committed_result(outcome));
+  }
+
+  // A recovery attempt failed before its first event (connect, status, first event).
+  boost::asio::awaitable<router::AttemptResult> recovery_failed(const router::AttemptPlan& plan,
+                                                                const providers::UpstreamFailure& failure) {
+    router::AttemptResult r = failed(plan, failure, true);
+    r.committed = true;
+    co_return co_await after_failure(r);
+  }
+
+  // Whether the loop may try another recovery; if not, the client's stream ends here.
+  boost::asio::awaitable<router::AttemptResult> after_failure(router::AttemptResult r) {
+    if (recoverable_ && recoveries_made_ < rt_.config->retry.max_stream_recoveries && !past_deadline())
+      co_return r;
+    co_await end_failed_stream();
+    r.ended = true;
+    co_return r;
+  }
+
+  // No attempt continued the stream: the in-band error of the last failure, and the bill.
+  boost::asio::awaitable<void> end_failed_stream() {
+    const ApiError error = pending_error_.value_or(upstream_error("The upstream stream ended before completion"));
+    pending_error_.reset();
+    if (recoverable_) services_.metrics.stream_recovery(failed_route_, Metrics::Recovery::failed);
+    co_await relay_->fail(sink_, error);
+    co_await bill_cut(combined_charge(*last_route_));
   }
 
   // A whole answer was relayed: bill it and store its receipt, then send the held-back
   // finish chunk (with the receipt id only if stored, like a JSON answer) and [DONE].
-  boost::asio::awaitable<void> complete_stream(const config::RouteConfig& route, const TresorInfo& info,
-                                               StreamRelay& relay, const providers::ChatEventStream& upstream) {
+  boost::asio::awaitable<void> complete_stream(const router::AttemptPlan& plan, Clock::time_point attempt_start) {
+    const config::RouteConfig& route = *plan.route;
+    if (recovering()) {
+      // Another route finished the answer: the finish chunk says which, and the trail the
+      // already-sent X-Tresor-Attempts header could not show.
+      info_.routed_model = route.id;
+      info_.failover = true;
+      info_.recovered_from = failed_route_;
+      info_.attempts = attempts_with_success(plan, attempt_start);
+      relay_->set_tresor(tresor_object_json(info_), unreceipted_tresor());
+      services_.metrics.stream_recovery(failed_route_, Metrics::Recovery::recovered);
+    }
     // The upstream's usage covers every choice it generated (n > 1 included), not only
-    // the one the client saw.
-    accounts::Charge charge = chat_charge(route, upstream.usage(), prompt_bytes(req_), upstream.generated_bytes());
+    // the one the client saw; a recovered stream pays for every attempt's.
+    accounts::Charge charge = combined_charge(route);
     ClaimFigures figures = chat_figures(request_sha256_, charge);
-    if (info.receipt_id) figures.response_sha256 = relay.response_sha256();
-    const bool stored = co_await bill_and_record(route, info, std::move(charge), std::move(figures));
-    const std::string tail = relay.release_held(stored) + "data: [DONE]\n\n";
+    figures.recoveries = recoveries_;
+    if (info_.receipt_id) figures.response_sha256 = relay_->response_sha256();
+    const bool stored = co_await bill_and_record(route, info_, std::move(charge), std::move(figures));
+    const std::string tail = relay_->release_held(stored) + "data: [DONE]\n\n";
     if (co_await sink_.write_stream(tail)) co_await sink_.end_stream();
   }
 
+  accounts::Charge charge_of(const config::RouteConfig& route, const providers::ChatEventStream& upstream) const {
+    return chat_charge(route, upstream.usage(), prompt_bytes(req_), upstream.generated_bytes());
+  }
+
+  // Every attempt's charge that reached the client's stream, as one settlement on the
+  // route that ended it. Capped at the request's hold (what was reserved before the first
+  // attempt), so spent never exceeds credit; never below the last attempt's own cost.
+  accounts::Charge combined_charge(const config::RouteConfig& route) const {
+    accounts::Charge total;
+    total.route = &route;
+    for (const auto& c : spent_) {
+      total.cost += c.cost;
+      total.prompt_tokens += c.prompt_tokens;
+      total.completion_tokens += c.completion_tokens;
+      total.estimated = total.estimated || c.estimated;
+    }
+    if (spent_.size() > 1) total.cost = std::max(std::min(total.cost, hold_), spent_.back().cost);
+    return total;
+  }
+
+  router::AttemptResult committed_result(AttemptOutcome outcome) const {
+    router::AttemptResult r = outcome_only(outcome);
+    r.committed = true;
+    return r;
+  }
+
+  std::string unreceipted_tresor() const {
+    TresorInfo unreceipted = info_;
+    unreceipted.receipt_id.reset();
+    unreceipted.receipt_unavailable = !head_.receipt_opt_out;  // said only when storing it failed
+    return tresor_object_json(unreceipted);
+  }
+
+  bool recovering() const { return !recoveries_.empty(); }
+  bool past_deadline() const { return Clock::now() >= head_.deadline && head_.deadline != Clock::time_point{}; }
+
   const ChatRequest& req_;
   std::string request_sha256_;
+  accounts::Nanos hold_;
+  bool recoverable_;
+  // The client's stream, from its commit on (issue 18: it outlives a failed attempt).
+  std::unique_ptr<StreamRelay> relay_;
+  const config::RouteConfig* last_route_ = nullptr;  // the route whose stream the client got last
+  TresorInfo info_;
+  std::vector<accounts::Charge> spent_;  // each attempt's that streamed to the client
+  std::optional<ApiError> pending_error_;  // the failed stream's in-band error, until recovered
+  std::string failed_route_;               // the route whose stream failed last
+  unsigned recoveries_made_ = 0;
+  std::vector<receipts::Claims::Recovery> recoveries_;
 };
 
 }  // namespace
@@ -183,7 +394,8 @@ boost::asio::awaitable<void> handle_chat(const Runtime& rt, EndpointServices ser
     *max_output = *max_output > INT64_MAX / req.choices ? INT64_MAX : *max_output * req.choices;
   const auto bound = accounts::chat_bound(resolution.candidates, body.size(), max_output);
   if (!co_await reserve_or_refuse(services, bound, started, head.budget, sink)) co_return;
-  ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink);
+  ChatAttempts attempts(rt, services, head, req, std::move(request_sha256), resolution.requested_route, sink,
+                        bound.money, req.stream && recovery_possible(*rt.config, resolution));
   co_await serve_with_failover(rt, services, resolution, req.stream, started, head.budget, attempts, sink);
 }
 

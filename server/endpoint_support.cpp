@@ -58,6 +58,30 @@ std::variant<std::optional<std::string>, ApiError> nonce_of(const RequestHead& h
   return std::optional<std::string>(std::string(nonce));
 }
 
+constexpr std::string_view kHedgeHeader = "X-Tresor-Hedge-After-Ms";
+constexpr unsigned kMaxHedgeAfterMs = 600000;  // the longest budget
+
+// Milliseconds 0..600000 as plain digits, sent once; 0 turns hedging off for the request.
+std::variant<std::optional<unsigned>, ApiError> hedge_after_of(const RequestHead& head) {
+  const auto values = head.values(kHedgeHeader);
+  if (values.empty()) return std::optional<unsigned>();
+  const auto refuse = [] {
+    return invalid_request("invalid_hedge_override",
+                           "X-Tresor-Hedge-After-Ms must be sent once, as an integer from 0 to 600000 (milliseconds)",
+                           std::string(kHedgeHeader));
+  };
+  if (values.size() > 1) return refuse();
+  const std::string_view v = values.front();
+  if (v.empty() || v.size() > 6) return refuse();
+  unsigned ms = 0;
+  for (const char c : v) {
+    if (c < '0' || c > '9') return refuse();
+    ms = ms * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (ms > kMaxHedgeAfterMs) return refuse();
+  return std::optional<unsigned>(ms);
+}
+
 }  // namespace
 
 std::variant<ControlHeaders, ApiError> check_control_headers(const Runtime& rt, const RequestHead& head,
@@ -75,6 +99,9 @@ std::variant<ControlHeaders, ApiError> check_control_headers(const Runtime& rt, 
   auto nonce = nonce_of(head);
   if (auto* err = std::get_if<ApiError>(&nonce)) return std::move(*err);
   controls.nonce = std::get<std::optional<std::string>>(std::move(nonce));
+  auto hedge = hedge_after_of(head);
+  if (auto* err = std::get_if<ApiError>(&hedge)) return std::move(*err);
+  controls.hedge_after_ms = std::get<std::optional<unsigned>>(hedge);
   return controls;
 }
 
@@ -100,11 +127,29 @@ TresorInfo tresor_info(const std::string& requested_route, const router::Attempt
 
 std::string attempts_with_success(const router::AttemptPlan& plan, Clock::time_point attempt_start) {
   auto attempts = *plan.history;
+  const auto now = Clock::now();
+  const auto ms = [&](Clock::time_point since) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(now - since).count();
+  };
   router::AttemptRecord ok;
   ok.route = plan.route->id;
   ok.outcome = AttemptOutcome::ok;
-  ok.ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - attempt_start).count();
+  ok.ms = ms(attempt_start);
+  // A hedged pair: the other attempt is being cancelled now; both in the order they began.
+  std::optional<router::AttemptRecord> other;
+  if (plan.race) {
+    const auto& runner = plan.race->runners[1 - plan.race_slot];
+    if (runner.started) {
+      router::AttemptRecord r;
+      r.route = runner.route;
+      r.outcome = AttemptOutcome::hedged_cancelled;
+      r.ms = ms(*runner.started);
+      other = std::move(r);
+    }
+  }
+  if (other && plan.race_slot == 1) attempts.push_back(*other);
   attempts.push_back(std::move(ok));
+  if (other && plan.race_slot == 0) attempts.push_back(*other);
   return router::format_attempts(attempts);
 }
 
@@ -203,6 +248,8 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
 boost::asio::awaitable<router::AttemptResult> EndpointAttempts::deliver(const router::AttemptPlan& plan,
                                                                         Clock::time_point attempt_start,
                                                                         WholeAnswer answer) {
+  // A hedged pair: the first whole answer wins, the other attempt is cancelled.
+  if (!plan.claim_commit()) co_return outcome_only(AttemptOutcome::hedged_cancelled);
   sink_.commit();
   served_by_ = plan;
   TresorInfo info = tresor_info(requested_route_, plan);
@@ -252,6 +299,7 @@ router::FailoverPolicy failover_policy(const config::Config& cfg, bool stream) {
   p.timeouts = &cfg.timeouts;
   p.retry = &cfg.retry;
   p.breaker = &cfg.breaker;
+  p.routing = &cfg.routing;
   return p;
 }
 
@@ -273,6 +321,7 @@ receipts::Claims make_claims(const std::string& id, const TresorInfo& info, Clai
   c.response_sha256 = std::move(figures.response_sha256);
   c.nonce = nonce;
   if (!figures.router_attestation.empty()) c.router_attestation_json = std::move(figures.router_attestation);
+  c.recoveries = std::move(figures.recoveries);
   return c;
 }
 
@@ -355,7 +404,8 @@ boost::asio::awaitable<void> serve_with_failover(const Runtime& rt,
                                                  EndpointServices services, const router::Resolution& resolution,
                                                  bool stream, Clock::time_point started, std::chrono::seconds budget,
                                                  EndpointAttempts& attempts, ResponseSink& sink) {
-  const auto policy = failover_policy(*rt.config, stream);
+  auto policy = failover_policy(*rt.config, stream);
+  policy.hedge_after_ms = attempts.control().hedge_after_ms;
   const common::Deadline deadline(started + budget);
   const auto result =
       co_await router::run_failover(resolution.candidates, started, deadline, policy, services.health, attempts);
@@ -367,7 +417,10 @@ boost::asio::awaitable<void> serve_with_failover(const Runtime& rt,
     record.failover = served->candidate_index > 0;
   }
   record.attempts = result.attempts;
+  services.metrics.hedge(result.hedge);
   if (result.kind == router::FailoverResult::Kind::served) co_return;
+  // Every attempt after a stream's commit failed: the client has a 200 already.
+  if (co_await attempts.abandon_stream()) co_return;
   Response r = failure_response(result, attempts.pass_through());
   // The retries and failover are done: an SDK retry (the OpenAI SDKs retry 5xx twice by
   // default) would replay the whole chain. They obey this header (retry.client_should_retry).

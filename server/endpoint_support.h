@@ -41,6 +41,7 @@ struct ControlHeaders {
   bool receipt_opt_out = false;      // X-Tresor-Receipt: false|0
   std::optional<std::string> nonce;  // X-Tresor-Nonce, copied into the receipt
   providers::Clock::time_point deadline{};  // the request's head + budget
+  std::optional<unsigned> hedge_after_ms;  // X-Tresor-Hedge-After-Ms (0: no hedging)
 
   std::string customer() const { return key ? key->customer : std::string(); }
 };
@@ -86,6 +87,7 @@ struct ClaimFigures {
   int64_t completion_tokens = 0;
   std::optional<int64_t> audio_seconds;
   std::string router_attestation;  // RouterAttestation::receipt_block()
+  std::vector<receipts::Claims::Recovery> recoveries;  // a recovered stream's (issue 18)
 };
 receipts::Claims make_claims(const std::string& id, const TresorInfo& info, ClaimFigures figures,
                              const std::optional<std::string>& nonce);
@@ -122,6 +124,10 @@ class EndpointAttempts : public router::AttemptRunner {
   boost::asio::awaitable<router::AttemptResult> attempt(const router::AttemptPlan& plan) final;
 
   const std::optional<ApiError>& pass_through() const { return pass_through_; }
+  const ControlHeaders& control() const { return head_; }
+  // A committed stream whose upstream failed and that no attempt recovered: ends the
+  // client's stream (the in-band error) and bills it. False when there is none.
+  virtual boost::asio::awaitable<bool> abandon_stream() { co_return false; }
   const std::optional<router::AttemptPlan>& served_by() const { return served_by_; }
 
  protected:

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -183,6 +184,8 @@ struct Metrics::Impl {
   std::mutex money_mutex;
   std::map<std::string, ByCurrency, std::less<>> money;
   std::map<std::string, uint64_t, std::less<>> cut_streams;
+  std::map<std::string, std::array<uint64_t, 3>, std::less<>> recoveries;  // by route: recovered, diverged, failed
+  std::atomic<uint64_t> hedges[3] = {};  // won, lost, failed
 
   template <typename Map>
   static typename Map::mapped_type& at(Map& map, std::string_view key) {
@@ -240,7 +243,8 @@ void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point 
      return prometheus::Labels{{"route", r.routed_model}, {"status", std::string(status)}};
    }).Increment();
   for (const auto& a : r.attempts) {
-    if (a.outcome == router::AttemptOutcome::skipped_breaker || a.outcome == router::AttemptOutcome::skipped_retry_after)
+    if (a.outcome == router::AttemptOutcome::skipped_breaker || a.outcome == router::AttemptOutcome::skipped_retry_after ||
+        a.outcome == router::AttemptOutcome::recovery_skipped)
       continue;  // not attempted
     const std::string outcome = outcome_label(a);
     m.child(m.attempts, a.route, outcome, [&] {
@@ -287,6 +291,18 @@ void Metrics::store_outage_served(std::string_view function) {
     if (kOutageFunctions[i] == function) impl_->outage_served[i].fetch_add(1, std::memory_order_relaxed);
 }
 
+void Metrics::hedge(router::FailoverResult::Hedge outcome) {
+  using Hedge = router::FailoverResult::Hedge;
+  if (outcome == Hedge::none) return;
+  const size_t i = outcome == Hedge::won ? 0 : outcome == Hedge::lost ? 1 : 2;
+  impl_->hedges[i].fetch_add(1, std::memory_order_relaxed);
+}
+
+void Metrics::stream_recovery(std::string_view route, Recovery result) {
+  std::lock_guard lock(impl_->money_mutex);
+  ++Impl::at(impl_->recoveries, route)[static_cast<size_t>(result)];
+}
+
 void Metrics::cut_stream_billed(std::string_view route) {
   std::lock_guard lock(impl_->money_mutex);
   ++Impl::at(impl_->cut_streams, route);
@@ -298,6 +314,7 @@ void Metrics::cut_stream_billed(std::string_view route) {
 std::string Metrics::Impl::render_money(const config::Config& cfg) {
   std::map<std::string, ByCurrency> shown;
   std::map<std::string, uint64_t> cut;
+  std::map<std::string, std::array<uint64_t, 3>> recovered;
   {
     std::lock_guard lock(money_mutex);
     for (const auto& route : cfg.routes) {
@@ -307,6 +324,8 @@ std::string Metrics::Impl::render_money(const config::Config& cfg) {
         for (const auto& [currency, t] : it->second) currencies[currency] = t;
       const auto c = cut_streams.find(route.id);
       cut[route.id] = c == cut_streams.end() ? 0 : c->second;
+      const auto r = recoveries.find(route.id);
+      recovered[route.id] = r == recoveries.end() ? std::array<uint64_t, 3>{} : r->second;
     }
   }
   std::ostringstream out;
@@ -325,6 +344,23 @@ std::string Metrics::Impl::render_money(const config::Config& cfg) {
   write_family(out, "tresor_cut_streams_billed_total", "Streams cut before their end and billed all the same");
   for (const auto& [route, n] : cut)
     out << "tresor_cut_streams_billed_total{route=\"" << escape_label(route) << "\"} " << n << "\n";
+  write_family(out, "tresor_stream_recoveries_total",
+               "Streams whose upstream failed after events reached the client, by the route that failed and "
+               "whether another attempt continued them");
+  for (const auto& [route, n] : recovered) {
+    static constexpr const char* kResults[] = {"recovered", "diverged", "failed"};
+    for (size_t i = 0; i < 3; ++i)
+      out << "tresor_stream_recoveries_total{route=\"" << escape_label(route) << "\",result=\"" << kResults[i]
+          << "\"} " << n[i] << "\n";
+  }
+  write_family(out, "tresor_hedges_total",
+               "Hedged attempts started beside a slow first attempt: won (answered), lost (cancelled), failed");
+  {
+    static constexpr const char* kResults[] = {"won", "lost", "failed"};
+    for (size_t i = 0; i < 3; ++i)
+      out << "tresor_hedges_total{result=\"" << kResults[i] << "\"} " << hedges[i].load(std::memory_order_relaxed)
+          << "\n";
+  }
   write_family(out, "tresor_reservation_refusals_total", "Requests refused before dispatch, by reason");
   for (const auto reason : {accounts::Refusal::Kind::balance_exceeded, accounts::Refusal::Kind::rate_limited,
                             accounts::Refusal::Kind::tokens_limited, accounts::Refusal::Kind::store_unavailable})

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "receipts/receipt_service.h"
 #include "storage/store_breaker.h"
+#include "router/failover.h"
 #include "router/route_health.h"
 #include "server/request_record.h"
 
@@ -61,6 +62,14 @@ class Metrics {
   // A stream cut before its end (client gone, upstream cut) was billed all the same:
   // tresor_cut_streams_billed_total{route}.
   void cut_stream_billed(std::string_view route);
+
+  // Issue 18. A hedge was started and won / lost / failed: tresor_hedges_total{result}
+  // (started = all three). A committed stream's upstream failed and it was recovered, or
+  // its recovery diverged, or no attempt could continue it:
+  // tresor_stream_recoveries_total{route,result} (route: the one whose stream failed).
+  void hedge(router::FailoverResult::Hedge outcome);
+  enum class Recovery { recovered, diverged, failed };
+  void stream_recovery(std::string_view route, Recovery result);
 
   // The shared store (Redis): its breaker, rendered as tresor_store_up and
   // tresor_store_breaker_openings_total (not set for SQLite: no such series).

@@ -28,20 +28,46 @@ StreamRelay::StreamRelay(std::string tresor_object, std::string unreceipted_tres
     : tresor_(std::move(tresor_object)), unreceipted_tresor_(std::move(unreceipted_tresor_object)), idle_(idle) {}
 
 void StreamRelay::take(std::vector<ChatChunk>& chunks) {
-  for (auto& chunk : chunks) {
-    digest_.update(chunk.json);  // as the client gets it, minus the tresor member
-    const bool carries_tresor = chunk.kind != ChatChunk::Kind::content;
-    if (carries_tresor) tresor_sent_ = true;
-    emit(std::move(chunk.json), carries_tresor);
-  }
+  for (auto& chunk : chunks)
+    if (!take_one(chunk)) break;
   chunks.clear();
+}
+
+bool StreamRelay::take_one(ChatChunk& chunk) {
+  if (diverged_) return false;
+  if (seam_) {
+    switch (seam_->accept(chunk.json)) {
+      case providers::StreamSeam::Verdict::drop: return true;
+      case providers::StreamSeam::Verdict::diverged: diverged_ = true; return false;
+      case providers::StreamSeam::Verdict::forward: ++forwarded_since_seam_; break;
+    }
+    // A finish the client already has was left out of the rewritten chunk.
+    if (chunk.kind == ChatChunk::Kind::finish && delivered_.finished()) chunk.kind = ChatChunk::Kind::content;
+  }
+  if (track_) delivered_.note(chunk.json);
+  digest_.update(chunk.json);  // as the client gets it, minus the tresor member
+  const bool carries_tresor = chunk.kind != ChatChunk::Kind::content;
+  if (carries_tresor) tresor_sent_ = true;
+  emit(std::move(chunk.json), carries_tresor);
+  return true;
+}
+
+void StreamRelay::continue_with(providers::StreamSeam::Mode mode) {
+  seam_ = std::make_unique<providers::StreamSeam>(delivered_, mode);
+  forwarded_since_seam_ = 0;
+  done_ = false;
+}
+
+void StreamRelay::set_tresor(std::string tresor_object, std::string unreceipted_tresor_object) {
+  tresor_ = std::move(tresor_object);
+  unreceipted_tresor_ = std::move(unreceipted_tresor_object);
 }
 
 void StreamRelay::finish(const providers::ChatEventStream& upstream) {
   if (!tresor_sent_) {
     // No finish chunk came: carry the tresor object on a chunk of its own, one with a
     // choices[0] (SDK loops read chunk.choices[0]) and no finish_reason we did not get.
-    std::string chunk = upstream.synthetic_chunk();
+    std::string chunk = seam_ ? seam_->with_identity(upstream.synthetic_chunk()) : upstream.synthetic_chunk();
     digest_.update(chunk);
     emit(std::move(chunk), true);
     tresor_sent_ = true;
@@ -66,19 +92,18 @@ std::string StreamRelay::release_held(bool receipt_stored) {
   return out;
 }
 
-boost::asio::awaitable<StreamRelay::Ending> StreamRelay::fail(ResponseSink& sink, const ApiError& error) {
+boost::asio::awaitable<void> StreamRelay::fail(ResponseSink& sink, const ApiError& error) {
   // A stream that fails has no receipt: what was held goes out without its id.
   out_ += release_held(false);
   append_event(out_, error_body(error));
   const std::string bytes = std::move(out_);
   out_.clear();
-  co_await sink.write_stream(bytes);
-  co_await sink.end_stream();
-  co_return Ending::failed;
+  if (co_await sink.write_stream(bytes)) co_await sink.end_stream();
 }
 
 boost::asio::awaitable<StreamRelay::Ending> StreamRelay::relay(providers::ChatEventStream& upstream,
-                                                              ResponseSink& sink) {
+                                                              ResponseSink& sink,
+                                                              std::optional<common::Deadline> first_forward_by) {
   for (;;) {
     if (!out_.empty()) {
       const std::string bytes = std::move(out_);
@@ -87,19 +112,38 @@ boost::asio::awaitable<StreamRelay::Ending> StreamRelay::relay(providers::ChatEv
       // closes its connection and so cancels the upstream request.
       if (!co_await sink.write_stream(bytes)) co_return Ending::client_gone;
     }
+    if (diverged_) co_return Ending::diverged;
     if (done_) co_return Ending::completed;
-    const End end = co_await upstream.next(idle_, chunks_);
+    std::optional<common::Deadline> limit;
+    if (seam_ && forwarded_since_seam_ == 0) limit = first_forward_by;
+    const End end = co_await upstream.next(idle_, chunks_, limit);
     take(chunks_);
+    stalled_ = false;
     switch (end) {
       case End::more: break;
-      case End::done: finish(upstream); break;
-      case End::stalled: co_return co_await fail(sink, stream_stalled(idle_));
-      case End::cut: co_return co_await fail(sink, upstream_error("The upstream stream ended before completion"));
-      case End::oversized: co_return co_await fail(sink, upstream_error("The upstream sent an oversized event"));
-      case End::error_event: {
-        const ApiError e = upstream_stream_error(upstream.error_code(), upstream.error_message());
-        co_return co_await fail(sink, e);
-      }
+      case End::done:
+        if (diverged_) break;
+        // A recovery whose answer ended before reproducing what the client has is a
+        // different answer.
+        if (seam_ && !seam_->caught_up() && !delivered_.finished()) {
+          diverged_ = true;
+          break;
+        }
+        finish(upstream);
+        break;
+      case End::stalled:
+        stalled_ = true;
+        failure_ = stream_stalled(idle_);
+        co_return Ending::upstream_failed;
+      case End::cut:
+        failure_ = upstream_error("The upstream stream ended before completion");
+        co_return Ending::upstream_failed;
+      case End::oversized:
+        failure_ = upstream_error("The upstream sent an oversized event");
+        co_return Ending::upstream_failed;
+      case End::error_event:
+        failure_ = upstream_stream_error(upstream.error_code(), upstream.error_message());
+        co_return Ending::upstream_failed;
     }
   }
 }

@@ -12,11 +12,14 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/sha256.h"
 #include "providers/exchange.h"
+#include "providers/stream_seam.h"
 #include "server/api_error.h"
 #include "server/http_types.h"
 
@@ -35,14 +38,34 @@ class StreamRelay {
   void take(std::vector<providers::ChatChunk>& chunks);
 
   enum class Ending {
-    completed,    // the answer is whole: the caller issues the receipt, then writes [DONE]
-    failed,       // an in-band error event was written and the stream ended
-    client_gone,  // a write failed: nothing more to do
+    completed,        // the answer is whole: the caller issues the receipt, then writes [DONE]
+    upstream_failed,  // cut, stalled, error event: failure() says why; the client's stream is
+                      // still open, for a recovery (issue 18) or fail()
+    diverged,         // a recovery's text differs from what the client has (never spliced)
+    client_gone,      // a write failed: nothing more to do
   };
   // Writes what is queued and relays the rest; the client stream must have begun.
   // After `completed` the held-back tail is still unwritten: store the receipt, then write
-  // release_held() and [DONE].
-  boost::asio::awaitable<Ending> relay(providers::ChatEventStream& upstream, ResponseSink& sink);
+  // release_held() and [DONE]. `first_forward_by` bounds the wait for the first chunk a
+  // recovery forwards (timeouts.attempt_first_event_seconds).
+  boost::asio::awaitable<Ending> relay(providers::ChatEventStream& upstream, ResponseSink& sink,
+                                       std::optional<common::Deadline> first_forward_by = std::nullopt);
+  // After upstream_failed: the in-band error for the client, and whether silence was the cause.
+  const ApiError& failure() const { return failure_; }
+  bool stalled() const { return stalled_; }
+  // Ends the client's stream with an in-band error after what is queued and held.
+  boost::asio::awaitable<void> fail(ResponseSink& sink, const ApiError& error);
+
+  // Recovery (issue 18): keep what the client has (track_delivered before the first take),
+  // then continue from another attempt's chunks through a seam over it.
+  void track_delivered() { track_ = true; }
+  const providers::DeliveredAnswer& delivered() const { return delivered_; }
+  void continue_with(providers::StreamSeam::Mode mode);
+  // Chunks forwarded since continue_with (a recovery that forwarded none failed before its
+  // first event).
+  size_t forwarded_since_seam() const { return forwarded_since_seam_; }
+  // The tresor objects of the finish chunk change when another route finishes the answer.
+  void set_tresor(std::string tresor_object, std::string unreceipted_tresor_object);
   // The held-back events (finish, usage, …), each tresor object with the receipt id only
   // when `receipt_stored`. Clears them.
   std::string release_held(bool receipt_stored);
@@ -57,8 +80,8 @@ class StreamRelay {
   // Queues one event for the client: held back when it carries the tresor object or
   // something is held already (the order stays the upstream's).
   void emit(std::string data, bool carries_tresor);
-  // Ends the client's stream with an in-band error after what is queued and held.
-  boost::asio::awaitable<Ending> fail(ResponseSink& sink, const ApiError& error);
+  // Takes one chunk for the client: through the seam during a recovery.
+  bool take_one(providers::ChatChunk& chunk);
 
   struct HeldEvent {
     std::string data;  // without the tresor member
@@ -74,6 +97,13 @@ class StreamRelay {
   bool tresor_sent_ = false;
   bool done_ = false;
   common::Sha256 digest_;
+  bool track_ = false;
+  providers::DeliveredAnswer delivered_;
+  std::unique_ptr<providers::StreamSeam> seam_;
+  size_t forwarded_since_seam_ = 0;
+  bool diverged_ = false;
+  ApiError failure_;
+  bool stalled_ = false;
 };
 
 }  // namespace tresor::server

@@ -21,6 +21,16 @@ std::string tresor_object_json(const TresorInfo& info) {
   common::append_json_name(out, "failover");
   common::append_json_bool(out, info.failover);
   if (info.receipt_unavailable) out += R"(,"receipt_unavailable":true)";
+  if (info.recovered_from) {
+    out += ',';
+    common::append_json_name(out, "recovered_from");
+    common::append_json_string(out, *info.recovered_from);
+  }
+  if (info.attempts) {
+    out += ',';
+    common::append_json_name(out, "attempts");
+    common::append_json_string(out, *info.attempts);
+  }
   out += '}';
   return out;
 }

@@ -17,6 +17,11 @@ struct TresorInfo {
   // A receipt was wanted but could not be stored (the store is unreachable and
   // store.outage.receipts is open): the answer goes without receipt_id and says so.
   bool receipt_unavailable = false;
+  // A stream continued on another route after its upstream failed (issue 18): the route
+  // whose stream failed, and the attempt trail (X-Tresor-Attempts format, which the
+  // already-sent header cannot show).
+  std::optional<std::string> recovered_from;
+  std::optional<std::string> attempts;
 };
 
 // {"receipt_id":…,"requested_route":…,"routed_model":…,"failover":…}

@@ -17,6 +17,9 @@ before(async () => {
     providers: ['prova', 'provb'],
     routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }],
     retry: { backoff_ms: 50 },
+    // Each test counts upstream requests: the breaker must not carry one test's failures
+    // (a cut stream and its recovery count as two) into the next.
+    breaker: { consecutive_failures: 1000 },
     content: CONTENT,
     fakeOpts: { chunks: 4 },
   });

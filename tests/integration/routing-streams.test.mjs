@@ -3,7 +3,8 @@
 // without [DONE] gives a final `data: {"error":{…}}` event and no [DONE] (never a fake
 // finish_reason) — except after a finish chunk (and the usage, when asked for), where an
 // upstream that closes or stays silent for 500 ms is complete and the gateway sends [DONE].
-// Invalid JSON events are dropped. Each case has its own primary fake (they run concurrently);
+// Invalid JSON events are dropped. This is the contract with `routing.stream_recovery: off`;
+// recovery (the default, issue 18) is tested in tests/client/stream-recovery.test.mjs. Each case has its own primary fake (they run concurrently);
 // every primary has a failover route on the shared healthy `provb`, with its own model key so
 // that provb's by_model counters tell whether a case (wrongly) failed over.
 import { after, before, describe, test } from 'node:test';
@@ -39,6 +40,7 @@ before(async () => {
     breaker: { consecutive_failures: 1000 },
     content: CONTENT,
     fakeOpts: { chunks: CHUNKS, paceMs: PACE_MS },
+    configHook: (c) => ({ ...c, routing: { stream_recovery: 'off' } }),
   });
 });
 after(stopAll);
