@@ -574,3 +574,110 @@ describe('OpenAI JS SDK: mid-stream recovery (issue 18)', { timeout: 120_000 }, 
     assert.equal((await s.fakes.provc.stats()).requests, 0, 'no second recovery');
   });
 });
+
+// Beyond the nine acceptance points: the other failure kinds, the order of recovery
+// candidates, the per-route modes and a multi-choice stream.
+describe('OpenAI JS SDK: mid-stream recovery, more cases', { timeout: 120_000 }, () => {
+  test('10. a reset and an upstream error event mid-stream are recovered like a cut (stream_cut)', async () => {
+    for (const fault of [{ reset_after: CUT }, { error_event_after: CUT }]) {
+      await s.clearFakes();
+      await s.fakes.prova.behaviour(fault);
+      const r = await sdkStream(s, { model: A, failover: [B] });
+      console.log(`${Object.keys(fault)[0]}: trail ${r.tresor?.attempts}`);
+      assertCleanEnd(r);
+      assert.equal(r.text, FULL, JSON.stringify(fault));
+      assertOneIdentity(r);
+      assertRecoveredTresor(r, { from: A, to: B, outcome: 'stream_cut' });
+    }
+  });
+
+  test('11. the same route\'s remaining attempt recovers first (attempts_per_route 2); the failover route is not asked', async () => {
+    const t = await featureStack({
+      routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }],
+      retry: { attempts_per_route: 2 },
+    });
+    try {
+      await t.fakes.prova.behaviour({ cut_after: CUT, times: 1 });
+      const r = await sdkStream(t, { model: A, failover: [B] });
+      console.log(`same route: trail ${r.tresor?.attempts}`);
+      assertCleanEnd(r);
+      assert.equal(r.text, FULL);
+      assertOneIdentity(r);
+      assert.equal(r.tresor?.routed_model, A);
+      assert.equal(r.tresor?.recovered_from, A);
+      const trail = parseAttempts(r.tresor.attempts);
+      assert.deepEqual(trail.map((a) => [a.route, a.outcome]), [[A, 'stream_cut'], [A, 'ok']], r.tresor.attempts);
+      assert.equal((await t.fakes.prova.stats()).requests, 2);
+      assert.equal((await t.fakes.provb.stats()).requests, 0, 'the failover route is not needed');
+    } finally {
+      await stopStack(t);
+    }
+  });
+
+  test('12. per-route stream_recovery: prefill_only without supports_prefill and off → skipped (recovery_skipped), the next candidate recovers', async () => {
+    const BP = 'eu/provb/ponly';
+    const BO = 'eu/provb/off';
+    const BS = 'eu/provb/pref';
+    const t = await featureStack({
+      routes: [{ id: A, provider: 'prova' }, { id: BP, provider: 'provb' }, { id: BO, provider: 'provb' },
+        { id: BS, provider: 'provb' }, { id: C, provider: 'provc' }],
+      routeExtras: {
+        [BP]: { stream_recovery: 'prefill_only' },
+        [BO]: { stream_recovery: 'off' },
+        [BS]: { stream_recovery: 'prefill_only', supports_prefill: true },
+      },
+    });
+    try {
+      for (const skipped of [BP, BO]) {
+        await t.clearFakes();
+        await t.fakes.prova.behaviour({ cut_after: CUT });
+        const r = await sdkStream(t, { model: A, failover: [skipped, C] });
+        console.log(`${skipped} skipped: trail ${r.tresor?.attempts}`);
+        assertCleanEnd(r);
+        assert.equal(r.text, FULL);
+        assertOneIdentity(r);
+        assertRecoveredTresor(r, { from: A, to: C, outcome: 'stream_cut' });
+        const trail = parseAttempts(r.tresor.attempts);
+        assert.ok(trail.some((a) => a.route === skipped && a.outcome === 'recovery_skipped'), r.tresor.attempts);
+        assert.equal((await t.fakes.provb.stats()).requests, 0, `${skipped} must not be asked to continue the stream`);
+      }
+      // prefill_only on a route that supports prefill: continued by prefill.
+      await t.clearFakes();
+      await t.fakes.prova.behaviour({ cut_after: CUT });
+      await t.fakes.provb.behaviour({ honor_prefill: 1 });
+      const r = await sdkStream(t, { model: A, failover: [BS, C] });
+      assertCleanEnd(r);
+      assert.equal(r.text, FULL);
+      assert.equal(r.tresor?.routed_model, BS);
+      const [qb] = await requestsOf(t.fakes.provb);
+      assert.deepEqual(qb.json.messages.at(-1), { role: 'assistant', content: prefix(CUT) });
+      assert.equal((await t.fakes.provc.stats()).requests, 0);
+    } finally {
+      await stopStack(t);
+    }
+  });
+
+  test('13. n=2 (the client gets choices[0] only, spec §1.1): recovered by replay, never by prefill, even on a supports_prefill route', async () => {
+    const t = await featureStack({
+      routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }],
+      routeExtras: { [B]: { supports_prefill: true } },
+    });
+    try {
+      await t.fakes.prova.behaviour({ cut_after: CUT });
+      await t.fakes.provb.behaviour({ reject_prefill: 1 });
+      const r = await sdkStream(t, { model: A, failover: [B], n: 2 });
+      console.log(`n=2: trail ${r.tresor?.attempts}`);
+      assertCleanEnd(r);
+      assert.equal(r.text, FULL);
+      assertOneIdentity(r);
+      assert.ok(r.chunks.every((c) => c.choices.every((ch) => ch.index === 0)), 'choices[0] only');
+      assertRecoveredTresor(r, { from: A, to: B, outcome: 'stream_cut' });
+      const qbs = await requestsOf(t.fakes.provb);
+      assert.equal(qbs.length, 1);
+      assert.equal(qbs[0].json.n, 2, 'the replay is the original request');
+      assert.notEqual(qbs[0].json.messages.at(-1).role, 'assistant', 'no prefill for n=2');
+    } finally {
+      await stopStack(t);
+    }
+  });
+});
