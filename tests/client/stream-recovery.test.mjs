@@ -252,10 +252,11 @@ function assertRecoveredTresor(r, { from, to, outcome }) {
 }
 
 /** Starts a stack like `s` with extra per-route keys and top-level config (issue-18 keys). */
-function featureStack({ routes, routeExtras = {}, routing, retry = {} }) {
+function featureStack({ routes, routeExtras = {}, routing, retry = {}, timeouts = {} }) {
   return startRoutingStack({
     ...STACK_DEFAULTS,
     retry: { ...STACK_DEFAULTS.retry, ...retry },
+    timeouts: { ...STACK_DEFAULTS.timeouts, ...timeouts },
     providers: [...new Set(routes.map((r) => r.provider))],
     routes,
     configHook: (cfg) => {
@@ -264,6 +265,21 @@ function featureStack({ routes, routeExtras = {}, routing, retry = {} }) {
       return cfg;
     },
   });
+}
+
+/** Sum of the /metrics samples of family `name` whose labels contain every `labels` pair. */
+async function metricSum(stack, name, labels = {}) {
+  const res = await fetch(stack.gw.url('/metrics'));
+  const text = await res.text();
+  assert.equal(res.status, 200, text.slice(0, 300));
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const have = Object.fromEntries([...(m[2] ?? '').matchAll(/([a-z_]+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => have[k] === v)) sum += Number(m[3]);
+  }
+  return sum;
 }
 
 async function stopStack(t) {
@@ -275,6 +291,7 @@ async function stopStack(t) {
 describe('OpenAI JS SDK: mid-stream recovery (issue 18)', { timeout: 120_000 }, () => {
   test('1. cut after 40 of 60 chunks, deterministic fallback → the full text once, one coherent stream, receipt records the replay', async () => {
     await s.fakes.prova.behaviour({ cut_after: CUT });
+    const recovered0 = await metricSum(s, 'tresor_stream_recoveries_total', { result: 'recovered' });
     const r = await sdkStream(s, { model: A, failover: [B] });
     console.log(`cut at ${CUT}: ${r.chunks.length} chunks, ${r.ms.toFixed(0)} ms; trail: ${r.tresor?.attempts}`);
     assertCleanEnd(r);
@@ -299,6 +316,8 @@ describe('OpenAI JS SDK: mid-stream recovery (issue 18)', { timeout: 120_000 }, 
     assert.equal(rec.mode, 'replay');
     assert.ok(rec.offset > 0, `offset ${rec.offset}`);
     assert.equal(rec.offset, bytes(prefix(CUT)), 'offset = UTF-8 bytes of the text the client had at the cut');
+    assert.equal(await metricSum(s, 'tresor_stream_recoveries_total', { result: 'recovered' }), recovered0 + 1,
+      'tresor_stream_recoveries_total{result="recovered"} counts it');
   });
 
   test(`2. 20 chunks then silence, stream_idle_seconds ${IDLE_S} → the full text within idle + B's own time + 1 s`, async () => {
@@ -390,6 +409,7 @@ describe('OpenAI JS SDK: mid-stream recovery (issue 18)', { timeout: 120_000 }, 
   test('5. fallback that generates a different text → in-band stream_recovery_diverged, never a spliced answer', async () => {
     await s.fakes.prova.behaviour({ cut_after: CUT });
     await s.fakes.provb.behaviour({ content: OTHER });
+    const diverged0 = await metricSum(s, 'tresor_stream_recoveries_total', { result: 'diverged' });
     const r = await sdkStream(s, { model: A, failover: [B] });
     console.log(`diverged: ${r.error?.constructor?.name} ${r.error?.code}: ${r.error?.message}`);
     assertErrorEnd(r, 'stream_recovery_diverged');
@@ -397,6 +417,8 @@ describe('OpenAI JS SDK: mid-stream recovery (issue 18)', { timeout: 120_000 }, 
     assert.ok(FULL.startsWith(r.text), `the client's text is a prefix of A's: ${JSON.stringify(r.text)}`);
     assert.equal(r.text, prefix(CUT), 'exactly what A delivered, nothing of B\'s');
     assert.equal((await s.fakes.provb.requests()).length, 1, 'the recovery was tried on B');
+    assert.equal(await metricSum(s, 'tresor_stream_recoveries_total', { result: 'diverged' }), diverged0 + 1,
+      'tresor_stream_recoveries_total{result="diverged"} counts it');
   });
 
   test('6. tool-call stream cut after 5 of 10 argument chunks → arguments recovered exactly under A\'s call id; different arguments → in-band error', async () => {
@@ -456,6 +478,7 @@ describe('OpenAI JS SDK: mid-stream recovery (issue 18)', { timeout: 120_000 }, 
     await s.clearFakes();
 
     await s.fakes.prova.behaviour({ lag_first_ms: 5000 });
+    const won0 = await metricSum(s, 'tresor_hedges_total', { result: 'won' });
     const r = await sdkStream(s, { model: A, failover: [B] }, { headers: { 'X-Tresor-Hedge-After-Ms': '500' } });
     const bound = 500 + alone.firstMs + 700;
     console.log(`hedged: first chunk after ${r.firstMs?.toFixed(0)} ms (B alone ${alone.firstMs.toFixed(0)} ms, bound ${bound.toFixed(0)} ms); ` +
@@ -477,6 +500,7 @@ describe('OpenAI JS SDK: mid-stream recovery (issue 18)', { timeout: 120_000 }, 
     const qb = await requestsOf(s.fakes.provb);
     assert.equal(qb.length, 1);
     assert.equal(qb[0].headers['x-tresor-hedge-after-ms'], undefined, 'the hedge header is not forwarded');
+    assert.equal(await metricSum(s, 'tresor_hedges_total', { result: 'won' }), won0 + 1, 'tresor_hedges_total{result="won"}');
 
     // The same request without any hedge setting: waits for A; B never asked.
     await s.clearFakes();
@@ -679,5 +703,100 @@ describe('OpenAI JS SDK: mid-stream recovery, more cases', { timeout: 120_000 },
     } finally {
       await stopStack(t);
     }
+  });
+
+  test('14. a recovery attempt that cannot reach the seam within attempt_first_event_seconds is abandoned; the next candidate continues', async () => {
+    const t = await featureStack({
+      routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }, { id: C, provider: 'provc' }],
+      timeouts: { attempt_first_event_seconds: 1 },
+      retry: { max_stream_recoveries: 2 }, // whether an abandoned attempt counts as a recovery is not the point here
+    });
+    try {
+      const alone = await sdkStream(t, { model: C });
+      assertCleanEnd(alone);
+      await t.clearFakes();
+      await t.fakes.prova.behaviour({ cut_after: CUT });
+      // B would reproduce the 40 delivered chunks only after 40 × 60 ms = 2.4 s.
+      await t.fakes.provb.behaviour({ pace_ms: 60 });
+      const r = await sdkStream(t, { model: A, failover: [B, C] });
+      const bound = 1000 + alone.ms + 1000 + CUT * PACE_MS;
+      console.log(`slow recovery: total ${r.ms.toFixed(0)} ms (bound ${bound.toFixed(0)}); trail ${r.tresor?.attempts}`);
+      assertCleanEnd(r);
+      assert.equal(r.text, FULL);
+      assertOneIdentity(r);
+      assert.equal(r.tresor?.routed_model, C);
+      const trail = parseAttempts(r.tresor.attempts);
+      assert.deepEqual(trail.map((a) => a.route), [A, B, C], r.tresor.attempts);
+      assert.equal(trail[0].outcome, 'stream_cut');
+      assert.notEqual(trail[1].outcome, 'ok', r.tresor.attempts);
+      assert.ok(r.ms <= bound, `total ${r.ms.toFixed(0)} ms > ${bound.toFixed(0)} ms: B was not abandoned after 1 s`);
+      await waitFor(async () => (await t.fakes.provb.stats()).streams_aborted_by_client === 1,
+        { timeoutMs: 2000, what: 'the gateway to close B\'s abandoned stream' });
+    } finally {
+      await stopStack(t);
+    }
+  });
+
+  test('15. a client that left is never recovered for: A stalls, the client aborts, B is never asked', async () => {
+    const t = await featureStack({ routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }] });
+    try {
+      await t.fakes.prova.behaviour({ stall_after: 20 });
+      const { client } = recordingClient(t);
+      const stream = await client.chat.completions.create({ model: A, messages: MESSAGES, stream: true, failover: [B] });
+      let text = '';
+      for await (const c of stream) {
+        text += c.choices?.[0]?.delta?.content ?? '';
+        if (text === prefix(20)) break; // leaves: the SDK aborts the request
+      }
+      assert.equal(text, prefix(20));
+      // The request is over for the gateway when its access line is written (after any
+      // recovery it might have tried); bounded by the idle limit and slack.
+      const line = await waitFor(() => /info access (\{.*"endpoint":"\/v1\/chat\/completions".*\})/.exec(t.gw.proc.stderr),
+        { timeoutMs: IDLE_S * 1000 + 5000, what: 'the access line of the abandoned stream' });
+      console.log(`client left: ${line[1]}`);
+      assert.equal((await t.fakes.provb.stats()).requests, 0, 'no recovery for a client that left');
+      await waitFor(async () => (await t.fakes.prova.stats()).streams_aborted_by_client === 1,
+        { timeoutMs: 2000, what: 'the gateway to close A\'s stalled stream' });
+    } finally {
+      await stopStack(t);
+    }
+  });
+
+  test('16. hedging: the primary answering after the hedge started wins (hedge cancelled); a fast primary or a single candidate starts no hedge', async () => {
+    await s.fakes.prova.behaviour({ lag_first_ms: 800 });
+    await s.fakes.provb.behaviour({ lag_first_ms: 5000 });
+    const lost0 = await metricSum(s, 'tresor_hedges_total', { result: 'lost' });
+    const r = await sdkStream(s, { model: A, failover: [B] }, { headers: { 'X-Tresor-Hedge-After-Ms': '300' } });
+    console.log(`primary wins: first chunk ${r.firstMs?.toFixed(0)} ms; X-Tresor-Attempts: ${r.headers.get('x-tresor-attempts')}`);
+    assertCleanEnd(r);
+    assert.equal(r.text, FULL);
+    assert.equal(r.tresor?.routed_model, A);
+    assert.ok(r.firstMs < 800 + 1000, `first chunk after ${r.firstMs.toFixed(0)} ms: A's first event comes at 800 ms`);
+    const attempts = parseAttempts(r.headers.get('x-tresor-attempts'));
+    assert.ok(attempts.some((a) => a.route === B && a.outcome === 'hedged_cancelled'), r.headers.get('x-tresor-attempts'));
+    assert.ok(attempts.some((a) => a.route === A && a.outcome === 'ok'), r.headers.get('x-tresor-attempts'));
+    await waitFor(async () => {
+      const st = await s.fakes.provb.stats();
+      return st.requests === 1 && st.requests_aborted_by_client + st.streams_aborted_by_client >= 1;
+    }, { timeoutMs: 2000, what: 'B\'s fake to count the cancelled hedge' });
+    assert.equal(await metricSum(s, 'tresor_hedges_total', { result: 'lost' }), lost0 + 1, 'tresor_hedges_total{result="lost"}');
+
+    // The primary's first event before the hedge delay: no hedge at all.
+    await s.clearFakes();
+    const fast = await sdkStream(s, { model: A, failover: [B] }, { headers: { 'X-Tresor-Hedge-After-Ms': '2000' } });
+    assertCleanEnd(fast);
+    assert.equal(fast.tresor?.routed_model, A);
+    expectAttempts(fast.headers.get('x-tresor-attempts'), [[A, 'ok']]);
+    assert.equal((await s.fakes.provb.stats()).requests, 0, 'no hedge before the delay');
+
+    // A single candidate: nothing to hedge with; the request just waits for it.
+    await s.clearFakes();
+    await s.fakes.prova.behaviour({ lag_first_ms: 1000 });
+    const single = await sdkStream(s, { model: A }, { headers: { 'X-Tresor-Hedge-After-Ms': '200' } });
+    assertCleanEnd(single);
+    assert.equal(single.text, FULL);
+    assert.ok(single.firstMs >= 1000 - 50, `first chunk after ${single.firstMs.toFixed(0)} ms`);
+    expectAttempts(single.headers.get('x-tresor-attempts'), [[A, 'ok']]);
+    assert.equal((await s.fakes.prova.stats()).requests, 1, 'one request: no hedge on the same route');
   });
 });
