@@ -237,7 +237,7 @@ async function verifiedClaims(stack, r) {
 }
 
 /** The finish chunk's tresor after a recovery from `from` to `to` with `outcome` on `from`. */
-function assertRecoveredTresor(r, { from, to, outcome }) {
+function assertRecoveredTresor(r, { from, to, outcome, committed = from }) {
   const t = r.tresor;
   assert.ok(t, 'a tresor object on the last chunk');
   assert.equal(t.routed_model, to, `routed_model: ${JSON.stringify(t)}`);
@@ -248,7 +248,7 @@ function assertRecoveredTresor(r, { from, to, outcome }) {
   assert.ok(trail.some((a) => a.route === from && a.outcome === outcome), `trail has ${from}=${outcome}: ${t.attempts}`);
   assert.deepEqual([trail.at(-1).route, trail.at(-1).outcome], [to, 'ok'], `the trail ends with ${to}=ok: ${t.attempts}`);
   // The head went out at commit, before the failure: its X-Tresor-Attempts cannot know of it.
-  expectAttempts(r.headers.get('x-tresor-attempts'), [[from, 'ok']]);
+  expectAttempts(r.headers.get('x-tresor-attempts'), [[committed, 'ok']]);
 }
 
 /** Starts a stack like `s` with extra per-route keys and top-level config (issue-18 keys). */
@@ -798,5 +798,78 @@ describe('OpenAI JS SDK: mid-stream recovery, more cases', { timeout: 120_000 },
     assert.ok(single.firstMs >= 1000 - 50, `first chunk after ${single.firstMs.toFixed(0)} ms`);
     expectAttempts(single.headers.get('x-tresor-attempts'), [[A, 'ok']]);
     assert.equal((await s.fakes.prova.stats()).requests, 1, 'one request: no hedge on the same route');
+  });
+
+  test('17. seams at the edges: a cut right after the role chunk (offset 0) and after the last content chunk (before the finish), with include_usage', async () => {
+    for (const cut of [0, CHUNKS]) {
+      await s.clearFakes();
+      await s.fakes.prova.behaviour({ cut_after: cut });
+      const r = await sdkStream(s, { model: A, failover: [B], stream_options: { include_usage: true } });
+      console.log(`cut after ${cut}: trail ${r.tresor?.attempts}`);
+      assertCleanEnd(r);
+      assert.equal(r.text, FULL, `cut after ${cut}`);
+      assertOneIdentity(r);
+      assertRecoveredTresor(r, { from: A, to: B, outcome: 'stream_cut' });
+      const usage = r.chunks.filter((c) => c.usage);
+      assert.equal(usage.length, 1, `one usage chunk (cut after ${cut})`);
+      assert.deepEqual(usage[0].choices, []);
+      const claims = await verifiedClaims(s, r);
+      assert.deepEqual(claims.recoveries, [{ from: A, to: B, offset: bytes(prefix(cut)), mode: 'replay' }]);
+    }
+  });
+
+  test('18. retry.max_stream_recoveries: 0 never recovers; 2 recovers twice (A cuts, B cuts, C finishes) and the receipt lists both', async () => {
+    const routes = [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }, { id: C, provider: 'provc' }];
+    const none = await featureStack({ routes, retry: { max_stream_recoveries: 0 } });
+    try {
+      await none.fakes.prova.behaviour({ cut_after: CUT });
+      const r = await sdkStream(none, { model: A, failover: [B, C] });
+      assertErrorEnd(r);
+      assert.equal(r.text, prefix(CUT));
+      assert.equal((await none.fakes.provb.stats()).requests + (await none.fakes.provc.stats()).requests, 0, 'no recovery');
+    } finally {
+      await stopStack(none);
+    }
+    const two = await featureStack({ routes, retry: { max_stream_recoveries: 2 } });
+    try {
+      await two.fakes.prova.behaviour({ cut_after: CUT });
+      await two.fakes.provb.behaviour({ cut_after: 50 });
+      const r = await sdkStream(two, { model: A, failover: [B, C] });
+      console.log(`two recoveries: trail ${r.tresor?.attempts}`);
+      assertCleanEnd(r);
+      assert.equal(r.text, FULL);
+      assertOneIdentity(r);
+      assertRecoveredTresor(r, { from: B, to: C, outcome: 'stream_cut', committed: A });
+      assert.deepEqual(parseAttempts(r.tresor.attempts).map((a) => [a.route, a.outcome]),
+        [[A, 'stream_cut'], [B, 'stream_cut'], [C, 'ok']], r.tresor.attempts);
+      const claims = await verifiedClaims(two, r);
+      assert.deepEqual(claims.recoveries, [
+        { from: A, to: B, offset: bytes(prefix(CUT)), mode: 'replay' },
+        { from: B, to: C, offset: bytes(prefix(50)), mode: 'replay' },
+      ]);
+    } finally {
+      await stopStack(two);
+    }
+  });
+
+  test('19. a tool-call stream on a supports_prefill route is recovered by replay, not prefill (prefill is for plain content)', async () => {
+    const t = await featureStack({
+      routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }],
+      routeExtras: { [B]: { supports_prefill: true } },
+    });
+    try {
+      await t.fakes.prova.behaviour({ tool_args: TOOL_ARGS, chunks: 10, cut_after: 5 });
+      await t.fakes.provb.behaviour({ tool_args: TOOL_ARGS, chunks: 10, reject_prefill: 1 });
+      const { client } = recordingClient(t);
+      const stream = client.chat.completions.stream({ model: A, messages: MESSAGES, tools: TOOLS, failover: [B] });
+      const final = await stream.finalChatCompletion();
+      const tc = final.choices[0].message.tool_calls;
+      assert.equal(tc.length, 1);
+      assert.equal(tc[0].function.arguments, TOOL_ARGS);
+      assert.match(tc[0].id, /^call_fake_/);
+      for (const q of await requestsOf(t.fakes.provb)) assert.notEqual(q.json.messages.at(-1).role, 'assistant', 'no prefill of a tool call');
+    } finally {
+      await stopStack(t);
+    }
   });
 });
