@@ -872,4 +872,34 @@ describe('OpenAI JS SDK: mid-stream recovery, more cases', { timeout: 120_000 },
       await stopStack(t);
     }
   });
+
+  test('20. a hedge that won and then cuts is recovered on the next candidate; the winner is not retried beyond attempts_per_route (1)', async () => {
+    await s.fakes.prova.behaviour({ lag_first_ms: 5000 });
+    await s.fakes.provb.behaviour({ cut_after: 30 });
+    const r = await sdkStream(s, { model: A, failover: [B, C] }, { headers: { 'X-Tresor-Hedge-After-Ms': '300' } });
+    console.log(`hedge won, then cut: X-Tresor-Attempts ${r.headers.get('x-tresor-attempts')}; trail ${r.tresor?.attempts}; ` +
+      `B requests ${(await s.fakes.provb.stats()).requests}, C requests ${(await s.fakes.provc.stats()).requests}; ` +
+      `error ${r.error?.code ?? 'none'}`);
+    assert.equal((await s.fakes.provb.stats()).requests, 1, 'B (attempts_per_route 1) is asked once');
+    assertCleanEnd(r);
+    assert.equal(r.text, FULL);
+    assertOneIdentity(r);
+    assert.equal(r.chunks[0].model, 'provb-m1', 'the identity of the stream the client got first (the hedge\'s)');
+    assert.equal(r.tresor?.routed_model, C);
+    assert.equal(r.tresor?.recovered_from, B);
+    assert.deepEqual(parseAttempts(r.tresor.attempts).map((a) => [a.route, a.outcome]),
+      [[A, 'hedged_cancelled'], [B, 'stream_cut'], [C, 'ok']], r.tresor.attempts);
+  });
+
+  test('21. recovery stays inside the request deadline (X-Tresor-Timeout-Seconds: 3): a slow replay ends with the in-band error at the deadline', async () => {
+    await s.fakes.prova.behaviour({ stall_after: 20 });
+    await s.fakes.provb.behaviour({ pace_ms: 100 }); // would reach the seam only at ≈ 2 s + 2 s
+    const r = await sdkStream(s, { model: A, failover: [B] }, { headers: { 'X-Tresor-Timeout-Seconds': '3' } });
+    console.log(`deadline during recovery: ended after ${r.ms.toFixed(0)} ms: ${r.error?.code}: ${r.error?.message}`);
+    assertErrorEnd(r);
+    assert.equal(r.text, prefix(20), 'nothing of B\'s replay reached the client');
+    assert.ok(r.ms >= 3000 - 50 && r.ms <= 3000 + 700, `ended after ${r.ms.toFixed(0)} ms; the deadline is 3 s`);
+    await waitFor(async () => (await s.fakes.provb.stats()).streams_aborted_by_client === 1,
+      { timeoutMs: 2000, what: 'the gateway to close B\'s stream at the deadline' });
+  });
 });
