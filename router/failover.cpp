@@ -94,6 +94,7 @@ asio::awaitable<AttemptResult> primary_branch(AttemptRunner& runner, const Attem
 }
 
 asio::awaitable<std::optional<AttemptResult>> hedge_branch(AttemptRunner& runner, AttemptPlan& plan,
+                                                           const FailoverPolicy& policy,
                                                            std::chrono::milliseconds delay, HedgeState& state,
                                                            Clock::time_point& hedge_start) {
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -107,7 +108,8 @@ asio::awaitable<std::optional<AttemptResult>> hedge_branch(AttemptRunner& runner
     co_return std::nullopt;  // the primary ended (or committed) first: no hedge
   hedge_start = Clock::now();
   state.race.runners[1].started = hedge_start;
-  plan.first_byte_deadline = common::earlier_of(plan.first_byte_deadline, plan.request_deadline);
+  // Its own first-event timer runs from its own start.
+  plan.first_byte_deadline = first_byte_deadline(policy, plan.last_candidate, hedge_start, plan.request_deadline);
   AttemptResult r = co_await runner.attempt(plan);
   if (plan.lost_race()) r.outcome = AttemptOutcome::hedged_cancelled;
   co_return r;
@@ -116,7 +118,7 @@ asio::awaitable<std::optional<AttemptResult>> hedge_branch(AttemptRunner& runner
 // Runs `primary`, and `hedge` beside it once `delay` has passed without the primary
 // ending or committing. Both run on this coroutine's executor (no threads).
 asio::awaitable<HedgedPair> run_hedged(AttemptRunner& runner, AttemptPlan& primary, AttemptPlan& hedge,
-                                       std::chrono::milliseconds delay) {
+                                       const FailoverPolicy& policy, std::chrono::milliseconds delay) {
   HedgeState state;
   primary.race = &state.race;
   primary.race_slot = 0;
@@ -142,7 +144,7 @@ asio::awaitable<HedgedPair> run_hedged(AttemptRunner& runner, AttemptPlan& prima
                                                 pair.primary = r;
                                                 finished();
                                               }));
-  asio::co_spawn(ex, hedge_branch(runner, hedge, delay, state, pair.hedge_start),
+  asio::co_spawn(ex, hedge_branch(runner, hedge, policy, delay, state, pair.hedge_start),
                  asio::bind_cancellation_slot(state.race.signal(1).slot(),
                                               [&](std::exception_ptr e, std::optional<AttemptResult> r) {
                                                 hedge_threw = e != nullptr;
@@ -280,7 +282,7 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
       Clock::time_point hedge_start{};
       if (hedge) {
         AttemptPlan second = plan_for(candidates, i + 1, started, deadline, policy, result);
-        HedgedPair pair = co_await run_hedged(runner, plan, second, *delay);
+        HedgedPair pair = co_await run_hedged(runner, plan, second, policy, *delay);
         r = pair.primary;
         if (pair.hedge) {
           const AttemptResult& h = *pair.hedge;

@@ -308,6 +308,7 @@ class ChatAttempts final : public EndpointAttempts {
       info_.failover = true;
       info_.recovered_from = failed_route_;
       info_.attempts = attempts_with_success(plan, attempt_start);
+      served_by_ = plan;  // the access log and metrics name the route that finished the answer
       relay_->set_tresor(tresor_object_json(info_), unreceipted_tresor());
       services_.metrics.stream_recovery(failed_route_, Metrics::Recovery::recovered);
     }
