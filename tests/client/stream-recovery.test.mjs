@@ -902,4 +902,35 @@ describe('OpenAI JS SDK: mid-stream recovery, more cases', { timeout: 120_000 },
     await waitFor(async () => (await s.fakes.provb.stats()).streams_aborted_by_client === 1,
       { timeoutMs: 2000, what: 'the gateway to close B\'s stream at the deadline' });
   });
+
+  test('22. text that needs JSON escaping (quotes, backslashes, newlines, tabs, control and non-BMP characters) is recovered exactly by prefill and by replay', async () => {
+    const TRICKY = Array.from({ length: 30 }, (_, i) =>
+      [`"q${i}"`, `C:\\dir${i}\\`, `line${i}\n`, `tab\t${i}`, `ctl\u0001${i}`, `</script>${i}`, `𝄞${i}`, `\u2028${i}`][i % 8]).join(' ');
+    const t = await featureStack({
+      routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }, { id: C, provider: 'provc' }],
+      routeExtras: { [B]: { supports_prefill: true } },
+    });
+    try {
+      const tricky = await fakePieces(t.fakes.prova, { content: TRICKY, chunks: 30 });
+      assert.equal(tricky.join(''), TRICKY);
+      for (const [route, mode] of [[B, 'prefill'], [C, 'replay']]) {
+        await t.clearFakes();
+        await t.fakes.prova.behaviour({ content: TRICKY, chunks: 30, cut_after: 17 });
+        await t.fakes.provb.behaviour({ content: TRICKY, chunks: 30, honor_prefill: 1 });
+        await t.fakes.provc.behaviour({ content: TRICKY, chunks: 30 });
+        const r = await sdkStream(t, { model: A, failover: [route] });
+        assertCleanEnd(r);
+        assert.equal(r.text, TRICKY, `${mode}: exact text`);
+        assertOneIdentity(r);
+        if (mode === 'prefill') {
+          const [qb] = await requestsOf(t.fakes.provb);
+          assert.deepEqual(qb.json.messages.at(-1), { role: 'assistant', content: tricky.slice(0, 17).join('') });
+        }
+        const claims = await verifiedClaims(t, r);
+        assert.deepEqual(claims.recoveries, [{ from: A, to: route, offset: bytes(tricky.slice(0, 17).join('')), mode }]);
+      }
+    } finally {
+      await stopStack(t);
+    }
+  });
 });
