@@ -543,7 +543,7 @@ TEST_CASE("hedge: a hedge that fails leaves the primary to answer", "[router][fa
 
 // The primary fails after the hedge has started but before either commits; the hedge
 // then answers the client. Expected: served, two attempts, nothing more run.
-// KNOWN BUG (reported to the lead, 508440f): run_failover takes the "hedge won" path only
+// Regression (found by this test in 508440f, fixed since): run_failover takes the "hedge won" path only
 // when the primary's outcome is hedged_cancelled; here the primary ended (reset) before
 // the hedge claimed, so the hedge's `ok` is booked as a failed hedge (Hedge::failed,
 // hedged_index = b) and the loop goes on with the primary's decision (retry_same_route):
@@ -551,7 +551,7 @@ TEST_CASE("hedge: a hedge that fails leaves the primary to answer", "[router][fa
 // client was answered (in the endpoint: a second commit/answer on the same response); had
 // a's retry failed, the request would end `failed` (a 502 after a committed answer).
 TEST_CASE("hedge: the primary fails after the hedge started, then the hedge answers → served, nothing more",
-          "[router][failover][hedge][!mayfail]") {
+          "[router][failover][hedge]") {
   Env env{"a", "b", "c"};
   env.routing.hedge_after_ms = 20;
   TimedRunner runner;
@@ -587,11 +587,11 @@ TEST_CASE("hedge: the primary wins, then its stream is cut → recovered on its 
 // The hedge wins and its stream is cut later: the recoveries run on the hedge's route
 // first. Spec 18: "the same route's REMAINING retry.attempts_per_route first" — the hedge
 // was b's first attempt, so with attempts_per_route 2 one recovery on b, then c.
-// KNOWN DEVIATION (reported to the lead, 508440f): after a won hedge, run_failover
+// Regression (found by this test in 508440f, fixed since): after a won hedge, run_failover
 // `break`s to the outer loop, which gives candidate b a fresh attempts_per_route budget:
 // got "a,b,b,b,c" (b attempted attempts_per_route + 1 times).
 TEST_CASE("hedge: the hedge wins, then its stream is cut → the hedge route's remaining retries, then the next",
-          "[router][failover][hedge][stream_recovery][!mayfail]") {
+          "[router][failover][hedge][stream_recovery]") {
   Env env{"a", "b", "c"};
   env.routing.hedge_after_ms = 20;
   TimedRunner runner;

@@ -426,10 +426,10 @@ TEST_CASE("seam: a new tool call that starts the remainder keeps its id and type
 
 // A provider that sends a new call's id in a delta of its own (empty name and
 // arguments), before the name: the id must still reach the client.
-// KNOWN BUG (reported to the lead, 508440f): the id-only delta has no fresh text, so
+// Regression (found by this test in 508440f, fixed since): the id-only delta has no fresh text, so
 // accept() drops it before looking at new tool calls; the next delta (with the name)
 // is forwarded without any id, and the client's tool call 1 never gets one.
-TEST_CASE("seam: a new tool call whose id comes in a delta without text still gets its id", "[stream_seam][!mayfail]") {
+TEST_CASE("seam: a new tool call whose id comes in a delta without text still gets its id", "[stream_seam]") {
   const std::vector<std::string> had = {
       first(R"({"tool_calls":[{"index":0,"id":"call_A","type":"function","function":{"name":"f","arguments":"{}"}}]})")};
   const std::vector<std::string> replay = {
@@ -471,11 +471,11 @@ TEST_CASE("seam: finish already delivered — a finish chunk that also carries t
 
 // The client has the whole answer, finish included; a replay that goes on past it is a
 // different answer (the client would get text after its finish_reason, then a second
-// finish). KNOWN BUG (reported to the lead, 508440f): accept() checks only that the
+// finish). Regression (found by this test in 508440f, fixed since): accept() checks only that the
 // delivered text is covered, not that the client's answer had ended, and forwards
 // " there" (then the replay's finish chunk as well, once caught up).
 TEST_CASE("seam: finish already delivered — more text from the replay is a divergence",
-          "[stream_seam][!mayfail]") {
+          "[stream_seam]") {
   const std::vector<std::string> had = {first(R"({"content":"Hi"})"), first("{}", R"("stop")")};
   const SeamRun r = run(delivered_from(had), Mode::replay,
                         {second(R"({"content":"Hi"})"), second(R"({"content":" there"})"), second("{}", R"("stop")")});
@@ -488,11 +488,11 @@ TEST_CASE("seam: finish already delivered — more text from the replay is a div
 // the receipt), the stream was cut before [DONE], and the recovering route has
 // supports_prefill (recovery_mode picks prefill for plain content, finished or not). The
 // continuation of a finished answer must not reach the client after its finish_reason.
-// KNOWN BUG (reported to the lead, 508440f): prefill forwards " and more" and then, being
+// Regression (found by this test in 508440f, fixed since): prefill forwards " and more" and then, being
 // caught up, the continuation's own finish chunk: the client gets its (held) finish, text,
 // and a second finish_reason.
 TEST_CASE("seam: finish already delivered — a prefill continuation's text is not forwarded",
-          "[stream_seam][!mayfail]") {
+          "[stream_seam]") {
   const std::vector<std::string> had = {first(R"({"content":"Done."})"), first("{}", R"("stop")")};
   const DeliveredAnswer d = delivered_from(had);
   REQUIRE(d.plain_content());
