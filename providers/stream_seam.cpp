@@ -135,6 +135,23 @@ std::string rebuild(simdjson::dom::object chunk, const std::string& id, const st
   return out;
 }
 
+// {"name":…,"arguments":…} with the parts of `fresh` under `base` ("tool_calls.<i>." or
+// "function_call."), each only when there is one.
+void append_function(std::string& out, const std::map<std::string, std::string>& fresh, const std::string& base) {
+  out += '{';
+  bool first = true;
+  for (const std::string_view key : {"name", "arguments"}) {
+    const auto it = fresh.find(base + std::string(key));
+    if (it == fresh.end()) continue;
+    if (!first) out += ',';
+    first = false;
+    common::append_json_string(out, key);
+    out += ':';
+    common::append_json_string(out, it->second);
+  }
+  out += '}';
+}
+
 }  // namespace
 
 void DeliveredAnswer::note(std::string_view chunk_json) {
@@ -280,35 +297,15 @@ StreamSeam::Verdict StreamSeam::accept(std::string& chunk_json) {
         out += R"(,"type":)";
         common::append_json_string(out, tc.type);
       }
-      out += R"(,"function":{)";
-      if (name != fresh.end()) {
-        out += R"("name":)";
-        common::append_json_string(out, name->second);
-      }
-      if (arguments != fresh.end()) {
-        if (name != fresh.end()) out += ',';
-        out += R"("arguments":)";
-        common::append_json_string(out, arguments->second);
-      }
-      out += "}}";
+      out += R"(,"function":)";
+      append_function(out, fresh, base);
+      out += '}';
     }
     if (calls_open) out += ']';
     if (d.has_function_call) {
-      const auto name = fresh.find("function_call.name");
-      const auto arguments = fresh.find("function_call.arguments");
-      if (name != fresh.end() || arguments != fresh.end()) {
+      if (fresh.count("function_call.name") || fresh.count("function_call.arguments")) {
         member("function_call");
-        out += '{';
-        if (name != fresh.end()) {
-          out += R"("name":)";
-          common::append_json_string(out, name->second);
-        }
-        if (arguments != fresh.end()) {
-          if (name != fresh.end()) out += ',';
-          out += R"("arguments":)";
-          common::append_json_string(out, arguments->second);
-        }
-        out += '}';
+        append_function(out, fresh, "function_call.");
       }
     }
     out += R"(},"finish_reason":)";

@@ -141,19 +141,10 @@ class ChatAttempts final : public EndpointAttempts {
     // Always asked for usage, so that every stream is billed (the decoder keeps the usage
     // chunk from a client that did not ask for it, as OpenAI does).
     std::string body = providers::build_chat_body(req_.members, route.upstream_model, req_.upstream_stream_options);
-    providers::ChatStreamDecoder::Options options;
-    options.client_wants_usage = req_.include_usage;
-    const auto asked = Clock::now();
-    auto opened = co_await providers::open_chat_stream(to, std::move(body), std::move(options));
-    if (auto* failure = std::get_if<providers::UpstreamFailure>(&opened)) {
-      waited(asked);
-      co_return failed(plan, *failure, true);
-    }
-    auto upstream = std::move(std::get<std::unique_ptr<providers::ChatEventStream>>(opened));
     std::vector<providers::ChatChunk> first;
-    const auto failure = co_await upstream->first_chunks(plan.first_byte_deadline, first);
-    waited(asked);
-    if (failure) co_return failed(plan, *failure, true);
+    OpenedStream opened = co_await open_stream(to, std::move(body), plan.first_byte_deadline, first);
+    if (opened.failure) co_return failed(plan, *opened.failure, true);
+    auto upstream = std::move(opened.stream);
     // A hedged pair: the first attempt with a first event commits; the other is cancelled.
     if (!plan.claim_commit()) co_return outcome_only(AttemptOutcome::hedged_cancelled);
 
@@ -175,6 +166,29 @@ class ChatAttempts final : public EndpointAttempts {
       co_return outcome_only(AttemptOutcome::ok);
     }
     co_return co_await relay_attempt(plan, *upstream, attempt_start, std::nullopt);
+  }
+
+  // A stream attempt up to its first chunks (in `first`); nothing reaches the client.
+  struct OpenedStream {
+    std::unique_ptr<providers::ChatEventStream> stream;
+    std::optional<providers::UpstreamFailure> failure;
+  };
+  boost::asio::awaitable<OpenedStream> open_stream(const providers::ExchangeTarget& to, std::string body,
+                                                   common::Deadline first_by, std::vector<providers::ChatChunk>& first) {
+    providers::ChatStreamDecoder::Options options;
+    options.client_wants_usage = req_.include_usage;
+    const auto asked = Clock::now();
+    auto opened = co_await providers::open_chat_stream(to, std::move(body), std::move(options));
+    OpenedStream out;
+    if (auto* failure = std::get_if<providers::UpstreamFailure>(&opened)) {
+      waited(asked);
+      out.failure = std::move(*failure);
+      co_return out;
+    }
+    out.stream = std::move(std::get<std::unique_ptr<providers::ChatEventStream>>(opened));
+    out.failure = co_await out.stream->first_chunks(first_by, first);
+    waited(asked);
+    co_return out;
   }
 
   // The client's stream is open and its upstream failed: continue it from this attempt.
@@ -202,19 +216,10 @@ class ChatAttempts final : public EndpointAttempts {
                                                 relay_->delivered().content(),
                                                 route.prefill_style == config::PrefillStyle::continue_final_message)
                 : providers::build_chat_body(req_.members, route.upstream_model, req_.upstream_stream_options);
-    providers::ChatStreamDecoder::Options options;
-    options.client_wants_usage = req_.include_usage;
-    const auto asked = Clock::now();
-    auto opened = co_await providers::open_chat_stream(to, std::move(body), std::move(options));
-    if (auto* failure = std::get_if<providers::UpstreamFailure>(&opened)) {
-      waited(asked);
-      co_return co_await recovery_failed(plan, *failure);
-    }
-    auto upstream = std::move(std::get<std::unique_ptr<providers::ChatEventStream>>(opened));
     std::vector<providers::ChatChunk> first;
-    const auto failure = co_await upstream->first_chunks(first_forward, first);
-    waited(asked);
-    if (failure) co_return co_await recovery_failed(plan, *failure);
+    OpenedStream opened = co_await open_stream(to, std::move(body), first_forward, first);
+    if (opened.failure) co_return co_await recovery_failed(plan, *opened.failure);
+    auto upstream = std::move(opened.stream);
 
     receipts::Claims::Recovery step;
     step.from = failed_route_;
