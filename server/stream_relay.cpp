@@ -44,7 +44,10 @@ bool StreamRelay::take_one(ChatChunk& chunk) {
     // A finish the client already has was left out of the rewritten chunk.
     if (chunk.kind == ChatChunk::Kind::finish && delivered_.finished()) chunk.kind = ChatChunk::Kind::content;
   }
-  if (track_) delivered_.note(chunk.json);
+  if (track_) {
+    unread_delivered_ += chunk.json;  // one line of JSON: no CR/LF inside
+    unread_delivered_ += '\n';
+  }
   digest_.update(chunk.json);  // as the client gets it, minus the tresor member
   const bool carries_tresor = chunk.kind != ChatChunk::Kind::content;
   if (carries_tresor) tresor_sent_ = true;
@@ -52,8 +55,20 @@ bool StreamRelay::take_one(ChatChunk& chunk) {
   return true;
 }
 
+const providers::DeliveredAnswer& StreamRelay::delivered() {
+  std::string_view rest = unread_delivered_;
+  while (!rest.empty()) {
+    const size_t end = rest.find('\n');
+    delivered_.note(rest.substr(0, end));
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+  }
+  unread_delivered_.clear();
+  return delivered_;
+}
+
 void StreamRelay::continue_with(providers::StreamSeam::Mode mode) {
-  seam_ = std::make_unique<providers::StreamSeam>(delivered_, mode);
+  seam_.reset();  // the previous seam reads delivered_, which changes now
+  seam_ = std::make_unique<providers::StreamSeam>(delivered(), mode);
   forwarded_since_seam_ = 0;
   done_ = false;
 }

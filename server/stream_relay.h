@@ -59,7 +59,9 @@ class StreamRelay {
   // Recovery (issue 18): keep what the client has (track_delivered before the first take),
   // then continue from another attempt's chunks through a seam over it.
   void track_delivered() { track_ = true; }
-  const providers::DeliveredAnswer& delivered() const { return delivered_; }
+  // What the client has: the chunks it got are kept as they are (one copy, no parse on the
+  // hot path) and read into the DeliveredAnswer only when a recovery asks.
+  const providers::DeliveredAnswer& delivered();
   void continue_with(providers::StreamSeam::Mode mode);
   // Chunks forwarded since continue_with (a recovery that forwarded none failed before its
   // first event).
@@ -98,6 +100,7 @@ class StreamRelay {
   bool done_ = false;
   common::Sha256 digest_;
   bool track_ = false;
+  std::string unread_delivered_;  // chunks the client got since delivered() last read them, one per line
   providers::DeliveredAnswer delivered_;
   std::unique_ptr<providers::StreamSeam> seam_;
   size_t forwarded_since_seam_ = 0;
