@@ -47,6 +47,11 @@ bool StreamRelay::take_one(ChatChunk& chunk) {
   if (track_) {
     unread_delivered_ += chunk.json;  // one line of JSON: no CR/LF inside
     unread_delivered_ += '\n';
+    // Raw chunks are ~40x their text: past this, fold them into the text (a long answer's
+    // memory stays its text plus this much; a short one is never parsed twice).
+    constexpr size_t kMaxUnreadDelivered = 32 * 1024;
+    // Not while a seam still compares against the text (after it caught up it reads only the identity).
+    if (unread_delivered_.size() > kMaxUnreadDelivered && (!seam_ || seam_->caught_up())) delivered();
   }
   digest_.update(chunk.json);  // as the client gets it, minus the tresor member
   const bool carries_tresor = chunk.kind != ChatChunk::Kind::content;
