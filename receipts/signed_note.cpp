@@ -1,0 +1,164 @@
+#include "receipts/signed_note.h"
+
+#include <openssl/evp.h>
+
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+namespace tresor::receipts::note {
+namespace {
+
+constexpr uint8_t kEd25519 = 0x01;              // the signature type byte
+constexpr std::string_view kDash = "\xE2\x80\x94";  // U+2014 EM DASH, starts a signature line
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+struct CtxFree {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
+using MdCtx = std::unique_ptr<EVP_MD_CTX, CtxFree>;
+
+std::string base64(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+std::optional<std::string> unbase64(std::string_view text) {
+  if (text.empty() || text.size() % 4 != 0) return std::nullopt;
+  std::string out(3 * (text.size() / 4), '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return std::nullopt;
+  size_t size = static_cast<size_t>(n);
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  if (text.back() == '=') --size;
+  if (text.size() >= 2 && text[text.size() - 2] == '=') --size;
+  out.resize(size);
+  return out;
+}
+
+std::string_view chars(const Ed25519Public& pub) { return {reinterpret_cast<const char*>(pub.data()), pub.size()}; }
+
+std::string be32(uint32_t v) {
+  std::string out(4, '\0');
+  for (int i = 0; i < 4; ++i) out[static_cast<size_t>(i)] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
+  return out;
+}
+
+// A text signed-note accepts: non-empty, ends in a newline, no blank line (that ends the text).
+bool valid_text(std::string_view text) {
+  return !text.empty() && text.back() == '\n' && text.find("\n\n") == std::string_view::npos && text.front() != '\n';
+}
+
+std::string hex8(uint32_t v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(8, '0');
+  for (int i = 7; i >= 0; --i, v >>= 4) out[static_cast<size_t>(i)] = kHex[v & 0xf];
+  return out;
+}
+
+}  // namespace
+
+bool valid_name(std::string_view name) {
+  if (name.empty()) return false;
+  for (const char c : name)
+    if (c == '+' || static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return false;
+  // Non-ASCII is allowed by the spec as long as it is not a space; we refuse the
+  // Unicode spaces that start with 0xE2 0x80 (U+2000..U+200A, U+2028, U+2029, U+202F).
+  return name.find("\xE2\x80") == std::string_view::npos && name.find("\xC2\xA0") == std::string_view::npos;
+}
+
+uint32_t key_hash(std::string_view name, const Ed25519Public& pub) {
+  std::string input(name);
+  input += '\n';
+  input += static_cast<char>(kEd25519);
+  input += chars(pub);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(input.data(), input.size(), digest, &size, EVP_sha256(), nullptr);
+  return (uint32_t{digest[0]} << 24) | (uint32_t{digest[1]} << 16) | (uint32_t{digest[2]} << 8) | digest[3];
+}
+
+Ed25519Public public_key(const Ed25519Seed& seed) {
+  Pkey key(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, seed.data(), seed.size()));
+  Ed25519Public pub{};
+  size_t size = pub.size();
+  if (!key || EVP_PKEY_get_raw_public_key(key.get(), pub.data(), &size) != 1 || size != pub.size())
+    throw std::runtime_error("Ed25519 public key derivation failed");
+  return pub;
+}
+
+std::string verifier_key(std::string_view name, const Ed25519Public& pub) {
+  std::string key_bytes(1, static_cast<char>(kEd25519));
+  key_bytes += chars(pub);
+  return std::string(name) + "+" + hex8(key_hash(name, pub)) + "+" + base64(key_bytes);
+}
+
+std::optional<std::string> sign(std::string_view text, std::string_view name, const Ed25519Seed& seed) {
+  if (!valid_text(text) || !valid_name(name)) return std::nullopt;
+  Pkey key(EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, seed.data(), seed.size()));
+  MdCtx ctx(EVP_MD_CTX_new());
+  unsigned char sig[64];
+  size_t sig_size = sizeof sig;
+  if (!key || !ctx || EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) != 1 ||
+      EVP_DigestSign(ctx.get(), sig, &sig_size, reinterpret_cast<const unsigned char*>(text.data()), text.size()) != 1)
+    return std::nullopt;
+  const Ed25519Public pub = public_key(seed);
+  std::string note(text);
+  note += '\n';
+  note += kDash;
+  note += ' ';
+  note += name;
+  note += ' ';
+  note += base64(be32(key_hash(name, pub)) + std::string(reinterpret_cast<const char*>(sig), sig_size));
+  note += '\n';
+  return note;
+}
+
+std::optional<std::string> verify(std::string_view note, std::string_view verifier) {
+  // The verifier key: name+hash+base64(0x01 || 32-byte key).
+  const size_t plus1 = verifier.find('+');
+  const size_t plus2 = plus1 == std::string_view::npos ? plus1 : verifier.find('+', plus1 + 1);
+  if (plus2 == std::string_view::npos) return std::nullopt;
+  const std::string_view name = verifier.substr(0, plus1);
+  const std::string_view hash_hex = verifier.substr(plus1 + 1, plus2 - plus1 - 1);
+  const auto key_bytes = unbase64(verifier.substr(plus2 + 1));
+  if (!valid_name(name) || hash_hex.size() != 8 || !key_bytes || key_bytes->size() != 33 ||
+      static_cast<uint8_t>((*key_bytes)[0]) != kEd25519)
+    return std::nullopt;
+  Ed25519Public pub{};
+  std::copy(key_bytes->begin() + 1, key_bytes->end(), pub.begin());
+  const uint32_t hash = key_hash(name, pub);
+  if (hex8(hash) != hash_hex) return std::nullopt;
+
+  // The text ends at the last blank line; signature lines follow.
+  const size_t split = note.rfind("\n\n");
+  if (split == std::string_view::npos) return std::nullopt;
+  const std::string_view text = note.substr(0, split + 1);
+  std::string_view sigs = note.substr(split + 2);
+  if (!valid_text(text) || sigs.empty() || sigs.back() != '\n') return std::nullopt;
+  const std::string prefix = std::string(kDash) + " " + std::string(name) + " ";
+  while (!sigs.empty()) {
+    const size_t end = sigs.find('\n');
+    const std::string_view line = sigs.substr(0, end);
+    sigs.remove_prefix(end + 1);
+    if (line.substr(0, prefix.size()) != prefix) continue;  // another signer's line
+    const auto blob = unbase64(line.substr(prefix.size()));
+    if (!blob || blob->size() != 4 + 64 || blob->substr(0, 4) != be32(hash)) continue;
+    Pkey key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, pub.data(), pub.size()));
+    MdCtx ctx(EVP_MD_CTX_new());
+    if (key && ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) == 1 &&
+        EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(blob->data() + 4), 64,
+                         reinterpret_cast<const unsigned char*>(text.data()), text.size()) == 1)
+      return std::string(text);
+  }
+  return std::nullopt;
+}
+
+}  // namespace tresor::receipts::note

@@ -1,0 +1,35 @@
+// C2SP signed-note (https://c2sp.org/signed-note) with Ed25519 signatures, the envelope of
+// the transparency log's checkpoints (issue 19): a text of one or more lines, a blank
+// line, then one signature line per signer, "— <name> <base64(key hash || signature)>".
+// The key hash is the first 4 bytes (big-endian) of SHA-256(name || "\n" || 0x01 || public
+// key); a verifier key is written "<name>+<key hash, 8 hex digits>+<base64(0x01 || public key)>".
+// The same format as golang.org/x/mod/sumdb/note, so Go's tooling verifies our notes.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tresor::receipts::note {
+
+using Ed25519Seed = std::array<uint8_t, 32>;
+using Ed25519Public = std::array<uint8_t, 32>;
+
+// A valid key name: non-empty, no Unicode spaces or '+' (signed-note §"Signatures").
+bool valid_name(std::string_view name);
+uint32_t key_hash(std::string_view name, const Ed25519Public& pub);
+Ed25519Public public_key(const Ed25519Seed& seed);
+// "<name>+<hash>+<base64(0x01 || pub)>"
+std::string verifier_key(std::string_view name, const Ed25519Public& pub);
+
+// `text` (non-empty, ending in "\n", no blank line in it) signed by `name`: the whole note.
+// nullopt for a malformed text or name.
+std::optional<std::string> sign(std::string_view text, std::string_view name, const Ed25519Seed& seed);
+
+// The note's text when `note` carries a valid signature by the key `verifier` (in the form
+// verifier_key() writes); nullopt otherwise (malformed, unknown signer, bad signature).
+std::optional<std::string> verify(std::string_view note, std::string_view verifier);
+
+}  // namespace tresor::receipts::note
