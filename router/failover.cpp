@@ -73,8 +73,8 @@ AttemptPlan plan_for(const std::vector<const config::RouteConfig*>& candidates, 
 struct HedgedPair {
   int winner = -1;  // the slot that committed (0 primary, 1 hedge), -1: neither
   AttemptResult primary;
-  Clock::time_point hedge_start{};
   std::optional<AttemptResult> hedge;
+  Clock::time_point hedge_start{};  // with `hedge`
 };
 
 struct HedgeState {
@@ -96,8 +96,7 @@ asio::awaitable<AttemptResult> primary_branch(AttemptRunner& runner, const Attem
 
 asio::awaitable<std::optional<AttemptResult>> hedge_branch(AttemptRunner& runner, AttemptPlan& plan,
                                                            const FailoverPolicy& policy,
-                                                           std::chrono::milliseconds delay, HedgeState& state,
-                                                           Clock::time_point& hedge_start) {
+                                                           std::chrono::milliseconds delay, HedgeState& state) {
   co_await asio::this_coro::throw_if_cancelled(false);
   asio::steady_timer wait(co_await asio::this_coro::executor);
   wait.expires_after(delay);
@@ -107,10 +106,10 @@ asio::awaitable<std::optional<AttemptResult>> hedge_branch(AttemptRunner& runner
   state.hedge_wait = nullptr;
   if (state.primary_done || state.race.winner() >= 0 || plan.request_deadline.passed())
     co_return std::nullopt;  // the primary ended (or committed) first: no hedge
-  hedge_start = Clock::now();
-  state.race.runners[1].started = hedge_start;
+  const auto start = Clock::now();
+  state.race.runners[1].started = start;
   // Its own first-event timer runs from its own start.
-  plan.first_byte_deadline = first_byte_deadline(policy, plan.last_candidate, hedge_start, plan.request_deadline);
+  plan.first_byte_deadline = first_byte_deadline(policy, plan.last_candidate, start, plan.request_deadline);
   AttemptResult r = co_await runner.attempt(plan);
   if (plan.lost_race()) r.outcome = AttemptOutcome::hedged_cancelled;
   co_return r;
@@ -145,7 +144,7 @@ asio::awaitable<HedgedPair> run_hedged(AttemptRunner& runner, AttemptPlan& prima
                                                 pair.primary = r;
                                                 finished();
                                               }));
-  asio::co_spawn(ex, hedge_branch(runner, hedge, policy, delay, state, pair.hedge_start),
+  asio::co_spawn(ex, hedge_branch(runner, hedge, policy, delay, state),
                  asio::bind_cancellation_slot(state.race.signal(1).slot(),
                                               [&](std::exception_ptr e, std::optional<AttemptResult> r) {
                                                 hedge_threw = e != nullptr;
@@ -157,10 +156,13 @@ asio::awaitable<HedgedPair> run_hedged(AttemptRunner& runner, AttemptPlan& prima
     co_await both_done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   }
   if (primary_threw) pair.primary.outcome = AttemptOutcome::hedged_cancelled;
-  if (hedge_threw && pair.hedge_start != Clock::time_point{}) {
-    AttemptResult lost;
-    lost.outcome = AttemptOutcome::hedged_cancelled;
-    pair.hedge = lost;
+  if (const auto& started = state.race.runners[1].started) {
+    pair.hedge_start = *started;
+    if (hedge_threw) {
+      AttemptResult lost;
+      lost.outcome = AttemptOutcome::hedged_cancelled;
+      pair.hedge = lost;
+    }
   }
   pair.winner = state.race.winner();
   primary.race = nullptr;
@@ -283,11 +285,10 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
       const auto delay = hedge_delay(policy, route);
       const bool hedge = delay && attempt == 1 && !committed && !last &&
                          health.admit(candidates[i + 1]->id, attempt_start, *policy.breaker) == Admission::allowed;
-      std::optional<AttemptResult> hedged;  // the hedge's result when it was started and lost or failed
-      Clock::time_point hedge_start{};
+      HedgedPair pair;  // pair.hedge: the hedge's result when it was started (and did not win)
       if (hedge) {
         AttemptPlan second = plan_for(candidates, i + 1, started, deadline, policy, result);
-        HedgedPair pair = co_await run_hedged(runner, plan, second, policy, *delay);
+        pair = co_await run_hedged(runner, plan, second, policy, *delay);
         r = pair.primary;
         if (pair.hedge) {
           const AttemptResult& h = *pair.hedge;
@@ -309,14 +310,12 @@ asio::awaitable<FailoverResult> run_failover(const std::vector<const config::Rou
           result.hedge = h.outcome == AttemptOutcome::hedged_cancelled ? FailoverResult::Hedge::lost
                                                                         : FailoverResult::Hedge::failed;
           if (h.outcome != AttemptOutcome::hedged_cancelled) hedged_index = i + 1;  // tried already
-          hedged = h;
-          hedge_start = pair.hedge_start;
         }
       } else {
         r = co_await runner.attempt(plan);
       }
       note_attempt(result, route, r, attempt_start, policy, health);
-      if (hedged) note_attempt(result, *candidates[i + 1], *hedged, hedge_start, policy, health);
+      if (pair.hedge) note_attempt(result, *candidates[i + 1], *pair.hedge, pair.hedge_start, policy, health);
       committed = committed || r.committed;
       if (r.ended) {
         result.kind = FailoverResult::Kind::served;
