@@ -6,6 +6,7 @@
 #include <boost/beast/core/string.hpp>
 
 #include "common/decimal.h"
+#include "common/http_text.h"
 #include "router/timeout_override.h"
 #include "server/receipt_issuer.h"
 #include "server/upstream_errors.h"
@@ -71,15 +72,11 @@ std::variant<std::optional<unsigned>, ApiError> hedge_after_of(const RequestHead
                            std::string(kHedgeHeader));
   };
   if (values.size() > 1) return refuse();
+  // At most six digits (no padded forms of a valid value), no surrounding whitespace.
   const std::string_view v = values.front();
-  if (v.empty() || v.size() > 6) return refuse();
-  unsigned ms = 0;
-  for (const char c : v) {
-    if (c < '0' || c > '9') return refuse();
-    ms = ms * 10 + static_cast<unsigned>(c - '0');
-  }
-  if (ms > kMaxHedgeAfterMs) return refuse();
-  return std::optional<unsigned>(ms);
+  const auto ms = v.size() > 6 ? std::nullopt : common::decimal_digits(v);
+  if (!ms || *ms > kMaxHedgeAfterMs) return refuse();
+  return std::optional<unsigned>(static_cast<unsigned>(*ms));
 }
 
 }  // namespace
