@@ -1,26 +1,20 @@
 #include "receipts/merkle.h"
 
-#include <openssl/evp.h>
-
-#include <stdexcept>
+#include "common/sha256.h"
 
 namespace tresor::receipts::merkle {
 namespace {
 
-Hash sha256(std::span<const std::string_view> parts) {
-  Hash out{};
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (!ctx) throw std::bad_alloc();
-  bool ok = EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1;
-  for (const auto part : parts) ok = ok && EVP_DigestUpdate(ctx, part.data(), part.size()) == 1;
-  unsigned int size = 0;
-  ok = ok && EVP_DigestFinal_ex(ctx, out.data(), &size) == 1 && size == out.size();
-  EVP_MD_CTX_free(ctx);
-  if (!ok) throw std::runtime_error("SHA-256 failed");
-  return out;
-}
-
 std::string_view bytes(const Hash& h) { return {reinterpret_cast<const char*>(h.data()), h.size()}; }
+
+// SHA-256 of a one-byte domain prefix (RFC 9162: 0x00 leaf, 0x01 node) and the parts.
+Hash prefixed_sha256(char prefix, std::string_view a, std::string_view b = {}) {
+  common::Sha256 sha;
+  sha.update(std::string_view(&prefix, 1));
+  sha.update(a);
+  sha.update(b);
+  return sha.digest();
+}
 
 // The largest power of two smaller than n (n >= 2): where RFC 9162 splits a tree.
 uint64_t split(uint64_t n) {
@@ -30,6 +24,15 @@ uint64_t split(uint64_t n) {
 }
 
 bool odd(uint64_t v) { return (v & 1) != 0; }
+
+// RFC 9162 §2.1.3.2 / §2.1.4.2: "right-shift both fn and sn equally until either LSB(fn)
+// is set or fn is 0" (climbing the right edge, where a node has no right sibling).
+void climb_right_edge(uint64_t& fn, uint64_t& sn) {
+  while (!odd(fn) && fn != 0) {
+    fn >>= 1;
+    sn >>= 1;
+  }
+}
 
 void path(std::span<const Hash> leaves, uint64_t m, std::vector<Hash>& out) {
   const uint64_t n = leaves.size();
@@ -62,20 +65,12 @@ void subproof(std::span<const Hash> leaves, uint64_t m, bool complete, std::vect
 
 }  // namespace
 
-Hash leaf_hash(std::string_view data) {
-  static constexpr char kLeaf = 0x00;
-  const std::string_view parts[] = {std::string_view(&kLeaf, 1), data};
-  return sha256(parts);
-}
+Hash leaf_hash(std::string_view data) { return prefixed_sha256(0x00, data); }
 
-Hash node_hash(const Hash& left, const Hash& right) {
-  static constexpr char kNode = 0x01;
-  const std::string_view parts[] = {std::string_view(&kNode, 1), bytes(left), bytes(right)};
-  return sha256(parts);
-}
+Hash node_hash(const Hash& left, const Hash& right) { return prefixed_sha256(0x01, bytes(left), bytes(right)); }
 
 Hash root(std::span<const Hash> leaves) {
-  if (leaves.empty()) return sha256({});
+  if (leaves.empty()) return common::Sha256().digest();
   if (leaves.size() == 1) return leaves.front();
   const uint64_t k = split(leaves.size());
   return node_hash(root(leaves.first(k)), root(leaves.subspan(k)));
@@ -98,11 +93,7 @@ bool verify_inclusion(uint64_t index, uint64_t size, const Hash& leaf, std::span
     if (sn == 0) return false;
     if (odd(fn) || fn == sn) {
       r = node_hash(p, r);
-      if (!odd(fn))
-        while (!odd(fn) && fn != 0) {
-          fn >>= 1;
-          sn >>= 1;
-        }
+      climb_right_edge(fn, sn);
     } else {
       r = node_hash(r, p);
     }
@@ -126,27 +117,23 @@ bool verify_consistency(uint64_t old_size, uint64_t new_size, const Hash& old_ro
   if (proof.empty()) return false;
   // An old tree whose size is a power of two is a subtree of the new one: its root is the
   // proof's implicit first node.
-  std::vector<Hash> path(proof.begin(), proof.end());
-  if ((old_size & (old_size - 1)) == 0) path.insert(path.begin(), old_root);
+  const bool old_is_subtree = (old_size & (old_size - 1)) == 0;
+  const Hash& first = old_is_subtree ? old_root : proof.front();
+  const std::span<const Hash> rest = old_is_subtree ? proof : proof.subspan(1);
   uint64_t fn = old_size - 1;
   uint64_t sn = new_size - 1;
   while (odd(fn)) {
     fn >>= 1;
     sn >>= 1;
   }
-  Hash fr = path.front();
-  Hash sr = path.front();
-  for (size_t i = 1; i < path.size(); ++i) {
-    const Hash& c = path[i];
+  Hash fr = first;
+  Hash sr = first;
+  for (const Hash& c : rest) {
     if (sn == 0) return false;
     if (odd(fn) || fn == sn) {
       fr = node_hash(c, fr);
       sr = node_hash(c, sr);
-      if (!odd(fn))
-        while (!odd(fn) && fn != 0) {
-          fn >>= 1;
-          sn >>= 1;
-        }
+      climb_right_edge(fn, sn);
     } else {
       sr = node_hash(sr, c);
     }
@@ -156,15 +143,6 @@ bool verify_consistency(uint64_t old_size, uint64_t new_size, const Hash& old_ro
   return sn == 0 && fr == old_root && sr == new_root;
 }
 
-std::string to_hex(const Hash& h) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(64);
-  for (const uint8_t b : h) {
-    out += kHex[b >> 4];
-    out += kHex[b & 0xf];
-  }
-  return out;
-}
+std::string to_hex(const Hash& h) { return common::to_hex(h.data(), h.size()); }
 
 }  // namespace tresor::receipts::merkle

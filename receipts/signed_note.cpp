@@ -1,5 +1,7 @@
 #include "receipts/signed_note.h"
 
+#include "common/sha256.h"
+
 #include <openssl/evp.h>
 
 #include <memory>
@@ -57,10 +59,8 @@ bool valid_text(std::string_view text) {
 }
 
 std::string hex8(uint32_t v) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out(8, '0');
-  for (int i = 7; i >= 0; --i, v >>= 4) out[static_cast<size_t>(i)] = kHex[v & 0xf];
-  return out;
+  const std::string b = be32(v);
+  return common::to_hex(reinterpret_cast<const unsigned char*>(b.data()), b.size());
 }
 
 }  // namespace
@@ -75,13 +75,12 @@ bool valid_name(std::string_view name) {
 }
 
 uint32_t key_hash(std::string_view name, const Ed25519Public& pub) {
-  std::string input(name);
-  input += '\n';
-  input += static_cast<char>(kEd25519);
-  input += chars(pub);
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(input.data(), input.size(), digest, &size, EVP_sha256(), nullptr);
+  common::Sha256 sha;
+  sha.update(name);
+  sha.update("\n");
+  sha.update(std::string_view(reinterpret_cast<const char*>(&kEd25519), 1));
+  sha.update(chars(pub));
+  const auto digest = sha.digest();
   return (uint32_t{digest[0]} << 24) | (uint32_t{digest[1]} << 16) | (uint32_t{digest[2]} << 8) | digest[3];
 }
 
