@@ -152,6 +152,69 @@ void append_function(std::string& out, const std::map<std::string, std::string>&
   out += '}';
 }
 
+// One choice-0 element of a forwarded chunk: only `fresh` (the text the client lacks, by
+// path), the id and type of a tool call the client has not seen (`known_calls`: those it
+// has), and the finish_reason when `finish`.
+std::string remainder_choice(const DeltaText& d, const std::map<std::string, std::string>& fresh,
+                             const std::set<int64_t>& known_calls, simdjson::dom::object choice, bool finish) {
+  std::string out = R"({"index":0,"delta":{)";
+  bool first = true;
+  const auto member = [&](std::string_view key) {
+    if (!first) out += ',';
+    first = false;
+    common::append_json_string(out, key);
+    out += ':';
+  };
+  for (const auto field : kTextFields)
+    if (auto it = fresh.find(std::string(field)); it != fresh.end()) {
+      member(field);
+      common::append_json_string(out, it->second);
+    }
+  bool calls_open = false;
+  for (const auto& tc : d.tool_calls) {
+    const std::string base = "tool_calls." + std::to_string(tc.index) + ".";
+    const auto name = fresh.find(base + "name");
+    const auto arguments = fresh.find(base + "arguments");
+    const bool new_call = !known_calls.count(tc.index);
+    if (name == fresh.end() && arguments == fresh.end() && !new_call) continue;
+    if (!calls_open) {
+      member("tool_calls");
+      out += '[';
+      calls_open = true;
+    } else {
+      out += ',';
+    }
+    out += R"({"index":)" + std::to_string(tc.index);
+    if (new_call && !tc.id.empty()) {
+      out += R"(,"id":)";
+      common::append_json_string(out, tc.id);
+    }
+    if (new_call && !tc.type.empty()) {
+      out += R"(,"type":)";
+      common::append_json_string(out, tc.type);
+    }
+    out += R"(,"function":)";
+    append_function(out, fresh, base);
+    out += '}';
+  }
+  if (calls_open) out += ']';
+  if (d.has_function_call) {
+    if (fresh.count("function_call.name") || fresh.count("function_call.arguments")) {
+      member("function_call");
+      append_function(out, fresh, "function_call.");
+    }
+  }
+  out += R"(},"finish_reason":)";
+  if (finish) {
+    simdjson::dom::element reason;
+    out += choice["finish_reason"].get(reason) ? std::string("null") : simdjson::minify(reason);
+  } else {
+    out += "null";
+  }
+  out += '}';
+  return out;
+}
+
 }  // namespace
 
 void DeliveredAnswer::note(std::string_view chunk_json) {
@@ -261,61 +324,7 @@ StreamSeam::Verdict StreamSeam::accept(std::string& chunk_json) {
     if (!moves_on && !finish) return;
     any_new = true;
 
-    std::string out = R"({"index":0,"delta":{)";
-    bool first = true;
-    const auto member = [&](std::string_view key) {
-      if (!first) out += ',';
-      first = false;
-      common::append_json_string(out, key);
-      out += ':';
-    };
-    for (const auto field : kTextFields)
-      if (auto it = fresh.find(std::string(field)); it != fresh.end()) {
-        member(field);
-        common::append_json_string(out, it->second);
-      }
-    bool calls_open = false;
-    for (const auto& tc : d.tool_calls) {
-      const std::string base = "tool_calls." + std::to_string(tc.index) + ".";
-      const auto name = fresh.find(base + "name");
-      const auto arguments = fresh.find(base + "arguments");
-      const bool new_call = !delivered_.tool_calls_.count(tc.index);
-      if (name == fresh.end() && arguments == fresh.end() && !new_call) continue;
-      if (!calls_open) {
-        member("tool_calls");
-        out += '[';
-        calls_open = true;
-      } else {
-        out += ',';
-      }
-      out += R"({"index":)" + std::to_string(tc.index);
-      if (new_call && !tc.id.empty()) {
-        out += R"(,"id":)";
-        common::append_json_string(out, tc.id);
-      }
-      if (new_call && !tc.type.empty()) {
-        out += R"(,"type":)";
-        common::append_json_string(out, tc.type);
-      }
-      out += R"(,"function":)";
-      append_function(out, fresh, base);
-      out += '}';
-    }
-    if (calls_open) out += ']';
-    if (d.has_function_call) {
-      if (fresh.count("function_call.name") || fresh.count("function_call.arguments")) {
-        member("function_call");
-        append_function(out, fresh, "function_call.");
-      }
-    }
-    out += R"(},"finish_reason":)";
-    if (finish) {
-      simdjson::dom::element reason;
-      out += choice["finish_reason"].get(reason) ? std::string("null") : simdjson::minify(reason);
-    } else {
-      out += "null";
-    }
-    out += '}';
+    const std::string out = remainder_choice(d, fresh, delivered_.tool_calls_, choice, finish);
     if (choices.size() > 1) choices += ',';
     choices += out;
   });
