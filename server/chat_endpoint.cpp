@@ -291,10 +291,10 @@ class ChatAttempts final : public EndpointAttempts {
     co_return co_await after_failure(r);
   }
 
-  // Whether the loop may try another recovery; if not, the client's stream ends here.
+  // Whether the loop may try another recovery; if not, the client's stream ends here. (The
+  // deadline is the loop's: when it has passed, no attempt follows and abandon_stream ends it.)
   boost::asio::awaitable<router::AttemptResult> after_failure(router::AttemptResult r) {
-    if (recoverable_ && recoveries_made_ < rt_.config->retry.max_stream_recoveries && !past_deadline() &&
-        !sink_.client_left())
+    if (recoverable_ && recoveries_made_ < rt_.config->retry.max_stream_recoveries && !sink_.client_left())
       co_return r;
     co_await end_failed_stream();
     r.ended = true;
@@ -371,7 +371,6 @@ class ChatAttempts final : public EndpointAttempts {
   }
 
   bool recovering() const { return !recoveries_.empty(); }
-  bool past_deadline() const { return Clock::now() >= head_.deadline && head_.deadline != Clock::time_point{}; }
 
   const ChatRequest& req_;
   std::string request_sha256_;
