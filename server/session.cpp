@@ -849,7 +849,7 @@ class Session final : public ResponseSink, public SessionControl {
       case Endpoint::metrics:
         return metrics_response(
             services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts(),
-                                     spool_counts(services_.spool)));
+                                     spool_counts(services_.spool), services_.log));
       case Endpoint::models:
       case Endpoint::model: {
         const std::string_view t(target.data(), target.size());
