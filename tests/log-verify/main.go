@@ -258,6 +258,39 @@ func rootFromEntries(entries [][]byte) (tlog.Hash, tlog.HashReader, error) {
 	return root, mem, err
 }
 
+// verifyAllTiles checks every hash tile of the tree, at every level, against the tile the
+// entries imply. tlog.TileHashReader authenticates the tiles it reads against the root, but in
+// x/mod 0.7.0 it skips the parent check of lower tiles when several of the root's subtrees share
+// one tile (its loop starts at the number of subtree indexes, not of their tiles): a corrupt
+// level-0 tile under an intact level-1 tile was accepted in a 300-entry log. Comparing each
+// tile to the hashes recomputed from the (root-checked) entries closes that gap.
+func verifyAllTiles(tr *tileReader, tree tlog.Tree, mem tlog.HashReader) error {
+	var tiles []tlog.Tile
+	for level := 0; tree.N>>(tileHeight*level) > 0; level++ {
+		count := tree.N >> (tileHeight * level)
+		for n := int64(0); n < count/tileWidth; n++ {
+			tiles = append(tiles, tlog.Tile{H: tileHeight, L: level, N: n, W: tileWidth})
+		}
+		if rest := count % tileWidth; rest > 0 {
+			tiles = append(tiles, tlog.Tile{H: tileHeight, L: level, N: count / tileWidth, W: int(rest)})
+		}
+	}
+	for _, t := range tiles {
+		got, err := tr.ReadTiles([]tlog.Tile{t})
+		if err != nil {
+			return err
+		}
+		want, err := tlog.ReadTileData(t, mem)
+		if err != nil {
+			return failf("tile %s from the entries: %v", c2spTilePath(t), err)
+		}
+		if !bytes.Equal(got[0], want) {
+			return failf("tile %s differs from the hashes the entry bundles imply", c2spTilePath(t))
+		}
+	}
+	return nil
+}
+
 // receiptAnswer is one GET /v1/receipts/{id} answer.
 type receiptAnswer struct {
 	ID             string    `json:"id"`
@@ -420,7 +453,8 @@ func run(base, vkey, receiptsPath string) error {
 		}
 	}
 
-	hr := tlog.TileHashReader(tree, &tileReader{f: f, cache: map[tlog.Tile][]byte{}})
+	tr := &tileReader{f: f, cache: map[tlog.Tile][]byte{}}
+	hr := tlog.TileHashReader(tree, tr)
 	if tree.N > 0 {
 		root, err := tlog.TreeHash(tree.N, hr)
 		if err != nil {
@@ -435,14 +469,15 @@ func run(base, vkey, receiptsPath string) error {
 	if err != nil {
 		return err
 	}
-	if tree.N > 0 {
-		root, _, err := rootFromEntries(entries)
-		if err != nil {
-			return failf("recomputing the root from the entry bundles: %v", err)
-		}
-		if root != tree.Hash {
-			return failf("root from the entry bundles %s differs from the checkpoint's %s", root, tree.Hash)
-		}
+	root, mem, err := rootFromEntries(entries)
+	if err != nil {
+		return failf("recomputing the root from the entry bundles: %v", err)
+	}
+	if tree.N > 0 && root != tree.Hash {
+		return failf("root from the entry bundles %s differs from the checkpoint's %s", root, tree.Hash)
+	}
+	if err := verifyAllTiles(tr, tree, mem); err != nil {
+		return err
 	}
 	seen := make(map[string]int64, len(entries))
 	for i, e := range entries {
