@@ -3,12 +3,15 @@
 // tiled-log and signed-note implementation behind Go's checksum database.
 //
 // It fetches the latest checkpoint from a running gateway, verifies its note signature with the
-// given verifier key, recomputes the root from the C2SP tlog-tiles (tlog.TileHashReader
-// authenticates every tile it reads against that root) and again from the entry bundles alone,
-// checks every entry against its level-0 tile hash, and checks each receipt given in --receipts:
+// given verifier key, recomputes the root from the C2SP tlog-tiles (tlog.TileHashReader checks
+// the tiles it reads against that root; see verifyAllTiles) and again from the entry bundles
+// alone, checks every entry against its level-0 tile hash, and checks each receipt given in
+// --receipts:
 // its leaf is the entry at its log_index, its inclusion proof (from the API) verifies against the
-// checkpoint it came with, that checkpoint is consistent with the latest one, and a proof built
-// here from the tiles verifies against the latest one.
+// checkpoint it came with, that checkpoint is consistent with the latest one (by a proof built
+// here from the tiles and by /v1/log/proof/consistency), and inclusion proofs against the latest
+// checkpoint built here from the tiles and served by /v1/log/proof/inclusion verify. Every tile
+// is also compared with the tile the entries imply, and no entry may be logged twice.
 //
 // Exit status: 0 all checks passed ("PASS ..." on stdout), 1 a check failed ("FAIL: ..." on
 // stderr), 2 bad usage.
@@ -126,6 +129,17 @@ func (f *fetcher) get(path string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: body over %d bytes", path, maxBody)
 	}
 	return body, nil
+}
+
+func (f *fetcher) getJSON(path string, v interface{}) error {
+	body, err := f.get(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("GET %s: %v", path, err)
+	}
+	return nil
 }
 
 // c2spTilePath maps a tlog tile to its C2SP tlog-tiles path. tlog.Tile.Path writes
@@ -338,7 +352,7 @@ func decodeProof(b64s []string) (tlog.RecordProof, error) {
 
 // verifyReceipt checks one receipt against the latest checkpoint `latest`, its entries and the
 // tile hash reader.
-func verifyReceipt(ra receiptAnswer, verifier note.Verifier, latest checkpoint, entries [][]byte, hr tlog.HashReader) error {
+func verifyReceipt(f *fetcher, ra receiptAnswer, verifier note.Verifier, latest checkpoint, entries [][]byte, hr tlog.HashReader) error {
 	if ra.LogIndex == nil || ra.Checkpoint == nil || ra.InclusionProof == nil {
 		return errors.New("answer lacks log_index, checkpoint or inclusion_proof")
 	}
@@ -372,7 +386,7 @@ func verifyReceipt(ra receiptAnswer, verifier note.Verifier, latest checkpoint, 
 	}
 
 	// That checkpoint must be a prefix of the latest one (else the log forked or rolled back).
-	if err := checkConsistent(cp, latest, hr); err != nil {
+	if err := checkConsistent(f, cp, latest, hr); err != nil {
 		return err
 	}
 
@@ -384,10 +398,29 @@ func verifyReceipt(ra receiptAnswer, verifier note.Verifier, latest checkpoint, 
 	if err := tlog.CheckRecord(own, latest.tree.N, latest.tree.Hash, idx, leaf); err != nil {
 		return fmt.Errorf("tile-built inclusion proof for index %d in size %d: %v", idx, latest.tree.N, err)
 	}
+
+	// The convenience endpoint's proof, against the latest checkpoint.
+	var inc struct {
+		Index int64    `json:"index"`
+		Size  int64    `json:"size"`
+		Proof []string `json:"proof"`
+	}
+	if err := f.getJSON(fmt.Sprintf("/v1/log/proof/inclusion?index=%d&size=%d", idx, latest.tree.N), &inc); err != nil {
+		return err
+	}
+	if inc.Index != idx || inc.Size != latest.tree.N {
+		return fmt.Errorf("/v1/log/proof/inclusion answered index %d size %d, asked %d and %d", inc.Index, inc.Size, idx, latest.tree.N)
+	}
+	if proof, err = decodeProof(inc.Proof); err != nil {
+		return fmt.Errorf("/v1/log/proof/inclusion: %v", err)
+	}
+	if err := tlog.CheckRecord(proof, latest.tree.N, latest.tree.Hash, idx, leaf); err != nil {
+		return fmt.Errorf("/v1/log/proof/inclusion for index %d in size %d: %v", idx, latest.tree.N, err)
+	}
 	return nil
 }
 
-func checkConsistent(old, latest checkpoint, hr tlog.HashReader) error {
+func checkConsistent(f *fetcher, old, latest checkpoint, hr tlog.HashReader) error {
 	switch {
 	case old.tree.N > latest.tree.N:
 		return fmt.Errorf("receipt's checkpoint (size %d) is newer than the latest (size %d): rollback", old.tree.N, latest.tree.N)
@@ -403,6 +436,26 @@ func checkConsistent(old, latest checkpoint, hr tlog.HashReader) error {
 	}
 	if err := tlog.CheckTree(tp, latest.tree.N, latest.tree.Hash, old.tree.N, old.tree.Hash); err != nil {
 		return fmt.Errorf("receipt's checkpoint (size %d) is not a prefix of the latest (size %d): %v", old.tree.N, latest.tree.N, err)
+	}
+
+	// The gateway's own consistency proof (what verify-log and witnesses use) must verify too.
+	var cons struct {
+		Old   int64    `json:"old"`
+		New   int64    `json:"new"`
+		Proof []string `json:"proof"`
+	}
+	if err := f.getJSON(fmt.Sprintf("/v1/log/proof/consistency?old=%d&new=%d", old.tree.N, latest.tree.N), &cons); err != nil {
+		return err
+	}
+	if cons.Old != old.tree.N || cons.New != latest.tree.N {
+		return fmt.Errorf("/v1/log/proof/consistency answered old %d new %d, asked %d and %d", cons.Old, cons.New, old.tree.N, latest.tree.N)
+	}
+	hashes, err := decodeProof(cons.Proof)
+	if err != nil {
+		return fmt.Errorf("/v1/log/proof/consistency: %v", err)
+	}
+	if err := tlog.CheckTree(tlog.TreeProof(hashes), latest.tree.N, latest.tree.Hash, old.tree.N, old.tree.Hash); err != nil {
+		return fmt.Errorf("/v1/log/proof/consistency?old=%d&new=%d: %v", old.tree.N, latest.tree.N, err)
 	}
 	return nil
 }
@@ -494,7 +547,7 @@ func run(base, vkey, receiptsPath string) error {
 			return failf("--receipts: %v", err)
 		}
 		for _, ra := range answers {
-			if err := verifyReceipt(ra, verifier, latest, entries, hr); err != nil {
+			if err := verifyReceipt(f, ra, verifier, latest, entries, hr); err != nil {
 				return failf("receipt %s: %v", ra.ID, err)
 			}
 			checked++
