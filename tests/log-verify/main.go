@@ -6,12 +6,11 @@
 // given verifier key, recomputes the root from the C2SP tlog-tiles (tlog.TileHashReader checks
 // the tiles it reads against that root; see verifyAllTiles) and again from the entry bundles
 // alone, checks every entry against its level-0 tile hash, and checks each receipt given in
-// --receipts:
-// its leaf is the entry at its log_index, its inclusion proof (from the API) verifies against the
-// checkpoint it came with, that checkpoint is consistent with the latest one (by a proof built
-// here from the tiles and by /v1/log/proof/consistency), and inclusion proofs against the latest
-// checkpoint built here from the tiles and served by /v1/log/proof/inclusion verify. Every tile
-// is also compared with the tile the entries imply, and no entry may be logged twice.
+// --receipts: its leaf is the entry at its log_index, its inclusion proof (from the API) verifies
+// against the checkpoint it came with, that checkpoint is consistent with the latest one (by a
+// proof built here from the tiles and by /v1/log/proof/consistency), and inclusion proofs against
+// the latest checkpoint built here from the tiles and served by /v1/log/proof/inclusion verify.
+// Every tile is also compared with the tile the entries imply, and no entry may be logged twice.
 //
 // Exit status: 0 all checks passed ("PASS ..." on stdout), 1 a check failed ("FAIL: ..." on
 // stderr), 2 bad usage.
