@@ -23,6 +23,27 @@ struct CtxFree {
 using Pkey = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using MdCtx = std::unique_ptr<EVP_MD_CTX, CtxFree>;
 
+
+std::string_view chars(const Ed25519Public& pub) { return {reinterpret_cast<const char*>(pub.data()), pub.size()}; }
+
+std::string be32(uint32_t v) {
+  std::string out(4, '\0');
+  for (int i = 0; i < 4; ++i) out[static_cast<size_t>(i)] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
+  return out;
+}
+
+// A text signed-note accepts: non-empty, ends in a newline, no blank line (that ends the text).
+bool valid_text(std::string_view text) {
+  return !text.empty() && text.back() == '\n' && text.find("\n\n") == std::string_view::npos && text.front() != '\n';
+}
+
+std::string hex8(uint32_t v) {
+  const std::string b = be32(v);
+  return common::to_hex(reinterpret_cast<const unsigned char*>(b.data()), b.size());
+}
+
+}  // namespace
+
 std::string base64(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
   const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
@@ -44,26 +65,6 @@ std::optional<std::string> unbase64(std::string_view text) {
   out.resize(size);
   return out;
 }
-
-std::string_view chars(const Ed25519Public& pub) { return {reinterpret_cast<const char*>(pub.data()), pub.size()}; }
-
-std::string be32(uint32_t v) {
-  std::string out(4, '\0');
-  for (int i = 0; i < 4; ++i) out[static_cast<size_t>(i)] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
-  return out;
-}
-
-// A text signed-note accepts: non-empty, ends in a newline, no blank line (that ends the text).
-bool valid_text(std::string_view text) {
-  return !text.empty() && text.back() == '\n' && text.find("\n\n") == std::string_view::npos && text.front() != '\n';
-}
-
-std::string hex8(uint32_t v) {
-  const std::string b = be32(v);
-  return common::to_hex(reinterpret_cast<const unsigned char*>(b.data()), b.size());
-}
-
-}  // namespace
 
 bool valid_name(std::string_view name) {
   if (name.empty()) return false;

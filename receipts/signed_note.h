@@ -17,6 +17,11 @@ namespace tresor::receipts::note {
 using Ed25519Seed = std::array<uint8_t, 32>;
 using Ed25519Public = std::array<uint8_t, 32>;
 
+// Standard base64 with padding (RFC 4648 §4), as notes, checkpoints and vkeys use it;
+// unbase64 is nullopt for anything that is not exactly that.
+std::string base64(std::string_view bytes);
+std::optional<std::string> unbase64(std::string_view text);
+
 // A valid key name: non-empty, no Unicode spaces or '+' (signed-note §"Signatures").
 bool valid_name(std::string_view name);
 uint32_t key_hash(std::string_view name, const Ed25519Public& pub);
