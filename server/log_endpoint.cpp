@@ -6,7 +6,6 @@
 #include <charconv>
 #include <optional>
 
-#include "receipts/receipt_service.h"
 #include "receipts/transparency_log.h"
 #include "server/api_error.h"
 
@@ -174,8 +173,8 @@ void add_log_fields(boost::json::object& answer, uint64_t log_index, const Trans
   answer["inclusion_proof"] = proof_json(inclusion->proof);
 }
 
-Response cosignature_response(std::string_view, receipts::ReceiptService&, const TransparencyLog* log,
-                              const std::vector<std::string>&) {
+Response cosignature_response(std::string_view, const TransparencyLog* log, const std::vector<std::string>&,
+                              const RecordCosignature&) {
   if (!log) return not_found();
   return error_response(invalid_request("invalid_cosignature", "not yet"));
 }
