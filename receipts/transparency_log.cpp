@@ -107,7 +107,8 @@ Checkpoint TransparencyLog::sign_current() const {
 std::optional<Checkpoint> TransparencyLog::parse_checkpoint(const StoredCheckpoint& stored, std::string& why) const {
   const auto text = note::verify(stored.note, verifier_key_);
   if (!text) {
-    why = "the stored checkpoint is not signed by this log's key (" + verifier_key_ + ")";
+    why = "the stored checkpoint is not signed by this log's key (" + verifier_key_ +
+          "): replicas sharing a store must share log.key_file and log.origin";
     return std::nullopt;
   }
   Checkpoint c;
