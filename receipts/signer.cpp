@@ -2,9 +2,8 @@
 // raw R‖S signatures, RFC 7517 JWKs. See shared/spec/tresor-api.md §5.2 and §5.5.
 #include "receipts/signer.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "receipts/key_file.h"
+
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -207,15 +206,6 @@ std::string private_key_pem(EVP_PKEY* pkey) {
   return std::string(data, static_cast<std::size_t>(len));
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read key file " + path + ": " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw std::runtime_error("cannot read key file " + path);
-  return ss.str();
-}
-
 // A private key PEM (PKCS#8, or traditional "BEGIN EC PRIVATE KEY"); nullptr if none.
 PkeyPtr parse_private_pem(const std::string& pem) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
@@ -235,48 +225,6 @@ PkeyPtr parse_any_pem(const std::string& pem) {
     if (pkey) return pkey;
   }
   return parse_private_pem(pem);
-}
-
-// Like ssh with an identity file, refuse a private key that other users can read or that
-// anyone but the owner's group can change: a copied or bind-mounted key often arrives 0644.
-// Group read stays allowed (Kubernetes Secrets are mounted 0440 with an fsGroup).
-void refuse_if_exposed(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw std::runtime_error("cannot stat key file " + path + ": " + std::strerror(errno));
-  const unsigned mode = st.st_mode & 07777;
-  if ((mode & (S_IRWXO | S_IWGRP)) == 0) return;
-  char octal[8];
-  std::snprintf(octal, sizeof octal, "%04o", mode);
-  throw std::runtime_error("key file " + path + " has mode " + octal +
-                           ": other users can read or change it; chmod 600 it (or 640/440 for a group)");
-}
-
-// Writes `data` to a new file at `path`: O_CREAT|O_EXCL with 0600, so it is never
-// readable by others and never clobbers an existing key. Returns false on EEXIST.
-bool write_new_private_file(const std::string& path, const std::string& data) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    if (errno == EEXIST) return false;
-    throw std::runtime_error("cannot create key file " + path + ": " + std::strerror(errno));
-  }
-  std::size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(path.c_str());
-      throw std::runtime_error("cannot write key file " + path + ": " + std::strerror(err));
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(path.c_str());
-    throw std::runtime_error("cannot write key file " + path + ": " + std::strerror(err));
-  }
-  return true;
 }
 
 // ---- ECDSA signature encodings ----------------------------------------------------
@@ -469,32 +417,25 @@ struct Signer::Impl {
 Signer::Signer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Signer::~Signer() = default;
 
-// The P-256 private key at `path`, refused when others may read or change the file.
-static PkeyPtr load_private_key(const std::string& path) {
-  const std::string pem = read_file(path);
+// The P-256 private key in `pem`, read from `path` (named in errors).
+static PkeyPtr p256_from_pem(const std::string& pem, const std::string& path) {
   PkeyPtr pkey = parse_private_pem(pem);
   if (!pkey) throw std::runtime_error("key file " + path + " does not hold a readable (unencrypted) PEM private key");
   if (!is_p256(pkey.get())) throw std::runtime_error("key file " + path + " is not an EC P-256 private key");
-  refuse_if_exposed(path);
+  return pkey;
+}
+
+// The P-256 private key at `path`, refused when others may read or change the file.
+static PkeyPtr load_private_key(const std::string& path) {
+  PkeyPtr pkey = p256_from_pem(key_file::read(path), path);
+  key_file::refuse_if_exposed(path);
   return pkey;
 }
 
 std::unique_ptr<Signer> Signer::load_or_create(const std::string& path, std::string kid) {
-  PkeyPtr pkey;
-  std::error_code fs_ec;
-  if (!std::filesystem::exists(path, fs_ec) && !fs_ec) {
-    const auto parent = std::filesystem::path(path).parent_path();
-    if (!parent.empty()) {
-      std::filesystem::create_directories(parent, fs_ec);
-      if (fs_ec)
-        throw std::runtime_error("cannot create directory " + parent.string() + " for key file " + path + ": " +
-                                 fs_ec.message());
-    }
-    PkeyPtr fresh = generate_p256();
-    if (write_new_private_file(path, private_key_pem(fresh.get()))) pkey = std::move(fresh);
-    // else: another process created it first; load theirs below.
-  }
-  if (!pkey) pkey = load_private_key(path);
+  const auto file = key_file::read_or_create(path, [] { return private_key_pem(generate_p256().get()); });
+  PkeyPtr pkey = p256_from_pem(file.pem, path);
+  if (!file.created) key_file::refuse_if_exposed(path);
   auto impl = std::make_unique<Impl>();
   impl->pkey = std::move(pkey);
   return finish(std::move(impl), std::move(kid));
@@ -561,7 +502,7 @@ static json::array retired_jwks(const std::string& active_kid, const std::vector
     if (std::find(kids.begin(), kids.end(), r.kid) != kids.end())
       throw std::runtime_error("retired key " + r.public_key_file + " reuses kid " + r.kid);
     kids.push_back(r.kid);
-    const std::string pem = read_file(r.public_key_file);
+    const std::string pem = key_file::read(r.public_key_file);
     PkeyPtr pkey = parse_any_pem(pem);
     if (!pkey) throw std::runtime_error("retired key file " + r.public_key_file + " holds no readable PEM key");
     if (!is_p256(pkey.get()))
