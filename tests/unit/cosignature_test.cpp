@@ -4,6 +4,7 @@
 // id and timestamp. Neither golang.org/x/mod nor the C2SP repository ships a vector with a key.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <string>
 
 #include "receipts/cosignature.h"
@@ -13,11 +14,13 @@ namespace note = tresor::receipts::note;
 
 namespace {
 
-// The seed of Go's sumdb/note test key "PeterNeumann" (signed_note_test.cpp uses it too).
+// The seed of Go's sumdb/note test key "PeterNeumann" (signed_note_test.cpp uses it too), in base64.
 note::Ed25519Seed test_seed() {
-  const std::string hex = "810a1402d5146c8d84f2443330f54080ebf98ee17d9c74f6252fc5d5c7283173";
+  const auto bytes = note::unbase64("gQoUAtUUbI2E8kQzMPVAgOv5juF9nHT2JS/F1ccoMXM=");
+  REQUIRE(bytes);
+  REQUIRE(bytes->size() == 32);
   note::Ed25519Seed seed{};
-  for (size_t i = 0; i < seed.size(); ++i) seed[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  std::copy(bytes->begin(), bytes->end(), seed.begin());
   return seed;
 }
 
