@@ -93,6 +93,8 @@ Response request(http::verb verb, const std::string& url_text, const std::string
   if (failure) {
     try {
       std::rethrow_exception(failure);
+    } catch (const boost::system::system_error& e) {
+      throw std::runtime_error(url_text + ": " + e.code().message());  // without the source location
     } catch (const std::exception& e) {
       throw std::runtime_error(url_text + ": " + e.what());
     }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -229,7 +230,7 @@ std::vector<merkle::Hash> fetch_leaves(const std::string& base, uint64_t size) {
       if (at + 2 + len > bundle.size()) throw std::runtime_error("entry bundle " + std::to_string(tile) + " is cut");
       const auto leaf = merkle::leaf_hash(std::string_view(bundle).substr(at + 2, len));
       at += 2 + len;
-      if (!std::equal(leaf.begin(), leaf.end(), hashes.begin() + static_cast<std::ptrdiff_t>(32 * i)))
+      if (std::memcmp(leaf.data(), hashes.data() + 32 * i, leaf.size()) != 0)
         throw std::runtime_error("entry " + std::to_string(index) + " does not match its hash in the level-0 tile");
       leaves.push_back(leaf);
     }
@@ -284,7 +285,7 @@ std::string verify_log(const std::string& base, const std::string& log_key, cons
   if (old) {
     const auto proof = fetch_consistency(base, *old, next);
     if (const auto why = log_cli::refusal(*old, next, proof)) throw std::runtime_error(*why);
-    pass += " extends size " + std::to_string(old->size) + " (consistent)";
+    pass += next.size == old->size ? " unchanged" : " extends size " + std::to_string(old->size) + " (consistent)";
   }
   if (full) {
     const auto leaves = fetch_leaves(base, next.size);
