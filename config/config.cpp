@@ -517,6 +517,24 @@ void load_receipts(const Reader& r, const YAML::Node& n, ReceiptsConfig& c) {
   }
 }
 
+void load_log(const Reader& r, const YAML::Node& n, LogConfig& c) {
+  r.expect_map(n, "log", {"enabled", "origin", "key_file", "checkpoint_interval_ms", "witnesses"});
+  if (auto v = n["enabled"]) c.enabled = r.boolean(v, "log.enabled");
+  if (auto v = n["origin"]) {
+    c.origin = r.text(v, "log.origin");
+    // The origin names the log key in every signature line (C2SP signed-note).
+    if (c.origin.empty() || c.origin.find_first_of(" \t\n+") != std::string::npos)
+      r.fail(v, "log.origin must be non-empty, without spaces or '+', got '" + c.origin + "'");
+  }
+  if (auto v = n["key_file"]) c.key_file = r.text(v, "log.key_file");
+  if (auto v = n["checkpoint_interval_ms"])
+    c.checkpoint_interval_ms = r.integer<uint64_t>(v, "log.checkpoint_interval_ms", 50, 60000);
+  if (auto list = n["witnesses"]) {
+    if (!list.IsSequence()) r.fail(list, "log.witnesses must be a list of witness keys");
+    for (const auto& item : list) c.witnesses.push_back(r.text(item, "log.witnesses[]"));
+  }
+}
+
 OutageMode outage_mode(const Reader& r, const YAML::Node& n, const std::string& what) {
   const auto v = r.text(n, what);
   if (v == "open") return OutageMode::open;
@@ -582,7 +600,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   if (!root.IsDefined() || root.IsNull()) r.fail(root, "config is empty");
   r.expect_map(root, "the top level",
                {"server", "timeouts", "retry", "breaker", "routing", "providers", "routes", "auth",
-                "receipts", "store", "attestation"});
+                "receipts", "log", "store", "attestation"});
   r.refuse_duplicate_keys(root, "");
   auto c = std::make_shared<Config>();
   c->source_file = name;
@@ -596,6 +614,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   if (auto n = root["routes"]) load_routes(r, n, *c);
   if (auto n = root["auth"]) load_auth(r, n, *c);
   if (auto n = root["receipts"]) load_receipts(r, n, c->receipts);
+  if (auto n = root["log"]) load_log(r, n, c->log);
   if (auto n = root["store"]) load_store(r, n, c->store_config);
   c->store = c->store_config.url;
   if (auto n = root["attestation"]) load_attestation(r, n, c->attestation);

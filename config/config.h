@@ -207,6 +207,19 @@ struct ReceiptsConfig {
   enum class Signing { on_fetch, at_issue } signing = Signing::on_fetch;
 };
 
+// The receipts transparency log (receipts/transparency_log.h): every stored receipt is a
+// leaf; signed checkpoints (C2SP tlog-checkpoint) are published while the tree grows.
+struct LogConfig {
+  bool enabled = true;
+  // The checkpoint's origin line and the log key's name (C2SP: a schema-less URL prefix).
+  std::string origin = "tresor-router.local/receipts";
+  std::string key_file = "state/log-ed25519.pem";  // Ed25519, created 0600 when missing
+  uint64_t checkpoint_interval_ms = 1000;
+  // Witnesses whose cosignatures (C2SP tlog-cosignature, Ed25519 v1) the log accepts and
+  // serves on its checkpoint: their vkeys, "<name>+<key id>+<base64(0x04 || key)>".
+  std::vector<std::string> witnesses;
+};
+
 // How the shared store (Redis) is reached, how long it may take, and what each function
 // does while it cannot be reached. An SQLite store is a local file: only `url` applies.
 struct StoreTlsConfig {
@@ -257,6 +270,7 @@ struct Config {
   std::vector<RouteConfig> routes;  // order = auto-resolution preference
   AuthConfig auth;
   ReceiptsConfig receipts;
+  LogConfig log;
   std::string store = "sqlite:state/tresor.db";  // the URL, = store_config.url
   StoreConfig store_config;
   AttestationConfig attestation;

@@ -34,33 +34,37 @@ void climb_right_edge(uint64_t& fn, uint64_t& sn) {
   }
 }
 
-void path(std::span<const Hash> leaves, uint64_t m, std::vector<Hash>& out) {
-  const uint64_t n = leaves.size();
+// PATH(m, D[begin:begin+n]) of RFC 9162 §2.1.3.1 with MTH of any range from `mth`.
+void path(const RangeHash& mth, uint64_t begin, uint64_t n, uint64_t m, std::vector<Hash>& out) {
   if (n <= 1) return;
   const uint64_t k = split(n);
   if (m < k) {
-    path(leaves.first(k), m, out);
-    out.push_back(root(leaves.subspan(k)));
+    path(mth, begin, k, m, out);
+    out.push_back(mth(begin + k, begin + n));
   } else {
-    path(leaves.subspan(k), m - k, out);
-    out.push_back(root(leaves.first(k)));
+    path(mth, begin + k, n - k, m - k, out);
+    out.push_back(mth(begin, begin + k));
   }
 }
 
-void subproof(std::span<const Hash> leaves, uint64_t m, bool complete, std::vector<Hash>& out) {
-  const uint64_t n = leaves.size();
+// SUBPROOF(m, D[begin:begin+n], b) of RFC 9162 §2.1.4.1.
+void subproof(const RangeHash& mth, uint64_t begin, uint64_t n, uint64_t m, bool complete, std::vector<Hash>& out) {
   if (m == n) {
-    if (!complete) out.push_back(root(leaves));
+    if (!complete) out.push_back(mth(begin, begin + n));
     return;
   }
   const uint64_t k = split(n);
   if (m <= k) {
-    subproof(leaves.first(k), m, complete, out);
-    out.push_back(root(leaves.subspan(k)));
+    subproof(mth, begin, k, m, complete, out);
+    out.push_back(mth(begin + k, begin + n));
   } else {
-    subproof(leaves.subspan(k), m - k, false, out);
-    out.push_back(root(leaves.first(k)));
+    subproof(mth, begin + k, n - k, m - k, false, out);
+    out.push_back(mth(begin, begin + k));
   }
+}
+
+RangeHash over(std::span<const Hash> leaves) {
+  return [leaves](uint64_t begin, uint64_t end) { return root(leaves.subspan(begin, end - begin)); };
 }
 
 }  // namespace
@@ -77,9 +81,13 @@ Hash root(std::span<const Hash> leaves) {
 }
 
 std::optional<std::vector<Hash>> inclusion_proof(std::span<const Hash> leaves, uint64_t index) {
-  if (index >= leaves.size()) return std::nullopt;
+  return inclusion_proof(leaves.size(), index, over(leaves));
+}
+
+std::optional<std::vector<Hash>> inclusion_proof(uint64_t size, uint64_t index, const RangeHash& mth) {
+  if (index >= size) return std::nullopt;
   std::vector<Hash> out;
-  path(leaves, index, out);
+  path(mth, 0, size, index, out);
   return out;
 }
 
@@ -104,9 +112,13 @@ bool verify_inclusion(uint64_t index, uint64_t size, const Hash& leaf, std::span
 }
 
 std::optional<std::vector<Hash>> consistency_proof(std::span<const Hash> leaves, uint64_t old_size) {
-  if (old_size == 0 || old_size > leaves.size()) return std::nullopt;
+  return consistency_proof(leaves.size(), old_size, over(leaves));
+}
+
+std::optional<std::vector<Hash>> consistency_proof(uint64_t new_size, uint64_t old_size, const RangeHash& mth) {
+  if (old_size == 0 || old_size > new_size) return std::nullopt;
   std::vector<Hash> out;
-  subproof(leaves, old_size, true, out);
+  subproof(mth, 0, new_size, old_size, true, out);
   return out;
 }
 

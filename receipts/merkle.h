@@ -13,6 +13,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -28,14 +29,21 @@ Hash node_hash(const Hash& left, const Hash& right);
 // MTH over the leaf hashes (the empty tree's root is SHA-256 of nothing).
 Hash root(std::span<const Hash> leaves);
 
+// MTH(D[begin:end]) of the tree a proof is made for: how a caller that keeps more than the
+// leaves (the log's tiles) lets the proofs below skip rehashing whole subtrees.
+using RangeHash = std::function<Hash(uint64_t begin, uint64_t end)>;
+
 // PATH(index, leaves) of RFC 9162 §2.1.3.1; nullopt when index is out of range.
 std::optional<std::vector<Hash>> inclusion_proof(std::span<const Hash> leaves, uint64_t index);
+// The same for the tree of `size` leaves whose range hashes `mth` gives.
+std::optional<std::vector<Hash>> inclusion_proof(uint64_t size, uint64_t index, const RangeHash& mth);
 // RFC 9162 §2.1.3.2: `leaf` (a leaf hash) is entry `index` of the tree of `size` whose root is `root`.
 bool verify_inclusion(uint64_t index, uint64_t size, const Hash& leaf, std::span<const Hash> proof,
                       const Hash& root);
 
 // PROOF(old_size, leaves) of RFC 9162 §2.1.4.1 (0 < old_size <= leaves.size()); nullopt otherwise.
 std::optional<std::vector<Hash>> consistency_proof(std::span<const Hash> leaves, uint64_t old_size);
+std::optional<std::vector<Hash>> consistency_proof(uint64_t new_size, uint64_t old_size, const RangeHash& mth);
 // RFC 9162 §2.1.4.2: the tree of `new_size` with `new_root` extends the one of `old_size`
 // with `old_root`.
 bool verify_consistency(uint64_t old_size, uint64_t new_size, const Hash& old_root, const Hash& new_root,

@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <atomic>
 #include <condition_variable>
@@ -58,6 +59,7 @@ void run_callback(const Fn& fn, const char* what, Args&&... args) {
 struct ReceiptService::Impl {
   std::unique_ptr<Signer> signer;
   std::unique_ptr<ReceiptStore> store;
+  std::shared_ptr<TransparencyLog> log;
   // Atomic: a config reload changes them (set_policy) while workers issue.
   std::atomic<int64_t> ttl_seconds{0};
   std::atomic<bool> sign_at_issue{false};
@@ -78,13 +80,16 @@ struct ReceiptService::Impl {
   void run() {
     // Purge once at start-up too: rows that expired while the process was down.
     auto next_purge = std::chrono::steady_clock::now();
+    // The log is read in (and its first checkpoint signed) at once, then every interval.
+    auto next_log_sync = std::chrono::steady_clock::now();
     for (;;) {
       std::vector<PendingIssue> batch;
       std::vector<PendingFetch> reads;
       std::vector<std::function<void()>> jobs;
       {
         std::unique_lock lock(mutex);
-        wake.wait_until(lock, next_purge, [&] { return stopping || has_work(); });
+        wake.wait_until(lock, log ? std::min(next_purge, next_log_sync) : next_purge,
+                        [&] { return stopping || has_work(); });
         if (stopping && !has_work()) {
           exited = true;
           return;
@@ -99,6 +104,10 @@ struct ReceiptService::Impl {
       // Fetches after this round's issues, so a fetch queued behind its own issue sees it.
       for (auto& f : reads) serve(f);
       for (auto& job : jobs) job();
+      if (log && std::chrono::steady_clock::now() >= next_log_sync) {
+        sync_log();
+        next_log_sync = std::chrono::steady_clock::now() + log->checkpoint_interval();
+      }
       if (std::chrono::steady_clock::now() >= next_purge) {
         purge();
         next_purge = std::chrono::steady_clock::now() + kPurgeInterval;
@@ -127,7 +136,9 @@ struct ReceiptService::Impl {
     rows.reserve(batch.size());
     accepted.reserve(batch.size());
     for (auto& p : batch) {
-      StoredReceipt row{p.id, p.customer, {}, p.expires_at, std::move(p.claims_json)};
+      StoredReceipt row{p.id, p.customer, {}, p.expires_at, std::move(p.claims_json), {}, std::nullopt};
+      // The log entry is hashed here, off the request path, like the signature.
+      if (log) row.log_entry = TransparencyLog::entry_for(row.claims);
       if (sign_at_issue) {
         try {
           row.jws = signer->sign(row.claims);
@@ -159,7 +170,10 @@ struct ReceiptService::Impl {
   void serve(PendingFetch& f) {
     FetchResult result;
     try {
-      if (auto r = store->load(f.id, f.customer, unix_now())) result.jws = signed_form(*r);
+      if (auto r = store->load(f.id, f.customer, unix_now())) {
+        result.jws = signed_form(*r);
+        result.log_index = r->log_index;
+      }
     } catch (const StoreUnavailable& e) {
       spdlog::error("receipts: fetching receipt {} failed: {}", f.id, e.what());
       result.store_unavailable = true;
@@ -187,6 +201,19 @@ struct ReceiptService::Impl {
     return stored_jws;
   }
 
+  void sync_log() {
+    try {
+      log->sync(*store);
+    } catch (const std::exception& e) {
+      // The store is down: the log catches up at the next interval.
+      if (!log_sync_failing) spdlog::warn("transparency log: reading the store failed: {}", e.what());
+      log_sync_failing = true;
+      return;
+    }
+    log_sync_failing = false;
+  }
+  bool log_sync_failing = false;
+
   void purge() {
     try {
       store->purge_expired(unix_now());
@@ -197,8 +224,9 @@ struct ReceiptService::Impl {
 };
 
 ReceiptService::ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store,
-                               int64_t ttl_seconds, bool sign_at_issue)
+                               int64_t ttl_seconds, bool sign_at_issue, std::shared_ptr<TransparencyLog> log)
     : impl_(std::make_unique<Impl>()) {
+  impl_->log = std::move(log);
   impl_->sign_at_issue = sign_at_issue;
   impl_->signer = std::move(signer);
   impl_->store = std::move(store);
@@ -232,6 +260,19 @@ void ReceiptService::issue(std::string id, std::string customer, std::string cla
 void ReceiptService::fetch(std::string id, std::string customer, std::function<void(FetchResult)> done) {
   PendingFetch f{std::move(id), std::move(customer), std::move(done)};
   if (!impl_->enqueue(impl_->fetches, f)) run_callback(f.done, "fetch", FetchResult{std::nullopt, true});
+}
+
+void ReceiptService::add_cosignature(uint64_t size, std::string line) {
+  if (!impl_->log || !impl_->log->add_cosignature(size, line)) return;
+  Impl* impl = impl_.get();
+  std::function<void()> store_it = [impl, size, line = std::move(line)] {
+    try {
+      impl->store->add_cosignature(size, line);
+    } catch (const std::exception& e) {
+      spdlog::warn("transparency log: storing a cosignature failed: {}", e.what());
+    }
+  };
+  impl_->enqueue(impl_->tasks, store_it);
 }
 
 const Signer& ReceiptService::signer() const { return *impl_->signer; }

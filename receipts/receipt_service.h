@@ -12,6 +12,7 @@
 
 #include "receipts/signer.h"
 #include "receipts/store.h"
+#include "receipts/transparency_log.h"
 
 namespace tresor::receipts {
 
@@ -20,13 +21,16 @@ namespace tresor::receipts {
 // that a client retries instead of concluding the receipt does not exist.
 struct FetchResult {
   std::optional<std::string> jws;
+  std::optional<uint64_t> log_index;  // its leaf in the transparency log
   bool store_unavailable = false;
 };
 
 class ReceiptService {
  public:
+  // With `log`, every receipt stored is also a leaf of it (in the same transaction), and
+  // this thread keeps the log in step with the store every checkpoint interval.
   ReceiptService(std::unique_ptr<Signer> signer, std::unique_ptr<ReceiptStore> store, int64_t ttl_seconds,
-                 bool sign_at_issue = false);
+                 bool sign_at_issue = false, std::shared_ptr<TransparencyLog> log = nullptr);
   ~ReceiptService();  // drains pending work, then stops the thread
 
   // A config reload's receipts.ttl_seconds and receipts.signing: they apply to receipts
@@ -57,6 +61,10 @@ class ReceiptService {
   // probe_store() asks again on the service thread without waiting for the answer.
   bool store_reachable() const;
   void probe_store();
+
+  // Records a verified witness cosignature line on the log's checkpoint of `size`, in
+  // memory now and in the store (for the other replicas) on the service thread.
+  void add_cosignature(uint64_t size, std::string line);
 
   const Signer& signer() const;
   size_t stored_count();  // for tests and metrics (runs on the service thread, blocks the caller)

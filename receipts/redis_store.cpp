@@ -6,6 +6,10 @@
 // Layout:
 //   tresor:receipt:<id>          hash {customer, claims, jws, exp}, EXPIREAT exp (Redis expires
 //                                it); jws is added at the first fetch when signing is lazy
+//   tresor:log:size              the transparency log's tree size (its next index)
+//   tresor:log:entries:<chunk>   entries chunk*65536 .. as one string of 32-byte entries
+//                                (APPEND; GETRANGE reads any run of them)
+//   tresor:log:checkpoint        hash {size, note}: the latest signed checkpoint (+ cosignatures)
 //   tresor:spend:<customer>      old spend hashes, no longer read (accounts/ uses tresor:acct:*)
 //
 // Durability: a write is acknowledged once Redis has applied it in memory. Whether it
@@ -15,6 +19,7 @@
 // This store cannot check or enforce it.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <stdexcept>
@@ -39,6 +44,44 @@ constexpr std::string_view kReceiptPrefix = "tresor:receipt:";
 
 std::string receipt_key(const std::string& id) { return std::string(kReceiptPrefix) + id; }
 
+constexpr uint64_t kEntryBytes = 32;
+constexpr uint64_t kEntriesPerChunk = 65536;  // 2 MiB strings, far below Redis's 512 MiB cap
+
+std::string entries_key(uint64_t chunk) { return "tresor:log:entries:" + std::to_string(chunk); }
+
+// Appends one leaf per receipt key (ARGV: the entries, in order) at the log's end and
+// records each receipt's index. It runs inside the batch's MULTI/EXEC, so the receipts
+// and their leaves become visible together, and Redis, executing scripts one at a time,
+// is the one sequencer for every replica.
+constexpr const char* kAppendScript = R"lua(
+local size = tonumber(redis.call('GET', 'tresor:log:size') or '0')
+for i = 1, #KEYS do
+  local idx = size + i - 1
+  redis.call('APPEND', 'tresor:log:entries:' .. math.floor(idx / 65536), ARGV[i])
+  redis.call('HSET', KEYS[i], 'log_index', idx)
+end
+redis.call('SET', 'tresor:log:size', size + #KEYS)
+return size
+)lua";
+
+// Stores the checkpoint (ARGV: size, note) unless one as large is stored; returns the stored one.
+constexpr const char* kPublishScript = R"lua(
+local stored = tonumber(redis.call('HGET', KEYS[1], 'size') or '-1')
+if tonumber(ARGV[1]) > stored then redis.call('HSET', KEYS[1], 'size', ARGV[1], 'note', ARGV[2]) end
+return redis.call('HMGET', KEYS[1], 'size', 'note')
+)lua";
+
+// Appends a cosignature line (ARGV[2]) to the stored checkpoint of size ARGV[1], once.
+constexpr const char* kCosignScript = R"lua(
+if redis.call('HGET', KEYS[1], 'size') ~= ARGV[1] then return 0 end
+local note = redis.call('HGET', KEYS[1], 'note')
+if string.find(note, ARGV[2], 1, true) then return 1 end
+redis.call('HSET', KEYS[1], 'note', note .. ARGV[2])
+return 1
+)lua";
+
+constexpr std::string_view kCheckpointKey = "tresor:log:checkpoint";
+
 class RedisStore final : public ReceiptStore {
  public:
   explicit RedisStore(const config::StoreConfig& store) : conn_("receipt store", store) {}
@@ -62,10 +105,10 @@ class RedisStore final : public ReceiptStore {
     using Result = Attempt<std::optional<StoredReceipt>>;
     bool answered = false;
     auto found = conn_.run<std::optional<StoredReceipt>>("get", std::nullopt, [&](bool) -> Result {
-      Reply r = conn_.command({"HMGET", receipt_key(id), "customer", "jws", "exp", "claims"});
+      Reply r = conn_.command({"HMGET", receipt_key(id), "customer", "jws", "exp", "claims", "log_index"});
       if (!r) return Result::lost();
       answered = true;
-      if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) {
         conn_.log_unexpected("HMGET", r.get());
         return Result::ok(std::nullopt);
       }
@@ -86,6 +129,8 @@ class RedisStore final : public ReceiptStore {
       out.customer = customer;
       out.jws = reply_text(j);
       out.claims = reply_text(claims);
+      if (r->element[4]->type == REDIS_REPLY_STRING)
+        out.log_index = std::strtoull(reply_text(r->element[4]).c_str(), nullptr, 10);
       return Result::ok(std::move(out));
     });
     if (!answered) throw StoreUnavailable("receipt store " + conn_.url() + " is unreachable");
@@ -106,6 +151,55 @@ class RedisStore final : public ReceiptStore {
       if (r->type == REDIS_REPLY_STRING) return Result::ok(reply_text(r.get()));
       if (r->type != REDIS_REPLY_NIL) conn_.log_unexpected("EVAL", r.get());
       return Result::ok(std::nullopt);
+    });
+  }
+
+  std::vector<std::string> log_entries(uint64_t from, size_t max) override {
+    using Result = Attempt<std::vector<std::string>>;
+    bool answered = false;
+    auto out = conn_.run<std::vector<std::string>>("log entries", {}, [&](bool) -> Result {
+      Reply size_reply = conn_.command({"GET", "tresor:log:size"});
+      if (!size_reply) return Result::lost();
+      answered = true;
+      const uint64_t size =
+          size_reply->type == REDIS_REPLY_STRING ? std::strtoull(reply_text(size_reply.get()).c_str(), nullptr, 10) : 0;
+      std::vector<std::string> entries;
+      uint64_t next = from;
+      while (next < size && entries.size() < max) {
+        // One GETRANGE per chunk touched.
+        const uint64_t chunk = next / kEntriesPerChunk;
+        const uint64_t in_chunk = std::min<uint64_t>({size - next, max - entries.size(),
+                                                      kEntriesPerChunk - next % kEntriesPerChunk});
+        const uint64_t offset = (next % kEntriesPerChunk) * kEntryBytes;
+        Reply r = conn_.command({"GETRANGE", entries_key(chunk), std::to_string(offset),
+                                 std::to_string(offset + in_chunk * kEntryBytes - 1)});
+        if (!r) return Result::lost();
+        const std::string bytes = reply_text(r.get());
+        // Fewer bytes than the size promises: a chunk was cut (the store changed under us);
+        // hand back what is there, the log's consistency checks will say the rest.
+        for (uint64_t i = 0; i + kEntryBytes <= bytes.size(); i += kEntryBytes) entries.push_back(bytes.substr(i, kEntryBytes));
+        if (bytes.size() < in_chunk * kEntryBytes) break;
+        next += in_chunk;
+      }
+      return Result::ok(std::move(entries));
+    });
+    if (!answered) throw StoreUnavailable("receipt store " + conn_.url() + " is unreachable");
+    return out;
+  }
+
+  std::optional<StoredCheckpoint> latest_checkpoint() override {
+    return checkpoint_command({"HMGET", std::string(kCheckpointKey), "size", "note"});
+  }
+
+  std::optional<StoredCheckpoint> publish_checkpoint(const StoredCheckpoint& c) override {
+    return checkpoint_command({"EVAL", kPublishScript, "1", std::string(kCheckpointKey), std::to_string(c.size), c.note});
+  }
+
+  bool add_cosignature(uint64_t size, const std::string& line) override {
+    return conn_.run<bool>("cosignature", false, [&](bool) -> Attempt<bool> {
+      Reply r = conn_.command({"EVAL", kCosignScript, "1", std::string(kCheckpointKey), std::to_string(size), line});
+      if (!r) return Attempt<bool>::lost();
+      return Attempt<bool>::ok(r->type == REDIS_REPLY_INTEGER && r->integer == 1);
     });
   }
 
@@ -182,8 +276,47 @@ class RedisStore final : public ReceiptStore {
         conn_.append({"HSET", keys[i], "customer", r.customer, "jws", r.jws, "claims", r.claims, "exp", exp});
       conn_.append({"EXPIREAT", keys[i], exp});
     }
+    const size_t logged = append_log(batch, keys);
     conn_.append({"EXEC"});
-    return finish_transaction("put_batch", 2 * batch.size());
+    return finish_transaction("put_batch", 2 * batch.size() + (logged > 0 ? 1 : 0));
+  }
+
+  // Queues the log append of the batch's logged receipts (one script); how many.
+  size_t append_log(const std::vector<StoredReceipt>& batch, const std::vector<std::string>& keys) {
+    std::vector<std::string> receipt_keys;
+    std::vector<std::string> entries;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (batch[i].log_entry.empty()) continue;
+      receipt_keys.push_back(keys[i]);
+      entries.push_back(batch[i].log_entry);
+    }
+    if (receipt_keys.empty()) return 0;
+    std::vector<std::string> eval{"EVAL", kAppendScript, std::to_string(receipt_keys.size())};
+    eval.insert(eval.end(), receipt_keys.begin(), receipt_keys.end());
+    eval.insert(eval.end(), entries.begin(), entries.end());
+    conn_.append(eval);
+    return receipt_keys.size();
+  }
+
+  // HMGET size note (or a script answering the same): the stored checkpoint, if any.
+  std::optional<StoredCheckpoint> checkpoint_command(const std::vector<std::string>& command) {
+    using Result = Attempt<std::optional<StoredCheckpoint>>;
+    bool answered = false;
+    auto out = conn_.run<std::optional<StoredCheckpoint>>("log checkpoint", std::nullopt, [&](bool) -> Result {
+      Reply r = conn_.command(command);
+      if (!r) return Result::lost();
+      answered = true;
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+        conn_.log_unexpected("log checkpoint", r.get());
+        return Result::ok(std::nullopt);
+      }
+      if (r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+        return Result::ok(std::nullopt);
+      return Result::ok(StoredCheckpoint{std::strtoull(reply_text(r->element[0]).c_str(), nullptr, 10),
+                                         reply_text(r->element[1])});
+    });
+    if (!answered) throw StoreUnavailable("receipt store " + conn_.url() + " is unreachable");
+    return out;
   }
 
   // Reads the replies of MULTI, `queued` commands and EXEC appended just before.

@@ -17,6 +17,11 @@ namespace tresor::receipts::note {
 using Ed25519Seed = std::array<uint8_t, 32>;
 using Ed25519Public = std::array<uint8_t, 32>;
 
+// Standard base64 with padding (RFC 4648 §4), as notes, checkpoints and vkeys use it;
+// unbase64 is nullopt for anything that is not exactly that.
+std::string base64(std::string_view bytes);
+std::optional<std::string> unbase64(std::string_view text);
+
 // A valid key name: non-empty, no Unicode spaces or '+' (signed-note §"Signatures").
 bool valid_name(std::string_view name);
 // A text signed-note accepts: non-empty, ends in a newline, no blank line (that ends the text).
@@ -50,9 +55,7 @@ struct SignatureLine {
 };
 std::optional<SignatureLine> parse_signature_line(std::string_view line);
 
-// Standard base64 with padding (the encoding of signature lines and verifier keys).
-std::string base64(std::string_view bytes);
-std::optional<std::string> unbase64(std::string_view text);
+// The 4 bytes of v, big-endian (key hashes in signature lines).
 std::string be32(uint32_t v);
 
 // `text` (non-empty, ending in "\n", no blank line in it) signed by `name`: the whole note.

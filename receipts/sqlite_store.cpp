@@ -53,11 +53,32 @@ class SqliteStore final : public ReceiptStore {
     // No `spend` table any more: an old file's one is the accounts spend log's to migrate
     // into spend_ledger and drop (accounts/sqlite_spend_log.cpp); recreating it here would
     // leave an empty table behind at every start.
+    // The transparency log (receipts/transparency_log.h). Its rows are never purged: the
+    // tree is recomputed from them, and a checkpoint commits to every one.
+    exec(
+        "CREATE TABLE IF NOT EXISTS log_entries("
+        "idx INTEGER PRIMARY KEY, receipt_id TEXT NOT NULL UNIQUE, entry BLOB NOT NULL)");
+    exec(
+        "CREATE TABLE IF NOT EXISTS log_checkpoint("
+        "id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, note TEXT NOT NULL)");
     begin_ = prepare("BEGIN IMMEDIATE");
     commit_ = prepare("COMMIT");
     rollback_ = prepare("ROLLBACK");
     insert_ = prepare("INSERT INTO receipts(id, customer, jws, expires_at, claims) VALUES(?1, ?2, ?3, ?4, ?5)");
-    get_ = prepare("SELECT jws, claims FROM receipts WHERE id = ?1 AND customer = ?2 AND expires_at > ?3");
+    // The next index is max + 1 inside the batch's own transaction: this file is the
+    // sequencer, and a leaf is durable exactly when its receipt is.
+    append_ = prepare(
+        "INSERT INTO log_entries(idx, receipt_id, entry) "
+        "SELECT coalesce(max(idx) + 1, 0), ?1, ?2 FROM log_entries");
+    get_ = prepare(
+        "SELECT r.jws, r.claims, l.idx FROM receipts r LEFT JOIN log_entries l ON l.receipt_id = r.id "
+        "WHERE r.id = ?1 AND r.customer = ?2 AND r.expires_at > ?3");
+    entries_ = prepare("SELECT entry FROM log_entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2");
+    checkpoint_ = prepare("SELECT size, note FROM log_checkpoint WHERE id = 1");
+    publish_ = prepare(
+        "INSERT INTO log_checkpoint(id, size, note) VALUES(1, ?1, ?2) "
+        "ON CONFLICT(id) DO UPDATE SET size = excluded.size, note = excluded.note WHERE excluded.size > size");
+    cosign_ = prepare("UPDATE log_checkpoint SET note = note || ?2 WHERE id = 1 AND size = ?1 AND instr(note, ?2) = 0");
     sign_ = prepare("UPDATE receipts SET jws = ?2 WHERE id = ?1 AND jws = ''");
     jws_ = prepare("SELECT jws FROM receipts WHERE id = ?1");
     purge_ = prepare("DELETE FROM receipts WHERE expires_at <= ?1");
@@ -78,6 +99,7 @@ class SqliteStore final : public ReceiptStore {
     for (const auto& r : batch) {
       // All or nothing: the caller reports every receipt of the batch as failed.
       if (!insert(r)) return failed("INSERT " + r.id);
+      if (!r.log_entry.empty() && !append_leaf(r)) return failed("log append " + r.id);
     }
     if (!step_done(commit_.get())) return failed("COMMIT");
     return true;
@@ -98,6 +120,7 @@ class SqliteStore final : public ReceiptStore {
     r.customer = customer;
     r.jws = column_text(s, 0);
     r.claims = column_text(s, 1);
+    if (sqlite3_column_type(s, 2) == SQLITE_INTEGER) r.log_index = static_cast<uint64_t>(sqlite3_column_int64(s, 2));
     return r;
   }
 
@@ -120,6 +143,48 @@ class SqliteStore final : public ReceiptStore {
     StmtReset reset(s);
     if (sqlite3_bind_int64(s, 1, now) != SQLITE_OK || sqlite3_step(s) != SQLITE_DONE) return 0;
     return static_cast<size_t>(sqlite3_changes(db_));
+  }
+
+  std::vector<std::string> log_entries(uint64_t from, size_t max) override {
+    sqlite3_stmt* s = entries_.get();
+    StmtReset reset(s);
+    if (sqlite3_bind_int64(s, 1, static_cast<int64_t>(from)) != SQLITE_OK ||
+        sqlite3_bind_int64(s, 2, static_cast<int64_t>(max)) != SQLITE_OK)
+      throw StoreUnavailable(std::string("log entries: ") + sqlite3_errmsg(db_));
+    std::vector<std::string> out;
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) out.push_back(column_blob(s, 0));
+    if (step != SQLITE_DONE) throw StoreUnavailable(std::string("log entries: ") + sqlite3_errmsg(db_));
+    return out;
+  }
+
+  std::optional<StoredCheckpoint> latest_checkpoint() override {
+    sqlite3_stmt* s = checkpoint_.get();
+    StmtReset reset(s);
+    const int step = sqlite3_step(s);
+    if (step == SQLITE_DONE) return std::nullopt;
+    if (step != SQLITE_ROW) throw StoreUnavailable(std::string("log checkpoint: ") + sqlite3_errmsg(db_));
+    return StoredCheckpoint{static_cast<uint64_t>(sqlite3_column_int64(s, 0)), column_text(s, 1)};
+  }
+
+  std::optional<StoredCheckpoint> publish_checkpoint(const StoredCheckpoint& c) override {
+    {
+      sqlite3_stmt* s = publish_.get();
+      StmtReset reset(s);
+      if (sqlite3_bind_int64(s, 1, static_cast<int64_t>(c.size)) != SQLITE_OK || !bind_text(s, 2, c.note) ||
+          sqlite3_step(s) != SQLITE_DONE)
+        throw StoreUnavailable(std::string("log checkpoint: ") + sqlite3_errmsg(db_));
+    }
+    return latest_checkpoint();
+  }
+
+  bool add_cosignature(uint64_t size, const std::string& line) override {
+    sqlite3_stmt* s = cosign_.get();
+    StmtReset reset(s);
+    if (sqlite3_bind_int64(s, 1, static_cast<int64_t>(size)) != SQLITE_OK || !bind_text(s, 2, line) ||
+        sqlite3_step(s) != SQLITE_DONE)
+      return false;
+    return sqlite3_changes(db_) == 1;
   }
 
   size_t count() override {
@@ -159,6 +224,21 @@ class SqliteStore final : public ReceiptStore {
            sqlite3_step(s) == SQLITE_DONE;
   }
 
+  bool append_leaf(const StoredReceipt& r) {
+    sqlite3_stmt* s = append_.get();
+    StmtReset reset(s);
+    return bind_text(s, 1, r.id) &&
+           sqlite3_bind_blob(s, 2, r.log_entry.data(), static_cast<int>(r.log_entry.size()), SQLITE_TRANSIENT) ==
+               SQLITE_OK &&
+           sqlite3_step(s) == SQLITE_DONE;
+  }
+
+  static std::string column_blob(sqlite3_stmt* s, int column) {
+    const auto* data = static_cast<const char*>(sqlite3_column_blob(s, column));
+    if (data == nullptr) return {};
+    return std::string(data, static_cast<size_t>(sqlite3_column_bytes(s, column)));
+  }
+
   static std::string column_text(sqlite3_stmt* s, int column) {
     const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(s, column));
     if (text == nullptr) return {};
@@ -194,6 +274,7 @@ class SqliteStore final : public ReceiptStore {
   std::string path_;
   sqlite3* db_ = nullptr;
   Stmt begin_, commit_, rollback_, insert_, get_, sign_, jws_, purge_, count_;
+  Stmt append_, entries_, checkpoint_, publish_, cosign_;
 };
 
 }  // namespace

@@ -20,6 +20,18 @@ struct StoredReceipt {
   std::string jws;       // empty until signed (receipts.signing: on_fetch)
   int64_t expires_at = 0;  // unix seconds
   std::string claims;    // the JWS payload as issued; what a lazy signature signs
+  // The transparency log: put_batch appends `log_entry` (SHA-256 of `claims`, 32 bytes;
+  // empty = not logged) as the log's next leaf in the same transaction as the receipt;
+  // load() returns the index it got.
+  std::string log_entry;
+  std::optional<uint64_t> log_index;
+};
+
+// The latest checkpoint the store holds: the signed note (plus any witness cosignature
+// lines) and the tree size it commits to.
+struct StoredCheckpoint {
+  uint64_t size = 0;
+  std::string note;
 };
 
 // Thrown by load() when the store could not answer (Redis unreachable, an SQLite error):
@@ -49,6 +61,18 @@ class ReceiptStore {
   // Deletes expired rows; returns how many.
   virtual size_t purge_expired(int64_t now) = 0;
   virtual size_t count() = 0;
+
+  // The transparency log's entries from index `from` on, at most `max`, in index order
+  // (the sequence the store assigned: one sequencer for every replica). Throws
+  // StoreUnavailable when the store cannot answer.
+  virtual std::vector<std::string> log_entries(uint64_t /*from*/, size_t /*max*/) { return {}; }
+  virtual std::optional<StoredCheckpoint> latest_checkpoint() { return std::nullopt; }
+  // Stores `checkpoint` unless the store holds one of the same size or larger (checkpoints
+  // never roll back, whichever replica signs); returns what the store holds afterwards.
+  virtual std::optional<StoredCheckpoint> publish_checkpoint(const StoredCheckpoint& checkpoint) { return checkpoint; }
+  // Appends `line` (a witness cosignature line, "\n"-terminated) to the stored checkpoint
+  // of `size` unless it carries it already; false when the stored one has another size.
+  virtual bool add_cosignature(uint64_t /*size*/, const std::string& /*line*/) { return false; }
 
   // Whether several replicas share the store (Redis) and so see each other's receipts.
   virtual bool shared() const { return false; }

@@ -19,6 +19,7 @@
 #include <exception>
 #include <thread>
 
+#include "receipts/ed25519_key.h"
 #include "receipts/key_registry.h"
 #include "receipts/receipt_service.h"
 #include "server/config_checks.h"
@@ -150,6 +151,7 @@ void log_exception(std::exception_ptr e, const char* what) {
 struct Server::Impl {
   RuntimeHolder& runtime;
   router::RouteHealth health;  // process-wide: breakers outlive reloads that leave their route alone
+  std::shared_ptr<receipts::TransparencyLog> log;  // null with log.enabled: false
   std::unique_ptr<receipts::ReceiptService> receipts;
   // Keys' limits, credits, reservations, the spend ledger; outlives the workers (declared
   // before them) whose requests hold grants on it.
@@ -307,7 +309,7 @@ struct Server::Impl {
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
                                      file_io, spool, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
-                                     sessions_per_worker, store_breaker.get(), outage};
+                                     sessions_per_worker, store_breaker.get(), outage, log.get()};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -382,9 +384,14 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   check_shared_store(cfg->store_config);
   auto signer = receipts::Signer::load_or_create(cfg->receipts.signing_key_file, cfg->receipts.kid);
   impl_->jwks = receipts::jwks_json(*signer, cfg->receipts.retired_keys);
+  if (cfg->log.enabled) {
+    impl_->log = std::make_shared<receipts::TransparencyLog>(
+        cfg->log, receipts::load_or_create_ed25519_seed(cfg->log.key_file));
+    spdlog::info("transparency log {}: verifier key {}", cfg->log.origin, impl_->log->verifier_key());
+  }
   impl_->receipts = std::make_unique<receipts::ReceiptService>(
       std::move(signer), open_store(cfg->store_config), static_cast<int64_t>(cfg->receipts.ttl_seconds),
-      cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue);
+      cfg->receipts.signing == config::ReceiptsConfig::Signing::at_issue, impl_->log);
   impl_->accounts = accounts::Accounts::open(cfg->store_config);
   impl_->outage = cfg->store_config.outage;
   if (impl_->accounts->shared()) {

@@ -2,6 +2,8 @@
 // owning its stream and buffer; each phase handles its errors before the next starts.
 #include "server/session.h"
 
+#include "server/log_endpoint.h"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -68,7 +70,8 @@ constexpr std::string_view kChatPath = "/v1/chat/completions";
 constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
 constexpr std::string_view kModelPrefix = "/v1/models/";
 
-enum class Endpoint { health, ready, metrics, models, model, attestation, chat, transcription, receipt, jwks, usage, unknown };
+enum class Endpoint { health, ready, metrics, models, model, attestation, chat, transcription, receipt, jwks, usage,
+                      log, log_cosignature, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -98,6 +101,9 @@ RouteMatch match(http::verb method, std::string_view target) {
   }
   if (path.rfind(kReceiptsPrefix, 0) == 0 && path.size() > kReceiptsPrefix.size())
     return {Endpoint::receipt, get, "GET, HEAD", "/v1/receipts/{id}"};
+  if (path == kCosignaturePath) return {Endpoint::log_cosignature, post, "POST", kCosignaturePath};
+  // Tile paths are unbounded: one label for the whole log surface.
+  if (path.rfind(kLogPrefix, 0) == 0) return {Endpoint::log, get, "GET, HEAD", "/v1/log/{path}"};
   if (path.rfind(kModelPrefix, 0) == 0 && path.size() > kModelPrefix.size())
     return {Endpoint::model, get, "GET, HEAD", "/v1/models/{id}"};
   return {};
@@ -182,11 +188,14 @@ ApiError receipt_not_found() {
   return ApiError{404, "invalid_request_error", "receipt_not_found", "Receipt not found", std::nullopt};
 }
 
-// {"id":…,"receipt":"<JWS>"} exactly: tresor-verify reads this shape from stdin.
-Response receipt_response(const std::string& id, const std::string& jws) {
+// {"id":…,"receipt":"<JWS>"}: tresor-verify reads this shape from stdin. The log's fields
+// (log_index, checkpoint, inclusion_proof) come after, for verifiers that know them.
+Response receipt_response(const std::string& id, const std::string& jws, std::optional<uint64_t> log_index,
+                          const receipts::TransparencyLog* log) {
   boost::json::object o;
   o["id"] = id;
   o["receipt"] = jws;
+  if (log_index && log) add_log_fields(o, *log_index, *log);
   Response r;
   r.body = boost::json::serialize(o);
   return r;
@@ -194,8 +203,9 @@ Response receipt_response(const std::string& id, const std::string& jws) {
 
 // 503 + Retry-After when the store could not tell: the receipt may exist (a 404 would
 // tell the client it does not).
-Response receipt_answer(const std::string& id, const receipts::FetchResult& fetched) {
-  if (fetched.jws) return receipt_response(id, *fetched.jws);
+Response receipt_answer(const std::string& id, const receipts::FetchResult& fetched,
+                        const receipts::TransparencyLog* log) {
+  if (fetched.jws) return receipt_response(id, *fetched.jws, fetched.log_index, log);
   if (!fetched.store_unavailable) return error_response(receipt_not_found());
   Response r = error_response(ApiError{503, "service_unavailable", "receipt_store_unavailable",
                                        "The receipt store is unavailable; retry shortly", std::nullopt});
@@ -596,10 +606,21 @@ class Session final : public ResponseSink, public SessionControl {
     }
     if (route.endpoint == Endpoint::health || route.endpoint == Endpoint::ready || route.endpoint == Endpoint::jwks ||
         route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models ||
-        route.endpoint == Endpoint::model || route.endpoint == Endpoint::attestation) {
+        route.endpoint == Endpoint::model || route.endpoint == Endpoint::attestation || route.endpoint == Endpoint::log) {
       Response r = public_response(route.endpoint, *now_.runtime, req.target());
       co_await send(std::move(r));
       co_return keep_alive_ && !now_.has_body && !client_gone_;
+    }
+    if (route.endpoint == Endpoint::log_cosignature) {
+      // No API key: the cosignature's own signature, by a configured witness, is the check.
+      if (const auto end = co_await read_chat_body()) co_return *end;
+      Response r = cosignature_response(
+          now_.body_parser->get().body(), services_.log, now_.runtime->config->log.witnesses,
+          [&receipts = services_.receipts](uint64_t size, std::string line) {
+            receipts.add_cosignature(size, std::move(line));
+          });
+      co_await send(std::move(r));
+      co_return keep_alive_ && !client_gone_;
     }
     co_return std::nullopt;
   }
@@ -827,10 +848,11 @@ class Session final : public ResponseSink, public SessionControl {
   Response public_response(Endpoint endpoint, const Runtime& runtime, beast::string_view target) {
     switch (endpoint) {
       case Endpoint::jwks: return jwks_response(services_.jwks);
+      case Endpoint::log: return log_response(std::string_view(target.data(), target.size()), services_.log);
       case Endpoint::metrics:
         return metrics_response(
             services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts(),
-                                     spool_counts(services_.spool)));
+                                     spool_counts(services_.spool), services_.log));
       case Endpoint::models:
       case Endpoint::model: {
         const std::string_view t(target.data(), target.size());
@@ -866,7 +888,7 @@ class Session final : public ResponseSink, public SessionControl {
     const std::string id = ascii_lower(path.substr(kReceiptsPrefix.size()));
     receipts::FetchResult fetched;
     if (receipts::is_receipt_id(id)) fetched = co_await fetch_receipt(services_.receipts, id, customer);
-    Response r = receipt_answer(id, fetched);
+    Response r = receipt_answer(id, fetched, services_.log);
     co_await send(std::move(r));
   }
 

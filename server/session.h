@@ -71,6 +71,8 @@ struct SessionServices {
   const storage::StoreBreaker* store_breaker = nullptr;
   // store.outage as the store was opened with (a reload needs a restart to change it).
   config::StoreOutagePolicy outage;
+  // The receipts transparency log; null with log.enabled: false.
+  const receipts::TransparencyLog* log = nullptr;
 };
 
 // Makes room for one more connection on a worker holding `max_sessions` or more: closes

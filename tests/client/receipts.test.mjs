@@ -9,7 +9,7 @@ import OpenAI from 'openai';
 import { compactVerify, createLocalJWKSet, errors as joseErrors, jwtVerify } from 'jose';
 import {
   startStack, stopAll, fetchReceipt, fetchJwks, stripTresorMember, streamResponseSha256, sseDataPayloads,
-  sha256HexBytes, RECEIPT_ID_RE, RECEIPT_CLAIMS, readSse, ROUTE_GPT,
+  sha256HexBytes, RECEIPT_ID_RE, RECEIPT_CLAIMS, readSse, ROUTE_GPT, assertReceiptShape,
 } from '../integration/harness.mjs';
 
 // Non-ASCII on purpose: the digests are over UTF-8 bytes.
@@ -61,7 +61,7 @@ async function getReceipt(id) {
   const r = await fetchReceipt(s.gw, s.key, id);
   assert.equal(r.status, 200, `GET /v1/receipts/${id}: ${r.text}`);
   assert.match(r.headers.get('content-type') || '', /^application\/json/);
-  assert.deepEqual(Object.keys(r.json), ['id', 'receipt'], 'the fetch answer is exactly {id, receipt}');
+  assertReceiptShape(r.json);
   assert.equal(r.json.id, id);
   assert.match(r.json.receipt, /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, 'a compact JWS');
   return r.json.receipt;

@@ -20,6 +20,7 @@
 // Imported by tests/integration/*.test.mjs and by tests/client/*.test.mjs (relative path),
 // so it uses nothing but Node built-ins.
 
+import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createPublicKey, verify as cryptoVerify } from 'node:crypto';
@@ -1263,6 +1264,19 @@ export async function fetchReceipt(gw, key, id, { dispatcher } = {}) {
   let json;
   try { json = JSON.parse(text); } catch { json = undefined; }
   return { status: res.status, headers: res.headers, text, json };
+}
+
+/**
+ * The answer's members: {id, receipt} first (tresor-verify reads that shape), then only the
+ * transparency log's fields (log_index; checkpoint and inclusion_proof once a checkpoint covers
+ * the leaf: log.test.mjs).
+ */
+export function assertReceiptShape(json) {
+  const keys = Object.keys(json);
+  assert.deepEqual(keys.slice(0, 2), ['id', 'receipt']);
+  const extra = keys.slice(2);
+  assert.ok([[], ['log_index'], ['log_index', 'checkpoint', 'inclusion_proof']].some((k) => k.join() === extra.join()),
+    `unexpected members ${extra}`);
 }
 
 /** GET a JWKS path (no auth); returns { status, headers, text, json }. */

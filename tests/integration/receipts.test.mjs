@@ -14,7 +14,7 @@ import {
   startStack, startRoutingStack, stopAll, chatBody, makeKey, sha256Hex, readErrorEnvelope, readSse, parseEventJson,
   fetchReceipt, fetchJwks, verifyJws, decodeJws, stripTresorMember, streamResponseSha256, sseDataPayloads,
   sha256HexBytes, defaultStorePath, receiptRowCount, sqliteQuery, b64urlDecode, restartGateway, waitFor,
-  RECEIPT_ID_RE, RECEIPT_CLAIMS, ROUTE_GPT, ROUTE_GEMMA,
+  RECEIPT_ID_RE, RECEIPT_CLAIMS, ROUTE_GPT, ROUTE_GEMMA, assertReceiptShape,
 } from './harness.mjs';
 
 const CONTENT = 'Hello from the fake upstream, with receipts.';
@@ -64,12 +64,12 @@ async function completion(key = s.key, { body = chatBody(ROUTE_GPT), headers = {
   return { id, sent, ...r };
 }
 
-/** A 200 fetch of a receipt: exactly {id, receipt}; verified against `keys`. Returns the decoded JWS. */
+/** A 200 fetch of a receipt: {id, receipt} (+ log fields); verified against `keys`. Returns the decoded JWS. */
 async function fetchVerified(gw, key, id, keys = jwks) {
   const r = await fetchReceipt(gw, key, id);
   assert.equal(r.status, 200, `GET /v1/receipts/${id}: ${r.text}`);
   assert.match(r.headers.get('content-type') || '', /^application\/json/);
-  assert.deepEqual(Object.keys(r.json), ['id', 'receipt']);
+  assertReceiptShape(r.json);
   assert.equal(r.json.id, id);
   const d = verifyJws(r.json.receipt, keys);
   assert.equal(d.payload.jti, id);
@@ -199,7 +199,7 @@ describe('receipts: GET /v1/receipts/{id} scoping and errors', { timeout: 60_000
     for (const asked of [id.toUpperCase(), mixed]) {
       const r = await fetchReceipt(s.gw, s.key, asked);
       assert.equal(r.status, 200, `GET /v1/receipts/${asked}: ${r.text}`);
-      assert.deepEqual(Object.keys(r.json), ['id', 'receipt']);
+      assertReceiptShape(r.json);
       assert.equal(r.json.id, id);
       assert.equal(verifyJws(r.json.receipt, jwks).payload.jti, id);
     }

@@ -42,7 +42,7 @@ class TempDir : public tresor::test::TempDir {
 
 
 StoredReceipt receipt(const std::string& id, const std::string& customer, int64_t expires_at) {
-  return StoredReceipt{id, customer, "jws-of-" + id, expires_at, "claims-of-" + id};
+  return StoredReceipt{id, customer, "jws-of-" + id, expires_at, "claims-of-" + id, {}, {}};
 }
 
 // What the test watches of the store the service owns (the service takes the store by
@@ -357,7 +357,7 @@ TEST_CASE("receipt store: an unsigned receipt gets its signature once", "[receip
   TempDir dir;
   auto store = open_sqlite_store(dir.file("r.db"));
   const int64_t now = 1'000'000;
-  REQUIRE(store->put_batch({StoredReceipt{"u", "cust-1", "", now + 60, "claims-of-u"}}));
+  REQUIRE(store->put_batch({StoredReceipt{"u", "cust-1", "", now + 60, "claims-of-u", {}, {}}}));
   auto row = store->load("u", "cust-1", now);
   REQUIRE(row.has_value());
   CHECK(row->jws.empty());
@@ -385,7 +385,7 @@ TEST_CASE("receipt store: a file from before lazy signing is upgraded in place",
   }
   auto store = open_sqlite_store(path);
   CHECK(store->get("old", "cust-1", 1'000'000) == std::optional<std::string>("old-jws"));
-  REQUIRE(store->put_batch({StoredReceipt{"new", "cust-1", "", 2'000'000, "claims-of-new"}}));
+  REQUIRE(store->put_batch({StoredReceipt{"new", "cust-1", "", 2'000'000, "claims-of-new", {}, {}}}));
   CHECK(store->load("new", "cust-1", 1'000'000)->claims == "claims-of-new");
 }
 

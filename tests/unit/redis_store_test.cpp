@@ -28,7 +28,7 @@ namespace {
 int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
 
 StoredReceipt receipt(const std::string& id, const std::string& customer, int64_t expires_at) {
-  return StoredReceipt{id, customer, "jws-of-" + id, expires_at, "claims-of-" + id};
+  return StoredReceipt{id, customer, "jws-of-" + id, expires_at, "claims-of-" + id, {}, {}};
 }
 
 }  // namespace
@@ -131,7 +131,7 @@ TEST_CASE("redis store: a batch is all or nothing", "[redis]") {
 
   SECTION("an id that is already stored") {
     REQUIRE(store->put_batch({receipt("a", "acme", exp)}));
-    StoredReceipt clash{"a", "globex", "other-jws", exp, "other-claims"};
+    StoredReceipt clash{"a", "globex", "other-jws", exp, "other-claims", {}, {}};
     CHECK_FALSE(store->put_batch({receipt("b", "acme", exp), clash, receipt("c", "acme", exp)}));
     CHECK(store->count() == 1);
     CHECK_FALSE(store->get("b", "acme", now).has_value());
@@ -163,7 +163,7 @@ TEST_CASE("redis store: reconnects after the connection drops or Redis restarts"
   const int64_t now = unix_now();
   // "lazy" is stored unsigned (signing: on_fetch), so its signature is a write of its own.
   REQUIRE(store->put_batch(
-      {receipt("before", "acme", now + 60), StoredReceipt{"lazy", "acme", "", now + 60, "claims-of-lazy"}}));
+      {receipt("before", "acme", now + 60), StoredReceipt{"lazy", "acme", "", now + 60, "claims-of-lazy", {}, {}}}));
 
   auto kill_clients = [&] {
     Reply killed = redis.command({"CLIENT", "KILL", "TYPE", "normal"});  // SKIPME: not the admin link
@@ -243,7 +243,7 @@ TEST_CASE("redis store: an unsigned receipt gets its signature once, and never o
   auto store = open_redis_store(redis.url());
   auto other_replica = open_redis_store(redis.url());
   const int64_t now = unix_now();
-  REQUIRE(store->put_batch({StoredReceipt{"u", "acme", "", now + 3600, "claims-of-u"}}));
+  REQUIRE(store->put_batch({StoredReceipt{"u", "acme", "", now + 3600, "claims-of-u", {}, {}}}));
   auto row = other_replica->load("u", "acme", now);
   REQUIRE(row.has_value());
   CHECK(row->jws.empty());

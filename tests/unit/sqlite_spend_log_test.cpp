@@ -362,7 +362,7 @@ TEST_CASE("spend log: the receipts store and the spend log write one file from t
       std::vector<tresor::receipts::StoredReceipt> batch;
       for (int i = 0; i < kRows; ++i) {
         const std::string id = "rc-" + std::to_string(b) + "-" + std::to_string(i);
-        batch.push_back({id, "acme", "jws-" + id, 4'000'000'000, "claims"});
+        batch.push_back({id, "acme", "jws-" + id, 4'000'000'000, "claims", {}, {}});
       }
       if (!receipts->put_batch(batch)) ++receipt_failures;
     }

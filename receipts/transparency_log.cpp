@@ -1,0 +1,206 @@
+#include "receipts/transparency_log.h"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "common/sha256.h"
+
+namespace tresor::receipts {
+namespace {
+
+// How many entries one store read brings (a restart reads the whole log in such steps).
+constexpr size_t kSyncBatch = 65536;
+
+std::string_view bytes(const merkle::Hash& h) { return {reinterpret_cast<const char*>(h.data()), h.size()}; }
+
+std::string checkpoint_text(const std::string& origin, uint64_t size, const merkle::Hash& root) {
+  return origin + "\n" + std::to_string(size) + "\n" + note::base64(bytes(root)) + "\n";
+}
+
+// Splits "<origin>\n<size>\n<base64 root>\n[extension lines]": false when malformed.
+bool split_checkpoint(std::string_view text, std::string_view& origin, uint64_t& size, merkle::Hash& root) {
+  const auto l1 = text.find('\n');
+  if (l1 == std::string_view::npos) return false;
+  const auto l2 = text.find('\n', l1 + 1);
+  if (l2 == std::string_view::npos) return false;
+  const auto l3 = text.find('\n', l2 + 1);
+  if (l3 == std::string_view::npos) return false;
+  origin = text.substr(0, l1);
+  const auto size_text = text.substr(l1 + 1, l2 - l1 - 1);
+  const auto [end, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
+  if (ec != std::errc() || end != size_text.data() + size_text.size() || size_text.empty() ||
+      (size_text.size() > 1 && size_text[0] == '0'))
+    return false;
+  const auto decoded = note::unbase64(text.substr(l2 + 1, l3 - l2 - 1));
+  if (!decoded || decoded->size() != root.size()) return false;
+  std::memcpy(root.data(), decoded->data(), root.size());
+  return true;
+}
+
+}  // namespace
+
+TransparencyLog::TransparencyLog(const config::LogConfig& cfg, const note::Ed25519Seed& seed)
+    : origin_(cfg.origin),
+      seed_(seed),
+      verifier_key_(note::verifier_key(cfg.origin, note::public_key(seed))),
+      interval_(cfg.checkpoint_interval_ms) {}
+
+std::string TransparencyLog::entry_for(std::string_view claims) {
+  common::Sha256 sha;
+  sha.update(claims);
+  const auto digest = sha.digest();
+  return std::string(reinterpret_cast<const char*>(digest.data()), digest.size());
+}
+
+void TransparencyLog::sync(ReceiptStore& store) {
+  // 1. The entries appended since (by this replica or another, in the store's order).
+  for (;;) {
+    const auto entries = store.log_entries(tree_size(), kSyncBatch);
+    {
+      std::unique_lock lock(mutex_);
+      for (const auto& e : entries) {
+        LogTree::Entry entry{};
+        if (e.size() != entry.size()) {
+          lock.unlock();
+          refuse("the store holds a log entry of " + std::to_string(e.size()) + " bytes at index " +
+                 std::to_string(tree_.size()) + " (every entry is 32)");
+          return;
+        }
+        std::memcpy(entry.data(), e.data(), entry.size());
+        tree_.append(entry);
+      }
+    }
+    if (entries.size() < kSyncBatch) break;
+  }
+  // 2. The store's latest checkpoint (another replica's, or ours from before a restart).
+  if (auto stored = store.latest_checkpoint()) adopt(*stored);
+  if (!consistent()) return;
+  // 3. A new checkpoint when the tree grew (and the first one, of the empty tree).
+  const auto latest = checkpoint();
+  if (latest && latest->size >= tree_size()) return;
+  const Checkpoint fresh = sign_current();
+  if (auto stored = store.publish_checkpoint(StoredCheckpoint{fresh.size, fresh.note})) adopt(*stored);
+}
+
+Checkpoint TransparencyLog::sign_current() const {
+  std::shared_lock lock(mutex_);
+  Checkpoint c;
+  c.size = tree_.size();
+  c.root = tree_.root(c.size);
+  c.text = checkpoint_text(origin_, c.size, c.root);
+  c.note = note::sign(c.text, origin_, seed_).value();
+  return c;
+}
+
+std::optional<Checkpoint> TransparencyLog::parse_checkpoint(const StoredCheckpoint& stored, std::string& why) const {
+  const auto text = note::verify(stored.note, verifier_key_);
+  if (!text) {
+    why = "the stored checkpoint is not signed by this log's key (" + verifier_key_ + ")";
+    return std::nullopt;
+  }
+  Checkpoint c;
+  std::string_view origin;
+  if (!split_checkpoint(*text, origin, c.size, c.root) || origin != origin_ || c.size != stored.size) {
+    why = "the stored checkpoint is malformed or for another origin";
+    return std::nullopt;
+  }
+  c.text = *text;
+  c.note = stored.note;
+  return c;
+}
+
+void TransparencyLog::adopt(const StoredCheckpoint& stored) {
+  std::string why;
+  auto parsed = parse_checkpoint(stored, why);
+  if (!parsed) return refuse(why);
+  std::unique_lock lock(mutex_);
+  if (parsed->size > tree_.size()) {
+    lock.unlock();
+    return refuse("the store's checkpoint commits to " + std::to_string(parsed->size) + " entries but it holds " +
+                  std::to_string(tree_size()) + " (entries were removed)");
+  }
+  if (tree_.root(parsed->size) != parsed->root) {
+    lock.unlock();
+    return refuse("the stored entries no longer hash to checkpoint " + std::to_string(parsed->size) +
+                  " (root " + merkle::to_hex(parsed->root) + "): the log's entries were changed in the store");
+  }
+  // Never backwards; the same size again may carry more cosignatures.
+  if (latest_ && (parsed->size < latest_->size || (parsed->size == latest_->size && parsed->note == latest_->note)))
+    return;
+  latest_ = std::make_shared<const Checkpoint>(std::move(*parsed));
+}
+
+void TransparencyLog::refuse(const std::string& why) {
+  std::unique_lock lock(mutex_);
+  if (!consistent_ && refused_why_ == why) return;
+  consistent_ = false;
+  refused_why_ = why;
+  lock.unlock();
+  spdlog::error("transparency log {}: {}; no checkpoint is signed until this is resolved", origin_, why);
+}
+
+std::shared_ptr<const Checkpoint> TransparencyLog::checkpoint() const {
+  std::shared_lock lock(mutex_);
+  return latest_;
+}
+
+bool TransparencyLog::consistent() const {
+  std::shared_lock lock(mutex_);
+  return consistent_;
+}
+
+uint64_t TransparencyLog::tree_size() const {
+  std::shared_lock lock(mutex_);
+  return tree_.size();
+}
+
+std::optional<std::string> TransparencyLog::tile(unsigned level, uint64_t index, unsigned width) const {
+  std::shared_lock lock(mutex_);
+  if (!latest_ || level >= 64) return std::nullopt;
+  // Only what a published checkpoint commits to: tile i of level L ends at leaf (i*256+w)*256^L.
+  const unsigned shift = LogTree::kTileHeight * level;
+  if (shift >= 64 || (index * LogTree::kTileWidth + width) > (latest_->size >> shift)) return std::nullopt;
+  return tree_.tile(level, index, width);
+}
+
+std::optional<std::string> TransparencyLog::entry_bundle(uint64_t index, unsigned width) const {
+  std::shared_lock lock(mutex_);
+  if (!latest_ || index * LogTree::kTileWidth + width > latest_->size) return std::nullopt;
+  return tree_.entry_bundle(index, width);
+}
+
+std::optional<std::vector<merkle::Hash>> TransparencyLog::consistency_proof(uint64_t old_size,
+                                                                            uint64_t new_size) const {
+  std::shared_lock lock(mutex_);
+  if (!latest_ || old_size > new_size || new_size > latest_->size) return std::nullopt;
+  if (old_size == 0 || old_size == new_size) return std::vector<merkle::Hash>{};
+  return tree_.consistency_proof(old_size, new_size);
+}
+
+std::optional<std::vector<merkle::Hash>> TransparencyLog::inclusion_proof(uint64_t index, uint64_t size) const {
+  std::shared_lock lock(mutex_);
+  if (!latest_ || index >= size || size > latest_->size) return std::nullopt;
+  return tree_.inclusion_proof(index, size);
+}
+
+std::optional<InclusionProof> TransparencyLog::inclusion(uint64_t index) const {
+  std::shared_lock lock(mutex_);
+  if (!latest_ || index >= latest_->size) return std::nullopt;
+  auto proof = tree_.inclusion_proof(index, latest_->size);
+  if (!proof) return std::nullopt;
+  return InclusionProof{index, latest_, std::move(*proof)};
+}
+
+bool TransparencyLog::add_cosignature(uint64_t size, const std::string& line) {
+  std::unique_lock lock(mutex_);
+  if (!latest_ || latest_->size != size) return false;
+  if (latest_->note.find(line) != std::string::npos) return true;
+  auto next = std::make_shared<Checkpoint>(*latest_);
+  next->note += line;
+  latest_ = std::move(next);
+  return true;
+}
+
+}  // namespace tresor::receipts
