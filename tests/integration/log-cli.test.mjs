@@ -56,10 +56,15 @@ async function logStack() {
   return { s, dir, witnessKey, witnessVkey, logKey, stateDir: path.join(dir, 'witness-state') };
 }
 
+/** n chat answers from the stack's current gateway (restartGateway gives it a new port). */
 async function issueReceipts(s, n) {
   const ids = [];
   for (let i = 0; i < n; i++) {
-    const r = await s.chat({ model: ROUTE_GPT, messages: [{ role: 'user', content: `receipt ${i}` }] });
+    const r = await fetch(s.gw.url('/v1/chat/completions'), {
+      method: 'POST',
+      headers: s.authHeaders(),
+      body: JSON.stringify({ model: ROUTE_GPT, messages: [{ role: 'user', content: `receipt ${i}` }] }),
+    });
     const body = await r.json();
     assert.equal(r.status, 200, JSON.stringify(body));
     ids.push(body.tresor.receipt_id);
@@ -199,7 +204,7 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
     assert.doesNotMatch(await checkpointNote(t.s.gw), new RegExp(`\n\u2014 ${WITNESS} `));
   });
 
-  test('a leaf removed from the store: the witness REFUSES and verify-log FAILs (rolled back)', async () => {
+  test('the last leaf removed from the store: the witness REFUSES and verify-log FAILs (rolled back, then forked)', async () => {
     const t = await logStack();
     await issueReceipts(t.s, 5);
     await checkpointOfAtLeast(t.s.gw, 5);
@@ -209,10 +214,12 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
     writeFileSync(oldFile, await checkpointNote(t.s.gw));
     const oldSize = noteSize(readFileSync(oldFile, 'utf8'));
 
-    await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = 2');
+    await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = (SELECT max(idx) FROM log_entries)');
     let note;
     await waitFor(async () => { note = await checkpointNote(t.s.gw); return noteSize(note) === oldSize - 1; },
-      { what: 'the re-signed, shorter checkpoint' });
+      { what: 'the re-signed, shorter checkpoint', timeoutMs: 5000 }).catch((e) => {
+      throw new Error(`${e.message}; served: ${note}; gateway stderr: ${t.s.gw.proc.stderr.slice(-3000)}`);
+    });
     const refused = await run(witnessArgs(t, t.s.gw));
     assert.equal(refused.code, 1, refused.all);
     assert.match(refused.stderr,
@@ -230,5 +237,28 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
     const witnessFork = await run(witnessArgs(t, t.s.gw));
     assert.equal(witnessFork.code, 1, witnessFork.all);
     assert.match(witnessFork.stderr, /witness: REFUSED tresor\.test\/receipts: checkpoint for size \d+ has root .* \(fork\)/);
+  });
+
+  test('a leaf removed from the middle of the store: the witness REFUSES and verify-log FAILs', async () => {
+    const t = await logStack();
+    await issueReceipts(t.s, 5);
+    await checkpointOfAtLeast(t.s.gw, 5);
+    const ok = await run(witnessArgs(t, t.s.gw));
+    assert.equal(ok.code, 0, ok.all);
+    const oldFile = path.join(t.dir, 'old.checkpoint');
+    const oldNote = await checkpointNote(t.s.gw);
+    writeFileSync(oldFile, oldNote);
+
+    await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = 2');
+    // Whatever tree the gateway re-signs from the remaining rows, it is not the witnessed one.
+    await waitFor(async () => (await checkpointNote(t.s.gw)).split('\n\n')[0] !== oldNote.split('\n\n')[0],
+      { what: 'a re-signed checkpoint' });
+    const why = /(log rolled back from size \d+ to \d+|checkpoint for size \d+ has root \S+ but the witnessed root was \S+ \(fork\)|consistency proof \d+ -> \d+ does not verify \(the log was rewritten\))\n/;
+    const refused = await run(witnessArgs(t, t.s.gw));
+    assert.equal(refused.code, 1, refused.all);
+    assert.match(refused.stderr, new RegExp(`witness: REFUSED tresor\\.test/receipts: ${why.source}`));
+    const failed = await run(verifyLogArgs(t, t.s.gw, oldFile));
+    assert.equal(failed.code, 1, failed.all);
+    assert.match(failed.stdout, new RegExp(`^FAIL: ${why.source}$`));
   });
 });
