@@ -99,6 +99,19 @@ function verifyLogArgs(t, gw, oldFile, ...extra) {
   return ['verify-log', '--url', gw.origin, '--log-key', t.logKey, '--checkpoint', oldFile, ...extra];
 }
 
+/** A log of 5 receipts that the witness has cosigned; its checkpoint also saved in OLD_FILE. */
+async function witnessedLog() {
+  const t = await logStack();
+  await issueReceipts(t.s, 5);
+  await checkpointOfAtLeast(t.s.gw, 5);
+  const ok = await run(witnessArgs(t, t.s.gw));
+  assert.equal(ok.code, 0, ok.all);
+  const oldFile = path.join(t.dir, 'old.checkpoint');
+  const oldNote = await checkpointNote(t.s.gw);
+  writeFileSync(oldFile, oldNote);
+  return { t, oldFile, oldNote, oldSize: noteSize(oldNote) };
+}
+
 /** The store with the gateway stopped: `sql` run, then the stored checkpoint deleted, restart. */
 async function tamperAndRestart(t, sql) {
   const db = defaultStorePath(t.s.gw);
@@ -179,14 +192,7 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
     });
 
   test('a leaf changed in the store: the witness REFUSES and verify-log FAILs (rewritten log)', async () => {
-    const t = await logStack();
-    await issueReceipts(t.s, 5);
-    await checkpointOfAtLeast(t.s.gw, 5);
-    const ok = await run(witnessArgs(t, t.s.gw));
-    assert.equal(ok.code, 0, ok.all);
-    const oldFile = path.join(t.dir, 'old.checkpoint');
-    writeFileSync(oldFile, await checkpointNote(t.s.gw));
-    const oldSize = noteSize(readFileSync(oldFile, 'utf8'));
+    const { t, oldFile, oldSize } = await witnessedLog();
 
     await tamperAndRestart(t, 'UPDATE log_entries SET entry = randomblob(32) WHERE idx = 1');
     await issueReceipts(t.s, 1); // the log grows: the new checkpoint must extend the old one, and does not
@@ -205,14 +211,7 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
   });
 
   test('the last leaf removed from the store: the witness REFUSES and verify-log FAILs (rolled back, then forked)', async () => {
-    const t = await logStack();
-    await issueReceipts(t.s, 5);
-    await checkpointOfAtLeast(t.s.gw, 5);
-    const ok = await run(witnessArgs(t, t.s.gw));
-    assert.equal(ok.code, 0, ok.all);
-    const oldFile = path.join(t.dir, 'old.checkpoint');
-    writeFileSync(oldFile, await checkpointNote(t.s.gw));
-    const oldSize = noteSize(readFileSync(oldFile, 'utf8'));
+    const { t, oldFile, oldSize } = await witnessedLog();
 
     await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = (SELECT max(idx) FROM log_entries)');
     let note;
@@ -240,14 +239,7 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
   });
 
   test('a leaf removed from the middle of the store: the witness REFUSES and verify-log FAILs', async () => {
-    const t = await logStack();
-    await issueReceipts(t.s, 5);
-    await checkpointOfAtLeast(t.s.gw, 5);
-    const ok = await run(witnessArgs(t, t.s.gw));
-    assert.equal(ok.code, 0, ok.all);
-    const oldFile = path.join(t.dir, 'old.checkpoint');
-    const oldNote = await checkpointNote(t.s.gw);
-    writeFileSync(oldFile, oldNote);
+    const { t, oldFile, oldNote } = await witnessedLog();
 
     await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = 2');
     // Whatever tree the gateway re-signs from the remaining rows, it is not the witnessed one.
