@@ -8,7 +8,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash, createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -34,6 +34,24 @@ function otherLogKey(name) {
   const typed = Buffer.concat([Buffer.from([0x01]), raw]);
   const hash = createHash('sha256').update(Buffer.concat([Buffer.from(`${name}\n`), typed])).digest();
   return `${name}+${hash.subarray(0, 4).toString('hex')}+${typed.toString('base64')}`;
+}
+
+/** A tlog-cosignature v1 line over `text` at `time`, made here with node:crypto (not our C++). */
+function cosignatureLine(text, name, keyPem, time) {
+  const key = createPrivateKey(keyPem);
+  const raw = key.export({ format: 'jwk' });
+  const pub = Buffer.from(raw.x, 'base64url');
+  const keyId = createHash('sha256').update(Buffer.concat([Buffer.from(`${name}\n`), Buffer.from([0x04]), pub]))
+    .digest().subarray(0, 4);
+  const ts = Buffer.alloc(8);
+  ts.writeBigUInt64BE(BigInt(time));
+  const sig = sign(null, Buffer.from(`cosignature/v1\ntime ${time}\n${text}`), key);
+  return `\u2014 ${name} ${Buffer.concat([keyId, ts, sig]).toString('base64')}\n`;
+}
+
+async function postCosignature(gw, body) {
+  const r = await fetch(gw.url('/v1/log/cosignature'), { method: 'POST', headers: { 'content-type': 'text/plain' }, body });
+  return { status: r.status, json: await r.json() };
 }
 
 /** A gateway with the log on (fast checkpoints) that accepts the witness's cosignatures. */
@@ -190,6 +208,37 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
       const down = await run(witnessArgs(t, gw));
       assert.equal(down.code, 2, down.all);
     });
+
+  test('POST /v1/log/cosignature: a configured witness over the latest checkpoint only', async () => {
+    const t = await logStack();
+    await issueReceipts(t.s, 2);
+    const oldNote = await checkpointOfAtLeast(t.s.gw, 2);
+    const oldText = oldNote.split('\n\n')[0] + '\n';
+    await issueReceipts(t.s, 1);
+    const note = await checkpointOfAtLeast(t.s.gw, noteSize(oldNote) + 1);
+    const text = note.split('\n\n')[0] + '\n';
+    const pem = readFileSync(t.witnessKey);
+    const now = Math.floor(Date.now() / 1000);
+
+    const stale = await postCosignature(t.s.gw, oldNote + cosignatureLine(oldText, WITNESS, pem, now));
+    assert.equal(stale.status, 409, JSON.stringify(stale.json));
+    assert.equal(stale.json.error.code, 'checkpoint_superseded');
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const stranger = await postCosignature(t.s.gw,
+      note + cosignatureLine(text, WITNESS, privateKey.export({ format: 'pem', type: 'pkcs8' }), now));
+    assert.equal(stranger.status, 400, JSON.stringify(stranger.json));
+    assert.equal(stranger.json.error.code, 'invalid_cosignature');
+    const garbage = await postCosignature(t.s.gw, 'not a note');
+    assert.equal(garbage.status, 400);
+    assert.equal(garbage.json.error.code, 'invalid_cosignature');
+    assert.doesNotMatch(await checkpointNote(t.s.gw), new RegExp(`\n\u2014 ${WITNESS} `));
+
+    const good = await postCosignature(t.s.gw, note + cosignatureLine(text, WITNESS, pem, now));
+    assert.equal(good.status, 200, JSON.stringify(good.json));
+    assert.deepEqual(good.json, { accepted: 1 });
+    await waitFor(async () => (await checkpointNote(t.s.gw)).includes(`\n\u2014 ${WITNESS} `),
+      { what: 'the cosignature on the served checkpoint' });
+  });
 
   test('a leaf changed in the store: the witness REFUSES and verify-log FAILs (rewritten log)', async () => {
     const { t, oldFile, oldSize } = await witnessedLog();
