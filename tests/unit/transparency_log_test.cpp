@@ -152,3 +152,52 @@ TEST_CASE("log over Redis: two replicas append to one log and agree on every che
   CHECK(b.checkpoint()->note.find("witness.example/w1") != std::string::npos);
   CHECK_FALSE(store_a->add_cosignature(59, "\xe2\x80\x94 witness.example/w2 AAAA\n"));
 }
+
+namespace {
+
+// A replica's view of the shared store whose first entry read comes back before another
+// replica's append: the store's checkpoint is then ahead of the entries this replica read.
+class StaleFirstRead final : public ReceiptStore {
+ public:
+  explicit StaleFirstRead(ReceiptStore& real) : real_(real) {}
+  bool put_batch(const std::vector<StoredReceipt>& b) override { return real_.put_batch(b); }
+  std::optional<StoredReceipt> load(const std::string& id, const std::string& c, int64_t now) override {
+    return real_.load(id, c, now);
+  }
+  std::optional<std::string> store_signature(const std::string& id, const std::string& jws) override {
+    return real_.store_signature(id, jws);
+  }
+  size_t purge_expired(int64_t now) override { return real_.purge_expired(now); }
+  size_t count() override { return real_.count(); }
+  std::vector<std::string> log_entries(uint64_t from, size_t max) override {
+    if (stale_) {
+      stale_ = false;
+      return {};
+    }
+    return real_.log_entries(from, max);
+  }
+  std::optional<StoredCheckpoint> latest_checkpoint() override { return real_.latest_checkpoint(); }
+  std::optional<StoredCheckpoint> publish_checkpoint(const StoredCheckpoint& c) override {
+    return real_.publish_checkpoint(c);
+  }
+
+ private:
+  ReceiptStore& real_;
+  bool stale_ = true;
+};
+
+}  // namespace
+
+TEST_CASE("log: a checkpoint ahead of the entries read is another replica's progress, not a removal", "[log]") {
+  tresor::test::TempDir dir;
+  auto store = open_sqlite_store(dir.file("r.db"));
+  TransparencyLog other(log_config(), seed_of(1));
+  put(*store, {"a", "b", "c"});
+  other.sync(*store);  // checkpoint 3, signed by the other replica
+  StaleFirstRead view(*store);
+  TransparencyLog log(log_config(), seed_of(1));
+  log.sync(view);
+  CHECK(log.consistent());
+  REQUIRE(log.checkpoint());
+  CHECK(log.checkpoint()->size == 3);
+}
