@@ -82,6 +82,8 @@ Response text(std::string body, const char* type, const char* cache) {
 
 Response not_found() { return error_response(not_found_path()); }
 
+constexpr size_t kMaxSignatureLines = 16;
+
 Response bad_range(const std::string& message) { return error_response(invalid_request("invalid_log_range", message)); }
 
 boost::json::array proof_json(const std::vector<receipts::merkle::Hash>& proof) {
@@ -186,10 +188,17 @@ Response cosignature_response(std::string_view body, const TransparencyLog* log,
                                                                  "the witness's cosignature line"));
   const std::string_view text = body.substr(0, blank + 1);
   uint64_t accepted = 0, on_other_text = 0;
+  size_t lines = 0;
   for (std::string_view rest = body.substr(blank + 2); !rest.empty();) {
     const auto end = rest.find('\n');
     const std::string_view line = rest.substr(0, end);
     rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    // Anyone may post here and a line naming a witness costs an Ed25519 verification per
+    // key: bound what one request buys (the log's line and a few witnesses' fit easily).
+    if (++lines > kMaxSignatureLines)
+      return error_response(invalid_request("invalid_cosignature", "More than " +
+                                                                       std::to_string(kMaxSignatureLines) +
+                                                                       " signature lines"));
     for (const auto& vkey : witnesses) {
       if (receipts::cosignature::verify(latest->text, line, vkey)) {
         record(latest->size, std::string(line) + "\n");

@@ -2,10 +2,11 @@
 // (receipts/signed_note.h) on hostile input, over a real log of 700 entries (two full
 // level-0 tiles and a partial one, a level-1 partial tile).
 // Input: a request target (e.g. "/v1/log/tile/0/x001/002.p/7"), optionally a 0x00 byte and
-// a signed note.
+// a signed note (for the target /v1/log/cosignature: the posted body).
 // Properties: log_response never throws and answers 200, 400 or 404 only; a 200 tile is a
 // whole number of 32-byte hashes (at most 256), an entry bundle a whole number of
-// length-prefixed 32-byte entries, a proof a JSON answer; the note verifier never throws,
+// length-prefixed 32-byte entries, a proof a JSON answer; a posted cosignature nobody could
+// sign is refused (400/409) and never recorded; the note verifier never throws,
 // and what it accepts is a prefix of the note ending in a newline.
 #include <memory>
 #include <string>
@@ -82,6 +83,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else if (r.status == 200 && path.find("/proof/") != std::string_view::npos) {
       FUZZ_CHECK(r.content_type == "application/json");
     }
+  }
+
+  if (sep != std::string_view::npos && target == server::kCosignaturePath) {
+    // The rest of the input is the posted body; a witness key the fuzzer cannot sign for.
+    size_t recorded = 0;
+    const server::Response r = server::cosignature_response(
+        in.substr(sep + 1), &log, {"witness.example/w1+a1b2c3d4+BAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+        [&recorded](uint64_t, std::string) { ++recorded; });
+    FUZZ_CHECK(r.status == 400 || r.status == 409);
+    FUZZ_CHECK(recorded == 0);
   }
 
   if (sep != std::string_view::npos) {

@@ -522,6 +522,8 @@ def log_surface():
     ]:
         write(t, name, target)
     write(t, "note_unsigned", "/v1/log/checkpoint\0fuzz.example/log\n700\nAAAA\n\n\u2014 fuzz.example/log AAAAAAAA\n")
+    write(t, "cosignature_garbage", "/v1/log/cosignature\0not a note")
+    write(t, "cosignature_line", "/v1/log/cosignature\0fuzz.example/log\n700\nAAAA\n\n\u2014 witness.example/w1 obLD1AAAAAA=\n")
     write(t, "note_no_blank", "/v1/log/key\0fuzz.example/log\n1\n")
     write(t, "empty", b"")
 
