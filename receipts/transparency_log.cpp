@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -142,7 +143,7 @@ void TransparencyLog::adopt(const StoredCheckpoint& stored) {
   // Never backwards; the same size again may carry more cosignatures.
   if (latest_ && (parsed->size < latest_->size || (parsed->size == latest_->size && parsed->note == latest_->note)))
     return;
-  latest_ = std::make_shared<const Checkpoint>(std::move(*parsed));
+  set_latest(std::make_shared<const Checkpoint>(std::move(*parsed)));
 }
 
 void TransparencyLog::refuse(const std::string& why) {
@@ -152,6 +153,18 @@ void TransparencyLog::refuse(const std::string& why) {
   refused_why_ = why;
   lock.unlock();
   spdlog::error("transparency log {}: {}; no checkpoint is signed until this is resolved", origin_, why);
+}
+
+void TransparencyLog::set_latest(std::shared_ptr<const Checkpoint> c) {
+  // The note's signature lines after the blank line: the log's own, then cosignatures.
+  const auto signatures = c->note.substr(c->text.size() + 1);
+  if (std::count(signatures.begin(), signatures.end(), '\n') > 1) cosigned_ = c;
+  latest_ = std::move(c);
+}
+
+std::shared_ptr<const Checkpoint> TransparencyLog::cosigned_checkpoint() const {
+  std::shared_lock lock(mutex_);
+  return cosigned_;
 }
 
 std::shared_ptr<const Checkpoint> TransparencyLog::checkpoint() const {
@@ -212,7 +225,7 @@ bool TransparencyLog::add_cosignature(uint64_t size, const std::string& line) {
   if (latest_->note.find(line) != std::string::npos) return true;
   auto next = std::make_shared<Checkpoint>(*latest_);
   next->note += line;
-  latest_ = std::move(next);
+  set_latest(std::move(next));
   return true;
 }
 

@@ -60,6 +60,10 @@ class TransparencyLog {
 
   // Any thread. Null until the first checkpoint is known.
   std::shared_ptr<const Checkpoint> checkpoint() const;
+  // The latest checkpoint that carries at least one witness cosignature: on a busy log a
+  // newer one replaces each checkpoint within an interval, before or after its witnesses
+  // cosign it; this one stays until a newer one is cosigned. Null until then.
+  std::shared_ptr<const Checkpoint> cosigned_checkpoint() const;
   // Tiles and entry bundles (C2SP tlog-tiles) within the latest checkpoint's size.
   std::optional<std::string> tile(unsigned level, uint64_t index, unsigned width) const;
   std::optional<std::string> entry_bundle(uint64_t index, unsigned width) const;
@@ -83,6 +87,7 @@ class TransparencyLog {
   void adopt_from(ReceiptStore& store, const StoredCheckpoint& stored);
   void adopt(const StoredCheckpoint& stored);
   void refuse(const std::string& why);
+  void set_latest(std::shared_ptr<const Checkpoint> c);  // under the unique lock
   Checkpoint sign_current() const;
 
   std::string origin_;
@@ -93,6 +98,7 @@ class TransparencyLog {
   mutable std::shared_mutex mutex_;
   LogTree tree_;
   std::shared_ptr<const Checkpoint> latest_;
+  std::shared_ptr<const Checkpoint> cosigned_;
   bool consistent_ = true;
   std::string refused_why_;
 };

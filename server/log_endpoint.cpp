@@ -161,6 +161,11 @@ Response log_response(std::string_view target, const TransparencyLog* log) {
     }
     return text(c->note, "text/plain; charset=utf-8", "no-store");
   }
+  if (path == "checkpoint/cosigned") {
+    const auto c = log->cosigned_checkpoint();
+    if (!c) return not_found();
+    return text(c->note, "text/plain; charset=utf-8", "no-store");
+  }
   if (path == "key") return text(log->verifier_key() + "\n", "text/plain; charset=utf-8", "public, max-age=300");
   if (path.substr(0, 5) == "tile/") return tile_response(path.substr(5), *log);
   if (path == "proof/consistency") return consistency_response(query, *log);
