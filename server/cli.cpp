@@ -3,15 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <boost/asio/connect.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ssl.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/ssl.hpp>
 #include <boost/json/parse.hpp>
-#include <openssl/ssl.h>
 
 #include <fstream>
 #include <iostream>
@@ -23,13 +15,11 @@
 
 #include "receipts/claims.h"
 #include "receipts/signer.h"
+#include "server/http_fetch.h"
+#include "server/log_cli.h"
 
 namespace tresor::server {
 namespace {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 
 std::string read_all(std::istream& in) {
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
@@ -40,47 +30,6 @@ std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("cannot read " + path);
   return read_all(in);
-}
-
-// GET of an http:// or https:// URL (the JWKS), TLS verified against the system store.
-std::string http_get(const std::string& url) {
-  const bool tls = url.rfind("https://", 0) == 0;
-  const std::string rest = url.substr(tls ? 8 : 7);
-  const auto slash = rest.find('/');
-  const std::string authority = rest.substr(0, slash);
-  const std::string target = slash == std::string::npos ? "/" : rest.substr(slash);
-  const auto colon = authority.rfind(':');
-  const std::string host = colon == std::string::npos ? authority : authority.substr(0, colon);
-  const std::string port = colon == std::string::npos ? (tls ? "443" : "80") : authority.substr(colon + 1);
-
-  asio::io_context ioc;
-  asio::ip::tcp::resolver resolver(ioc);
-  const auto endpoints = resolver.resolve(host, port);
-  http::request<http::empty_body> req{http::verb::get, target, 11};
-  req.set(http::field::host, authority);
-  req.set(http::field::user_agent, "tresor-router verify-receipt");
-  beast::flat_buffer buffer;
-  http::response<http::string_body> res;
-  if (tls) {
-    asio::ssl::context ctx(asio::ssl::context::tls_client);
-    ctx.set_default_verify_paths();
-    ctx.set_verify_mode(asio::ssl::verify_peer);
-    beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
-    SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());
-    X509_VERIFY_PARAM_set1_host(SSL_get0_param(stream.native_handle()), host.c_str(), 0);
-    beast::get_lowest_layer(stream).connect(endpoints);
-    stream.handshake(asio::ssl::stream_base::client);
-    http::write(stream, req);
-    http::read(stream, buffer, res);
-  } else {
-    beast::tcp_stream stream(ioc);
-    stream.connect(endpoints);
-    http::write(stream, req);
-    http::read(stream, buffer, res);
-  }
-  if (res.result_int() != 200)
-    throw std::runtime_error(url + " answered HTTP " + std::to_string(res.result_int()));
-  return res.body();
 }
 
 // The input may be the whole {"id","receipt"} answer of GET /v1/receipts/{id}, or a JWS.
@@ -131,22 +80,25 @@ int cli_gen_signing_key(int argc, char** argv) {
 
 int cli_verify_receipt(int argc, char** argv) {
   std::string jwks_source, input = "-";
-  std::optional<std::string> request_file, response_file;
+  std::optional<std::string> request_file, response_file, log_key;
   for (int i = 0; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--jwks" && i + 1 < argc) jwks_source = argv[++i];
     else if (arg == "--request" && i + 1 < argc) request_file = argv[++i];
     else if (arg == "--response" && i + 1 < argc) response_file = argv[++i];
+    else if (arg == "--log-key" && i + 1 < argc) log_key = argv[++i];
     else input = arg;
   }
   if (jwks_source.empty()) {
-    std::cerr << "usage: tresor-router verify-receipt --jwks FILE_OR_URL [-|FILE] [--request FILE] [--response FILE]\n";
+    std::cerr << "usage: tresor-router verify-receipt --jwks FILE_OR_URL [--log-key VKEY] [-|FILE] [--request FILE] "
+                 "[--response FILE]\n";
     return 2;
   }
   try {
     const bool is_url = jwks_source.rfind("http://", 0) == 0 || jwks_source.rfind("https://", 0) == 0;
-    const std::string jwks = is_url ? http_get(jwks_source) : read_file(jwks_source);
-    const auto result = receipts::verify_jws(extract_jws(read_file(input)), jwks);
+    const std::string jwks = is_url ? http_fetch::get_ok(jwks_source) : read_file(jwks_source);
+    const std::string input_text = read_file(input);
+    const auto result = receipts::verify_jws(extract_jws(input_text), jwks);
     if (!result.ok) {
       std::cout << "FAIL\n" << result.error << "\n";
       return 1;
@@ -167,9 +119,12 @@ int cli_verify_receipt(int argc, char** argv) {
         return 1;
       }
     }
+    // The receipt's leaf in a checkpoint signed by the log key (issue 19).
+    const std::string log_lines = log_key ? log_cli::verify_receipt_inclusion(input_text, result.payload, *log_key) : "";
     std::cout << "PASS\n"
               << "Receipt type:  " << claim(result.payload, "receipt_type") << "\n"
-              << "Key ID:        " << result.kid << "\n";
+              << "Key ID:        " << result.kid << "\n"
+              << log_lines;
     return 0;
   } catch (const std::exception& e) {
     std::cout << "FAIL\n" << e.what() << "\n";

@@ -5,7 +5,7 @@ namespace tresor::server {
 
 // tresor-router gen-signing-key [FILE]
 int cli_gen_signing_key(int argc, char** argv);
-// tresor-router verify-receipt --jwks FILE_OR_URL [-|FILE] [--request FILE] [--response FILE]
+// tresor-router verify-receipt --jwks FILE_OR_URL [--log-key VKEY] [-|FILE] [--request FILE] [--response FILE]
 int cli_verify_receipt(int argc, char** argv);
 
 }  // namespace tresor::server

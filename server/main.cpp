@@ -15,6 +15,7 @@
 #include "server/auth.h"
 #include "server/cli.h"
 #include "server/config_checks.h"
+#include "server/log_cli.h"
 #include "server/server.h"
 
 namespace {
@@ -25,7 +26,11 @@ int usage() {
                "  tresor-router check-config FILE      validate a config file and exit\n"
                "  tresor-router hash-key tr-…          print the sha256 to put in auth.keys\n"
                "  tresor-router gen-signing-key [FILE] new P-256 receipt signing key (PEM, 0600)\n"
-               "  tresor-router verify-receipt --jwks FILE_OR_URL [-|FILE] [--request FILE] [--response FILE]\n";
+               "  tresor-router verify-receipt --jwks FILE_OR_URL [--log-key VKEY] [-|FILE] [--request FILE] [--response FILE]\n"
+               "  tresor-router verify-log --url BASE_URL --log-key VKEY --checkpoint OLD_FILE [--save NEW_FILE] [--full]\n"
+               "  tresor-router witness --log BASE_URL --log-key VKEY --state DIR --key FILE --name NAME\n"
+               "                        [--interval-ms 1000] [--once]\n"
+               "  tresor-router witness-key --key FILE --name NAME   print the witness's vkey (creating the key)\n";
   return 2;
 }
 
@@ -97,6 +102,9 @@ int main(int argc, char** argv) {
     if (arg == "hash-key") return i + 1 < argc ? hash_key(argv[i + 1]) : usage();
     if (arg == "gen-signing-key") return tresor::server::cli_gen_signing_key(argc - i - 1, argv + i + 1);
     if (arg == "verify-receipt") return tresor::server::cli_verify_receipt(argc - i - 1, argv + i + 1);
+    if (arg == "verify-log") return tresor::server::cli_verify_log(argc - i - 1, argv + i + 1);
+    if (arg == "witness") return tresor::server::cli_witness(argc - i - 1, argv + i + 1);
+    if (arg == "witness-key") return tresor::server::cli_witness_key(argc - i - 1, argv + i + 1);
     if (arg == "--config" && i + 1 < argc) config_path = argv[++i];
     else if (arg.rfind("--config=", 0) == 0) config_path = arg.substr(9);
     else return usage();
