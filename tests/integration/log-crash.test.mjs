@@ -38,10 +38,12 @@ const ORIGIN = 'tresor.test/receipts';
 const WITNESS = 'witness.test/w1';
 
 const agents = [];
+const pollers = []; // stopped in after(), also when a test failed
 let witness;
 let witnessErr = '';
 after(async () => {
   for (const a of agents) a.destroy();
+  for (const p of pollers) await p.stop();
   if (witness) witness.kill('SIGKILL');
   await stopAll();
 });
@@ -138,6 +140,7 @@ describe('transparency log: kill -9 during load, restart', { timeout: 240_000 },
     await waitFor(() => savedByWitness(), { timeoutMs: 15_000, what: 'the witness accepting the first checkpoint' });
 
     const poller = pollCheckpoints(() => s.gw, vkey, { intervalMs: 25, witnessVkey });
+    pollers.push(poller);
     const received = [];
     let cosignedAfterRestart = 0;
     for (let round = 1; round <= ROUNDS; round++) {

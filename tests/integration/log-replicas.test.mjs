@@ -43,6 +43,7 @@ let logVkey;
 let witnessVkey;
 let witnessState; // the witness's saved checkpoint
 const agents = [];
+const pollers = []; // stopped in after(), also when a test failed
 let run; // the load test's pollers, for the cosignature test
 /** How many checkpoints the witness has handled (accepted or refused). */
 const witnessPolls = () => (witnessErr.match(/^witness: (cosigned|the log did not accept|REFUSED|.* superseded)/gm) ?? []).length;
@@ -85,6 +86,7 @@ before(async () => {
 
 after(async () => {
   for (const a of agents) a.destroy();
+  for (const p of pollers) await p.stop();
   if (witness) witness.kill('SIGKILL');
   await stopAll();
   if (redis) redis.kill('SIGKILL');
@@ -101,7 +103,9 @@ describe('transparency log: 10,000 receipts, two replicas on one Redis, a witnes
   test('one log, no fork, every receipt exactly once, witnessed throughout', async () => {
     const t0 = performance.now();
     const pollA = pollCheckpoints(() => gwA, logVkey, { witnessVkey });
+    pollers.push(pollA);
     const pollB = pollCheckpoints(() => gwB, logVkey, { witnessVkey });
+    pollers.push(pollB);
     // The witness accepts the log's first checkpoint (trust on first use) before the load.
     await waitFor(() => /witness: (cosigned|the log did not accept)/.test(witnessErr) || witnessErr.includes('REFUSED'),
       { timeoutMs: 15_000, what: 'the witness\'s first poll' });

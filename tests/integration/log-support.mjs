@@ -175,7 +175,7 @@ export function cosignedBy(note, wvkey) {
  * `vkey`, records every distinct (size, root), and notes a rollback (a smaller size than the
  * last one seen, or the same size with another root) and any note cosigned by `witnessVkey`.
  * `gw` is a function so that the poller follows a restarted gateway; fetch errors (a
- * gateway being down) are counted, not fatal.
+ * gateway being down) are counted, not fatal. Stop it with `await state.stop()` (also in after()).
  */
 export function pollCheckpoints(gw, vkey, { intervalMs = 50, witnessVkey } = {}) {
   const state = {
@@ -210,7 +210,9 @@ export function pollCheckpoints(gw, vkey, { intervalMs = 50, witnessVkey } = {})
       } catch {
         state.unreachable++;
       }
-      await new Promise((res) => setTimeout(res, intervalMs)); // polling period, not a sync
+      // The polling period, not a sync; unref'd: a poller a failed test did not stop never keeps
+      // the test process alive.
+      await new Promise((res) => { setTimeout(res, intervalMs).unref(); });
     }
   })();
   state.stop = async () => { running = false; await loop; return state; };
