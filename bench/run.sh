@@ -27,6 +27,7 @@ use_portkey="${BENCH_PORTKEY:-1}"
 use_callgrind="${BENCH_CALLGRIND:-1}"
 cg_requests="${BENCH_CALLGRIND_REQUESTS:-200}"
 cg_streams="${BENCH_CALLGRIND_STREAMS:-50}"
+log_on="${BENCH_LOG:-1}"                       # 0: the receipts transparency log off (issue 19's comparison)
 credits="${BENCH_CREDITS:-1}"                  # 0: tresor without pricing, credit and limits (runs before issue 16)
 # shellcheck source=lib/common.sh
 source "$bench/lib/common.sh"
@@ -180,7 +181,8 @@ key="tr-$(python3 -c 'import secrets; print(secrets.token_hex(48))')"
 key_sha=$("$router" hash-key "$key")
 tresor_yaml() { # out port store
   render "$bench/tresor.yaml.tmpl" "$1" DIR="$dir" PORT_A="$port_a" PORT_S="$port_s" PORT_T="$2" STORE="$3" \
-    KEY_SHA256="$key_sha" SSE_CHUNKS="$sse_chunks" SSE_LONG_CHUNKS="$long_chunks"
+    KEY_SHA256="$key_sha" SSE_CHUNKS="$sse_chunks" SSE_LONG_CHUNKS="$long_chunks" \
+    LOG="$([[ $log_on == 0 ]] && echo false || echo true)"
   [[ $credits != 0 ]] || sed -i '/# credits$/d' "$1"
   "$router" check-config "$1" >&2 || die "tresor config $1 invalid"
 }
@@ -566,7 +568,7 @@ echo "total run time: $((t_end - t_start)) s"
   echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
   echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
-  echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
+  echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, log $([[ $log_on == 0 ]] && echo off || echo on), credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
   echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)')"
   echo "- pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
   echo

@@ -5,9 +5,14 @@
 namespace tresor::receipts {
 namespace {
 
-constexpr unsigned kHeight = LogTree::kTileHeight;
+// Full-subtree hashes are kept every kStride levels of the tree (tile levels are every 8th):
+// any subtree hash is then at most 2^kStride - 1 node hashes away, so a proof on an I/O
+// thread costs ~100 SHA-256 at most, for 1/15 more memory than the tile levels alone.
+constexpr unsigned kStride = 4;
+constexpr uint64_t kFan = uint64_t{1} << kStride;
+constexpr unsigned kStridesPerTile = LogTree::kTileHeight / kStride;
 
-uint64_t pow256(unsigned level) { return uint64_t{1} << (kHeight * level); }
+uint64_t leaves_per_hash(size_t stored_level) { return uint64_t{1} << (kStride * stored_level); }
 
 // The MTH of a run of `n` (a power of two) consecutive hashes of one level.
 merkle::Hash fold(const merkle::Hash* hashes, uint64_t n) {
@@ -21,19 +26,19 @@ void LogTree::append(const Entry& entry) {
   entries_.push_back(entry);
   if (levels_.empty()) levels_.emplace_back();
   levels_[0].push_back(merkle::leaf_hash(std::string_view(reinterpret_cast<const char*>(entry.data()), entry.size())));
-  // A level that just filled a tile passes its hash up.
-  for (size_t level = 0; levels_[level].size() % kTileWidth == 0; ++level) {
+  // A stored level that just completed kFan hashes passes their subtree's hash up.
+  for (size_t level = 0; levels_[level].size() % kFan == 0; ++level) {
     if (level + 1 == levels_.size()) levels_.emplace_back();
     const auto& below = levels_[level];
-    levels_[level + 1].push_back(fold(below.data() + below.size() - kTileWidth, kTileWidth));
+    levels_[level + 1].push_back(fold(below.data() + below.size() - kFan, kFan));
   }
 }
 
 merkle::Hash LogTree::subtree(uint64_t first, unsigned height) const {
-  // The stored level just below the subtree's top, then at most 255 node hashes.
-  const unsigned level = height / kHeight;
-  const uint64_t count = uint64_t{1} << (height % kHeight);
-  return fold(levels_[level].data() + first / pow256(level), count);
+  // The stored level just below the subtree's top, then at most kFan - 1 node hashes.
+  const unsigned level = height / kStride;
+  const uint64_t count = uint64_t{1} << (height % kStride);
+  return fold(levels_[level].data() + first / leaves_per_hash(level), count);
 }
 
 merkle::Hash LogTree::range_hash(uint64_t begin, uint64_t end) const {
@@ -62,8 +67,9 @@ std::optional<std::vector<merkle::Hash>> LogTree::consistency_proof(uint64_t old
 }
 
 std::optional<std::string> LogTree::tile(unsigned level, uint64_t index, unsigned width) const {
-  if (width == 0 || width > kTileWidth || level >= levels_.size()) return std::nullopt;
-  const auto& hashes = levels_[level];
+  const size_t stored = static_cast<size_t>(level) * kStridesPerTile;
+  if (width == 0 || width > kTileWidth || stored >= levels_.size()) return std::nullopt;
+  const auto& hashes = levels_[stored];
   const uint64_t first = index * kTileWidth;
   if (index > hashes.size() / kTileWidth || first + width > hashes.size()) return std::nullopt;
   std::string out;

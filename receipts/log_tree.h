@@ -1,8 +1,8 @@
-// The transparency log's Merkle tree as tiles (C2SP tlog-tiles, height 8): the entries,
-// their leaf hashes (level 0) and, per higher level L, the hash of every full subtree of
-// 256^L leaves. That is all a tile, a root or a proof needs (any other node is at most
-// 255 hashes away), in ~64 bytes per entry. Not thread-safe: receipts/transparency_log.h
-// guards it. The tree only grows.
+// The transparency log's Merkle tree, able to serve C2SP tlog-tiles (height 8): the
+// entries, their leaf hashes and the hash of every full subtree of 16^k leaves (k >= 1),
+// which include every tile level (256^L = 16^2L). That is all a tile, a root or a proof
+// needs (any other node is at most 15 hashes away), in ~70 bytes per entry. Not
+// thread-safe: receipts/transparency_log.h guards it. The tree only grows.
 #pragma once
 
 #include <cstdint>
@@ -45,7 +45,7 @@ class LogTree {
   merkle::Hash subtree(uint64_t first, unsigned height) const;
 
   std::vector<Entry> entries_;
-  // levels_[L][i] = MTH of leaves [i * 256^L, (i+1) * 256^L).
+  // levels_[k][i] = MTH of leaves [i * 16^k, (i+1) * 16^k).
   std::vector<std::vector<merkle::Hash>> levels_;
 };
 

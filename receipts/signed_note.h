@@ -55,9 +55,7 @@ struct SignatureLine {
 };
 std::optional<SignatureLine> parse_signature_line(std::string_view line);
 
-// Standard base64 with padding (the encoding of signature lines and verifier keys).
-std::string base64(std::string_view bytes);
-std::optional<std::string> unbase64(std::string_view text);
+// The 4 bytes of v, big-endian (key hashes in signature lines).
 std::string be32(uint32_t v);
 
 // `text` (non-empty, ending in "\n", no blank line in it) signed by `name`: the whole note.

@@ -56,6 +56,18 @@ std::string TransparencyLog::entry_for(std::string_view claims) {
 
 void TransparencyLog::sync(ReceiptStore& store) {
   // 1. The entries appended since (by this replica or another, in the store's order).
+  if (!catch_up(store)) return;
+  // 2. The store's latest checkpoint (another replica's, or ours from before a restart).
+  if (auto stored = store.latest_checkpoint()) adopt_from(store, *stored);
+  if (!consistent()) return;
+  // 3. A new checkpoint when the tree grew (and the first one, of the empty tree).
+  const auto latest = checkpoint();
+  if (latest && latest->size >= tree_size()) return;
+  const Checkpoint fresh = sign_current();
+  if (auto stored = store.publish_checkpoint(StoredCheckpoint{fresh.size, fresh.note})) adopt_from(store, *stored);
+}
+
+bool TransparencyLog::catch_up(ReceiptStore& store) {
   for (;;) {
     const auto entries = store.log_entries(tree_size(), kSyncBatch);
     {
@@ -65,23 +77,21 @@ void TransparencyLog::sync(ReceiptStore& store) {
         if (e.size() != entry.size()) {
           lock.unlock();
           refuse("the store holds a log entry of " + std::to_string(e.size()) + " bytes at index " +
-                 std::to_string(tree_.size()) + " (every entry is 32)");
-          return;
+                 std::to_string(tree_size()) + " (every entry is 32)");
+          return false;
         }
         std::memcpy(entry.data(), e.data(), entry.size());
         tree_.append(entry);
       }
     }
-    if (entries.size() < kSyncBatch) break;
+    if (entries.size() < kSyncBatch) return true;
   }
-  // 2. The store's latest checkpoint (another replica's, or ours from before a restart).
-  if (auto stored = store.latest_checkpoint()) adopt(*stored);
-  if (!consistent()) return;
-  // 3. A new checkpoint when the tree grew (and the first one, of the empty tree).
-  const auto latest = checkpoint();
-  if (latest && latest->size >= tree_size()) return;
-  const Checkpoint fresh = sign_current();
-  if (auto stored = store.publish_checkpoint(StoredCheckpoint{fresh.size, fresh.note})) adopt(*stored);
+}
+
+void TransparencyLog::adopt_from(ReceiptStore& store, const StoredCheckpoint& stored) {
+  // Another replica may have appended, and checkpointed, since this one read the entries.
+  if (stored.size > tree_size() && !catch_up(store)) return;
+  adopt(stored);
 }
 
 Checkpoint TransparencyLog::sign_current() const {
@@ -97,7 +107,8 @@ Checkpoint TransparencyLog::sign_current() const {
 std::optional<Checkpoint> TransparencyLog::parse_checkpoint(const StoredCheckpoint& stored, std::string& why) const {
   const auto text = note::verify(stored.note, verifier_key_);
   if (!text) {
-    why = "the stored checkpoint is not signed by this log's key (" + verifier_key_ + ")";
+    why = "the stored checkpoint is not signed by this log's key (" + verifier_key_ +
+          "): replicas sharing a store must share log.key_file and log.origin";
     return std::nullopt;
   }
   Checkpoint c;

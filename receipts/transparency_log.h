@@ -79,6 +79,8 @@ class TransparencyLog {
 
  private:
   std::optional<Checkpoint> parse_checkpoint(const StoredCheckpoint& stored, std::string& why) const;
+  bool catch_up(ReceiptStore& store);
+  void adopt_from(ReceiptStore& store, const StoredCheckpoint& stored);
   void adopt(const StoredCheckpoint& stored);
   void refuse(const std::string& why);
   Checkpoint sign_current() const;

@@ -9,7 +9,8 @@ packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-de
           libspdlog-dev libyaml-cpp-dev catch2 libsqlite3-dev libhiredis-dev libssl-dev libjemalloc-dev zlib1g-dev
           redis-server sqlite3 openssl ca-certificates curl
           prometheus-cpp-dev prometheus  # prometheus: promtool parses /metrics in the tests
-          espeak-ng sox libsox-fmt-mp3 ffmpeg)  # test audio for the transcription tests
+          espeak-ng sox libsox-fmt-mp3 ffmpeg  # test audio for the transcription tests
+          golang-go golang-golang-x-mod-dev)  # tests/log-verify: Go's sumdb/tlog and note check the transparency log
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 packages+=("$@")
 

@@ -239,6 +239,26 @@ std::vector<merkle::Hash> fetch_leaves(const std::string& base, uint64_t size) {
   return leaves;
 }
 
+// --full: every tile above level 0 (each hash the root of 256 hashes of the level below)
+// against the hashes computed from the verified level-0 tiles; other tlog-tiles clients
+// read these, so a log that serves wrong ones misleads them even with a right root.
+void check_upper_tiles(const std::string& base, std::vector<merkle::Hash> below) {
+  for (int level = 1; below.size() >= kTileWidth; ++level) {
+    std::vector<merkle::Hash> here;
+    for (size_t k = 0; (k + 1) * kTileWidth <= below.size(); ++k)
+      here.push_back(merkle::root(std::span<const merkle::Hash>(below).subspan(k * kTileWidth, kTileWidth)));
+    for (uint64_t tile = 0; tile * kTileWidth < here.size(); ++tile) {
+      const uint64_t width = std::min<uint64_t>(kTileWidth, here.size() - tile * kTileWidth);
+      const std::string data = fetch(base + "/v1/log/" + log_cli::tile_path(level, tile, width));
+      if (data.size() != 32 * width ||
+          std::memcmp(data.data(), here[tile * kTileWidth].data(), 32 * width) != 0)
+        throw std::runtime_error("level-" + std::to_string(level) + " tile " + std::to_string(tile) +
+                                 " does not match the hashes of the entries below it");
+    }
+    below = std::move(here);
+  }
+}
+
 struct Args {
   std::vector<std::string> positional;
   std::vector<std::pair<std::string, std::string>> options;
@@ -289,6 +309,7 @@ std::string verify_log(const std::string& base, const std::string& log_key, cons
   }
   if (full) {
     const auto leaves = fetch_leaves(base, next.size);
+    check_upper_tiles(base, leaves);
     const auto root = merkle::root(leaves);
     if (root != next.root)
       throw std::runtime_error("the tiles give root " + b64(root) + " for size " + std::to_string(next.size) +

@@ -6,7 +6,7 @@
 #include <charconv>
 #include <optional>
 
-#include "receipts/receipt_service.h"
+#include "receipts/cosignature.h"
 #include "receipts/transparency_log.h"
 #include "server/api_error.h"
 
@@ -81,6 +81,8 @@ Response text(std::string body, const char* type, const char* cache) {
 }
 
 Response not_found() { return error_response(not_found_path()); }
+
+constexpr size_t kMaxSignatureLines = 16;
 
 Response bad_range(const std::string& message) { return error_response(invalid_request("invalid_log_range", message)); }
 
@@ -174,10 +176,50 @@ void add_log_fields(boost::json::object& answer, uint64_t log_index, const Trans
   answer["inclusion_proof"] = proof_json(inclusion->proof);
 }
 
-Response cosignature_response(std::string_view, receipts::ReceiptService&, const TransparencyLog* log,
-                              const std::vector<std::string>&) {
+Response cosignature_response(std::string_view body, const TransparencyLog* log,
+                              const std::vector<std::string>& witnesses, const RecordCosignature& record) {
   if (!log) return not_found();
-  return error_response(invalid_request("invalid_cosignature", "not yet"));
+  // The note's text ends at its first blank line; signature lines follow (the log's, then
+  // the cosignatures).
+  const auto blank = body.find("\n\n");
+  const auto latest = log->checkpoint();
+  if (blank == std::string_view::npos || !latest)
+    return error_response(invalid_request("invalid_cosignature", "The body must be the checkpoint note followed by "
+                                                                 "the witness's cosignature line"));
+  const std::string_view text = body.substr(0, blank + 1);
+  uint64_t accepted = 0, on_other_text = 0;
+  size_t lines = 0;
+  for (std::string_view rest = body.substr(blank + 2); !rest.empty();) {
+    const auto end = rest.find('\n');
+    const std::string_view line = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    // Anyone may post here and a line naming a witness costs an Ed25519 verification per
+    // key: bound what one request buys (the log's line and a few witnesses' fit easily).
+    if (++lines > kMaxSignatureLines)
+      return error_response(invalid_request("invalid_cosignature", "More than " +
+                                                                       std::to_string(kMaxSignatureLines) +
+                                                                       " signature lines"));
+    for (const auto& vkey : witnesses) {
+      if (receipts::cosignature::verify(latest->text, line, vkey)) {
+        record(latest->size, std::string(line) + "\n");
+        ++accepted;
+        break;
+      }
+      if (text != latest->text && receipts::cosignature::verify(text, line, vkey)) ++on_other_text;
+    }
+  }
+  if (accepted == 0 && on_other_text > 0)
+    return error_response(ApiError{409, "invalid_request_error", "checkpoint_superseded",
+                                   "The cosignature is valid but not over the latest checkpoint (size " +
+                                       std::to_string(latest->size) + "); cosign that one",
+                                   std::nullopt});
+  if (accepted == 0)
+    return error_response(invalid_request("invalid_cosignature",
+                                          "No line is a valid cosignature by a configured witness over the latest "
+                                          "checkpoint"));
+  boost::json::object o;
+  o["accepted"] = accepted;
+  return json_answer(o);
 }
 
 }  // namespace tresor::server

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,7 +16,6 @@
 
 namespace tresor::receipts {
 class TransparencyLog;
-class ReceiptService;
 }  // namespace tresor::receipts
 
 namespace tresor::server {
@@ -29,9 +29,11 @@ Response log_response(std::string_view target, const receipts::TransparencyLog* 
 
 // POST /v1/log/cosignature: `body` is the checkpoint note with the witness's cosignature
 // line(s) appended; lines by a key in `witnesses` (vkeys) that verify over the latest
-// checkpoint are recorded (ReceiptService::add_cosignature) and served on it.
-Response cosignature_response(std::string_view body, receipts::ReceiptService& receipts,
-                              const receipts::TransparencyLog* log, const std::vector<std::string>& witnesses);
+// checkpoint are handed to `record(size, line)` (ReceiptService::add_cosignature: served
+// on that checkpoint, and stored for the other replicas).
+using RecordCosignature = std::function<void(uint64_t size, std::string line)>;
+Response cosignature_response(std::string_view body, const receipts::TransparencyLog* log,
+                              const std::vector<std::string>& witnesses, const RecordCosignature& record);
 
 // GET /v1/receipts/{id}'s log fields: log_index, and once a checkpoint covers the leaf,
 // that checkpoint and the inclusion proof against it.

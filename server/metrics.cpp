@@ -1,5 +1,7 @@
 #include "server/metrics.h"
 
+#include "receipts/transparency_log.h"
+
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/gauge.h>
@@ -381,8 +383,40 @@ std::string Metrics::Impl::render_money(const config::Config& cfg) {
   return out.str();
 }
 
+namespace {
+
+// The receipts log: alert on tresor_log_consistent 0 (the stored entries no longer match a
+// checkpoint: nothing is signed any more) and on tree size - checkpoint size growing (the
+// checkpoints stopped while receipts are still logged).
+void render_log(const receipts::TransparencyLog& log, std::ostringstream& out) {
+  const auto checkpoint = log.checkpoint();
+  size_t cosignatures = 0;
+  if (checkpoint) {
+    // Signature lines after the log's own: one per witness cosignature.
+    const auto& note = checkpoint->note;
+    for (size_t at = note.find("\n\xe2\x80\x94 "); at != std::string::npos; at = note.find("\n\xe2\x80\x94 ", at + 1))
+      ++cosignatures;
+    if (cosignatures > 0) --cosignatures;
+  }
+  out << "# HELP tresor_log_tree_size Leaves of the receipts transparency log read from the store.\n"
+      << "# TYPE tresor_log_tree_size gauge\n"
+      << "tresor_log_tree_size " << log.tree_size() << "\n"
+      << "# HELP tresor_log_checkpoint_size Tree size of the latest signed checkpoint served.\n"
+      << "# TYPE tresor_log_checkpoint_size gauge\n"
+      << "tresor_log_checkpoint_size " << (checkpoint ? checkpoint->size : 0) << "\n"
+      << "# HELP tresor_log_checkpoint_cosignatures Witness cosignatures on the latest checkpoint.\n"
+      << "# TYPE tresor_log_checkpoint_cosignatures gauge\n"
+      << "tresor_log_checkpoint_cosignatures " << cosignatures << "\n"
+      << "# HELP tresor_log_consistent 1 while the stored log entries match every checkpoint; 0: signing stopped.\n"
+      << "# TYPE tresor_log_consistent gauge\n"
+      << "tresor_log_consistent " << (log.consistent() ? 1 : 0) << "\n";
+}
+
+}  // namespace
+
 std::string Metrics::render(const config::Config& cfg, const router::RouteHealth& health,
-                            const receipts::ReceiptService::Counts& receipts, const SpoolCounts& spool) const {
+                            const receipts::ReceiptService::Counts& receipts, const SpoolCounts& spool,
+                            const receipts::TransparencyLog* log) const {
   std::string out = prometheus::TextSerializer().Serialize(impl_->registry.Collect());
   std::ostringstream extra;
   extra << "# HELP tresor_route_breaker_state Circuit breaker per route: 0 closed, 1 open, 2 half-open.\n"
@@ -412,6 +446,7 @@ std::string Metrics::render(const config::Config& cfg, const router::RouteHealth
         << "# HELP tresor_spool_refusals_total Uploads refused with 503 spool_full (the spool cap was reached).\n"
         << "# TYPE tresor_spool_refusals_total counter\n"
         << "tresor_spool_refusals_total " << spool.refusals << "\n";
+  if (log) render_log(*log, extra);
   return out + extra.str() + impl_->render_money(cfg) + process_metrics();
 }
 

@@ -80,7 +80,8 @@ class Metrics {
 
   // The exposition text. Breaker states are read for the routes of `cfg`.
   std::string render(const config::Config& cfg, const router::RouteHealth& health,
-                     const receipts::ReceiptService::Counts& receipts, const SpoolCounts& spool = {}) const;
+                     const receipts::ReceiptService::Counts& receipts, const SpoolCounts& spool = {},
+                     const receipts::TransparencyLog* log = nullptr) const;
 
  private:
   struct Impl;

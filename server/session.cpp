@@ -614,8 +614,11 @@ class Session final : public ResponseSink, public SessionControl {
     if (route.endpoint == Endpoint::log_cosignature) {
       // No API key: the cosignature's own signature, by a configured witness, is the check.
       if (const auto end = co_await read_chat_body()) co_return *end;
-      Response r = cosignature_response(now_.body_parser->get().body(), services_.receipts, services_.log,
-                                        now_.runtime->config->log.witnesses);
+      Response r = cosignature_response(
+          now_.body_parser->get().body(), services_.log, now_.runtime->config->log.witnesses,
+          [&receipts = services_.receipts](uint64_t size, std::string line) {
+            receipts.add_cosignature(size, std::move(line));
+          });
       co_await send(std::move(r));
       co_return keep_alive_ && !client_gone_;
     }
@@ -849,7 +852,7 @@ class Session final : public ResponseSink, public SessionControl {
       case Endpoint::metrics:
         return metrics_response(
             services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts(),
-                                     spool_counts(services_.spool)));
+                                     spool_counts(services_.spool), services_.log));
       case Endpoint::models:
       case Endpoint::model: {
         const std::string_view t(target.data(), target.size());

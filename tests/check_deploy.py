@@ -120,6 +120,8 @@ def k8s(root, router, checks):
         # /etc/tresor/keys is the Secret's mount; the store URL's credentials are checked by
         # the store's own tests (a local SQLite file stands in so nothing is reached).
         config["receipts"]["signing_key_file"] = str(tmp / "keys" / "receipt-es256.pem")
+        if "log" in config:
+            config["log"]["key_file"] = str(tmp / "keys" / "log-ed25519.pem")
         config["store"] = f"sqlite:{tmp / 'state' / 'tresor.db'}"
     config = check_config(router, text, "deploy/k8s/configmap.yaml", ENV, rewrite, checks)
     spool_dir, spool_max = spool_settings(config)

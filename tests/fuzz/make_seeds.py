@@ -503,7 +503,33 @@ def stream_seam():
     write(t, "empty", b"")
 
 
+def log_surface():
+    t = "log_surface"
+    clean(t)
+    for name, target in [
+        ("checkpoint", "/v1/log/checkpoint"), ("key", "/v1/log/key"),
+        ("tile0_full", "/v1/log/tile/0/001"), ("tile0_partial", "/v1/log/tile/0/002.p/188"),
+        ("tile1_partial", "/v1/log/tile/1/000.p/2"), ("tile_grouped", "/v1/log/tile/0/x000/x000/001"),
+        ("tile_bad_width", "/v1/log/tile/0/002.p/0"), ("tile_past_end", "/v1/log/tile/0/003"),
+        ("tile_level_63", "/v1/log/tile/63/000.p/1"), ("tile_huge_index", "/v1/log/tile/0/x999/x999/x999/x999/x999/x999/x999/999"),
+        ("entries", "/v1/log/tile/entries/000"), ("entries_partial", "/v1/log/tile/entries/002.p/188"),
+        ("consistency", "/v1/log/proof/consistency?old=300&new=700"),
+        ("consistency_zero", "/v1/log/proof/consistency?old=0&new=0"),
+        ("consistency_reversed", "/v1/log/proof/consistency?old=700&new=3"),
+        ("consistency_overflow", "/v1/log/proof/consistency?old=1&new=18446744073709551616"),
+        ("inclusion", "/v1/log/proof/inclusion?index=699&size=700"),
+        ("inclusion_duplicate_params", "/v1/log/proof/inclusion?index=1&index=2&size=3"),
+    ]:
+        write(t, name, target)
+    write(t, "note_unsigned", "/v1/log/checkpoint\0fuzz.example/log\n700\nAAAA\n\n\u2014 fuzz.example/log AAAAAAAA\n")
+    write(t, "cosignature_garbage", "/v1/log/cosignature\0not a note")
+    write(t, "cosignature_line", "/v1/log/cosignature\0fuzz.example/log\n700\nAAAA\n\n\u2014 witness.example/w1 obLD1AAAAAA=\n")
+    write(t, "note_no_blank", "/v1/log/key\0fuzz.example/log\n1\n")
+    write(t, "empty", b"")
+
+
 if __name__ == "__main__":
+    log_surface()
     chat(); sse(); chat_stream(); multipart(); transcription(); config(); money(); timeout(); route(); receipts(); head(); upstream(); stream_seam()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))

@@ -8,7 +8,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash, createPrivateKey, generateKeyPairSync, sign } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
@@ -36,6 +36,24 @@ function otherLogKey(name) {
   return `${name}+${hash.subarray(0, 4).toString('hex')}+${typed.toString('base64')}`;
 }
 
+/** A tlog-cosignature v1 line over `text` at `time`, made here with node:crypto (not our C++). */
+function cosignatureLine(text, name, keyPem, time) {
+  const key = createPrivateKey(keyPem);
+  const raw = key.export({ format: 'jwk' });
+  const pub = Buffer.from(raw.x, 'base64url');
+  const keyId = createHash('sha256').update(Buffer.concat([Buffer.from(`${name}\n`), Buffer.from([0x04]), pub]))
+    .digest().subarray(0, 4);
+  const ts = Buffer.alloc(8);
+  ts.writeBigUInt64BE(BigInt(time));
+  const sig = sign(null, Buffer.from(`cosignature/v1\ntime ${time}\n${text}`), key);
+  return `\u2014 ${name} ${Buffer.concat([keyId, ts, sig]).toString('base64')}\n`;
+}
+
+async function postCosignature(gw, body) {
+  const r = await fetch(gw.url('/v1/log/cosignature'), { method: 'POST', headers: { 'content-type': 'text/plain' }, body });
+  return { status: r.status, json: await r.json() };
+}
+
 /** A gateway with the log on (fast checkpoints) that accepts the witness's cosignatures. */
 async function logStack() {
   const dir = tempDir('tresor-logcli-');
@@ -56,10 +74,15 @@ async function logStack() {
   return { s, dir, witnessKey, witnessVkey, logKey, stateDir: path.join(dir, 'witness-state') };
 }
 
+/** n chat answers from the stack's current gateway (restartGateway gives it a new port). */
 async function issueReceipts(s, n) {
   const ids = [];
   for (let i = 0; i < n; i++) {
-    const r = await s.chat({ model: ROUTE_GPT, messages: [{ role: 'user', content: `receipt ${i}` }] });
+    const r = await fetch(s.gw.url('/v1/chat/completions'), {
+      method: 'POST',
+      headers: s.authHeaders(),
+      body: JSON.stringify({ model: ROUTE_GPT, messages: [{ role: 'user', content: `receipt ${i}` }] }),
+    });
     const body = await r.json();
     assert.equal(r.status, 200, JSON.stringify(body));
     ids.push(body.tresor.receipt_id);
@@ -92,6 +115,19 @@ function witnessArgs(t, gw) {
 
 function verifyLogArgs(t, gw, oldFile, ...extra) {
   return ['verify-log', '--url', gw.origin, '--log-key', t.logKey, '--checkpoint', oldFile, ...extra];
+}
+
+/** A log of 5 receipts that the witness has cosigned; its checkpoint also saved in OLD_FILE. */
+async function witnessedLog() {
+  const t = await logStack();
+  await issueReceipts(t.s, 5);
+  await checkpointOfAtLeast(t.s.gw, 5);
+  const ok = await run(witnessArgs(t, t.s.gw));
+  assert.equal(ok.code, 0, ok.all);
+  const oldFile = path.join(t.dir, 'old.checkpoint');
+  const oldNote = await checkpointNote(t.s.gw);
+  writeFileSync(oldFile, oldNote);
+  return { t, oldFile, oldNote, oldSize: noteSize(oldNote) };
 }
 
 /** The store with the gateway stopped: `sql` run, then the stored checkpoint deleted, restart. */
@@ -173,15 +209,39 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
       assert.equal(down.code, 2, down.all);
     });
 
-  test('a leaf changed in the store: the witness REFUSES and verify-log FAILs (rewritten log)', async () => {
+  test('POST /v1/log/cosignature: a configured witness over the latest checkpoint only', async () => {
     const t = await logStack();
-    await issueReceipts(t.s, 5);
-    await checkpointOfAtLeast(t.s.gw, 5);
-    const ok = await run(witnessArgs(t, t.s.gw));
-    assert.equal(ok.code, 0, ok.all);
-    const oldFile = path.join(t.dir, 'old.checkpoint');
-    writeFileSync(oldFile, await checkpointNote(t.s.gw));
-    const oldSize = noteSize(readFileSync(oldFile, 'utf8'));
+    await issueReceipts(t.s, 2);
+    const oldNote = await checkpointOfAtLeast(t.s.gw, 2);
+    const oldText = oldNote.split('\n\n')[0] + '\n';
+    await issueReceipts(t.s, 1);
+    const note = await checkpointOfAtLeast(t.s.gw, noteSize(oldNote) + 1);
+    const text = note.split('\n\n')[0] + '\n';
+    const pem = readFileSync(t.witnessKey);
+    const now = Math.floor(Date.now() / 1000);
+
+    const stale = await postCosignature(t.s.gw, oldNote + cosignatureLine(oldText, WITNESS, pem, now));
+    assert.equal(stale.status, 409, JSON.stringify(stale.json));
+    assert.equal(stale.json.error.code, 'checkpoint_superseded');
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const stranger = await postCosignature(t.s.gw,
+      note + cosignatureLine(text, WITNESS, privateKey.export({ format: 'pem', type: 'pkcs8' }), now));
+    assert.equal(stranger.status, 400, JSON.stringify(stranger.json));
+    assert.equal(stranger.json.error.code, 'invalid_cosignature');
+    const garbage = await postCosignature(t.s.gw, 'not a note');
+    assert.equal(garbage.status, 400);
+    assert.equal(garbage.json.error.code, 'invalid_cosignature');
+    assert.doesNotMatch(await checkpointNote(t.s.gw), new RegExp(`\n\u2014 ${WITNESS} `));
+
+    const good = await postCosignature(t.s.gw, note + cosignatureLine(text, WITNESS, pem, now));
+    assert.equal(good.status, 200, JSON.stringify(good.json));
+    assert.deepEqual(good.json, { accepted: 1 });
+    await waitFor(async () => (await checkpointNote(t.s.gw)).includes(`\n\u2014 ${WITNESS} `),
+      { what: 'the cosignature on the served checkpoint' });
+  });
+
+  test('a leaf changed in the store: the witness REFUSES and verify-log FAILs (rewritten log)', async () => {
+    const { t, oldFile, oldSize } = await witnessedLog();
 
     await tamperAndRestart(t, 'UPDATE log_entries SET entry = randomblob(32) WHERE idx = 1');
     await issueReceipts(t.s, 1); // the log grows: the new checkpoint must extend the old one, and does not
@@ -199,20 +259,15 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
     assert.doesNotMatch(await checkpointNote(t.s.gw), new RegExp(`\n\u2014 ${WITNESS} `));
   });
 
-  test('a leaf removed from the store: the witness REFUSES and verify-log FAILs (rolled back)', async () => {
-    const t = await logStack();
-    await issueReceipts(t.s, 5);
-    await checkpointOfAtLeast(t.s.gw, 5);
-    const ok = await run(witnessArgs(t, t.s.gw));
-    assert.equal(ok.code, 0, ok.all);
-    const oldFile = path.join(t.dir, 'old.checkpoint');
-    writeFileSync(oldFile, await checkpointNote(t.s.gw));
-    const oldSize = noteSize(readFileSync(oldFile, 'utf8'));
+  test('the last leaf removed from the store: the witness REFUSES and verify-log FAILs (rolled back, then forked)', async () => {
+    const { t, oldFile, oldSize } = await witnessedLog();
 
-    await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = 2');
+    await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = (SELECT max(idx) FROM log_entries)');
     let note;
     await waitFor(async () => { note = await checkpointNote(t.s.gw); return noteSize(note) === oldSize - 1; },
-      { what: 'the re-signed, shorter checkpoint' });
+      { what: 'the re-signed, shorter checkpoint', timeoutMs: 5000 }).catch((e) => {
+      throw new Error(`${e.message}; served: ${note}; gateway stderr: ${t.s.gw.proc.stderr.slice(-3000)}`);
+    });
     const refused = await run(witnessArgs(t, t.s.gw));
     assert.equal(refused.code, 1, refused.all);
     assert.match(refused.stderr,
@@ -230,5 +285,21 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
     const witnessFork = await run(witnessArgs(t, t.s.gw));
     assert.equal(witnessFork.code, 1, witnessFork.all);
     assert.match(witnessFork.stderr, /witness: REFUSED tresor\.test\/receipts: checkpoint for size \d+ has root .* \(fork\)/);
+  });
+
+  test('a leaf removed from the middle of the store: the witness REFUSES and verify-log FAILs', async () => {
+    const { t, oldFile, oldNote } = await witnessedLog();
+
+    await tamperAndRestart(t, 'DELETE FROM log_entries WHERE idx = 2');
+    // Whatever tree the gateway re-signs from the remaining rows, it is not the witnessed one.
+    await waitFor(async () => (await checkpointNote(t.s.gw)).split('\n\n')[0] !== oldNote.split('\n\n')[0],
+      { what: 'a re-signed checkpoint' });
+    const why = /(log rolled back from size \d+ to \d+|checkpoint for size \d+ has root \S+ but the witnessed root was \S+ \(fork\)|consistency proof \d+ -> \d+ does not verify \(the log was rewritten\))\n/;
+    const refused = await run(witnessArgs(t, t.s.gw));
+    assert.equal(refused.code, 1, refused.all);
+    assert.match(refused.stderr, new RegExp(`witness: REFUSED tresor\\.test/receipts: ${why.source}`));
+    const failed = await run(verifyLogArgs(t, t.s.gw, oldFile));
+    assert.equal(failed.code, 1, failed.all);
+    assert.match(failed.stdout, new RegExp(`^FAIL: ${why.source}$`));
   });
 });

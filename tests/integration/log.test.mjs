@@ -118,6 +118,16 @@ describe('transparency log', () => {
     }
   });
 
+  test('/metrics: tree and checkpoint size, and the log consistent', async () => {
+    const c = await checkpointOf(s.gw);
+    const text = await (await fetch(s.gw.url('/metrics'))).text();
+    const value = (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1]);
+    assert.ok(value('tresor_log_checkpoint_size') >= c.size);
+    assert.ok(value('tresor_log_tree_size') >= value('tresor_log_checkpoint_size'));
+    assert.equal(value('tresor_log_consistent'), 1);
+    assert.equal(value('tresor_log_checkpoint_cosignatures'), 0);
+  });
+
   test('a restarted gateway continues the log: same key, never a smaller checkpoint, old proofs still hold', async () => {
     const before = await checkpointOf(s.gw);
     await s.gw.stop();
@@ -131,5 +141,25 @@ describe('transparency log', () => {
     const r = await getLog(s.gw, `/v1/log/proof/consistency?old=${before.size}&new=${c.size}`);
     const proof = JSON.parse(r.text).proof.map((p) => Buffer.from(p, 'base64'));
     assert.ok(verifyConsistency(before.size, c.size, before.root, c.root, proof));
+  });
+});
+
+describe('transparency log disabled (log.enabled: false)', () => {
+  let off;
+  before(async () => {
+    off = await startStack({ configHook: (c) => { c.log = { enabled: false }; return c; } });
+  });
+
+  test('no /v1/log endpoints, no log fields on receipts, no log metrics', async () => {
+    for (const p of ['/v1/log/checkpoint', '/v1/log/key', '/v1/log/tile/0/000.p/1', '/v1/log/proof/consistency?old=0&new=0']) {
+      const r = await fetch(off.gw.url(p));
+      await readErrorEnvelope(r, { status: 404 });
+    }
+    const res = await off.chat(chatBody(ROUTE_GPT));
+    const id = (await res.json()).tresor.receipt_id;
+    const r = await fetchReceipt(off.gw, off.key, id);
+    assert.deepEqual(Object.keys(r.json), ['id', 'receipt']);
+    const metrics = await (await fetch(off.gw.url('/metrics'))).text();
+    assert.doesNotMatch(metrics, /tresor_log_/);
   });
 });
