@@ -171,6 +171,7 @@ describe('transparency log: kill -9 during load, restart', { timeout: 240_000 },
       await waitFor(() => savedByWitness().size >= now.size,
         { timeoutMs: 15_000, what: `round ${round}: the witness accepting checkpoint ${now.size}` });
       assert.ok(!witnessErr.includes('REFUSED'), `round ${round}: the witness refused:\n${witnessErr.slice(-2000)}`);
+      assert.equal(witness.exitCode, null, `round ${round}: the witness kept running:\n${witnessErr.slice(-2000)}`);
       // ... and the restarted gateway takes its cosignature and serves it.
       await waitFor(async () => {
         const r = await getLog(s.gw, '/v1/log/checkpoint');
