@@ -168,7 +168,10 @@ describe('transparency log: kill -9 during load, restart', { timeout: 240_000 },
       await assertAllIncluded(s, received, vkey, maxBefore);
 
       // The witness, polling across the crash, accepts a checkpoint published after the restart.
-      await waitFor(() => savedByWitness().size >= now.size,
+      await waitFor(() => {
+        if (witnessErr.includes('REFUSED')) throw new Error(`the witness refused: ${witnessErr.match(/witness: REFUSED.*/)[0]}`);
+        return savedByWitness().size >= now.size;
+      },
         { timeoutMs: 15_000, what: `round ${round}: the witness accepting checkpoint ${now.size}` });
       assert.ok(!witnessErr.includes('REFUSED'), `round ${round}: the witness refused:\n${witnessErr.slice(-2000)}`);
       assert.equal(witness.exitCode, null, `round ${round}: the witness kept running:\n${witnessErr.slice(-2000)}`);
