@@ -25,7 +25,7 @@ using BioPtr = std::unique_ptr<BIO, BioFree>;
 // Never prompt on a terminal for a passphrase: encrypted keys are simply refused.
 int no_password(char*, int, int, void*) { return -1; }
 
-std::string fresh_key_pem() {
+std::string fresh_key_pem_impl() {
   PkeyPtr pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519"));
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!pkey || !bio || PEM_write_bio_PrivateKey(bio.get(), pkey.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
@@ -55,8 +55,10 @@ note::Ed25519Seed seed_from_pem(const std::string& pem, const std::string& path)
 
 }  // namespace
 
+std::string generate_ed25519_key_pem() { return fresh_key_pem_impl(); }
+
 note::Ed25519Seed load_or_create_ed25519_seed(const std::string& path) {
-  const auto file = key_file::read_or_create(path, fresh_key_pem);
+  const auto file = key_file::read_or_create(path, generate_ed25519_key_pem);
   auto seed = seed_from_pem(file.pem, path);
   if (!file.created) key_file::refuse_if_exposed(path);
   return seed;

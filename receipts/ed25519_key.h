@@ -9,6 +9,9 @@
 
 namespace tresor::receipts {
 
+// A fresh Ed25519 private key as PKCS#8 PEM (tresor-router gen-log-key).
+std::string generate_ed25519_key_pem();
+
 // The key's 32-byte seed; the file is created (0600) with a fresh key when missing.
 // Throws std::runtime_error for an unreadable, non-Ed25519 or exposed key file.
 note::Ed25519Seed load_or_create_ed25519_seed(const std::string& path);

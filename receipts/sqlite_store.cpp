@@ -73,7 +73,7 @@ class SqliteStore final : public ReceiptStore {
     get_ = prepare(
         "SELECT r.jws, r.claims, l.idx FROM receipts r LEFT JOIN log_entries l ON l.receipt_id = r.id "
         "WHERE r.id = ?1 AND r.customer = ?2 AND r.expires_at > ?3");
-    entries_ = prepare("SELECT entry FROM log_entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2");
+    entries_ = prepare("SELECT idx, entry FROM log_entries WHERE idx >= ?1 ORDER BY idx LIMIT ?2");
     checkpoint_ = prepare("SELECT size, note FROM log_checkpoint WHERE id = 1");
     publish_ = prepare(
         "INSERT INTO log_checkpoint(id, size, note) VALUES(1, ?1, ?2) "
@@ -153,7 +153,15 @@ class SqliteStore final : public ReceiptStore {
       throw StoreUnavailable(std::string("log entries: ") + sqlite3_errmsg(db_));
     std::vector<std::string> out;
     int step;
-    while ((step = sqlite3_step(s)) == SQLITE_ROW) out.push_back(column_blob(s, 0));
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+      // Indexes are dense (max + 1 per append): a hole is a deleted row, reported as such
+      // instead of shifting every later entry down one place.
+      if (static_cast<uint64_t>(sqlite3_column_int64(s, 0)) != from + out.size()) {
+        out.emplace_back();
+        return out;
+      }
+      out.push_back(column_blob(s, 1));
+    }
     if (step != SQLITE_DONE) throw StoreUnavailable(std::string("log entries: ") + sqlite3_errmsg(db_));
     return out;
   }

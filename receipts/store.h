@@ -63,8 +63,9 @@ class ReceiptStore {
   virtual size_t count() = 0;
 
   // The transparency log's entries from index `from` on, at most `max`, in index order
-  // (the sequence the store assigned: one sequencer for every replica). Throws
-  // StoreUnavailable when the store cannot answer.
+  // (the sequence the store assigned: one sequencer for every replica). An index the
+  // store should hold but does not (a row deleted) comes back as an empty entry, which
+  // the log refuses. Throws StoreUnavailable when the store cannot answer.
   virtual std::vector<std::string> log_entries(uint64_t /*from*/, size_t /*max*/) { return {}; }
   virtual std::optional<StoredCheckpoint> latest_checkpoint() { return std::nullopt; }
   // Stores `checkpoint` unless the store holds one of the same size or larger (checkpoints

@@ -75,9 +75,11 @@ bool TransparencyLog::catch_up(ReceiptStore& store) {
       for (const auto& e : entries) {
         LogTree::Entry entry{};
         if (e.size() != entry.size()) {
+          const uint64_t index = tree_.size();
           lock.unlock();
-          refuse("the store holds a log entry of " + std::to_string(e.size()) + " bytes at index " +
-                 std::to_string(tree_size()) + " (every entry is 32)");
+          refuse(e.empty() ? "log entry " + std::to_string(index) + " is missing from the store (deleted)"
+                           : "the store holds a log entry of " + std::to_string(e.size()) + " bytes at index " +
+                                 std::to_string(index) + " (every entry is 32)");
           return false;
         }
         std::memcpy(entry.data(), e.data(), entry.size());

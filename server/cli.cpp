@@ -14,6 +14,7 @@
 #include <string>
 
 #include "receipts/claims.h"
+#include "receipts/ed25519_key.h"
 #include "receipts/signer.h"
 #include "server/http_fetch.h"
 #include "server/log_cli.h"
@@ -55,14 +56,16 @@ std::string claim(const std::string& payload, const char* name) {
 
 }  // namespace
 
-int cli_gen_signing_key(int argc, char** argv) {
-  const std::string pem = receipts::generate_private_key_pem();
+namespace {
+
+// The new key `pem` to stdout, or to a new file argv[0] (mode 0600).
+int write_new_key(int argc, char** argv, const std::string& pem, const char* kind) {
   if (argc < 1) {
     std::cout << pem;
     return 0;
   }
   const std::string path = argv[0];
-  // O_EXCL: never overwrite a key that signed receipts still being verified.
+  // O_EXCL: never overwrite a key that signed receipts (or checkpoints) still being verified.
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (fd < 0) {
     std::cerr << path << ": cannot create (" << std::strerror(errno) << ")\n";
@@ -74,8 +77,18 @@ int cli_gen_signing_key(int argc, char** argv) {
     std::cerr << path << ": write failed\n";
     return 1;
   }
-  std::cout << "wrote " << path << " (P-256, mode 0600)\n";
+  std::cout << "wrote " << path << " (" << kind << ", mode 0600)\n";
   return 0;
+}
+
+}  // namespace
+
+int cli_gen_signing_key(int argc, char** argv) {
+  return write_new_key(argc, argv, receipts::generate_private_key_pem(), "P-256");
+}
+
+int cli_gen_log_key(int argc, char** argv) {
+  return write_new_key(argc, argv, receipts::generate_ed25519_key_pem(), "Ed25519");
 }
 
 int cli_verify_receipt(int argc, char** argv) {

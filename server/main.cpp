@@ -26,6 +26,7 @@ int usage() {
                "  tresor-router check-config FILE      validate a config file and exit\n"
                "  tresor-router hash-key tr-…          print the sha256 to put in auth.keys\n"
                "  tresor-router gen-signing-key [FILE] new P-256 receipt signing key (PEM, 0600)\n"
+               "  tresor-router gen-log-key [FILE]     new Ed25519 transparency log key (PEM, 0600; log.key_file)\n"
                "  tresor-router verify-receipt --jwks FILE_OR_URL [--log-key VKEY] [-|FILE] [--request FILE] [--response FILE]\n"
                "  tresor-router verify-log --url BASE_URL --log-key VKEY --checkpoint OLD_FILE [--save NEW_FILE] [--full]\n"
                "  tresor-router witness --log BASE_URL --log-key VKEY --state DIR --key FILE --name NAME\n"
@@ -101,6 +102,7 @@ int main(int argc, char** argv) {
     if (arg == "check-config") return i + 1 < argc ? check_config(argv[i + 1]) : usage();
     if (arg == "hash-key") return i + 1 < argc ? hash_key(argv[i + 1]) : usage();
     if (arg == "gen-signing-key") return tresor::server::cli_gen_signing_key(argc - i - 1, argv + i + 1);
+    if (arg == "gen-log-key") return tresor::server::cli_gen_log_key(argc - i - 1, argv + i + 1);
     if (arg == "verify-receipt") return tresor::server::cli_verify_receipt(argc - i - 1, argv + i + 1);
     if (arg == "verify-log") return tresor::server::cli_verify_log(argc - i - 1, argv + i + 1);
     if (arg == "witness") return tresor::server::cli_witness(argc - i - 1, argv + i + 1);

@@ -5,8 +5,12 @@
 // The independent verification with Go's sumdb/tlog is log-go.test.mjs.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createPublicKey } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
 import {
-  startStack, stopAll, chatBody, fetchReceipt, restartGateway, waitFor, readErrorEnvelope, ROUTE_GPT,
+  startStack, stopAll, chatBody, fetchReceipt, restartGateway, waitFor, readErrorEnvelope, runRouterCli, tempDir,
+  ROUTE_GPT,
 } from './harness.mjs';
 import {
   openCheckpoint, receiptEntry, leafHash, mth, verifyInclusion, verifyConsistency, getLog, leavesFromTiles,
@@ -161,5 +165,22 @@ describe('transparency log disabled (log.enabled: false)', () => {
     assert.deepEqual(Object.keys(r.json), ['id', 'receipt']);
     const metrics = await (await fetch(off.gw.url('/metrics'))).text();
     assert.doesNotMatch(metrics, /tresor_log_/);
+  });
+});
+
+describe('tresor-router gen-log-key', () => {
+  test('writes a new Ed25519 key 0600, never over an existing file; the gateway signs with it', async () => {
+    const file = path.join(tempDir('tresor-logkey-'), 'log.pem');
+    const made = runRouterCli(['gen-log-key', file]);
+    assert.equal(made.status, 0, made.stderr);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const again = runRouterCli(['gen-log-key', file]);
+    assert.equal(again.status, 1);
+    assert.match(again.stderr, /cannot create \(File exists\)/);
+
+    const withKey = await startStack({ configHook: (c) => { c.log = { key_file: file }; return c; } });
+    const vkey = (await getLog(withKey.gw, '/v1/log/key')).text.trim();
+    const raw = createPublicKey(readFileSync(file)).export({ format: 'der', type: 'spki' }).subarray(-32);
+    assert.equal(Buffer.from(vkey.split('+').slice(2).join('+'), 'base64').subarray(1).toString('hex'), raw.toString('hex'));
   });
 });

@@ -99,7 +99,8 @@ TEST_CASE("log over SQLite: entries changed or removed under a checkpoint stop t
     REQUIRE(log.checkpoint()->size == 3);
   }
   SECTION("an entry rewritten") { sql(path, "UPDATE log_entries SET entry = zeroblob(32) WHERE idx = 1"); }
-  SECTION("an entry removed") { sql(path, "DELETE FROM log_entries WHERE idx = 2"); }
+  SECTION("the last entry removed") { sql(path, "DELETE FROM log_entries WHERE idx = 2"); }
+  SECTION("an entry in the middle removed") { sql(path, "DELETE FROM log_entries WHERE idx = 1"); }
   SECTION("the checkpoint signed by another key") {
     TransparencyLog other(log_config(), seed_of(2));
     auto store = open_sqlite_store(dir.file("other.db"));
