@@ -2,6 +2,7 @@
 // (RFC 9162 §2.1, C2SP signed-note / tlog-checkpoint) with node:crypto only, so that the
 // tests verify the gateway's log with code that shares nothing with it.
 import { createHash, createPublicKey, verify as cryptoVerify } from 'node:crypto';
+import http from 'node:http';
 
 const sha256 = (...parts) => {
   const h = createHash('sha256');
@@ -141,4 +142,126 @@ export async function entriesFromBundles(gw, size) {
     }
   }
   return entries;
+}
+
+/**
+ * Whether `note` carries a valid C2SP tlog-cosignature (Ed25519 v1) by the witness `wvkey`
+ * ("<name>+<keyid hex>+<base64(0x04||pub32)>") over its checkpoint text: the signed message
+ * is "cosignature/v1\ntime <T>\n" + text, the line "— <name> base64(keyid4 || u64 BE T || sig64)".
+ */
+export function cosignedBy(note, wvkey) {
+  const [name, idHex, ...rest] = wvkey.trim().split('+');
+  const keyBytes = Buffer.from(rest.join('+'), 'base64');
+  if (keyBytes[0] !== 4 || keyBytes.length !== 33) throw new Error(`not a cosignature vkey: ${wvkey}`);
+  const split = note.lastIndexOf('\n\n');
+  if (split < 0) return false;
+  const text = note.slice(0, split + 1);
+  const pub = createPublicKey({
+    key: Buffer.concat([Buffer.from('302a300506032b6570032100', 'hex'), keyBytes.subarray(1)]), format: 'der', type: 'spki',
+  });
+  for (const line of note.slice(split + 2).split('\n')) {
+    const m = /^\u2014 (\S+) (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const blob = Buffer.from(m[2], 'base64');
+    if (blob.length !== 4 + 8 + 64 || blob.subarray(0, 4).toString('hex') !== idHex) continue;
+    const msg = `cosignature/v1\ntime ${blob.readBigUInt64BE(4)}\n${text}`;
+    if (cryptoVerify(null, Buffer.from(msg), pub, blob.subarray(12))) return true;
+  }
+  return false;
+}
+
+/**
+ * Polls `gw()`'s /v1/log/checkpoint every `intervalMs` until stop(): verifies each note with
+ * `vkey`, records every distinct (size, root), and notes a rollback (a smaller size than the
+ * last one seen, or the same size with another root) and any note cosigned by `witnessVkey`.
+ * `gw` is a function so that the poller follows a restarted gateway; fetch errors (a
+ * gateway being down) are counted, not fatal. Stop it with `await state.stop()` (also in after()).
+ */
+export function pollCheckpoints(gw, vkey, { intervalMs = 50, witnessVkey } = {}) {
+  const state = {
+    seen: new Map(), // `${size}:${rootB64}` -> { size, root, note }
+    rollbacks: [],
+    badNotes: [],
+    unreachable: 0,
+    polls: 0,
+    cosigned: [], // sizes of checkpoints served with a valid cosignature by the witness
+    last: null,
+  };
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const r = await getLog(gw(), '/v1/log/checkpoint');
+        if (r.status === 200) {
+          state.polls++;
+          let c;
+          try { c = openCheckpoint(r.text, vkey); } catch (e) { state.badNotes.push(`${e.message}: ${r.text}`); }
+          if (c) {
+            const key = `${c.size}:${c.root.toString('base64')}`;
+            if (!state.seen.has(key)) state.seen.set(key, { size: c.size, root: c.root, note: r.text });
+            const last = state.last;
+            if (last && (c.size < last.size || (c.size === last.size && !c.root.equals(last.root)))) {
+              state.rollbacks.push(`${last.size} -> ${c.size} (${key})`);
+            }
+            state.last = c;
+            if (witnessVkey && cosignedBy(r.text, witnessVkey)) state.cosigned.push(c.size);
+          }
+        }
+      } catch {
+        state.unreachable++;
+      }
+      // The polling period, not a sync; unref'd: a poller a failed test did not stop never keeps
+      // the test process alive.
+      await new Promise((res) => { setTimeout(res, intervalMs).unref(); });
+    }
+  })();
+  state.stop = async () => { running = false; await loop; return state; };
+  return state;
+}
+
+/** One HTTP request over `agent`; resolves { status, text } only for a complete response, else rejects. */
+export function httpRequest(agent, port, { method = 'GET', path, headers = {}, body }) {
+  return new Promise((resolve, reject) => {
+    const h = { ...headers };
+    if (body !== undefined) h['content-length'] = String(Buffer.byteLength(body));
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers: h, agent }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('error', () => { /* reported through 'close' */ });
+      res.on('close', () => {
+        if (res.complete) resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') });
+        else reject(new Error('response incomplete (connection lost)'));
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Runs `count` jobs with `concurrency` workers; job(i) is awaited; stop() ends the loop early. */
+export async function pool(count, concurrency, job, stop = () => false) {
+  let next = 0;
+  const worker = async () => {
+    while (!stop() && next < count) await job(next++);
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
+
+/**
+ * Checks that every checkpoint in `checkpoints` ({size, root}) is consistent with `final`
+ * (and so, the log being one prefix chain, all of them pairwise), using consistency proofs
+ * fetched from `gw`. Returns the list of failures (empty when all hold).
+ */
+export async function inconsistentCheckpoints(gw, checkpoints, final) {
+  const failures = [];
+  for (const c of checkpoints) {
+    if (c.size > final.size) { failures.push(`size ${c.size} > final ${final.size}`); continue; }
+    const r = await getLog(gw, `/v1/log/proof/consistency?old=${c.size}&new=${final.size}`);
+    if (r.status !== 200) { failures.push(`proof ${c.size}->${final.size}: HTTP ${r.status} ${r.text}`); continue; }
+    const proof = JSON.parse(r.text).proof.map((p) => Buffer.from(p, 'base64'));
+    if (!verifyConsistency(c.size, final.size, c.root, final.root, proof)) {
+      failures.push(`checkpoint ${c.size} (${c.root.toString('base64')}) is not consistent with ${final.size}`);
+    }
+  }
+  return failures;
 }
