@@ -140,9 +140,22 @@ void TransparencyLog::adopt(const StoredCheckpoint& stored) {
     return refuse("the stored entries no longer hash to checkpoint " + std::to_string(parsed->size) +
                   " (root " + merkle::to_hex(parsed->root) + "): the log's entries were changed in the store");
   }
-  // Never backwards; the same size again may carry more cosignatures.
-  if (latest_ && (parsed->size < latest_->size || (parsed->size == latest_->size && parsed->note == latest_->note)))
-    return;
+  // Never backwards.
+  if (latest_ && parsed->size < latest_->size) return;
+  if (latest_ && parsed->size == latest_->size) {
+    // The same checkpoint: keep every cosignature either copy has (one accepted here may
+    // not have reached the store yet; another replica's may be only there).
+    std::string merged = latest_->note;
+    std::string_view lines = std::string_view(parsed->note).substr(parsed->text.size() + 1);
+    while (!lines.empty()) {
+      const auto nl = lines.find('\n');
+      const auto line = lines.substr(0, nl == std::string_view::npos ? lines.size() : nl + 1);
+      lines.remove_prefix(line.size());
+      if (merged.find(line) == std::string::npos) merged += line;
+    }
+    if (merged == latest_->note) return;
+    parsed->note = std::move(merged);
+  }
   set_latest(std::make_shared<const Checkpoint>(std::move(*parsed)));
 }
 

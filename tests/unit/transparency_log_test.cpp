@@ -202,3 +202,28 @@ TEST_CASE("log: a checkpoint ahead of the entries read is another replica's prog
   REQUIRE(log.checkpoint());
   CHECK(log.checkpoint()->size == 3);
 }
+
+TEST_CASE("log: a cosignature accepted here survives a sync before it is stored; the cosigned checkpoint stays",
+          "[log]") {
+  tresor::test::TempDir dir;
+  auto store = open_sqlite_store(dir.file("r.db"));
+  TransparencyLog log(log_config(), seed_of(1));
+  put(*store, {"a"});
+  log.sync(*store);
+  const auto first = log.checkpoint();
+  REQUIRE(first->size == 1);
+  CHECK(log.cosigned_checkpoint() == nullptr);
+  const std::string line = "\xe2\x80\x94 witness.example/w1 AAAA\n";
+  REQUIRE(log.add_cosignature(1, line));
+  log.sync(*store);  // the store does not have the line yet
+  CHECK(log.checkpoint()->note == first->note + line);
+  REQUIRE(log.cosigned_checkpoint());
+  CHECK(log.cosigned_checkpoint()->size == 1);
+
+  put(*store, {"b"});
+  log.sync(*store);
+  CHECK(log.checkpoint()->size == 2);
+  REQUIRE(log.cosigned_checkpoint());
+  CHECK(log.cosigned_checkpoint()->size == 1);  // the newer one has no cosignature yet
+  CHECK_FALSE(log.add_cosignature(1, line));    // superseded
+}
