@@ -238,6 +238,14 @@ describe('transparency log CLI: witness, verify-log, verify-receipt --log-key', 
     assert.deepEqual(good.json, { accepted: 1 });
     await waitFor(async () => (await checkpointNote(t.s.gw)).includes(`\n\u2014 ${WITNESS} `),
       { what: 'the cosignature on the served checkpoint' });
+    // It stays served as the latest cosigned checkpoint after a newer checkpoint replaces it.
+    await issueReceipts(t.s, 1);
+    await checkpointOfAtLeast(t.s.gw, noteSize(note) + 1);
+    const cosigned = await fetch(t.s.gw.url('/v1/log/checkpoint/cosigned'));
+    assert.equal(cosigned.status, 200);
+    const cosignedNote = await cosigned.text();
+    assert.equal(noteSize(cosignedNote), noteSize(note));
+    assert.ok(cosignedNote.includes(`\n\u2014 ${WITNESS} `));
   });
 
   test('a leaf changed in the store: the witness REFUSES and verify-log FAILs (rewritten log)', async () => {
