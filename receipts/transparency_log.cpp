@@ -7,38 +7,13 @@
 #include <cstring>
 
 #include "common/sha256.h"
+#include "receipts/checkpoint.h"
 
 namespace tresor::receipts {
 namespace {
 
 // How many entries one store read brings (a restart reads the whole log in such steps).
 constexpr size_t kSyncBatch = 65536;
-
-std::string_view bytes(const merkle::Hash& h) { return {reinterpret_cast<const char*>(h.data()), h.size()}; }
-
-std::string checkpoint_text(const std::string& origin, uint64_t size, const merkle::Hash& root) {
-  return origin + "\n" + std::to_string(size) + "\n" + note::base64(bytes(root)) + "\n";
-}
-
-// Splits "<origin>\n<size>\n<base64 root>\n[extension lines]": false when malformed.
-bool split_checkpoint(std::string_view text, std::string_view& origin, uint64_t& size, merkle::Hash& root) {
-  const auto l1 = text.find('\n');
-  if (l1 == std::string_view::npos) return false;
-  const auto l2 = text.find('\n', l1 + 1);
-  if (l2 == std::string_view::npos) return false;
-  const auto l3 = text.find('\n', l2 + 1);
-  if (l3 == std::string_view::npos) return false;
-  origin = text.substr(0, l1);
-  const auto size_text = text.substr(l1 + 1, l2 - l1 - 1);
-  const auto [end, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
-  if (ec != std::errc() || end != size_text.data() + size_text.size() || size_text.empty() ||
-      (size_text.size() > 1 && size_text[0] == '0'))
-    return false;
-  const auto decoded = note::unbase64(text.substr(l2 + 1, l3 - l2 - 1));
-  if (!decoded || decoded->size() != root.size()) return false;
-  std::memcpy(root.data(), decoded->data(), root.size());
-  return true;
-}
 
 }  // namespace
 
@@ -114,12 +89,14 @@ std::optional<Checkpoint> TransparencyLog::parse_checkpoint(const StoredCheckpoi
           "): replicas sharing a store must share log.key_file and log.origin";
     return std::nullopt;
   }
-  Checkpoint c;
-  std::string_view origin;
-  if (!split_checkpoint(*text, origin, c.size, c.root) || origin != origin_ || c.size != stored.size) {
+  const auto fields = receipts::parse_checkpoint(*text);
+  if (!fields || fields->origin != origin_ || fields->size != stored.size) {
     why = "the stored checkpoint is malformed or for another origin";
     return std::nullopt;
   }
+  Checkpoint c;
+  c.size = fields->size;
+  c.root = fields->root;
   c.text = *text;
   c.note = stored.note;
   return c;

@@ -1,5 +1,7 @@
 #include "server/log_cli.h"
 
+#include "receipts/checkpoint.h"
+
 #include <boost/json/parse.hpp>
 
 #include <algorithm>
@@ -29,25 +31,7 @@ using log_cli::Checkpoint;
 
 constexpr uint64_t kTileWidth = 256;  // C2SP tlog-tiles: height 8
 
-std::string b64(const merkle::Hash& h) { return note::base64({reinterpret_cast<const char*>(h.data()), h.size()}); }
-
-std::optional<merkle::Hash> hash_from_b64(std::string_view text) {
-  const auto bytes = note::unbase64(text);
-  if (!bytes || bytes->size() != 32) return std::nullopt;
-  merkle::Hash h{};
-  std::copy(bytes->begin(), bytes->end(), h.begin());
-  return h;
-}
-
-std::optional<uint64_t> parse_decimal(std::string_view text) {
-  if (text.empty() || text.size() > 19 || (text.size() > 1 && text.front() == '0')) return std::nullopt;
-  uint64_t v = 0;
-  for (const char c : text) {
-    if (c < '0' || c > '9') return std::nullopt;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return v;
-}
+std::string b64(const merkle::Hash& h) { return receipts::hash_base64(h); }
 
 std::string three_digits(uint64_t v) {
   std::string g = std::to_string(v % 1000);
@@ -67,7 +51,7 @@ std::vector<merkle::Hash> proof_hashes(const boost::json::value* proof, const st
   if (!proof || !proof->is_array()) throw std::runtime_error(what + " has no proof array");
   std::vector<merkle::Hash> hashes;
   for (const auto& item : proof->as_array()) {
-    const auto h = item.is_string() ? hash_from_b64(std::string_view(item.as_string())) : std::nullopt;
+    const auto h = item.is_string() ? receipts::hash_from_base64(std::string_view(item.as_string())) : std::nullopt;
     if (!h) throw std::runtime_error(what + ": a proof hash is not base64 of 32 bytes");
     hashes.push_back(*h);
   }
@@ -87,20 +71,7 @@ Checkpoint verified_checkpoint(std::string_view note_text, std::string_view log_
 
 namespace log_cli {
 
-std::optional<Checkpoint> parse_checkpoint(std::string_view text) {
-  if (!note::valid_text(text)) return std::nullopt;
-  std::vector<std::string_view> lines;
-  for (size_t start = 0; start < text.size();) {
-    const size_t end = text.find('\n', start);
-    lines.push_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  if (lines.size() < 3) return std::nullopt;
-  const auto size = parse_decimal(lines[1]);
-  const auto root = hash_from_b64(lines[2]);
-  if (lines[0].empty() || !size || !root) return std::nullopt;
-  return Checkpoint{std::string(lines[0]), *size, *root};
-}
+std::optional<Checkpoint> parse_checkpoint(std::string_view text) { return receipts::parse_checkpoint(text); }
 
 std::string tile_path(int level, uint64_t index, uint64_t width) {
   std::string path = level < 0 ? "tile/entries/" : "tile/" + std::to_string(level) + "/";
@@ -423,7 +394,7 @@ int cli_witness(int argc, char** argv) {
   w.name = args.get("--name");
   const std::string state_dir = args.get("--state"), key_file = args.get("--key");
   const std::string interval_text = args.get("--interval-ms");
-  const auto interval = interval_text.empty() ? std::optional<uint64_t>(1000) : parse_decimal(interval_text);
+  const auto interval = interval_text.empty() ? std::optional<uint64_t>(1000) : receipts::parse_decimal(interval_text);
   if (w.base.empty() || w.log_key.empty() || w.name.empty() || state_dir.empty() || key_file.empty() || !interval ||
       *interval == 0 || !args.positional.empty()) {
     std::cerr << "usage: tresor-router witness --log BASE_URL --log-key VKEY --state DIR --key FILE --name NAME "

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "receipts/checkpoint.h"
 #include "receipts/merkle.h"
 
 namespace tresor::server {
@@ -17,12 +18,8 @@ namespace tresor::server {
 namespace log_cli {
 
 // A C2SP tlog-checkpoint text: origin line, tree size (decimal, no leading zero), base64
-// root hash, then any extension lines.
-struct Checkpoint {
-  std::string origin;
-  uint64_t size = 0;
-  receipts::merkle::Hash root{};
-};
+// root hash, then any extension lines (receipts/checkpoint.h).
+using Checkpoint = receipts::CheckpointFields;
 std::optional<Checkpoint> parse_checkpoint(std::string_view text);
 
 // The C2SP tlog-tiles path of a tile below the log's base: "tile/<L>/<N>" or

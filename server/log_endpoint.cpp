@@ -6,6 +6,7 @@
 #include <charconv>
 #include <optional>
 
+#include "receipts/checkpoint.h"
 #include "receipts/cosignature.h"
 #include "receipts/transparency_log.h"
 #include "server/api_error.h"
@@ -19,20 +20,14 @@ using receipts::TransparencyLog;
 // path); checkpoints change every interval.
 constexpr const char* kImmutable = "public, max-age=31536000, immutable";
 
-std::optional<uint64_t> decimal(std::string_view text) {
-  uint64_t v = 0;
-  if (text.empty() || (text.size() > 1 && text[0] == '0')) return std::nullopt;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
-  return v;
-}
+using receipts::parse_decimal;
 
 // "<N>[.p/<W>]" with N as 3-digit groups, every group but the last prefixed by "x"
 // (x001/x234/067); false when malformed (C2SP tlog-tiles).
 bool parse_tile_index(std::string_view path, uint64_t& index, unsigned& width) {
   width = 256;
   if (const auto p = path.find(".p/"); p != std::string_view::npos) {
-    const auto w = decimal(path.substr(p + 3));
+    const auto w = parse_decimal(path.substr(p + 3));
     if (!w || *w == 0 || *w > 255) return false;
     width = static_cast<unsigned>(*w);
     path = path.substr(0, p);
@@ -65,7 +60,7 @@ std::optional<uint64_t> query_number(std::string_view query, std::string_view na
     const auto amp = query.find('&');
     const auto pair = query.substr(0, amp);
     if (pair.size() > name.size() && pair.substr(0, name.size()) == name && pair[name.size()] == '=')
-      return decimal(pair.substr(name.size() + 1));
+      return parse_decimal(pair.substr(name.size() + 1));
     if (amp == std::string_view::npos) break;
     query = query.substr(amp + 1);
   }
@@ -88,8 +83,7 @@ Response bad_range(const std::string& message) { return error_response(invalid_r
 
 boost::json::array proof_json(const std::vector<receipts::merkle::Hash>& proof) {
   boost::json::array a;
-  for (const auto& h : proof)
-    a.emplace_back(receipts::note::base64(std::string_view(reinterpret_cast<const char*>(h.data()), h.size())));
+  for (const auto& h : proof) a.emplace_back(receipts::hash_base64(h));
   return a;
 }
 
@@ -109,7 +103,7 @@ Response tile_response(std::string_view rest, const TransparencyLog& log) {
     data = log.entry_bundle(index, width);
   } else {
     const auto slash = rest.find('/');
-    const auto level = decimal(rest.substr(0, slash));
+    const auto level = parse_decimal(rest.substr(0, slash));
     if (slash == std::string_view::npos || !level || *level > 63 || !parse_tile_index(rest.substr(slash + 1), index, width))
       return not_found();
     data = log.tile(static_cast<unsigned>(*level), index, width);
