@@ -70,7 +70,11 @@ before(async () => {
   // One deployment: both replicas sign receipts and checkpoints with the same key files.
   config.receipts = { signing_key_file: path.join(dir, 'receipt-es256.pem'), kid: 'router-receipt-1' };
   config.log = {
-    enabled: true, origin: ORIGIN, key_file: path.join(dir, 'log-ed25519.pem'), checkpoint_interval_ms: 200,
+    enabled: true, origin: ORIGIN, key_file: path.join(dir, 'log-ed25519.pem'),
+    // A checkpoint stays the latest for 2 s: a witness cycle (fetch, verify, consistency
+    // proof, cosign, POST) fits in that even on 2 loaded cores under ASan, so cosignatures
+    // are accepted during the load instead of all arriving after their checkpoint was replaced.
+    checkpoint_interval_ms: 2000,
     witnesses: [witnessVkey],
   };
   gwA = await startGateway({ config, env: { FAKE_PROVIDER_KEY: providerKey }, name: 'gateway-A' });
@@ -80,7 +84,7 @@ before(async () => {
 
   witnessState = path.join(dir, 'wstate', 'tresor.test_receipts.checkpoint');
   witness = spawn(routerBin(), ['witness', '--log', gwA.origin, '--log-key', logVkey, '--state', path.join(dir, 'wstate'),
-    '--key', witnessKey, '--name', WITNESS, '--interval-ms', '200'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    '--key', witnessKey, '--name', WITNESS, '--interval-ms', '100'], { stdio: ['ignore', 'ignore', 'pipe'] });
   witness.stderr.setEncoding('utf8');
   witness.stderr.on('data', (d) => { witnessErr += d; });
 });
