@@ -204,7 +204,9 @@ describe('transparency log: 10,000 receipts, two replicas on one Redis, a witnes
       `total ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     assert.deepEqual([...seenA.badNotes, ...seenB.badNotes], [], 'every served checkpoint verifies with the log key');
     assert.deepEqual([...seenA.rollbacks, ...seenB.rollbacks], [], 'no poller saw a rollback');
-    assert.ok(seenA.seen.size >= 5 && seenB.seen.size >= 5, 'checkpoints were published throughout the load');
+    // Checkpoints come every 2 s (for the witness, above): on a fast machine the load is over
+    // in a few of them. At least the one from before the load and one covering all of it.
+    assert.ok(seenA.seen.size >= 2 && seenB.seen.size >= 2, 'checkpoints were published as the log grew');
     const sizes = new Map();
     for (const c of all) {
       const other = sizes.get(c.size);
