@@ -1279,6 +1279,25 @@ export function assertReceiptShape(json) {
     `unexpected members ${extra}`);
 }
 
+/** One HTTP request over `agent`; resolves { status, text } only for a complete response, else rejects. */
+export function httpRequest(agent, port, { method = 'GET', path, headers = {}, body }) {
+  return new Promise((resolve, reject) => {
+    const h = { ...headers };
+    if (body !== undefined) h['content-length'] = String(Buffer.byteLength(body));
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers: h, agent }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('error', () => { /* reported through 'close' */ });
+      res.on('close', () => {
+        if (res.complete) resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') });
+        else reject(new Error('response incomplete (connection lost)'));
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 /** GET a JWKS path (no auth); returns { status, headers, text, json }. */
 export async function fetchJwks(gw, p = '/.well-known/jwks.json') {
   const res = await fetch(gw.url(p));

@@ -2,7 +2,9 @@
 // (RFC 9162 §2.1, C2SP signed-note / tlog-checkpoint) with node:crypto only, so that the
 // tests verify the gateway's log with code that shares nothing with it.
 import { createHash, createPublicKey, verify as cryptoVerify } from 'node:crypto';
-import http from 'node:http';
+import { httpRequest } from './harness.mjs';
+
+export { httpRequest };
 
 const sha256 = (...parts) => {
   const h = createHash('sha256');
@@ -219,24 +221,6 @@ export function pollCheckpoints(gw, vkey, { intervalMs = 50, witnessVkey } = {})
   return state;
 }
 
-/** One HTTP request over `agent`; resolves { status, text } only for a complete response, else rejects. */
-export function httpRequest(agent, port, { method = 'GET', path, headers = {}, body }) {
-  return new Promise((resolve, reject) => {
-    const h = { ...headers };
-    if (body !== undefined) h['content-length'] = String(Buffer.byteLength(body));
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers: h, agent }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('error', () => { /* reported through 'close' */ });
-      res.on('close', () => {
-        if (res.complete) resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') });
-        else reject(new Error('response incomplete (connection lost)'));
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** Runs `count` jobs with `concurrency` workers; job(i) is awaited; stop() ends the loop early. */
 export async function pool(count, concurrency, job, stop = () => false) {

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import {
   startStack, stopAll, chatBody, fetchJwks, verifyJws, killHard, restartGateway, defaultStorePath,
-  receiptRowCount, RECEIPT_ID_RE, ROUTE_GPT, performance,
+  receiptRowCount, RECEIPT_ID_RE, ROUTE_GPT, performance, httpRequest,
 } from './harness.mjs';
 
 const TOTAL = 2000;
@@ -29,24 +29,6 @@ function keepAliveAgent() {
   return a;
 }
 
-/** One HTTP request; resolves { status, text } only for a complete response, else rejects. */
-function request(agent, port, { method = 'GET', path, headers = {}, body }) {
-  return new Promise((resolve, reject) => {
-    const h = { ...headers };
-    if (body !== undefined) h['content-length'] = String(Buffer.byteLength(body));
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers: h, agent }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('error', () => { /* reported through 'close' */ });
-      res.on('close', () => {
-        if (res.complete) resolve({ status: res.statusCode, text: Buffer.concat(chunks).toString('utf8') });
-        else reject(new Error('response incomplete (connection lost)'));
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** Runs `count` jobs with `concurrency` workers; job(i) is awaited; stop() ends the loop early. */
 async function pool(count, concurrency, job, stop = () => false) {
@@ -84,7 +66,7 @@ describe('receipts: durability across kill -9', { timeout: 120_000 }, () => {
     await pool(TOTAL, CONCURRENCY, async () => {
       inFlight++;
       try {
-        const r = await request(agent, port, { method: 'POST', path: '/v1/chat/completions', headers, body });
+        const r = await httpRequest(agent, port, { method: 'POST', path: '/v1/chat/completions', headers, body });
         completed++;
         if (r.status !== 200) {
           non200++;
@@ -136,7 +118,7 @@ describe('receipts: durability across kill -9', { timeout: 120_000 }, () => {
     const bad = [];
     await pool(ids.length, CONCURRENCY, async (i) => {
       const id = ids[i];
-      const r = await request(agent2, gw2.port, {
+      const r = await httpRequest(agent2, gw2.port, {
         path: `/v1/receipts/${id}`, headers: { authorization: `Bearer ${s.key}` },
       });
       if (r.status !== 200) {
@@ -165,10 +147,10 @@ describe('receipts: durability across kill -9', { timeout: 120_000 }, () => {
     if (typeof rows === 'number') assert.ok(rows >= ids.length, `rows ${rows} >= received ids ${ids.length}`);
 
     // The restarted gateway goes on issuing receipts.
-    const r = await request(agent2, gw2.port, { method: 'POST', path: '/v1/chat/completions', headers, body });
+    const r = await httpRequest(agent2, gw2.port, { method: 'POST', path: '/v1/chat/completions', headers, body });
     assert.equal(r.status, 200, r.text);
     const id = JSON.parse(r.text).tresor.receipt_id;
-    const f = await request(agent2, gw2.port, { path: `/v1/receipts/${id}`, headers: { authorization: `Bearer ${s.key}` } });
+    const f = await httpRequest(agent2, gw2.port, { path: `/v1/receipts/${id}`, headers: { authorization: `Bearer ${s.key}` } });
     assert.equal(f.status, 200, f.text);
     await gw2.stop();
   });
