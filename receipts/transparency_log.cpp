@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 
 #include "common/sha256.h"
@@ -16,6 +15,13 @@ namespace {
 constexpr size_t kSyncBatch = 65536;
 
 }  // namespace
+
+size_t Checkpoint::cosignatures() const {
+  // After the text and the blank line: the log's own signature line, then one per witness.
+  const auto lines = std::string_view(note).substr(std::min(note.size(), text.size() + 1));
+  const auto count = static_cast<size_t>(std::count(lines.begin(), lines.end(), '\n'));
+  return count > 0 ? count - 1 : 0;
+}
 
 TransparencyLog::TransparencyLog(const config::LogConfig& cfg, const note::Ed25519Seed& seed)
     : origin_(cfg.origin),
@@ -160,9 +166,7 @@ void TransparencyLog::refuse(const std::string& why) {
 }
 
 void TransparencyLog::set_latest(std::shared_ptr<const Checkpoint> c) {
-  // The note's signature lines after the blank line: the log's own, then cosignatures.
-  const auto signatures = c->note.substr(c->text.size() + 1);
-  if (std::count(signatures.begin(), signatures.end(), '\n') > 1) cosigned_ = c;
+  if (c->cosignatures() > 0) cosigned_ = c;
   latest_ = std::move(c);
 }
 

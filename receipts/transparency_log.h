@@ -33,6 +33,9 @@ struct Checkpoint {
   merkle::Hash root{};
   std::string text;  // "<origin>\n<size>\n<base64 root>\n": what is signed and cosigned
   std::string note;  // the signed note as served: text, blank line, log signature, cosignatures
+
+  // The signature lines after the log's own (every line of `note` ends in a newline).
+  size_t cosignatures() const;
 };
 
 struct InclusionProof {

@@ -390,14 +390,7 @@ namespace {
 // checkpoints stopped while receipts are still logged).
 void render_log(const receipts::TransparencyLog& log, std::ostringstream& out) {
   const auto checkpoint = log.checkpoint();
-  size_t cosignatures = 0;
-  if (checkpoint) {
-    // Signature lines after the log's own: one per witness cosignature.
-    const auto& note = checkpoint->note;
-    for (size_t at = note.find("\n\xe2\x80\x94 "); at != std::string::npos; at = note.find("\n\xe2\x80\x94 ", at + 1))
-      ++cosignatures;
-    if (cosignatures > 0) --cosignatures;
-  }
+  const size_t cosignatures = checkpoint ? checkpoint->cosignatures() : 0;
   out << "# HELP tresor_log_tree_size Leaves of the receipts transparency log read from the store.\n"
       << "# TYPE tresor_log_tree_size gauge\n"
       << "tresor_log_tree_size " << log.tree_size() << "\n"
