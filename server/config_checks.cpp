@@ -72,11 +72,27 @@ struct SqliteCloser {
   void operator()(sqlite3* db) const { sqlite3_close(db); }
 };
 
+// Whether `path` has a write-ahead log or rollback journal beside it that SQLite has not
+// folded back into the main file: the file a process killed mid-write (or mid-checkpoint)
+// leaves behind, and then the main file alone is not the database.
+bool has_pending_journal(const std::string& path) {
+  for (const char* suffix : {"-wal", "-journal"}) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path + suffix, ec);
+    if (!ec && size > 0) return true;
+  }
+  return false;
+}
+
 // An existing store file must be an SQLite database, or every request that stores a
 // receipt or settles a charge would fail later. Checked without creating or changing
 // anything: the 16-byte header first (the common mistake, a text file), then the schema
-// read through a read-only, immutable connection (no lock taken, no -wal or -shm file made,
-// even for a WAL database). An empty file is fine: SQLite makes it a database.
+// read through a read-only, immutable connection (no lock taken, no -wal or -shm file made).
+// An empty file is fine: SQLite makes it a database.
+// With a -wal (or -journal) file beside it only the header is checked: an immutable
+// connection ignores the WAL, and after kill -9 during a WAL checkpoint the main file holds
+// half-copied pages that only the WAL's newer frames make whole — a valid database that
+// read alone looks "malformed". Recovering it is the store's job when it opens.
 void check_sqlite_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec) || std::filesystem::file_size(path, ec) == 0 || ec) return;
@@ -90,6 +106,7 @@ void check_sqlite_file(const std::string& path) {
   in.read(header, sizeof header);
   if (in.gcount() != static_cast<std::streamsize>(sizeof header) || std::memcmp(header, kMagic, sizeof header) != 0)
     refuse("its header is not \"SQLite format 3\"");
+  if (has_pending_journal(path)) return;
   sqlite3* raw = nullptr;
   const int rc = sqlite3_open_v2(sqlite_uri(path).c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr);
   const std::unique_ptr<sqlite3, SqliteCloser> db(raw);  // a failed open hands back a handle too
