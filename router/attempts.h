@@ -5,10 +5,13 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "common/clock.h"
 
 namespace tresor::router {
 
@@ -39,6 +42,8 @@ struct AttemptRecord {
   AttemptOutcome outcome = AttemptOutcome::ok;
   int http_status = 0;
   long long ms = 0;
+  common::Clock::time_point started{};  // unset for an attempt that was skipped
+  uint64_t runner_tag = 0;              // AttemptResult::runner_tag (the trace span id)
 };
 
 // "route=outcome;ms, …" — outcome is `ok`, the HTTP status, or the enum's name.

@@ -50,6 +50,8 @@ common::Deadline first_byte_deadline(const FailoverPolicy& p, bool last, Clock::
 void note_attempt(FailoverResult& result, const config::RouteConfig& route, const AttemptResult& r,
                   Clock::time_point attempt_start, const FailoverPolicy& policy, RouteHealth& health) {
   result.attempts.push_back(record(route, r.outcome, r.http_status, ms_since(attempt_start)));
+  result.attempts.back().started = attempt_start;
+  result.attempts.back().runner_tag = r.runner_tag;
   if (is_route_failure(r.outcome, r.http_status, r.upstream_error_code))
     health.record_failure(route.id, Clock::now(), *policy.breaker);
   else if (r.outcome == AttemptOutcome::ok || r.outcome == AttemptOutcome::http_status)

@@ -76,6 +76,9 @@ struct AttemptResult {
   bool committed = false;
   // With `committed`: the runner has ended the client's stream (in-band error); stop.
   bool ended = false;
+  // Opaque to the router, copied into the attempt's AttemptRecord: the runner's own id for
+  // this attempt (the endpoints put the attempt's trace span id here).
+  uint64_t runner_tag = 0;
 };
 
 class AttemptRunner {

@@ -155,6 +155,7 @@ class ChatAttempts final : public EndpointAttempts {
     relay_ = std::make_unique<StreamRelay>(tresor_object_json(info_), unreceipted_tresor(),
                                            std::chrono::seconds(rt_.config->timeouts.stream_idle_seconds));
     if (recoverable_) relay_->track_delivered();
+    relay_->note_pace_in(&services_.record.pace);
     relay_->take(first);
     // Commit: from here on the client has a 200 and no failover is possible.
     sink_.commit();

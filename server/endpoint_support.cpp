@@ -220,6 +220,14 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
   // Settled (durable with durability: sync) before the receipt that states the cost.
   co_await services_.accounts.settle(services_.grant, std::move(charge), durable_settlement(*rt_.config));
   if (route.pricing) services_.metrics.spend(route.id, route.pricing->currency, cost, figures.usage_estimated);
+  BilledUsage& billed = services_.record.billed.emplace();
+  billed.prompt_tokens = figures.prompt_tokens;
+  billed.completion_tokens = figures.completion_tokens;
+  billed.estimated = figures.usage_estimated;
+  if (route.pricing) {
+    billed.spend_nanos = cost;
+    billed.currency = route.pricing->currency;
+  }
   if (!info.receipt_id) co_return false;
   // A store known to be down (its breaker open) is not waited for.
   if (services_.store_breaker && services_.store_breaker->down()) {
@@ -238,6 +246,8 @@ boost::asio::awaitable<bool> EndpointAttempts::bill_and_record(const config::Rou
   if (!stored) {
     spdlog::error("route {}: the receipt could not be stored; answering without receipt_id", route.id);
     services_.metrics.store_outage_served("receipts");
+  } else {
+    services_.record.receipt_id = info.receipt_id;
   }
   co_return stored;
 }

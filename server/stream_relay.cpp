@@ -131,6 +131,7 @@ boost::asio::awaitable<StreamRelay::Ending> StreamRelay::relay(providers::ChatEv
       // A failed write means the client left: returning drops the upstream stream, which
       // closes its connection and so cancels the upstream request.
       if (!co_await sink.write_stream(bytes)) co_return Ending::client_gone;
+      if (pace_) pace_->wrote(providers::Clock::now());
     }
     if (diverged_) co_return Ending::diverged;
     if (done_) co_return Ending::completed;

@@ -22,6 +22,7 @@
 #include "providers/stream_seam.h"
 #include "server/api_error.h"
 #include "server/http_types.h"
+#include "server/request_record.h"
 
 namespace tresor::server {
 
@@ -68,6 +69,8 @@ class StreamRelay {
   size_t forwarded_since_seam() const { return forwarded_since_seam_; }
   // The tresor objects of the finish chunk change when another route finishes the answer.
   void set_tresor(std::string tresor_object, std::string unreceipted_tresor_object);
+  // Where the client's pace is noted (each write of content), for the metrics and traces.
+  void note_pace_in(StreamPace* pace) { pace_ = pace; }
   // The held-back events (finish, usage, …), each tresor object with the receipt id only
   // when `receipt_stored`. Clears them.
   std::string release_held(bool receipt_stored);
@@ -100,6 +103,7 @@ class StreamRelay {
   bool done_ = false;
   common::Sha256 digest_;
   bool track_ = false;
+  StreamPace* pace_ = nullptr;
   std::string unread_delivered_;  // chunks the client got since delivered() last read them, one per line
   providers::DeliveredAnswer delivered_;
   std::unique_ptr<providers::StreamSeam> seam_;
