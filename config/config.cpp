@@ -535,6 +535,32 @@ void load_log(const Reader& r, const YAML::Node& n, LogConfig& c) {
   }
 }
 
+void load_tracing(const Reader& r, const YAML::Node& n, TracingConfig& c) {
+  r.expect_map(n, "tracing", {"otlp_endpoint", "service_name", "sample_ratio", "max_queue_spans", "max_batch_spans",
+                              "export_interval_ms", "export_timeout_ms"});
+  if (auto v = n["otlp_endpoint"]) {
+    c.otlp_endpoint = r.text(v, "tracing.otlp_endpoint");
+    if (c.otlp_endpoint.rfind("http://", 0) != 0 && c.otlp_endpoint.rfind("https://", 0) != 0)
+      r.fail(v, "tracing.otlp_endpoint must be an http:// or https:// URL, got '" + c.otlp_endpoint + "'");
+    const auto host_start = c.otlp_endpoint.find("//") + 2;
+    if (c.otlp_endpoint.find('/', host_start) == std::string::npos) c.otlp_endpoint += "/v1/traces";
+  }
+  if (auto v = n["service_name"]) {
+    c.service_name = r.text(v, "tracing.service_name");
+    if (c.service_name.empty()) r.fail(v, "tracing.service_name must not be empty");
+  }
+  if (auto v = n["sample_ratio"]) {
+    c.sample_ratio = r.number(v, "tracing.sample_ratio");
+    if (!(c.sample_ratio >= 0 && c.sample_ratio <= 1)) r.fail(v, "tracing.sample_ratio must be within [0, 1]");
+  }
+  if (auto v = n["max_queue_spans"]) c.max_queue_spans = r.integer<uint64_t>(v, "tracing.max_queue_spans", 1, 1000000);
+  if (auto v = n["max_batch_spans"]) c.max_batch_spans = r.integer<uint64_t>(v, "tracing.max_batch_spans", 1, 10000);
+  if (auto v = n["export_interval_ms"])
+    c.export_interval_ms = r.integer<uint64_t>(v, "tracing.export_interval_ms", 10, 60000);
+  if (auto v = n["export_timeout_ms"])
+    c.export_timeout_ms = r.integer<uint64_t>(v, "tracing.export_timeout_ms", 100, 60000);
+}
+
 OutageMode outage_mode(const Reader& r, const YAML::Node& n, const std::string& what) {
   const auto v = r.text(n, what);
   if (v == "open") return OutageMode::open;
@@ -600,7 +626,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   if (!root.IsDefined() || root.IsNull()) r.fail(root, "config is empty");
   r.expect_map(root, "the top level",
                {"server", "timeouts", "retry", "breaker", "routing", "providers", "routes", "auth",
-                "receipts", "log", "store", "attestation"});
+                "receipts", "log", "store", "attestation", "tracing"});
   r.refuse_duplicate_keys(root, "");
   auto c = std::make_shared<Config>();
   c->source_file = name;
@@ -615,6 +641,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   if (auto n = root["auth"]) load_auth(r, n, *c);
   if (auto n = root["receipts"]) load_receipts(r, n, c->receipts);
   if (auto n = root["log"]) load_log(r, n, c->log);
+  if (auto n = root["tracing"]) load_tracing(r, n, c->tracing);
   if (auto n = root["store"]) load_store(r, n, c->store_config);
   c->store = c->store_config.url;
   if (auto n = root["attestation"]) load_attestation(r, n, c->attestation);

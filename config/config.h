@@ -220,6 +220,20 @@ struct LogConfig {
   std::vector<std::string> witnesses;
 };
 
+// OpenTelemetry traces (issue 20): one span per request and one per upstream attempt,
+// exported as OTLP/HTTP protobuf to `otlp_endpoint` by a thread of their own. Off (no
+// endpoint): no trace ids are made and no trace headers are read or sent.
+struct TracingConfig {
+  std::string otlp_endpoint;        // http(s)://host:port[/path]; "/v1/traces" added without a path
+  std::string service_name = "tresor-router";
+  double sample_ratio = 1.0;        // for traces this gateway starts; a client's sampled flag wins
+  uint64_t max_queue_spans = 8192;  // spans waiting for export; past it new ones are dropped (counted)
+  uint64_t max_batch_spans = 512;   // spans per export request
+  uint64_t export_interval_ms = 1000;
+  uint64_t export_timeout_ms = 5000;
+  bool enabled() const { return !otlp_endpoint.empty(); }
+};
+
 // How the shared store (Redis) is reached, how long it may take, and what each function
 // does while it cannot be reached. An SQLite store is a local file: only `url` applies.
 struct StoreTlsConfig {
@@ -271,6 +285,7 @@ struct Config {
   AuthConfig auth;
   ReceiptsConfig receipts;
   LogConfig log;
+  TracingConfig tracing;
   std::string store = "sqlite:state/tresor.db";  // the URL, = store_config.url
   StoreConfig store_config;
   AttestationConfig attestation;

@@ -10,6 +10,12 @@
 namespace tresor::providers {
 namespace {
 
+// What a trace keeps of the finish reasons (server/request_trace.h): bounded whatever the
+// upstream sends.
+constexpr size_t kMaxFinishReasons = 16;
+constexpr size_t kMaxFinishReasonBytes = 64;
+
+
 // The thread's upstream parser (providers/json_parser.h): a parser of our own per stream
 // would allocate its buffers per request. What a parse returns is used up before feed()
 // returns.
@@ -75,6 +81,14 @@ bool ChatStreamDecoder::complete() const {
   return !choices_.empty() && unfinished_choices_ == 0 && !too_many_choices_ && (!options_.client_wants_usage || usage_.has_value());
 }
 
+std::string ChatStreamDecoder::response_model() const {
+  // first_model_ is minified JSON; only a plain string without escapes is taken as a name.
+  if (first_model_.size() < 2 || first_model_.front() != '"' || first_model_.back() != '"' ||
+      first_model_.find('\\') != std::string::npos)
+    return {};
+  return first_model_.substr(1, first_model_.size() - 2);
+}
+
 std::string ChatStreamDecoder::synthetic_chunk() const {
   std::string out = R"({"id":)";
   out += first_id_.empty() ? fallback_id_json_ : first_id_;
@@ -138,6 +152,10 @@ ChatStreamDecoder::ChoiceScan ChatStreamDecoder::scan_choices(simdjson::dom::arr
     if (!choice["delta"].get(delta)) generated_bytes_ += generated_text_bytes(delta);
     simdjson::dom::element reason;
     const bool finished = !choice["finish_reason"].get(reason) && !reason.is_null();
+    std::string_view reason_text;
+    if (finished && !reason.get(reason_text) && finish_reasons_.size() < kMaxFinishReasons &&
+        reason_text.size() <= kMaxFinishReasonBytes)
+      finish_reasons_.emplace_back(reason_text);
     note_choice(index, finished);
     if (index == 0) {
       if (kept_positions_.empty()) scan.finished = finished;

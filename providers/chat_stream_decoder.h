@@ -71,6 +71,10 @@ class ChatStreamDecoder {
   const std::string& error_event() const { return error_event_; }  // raw JSON of the upstream's error event
   std::optional<TokenUsage> usage() const { return usage_; }       // the last usage seen (covers all choices)
   uint64_t generated_bytes() const { return generated_bytes_; }    // text generated so far, every choice
+  // For traces: the upstream's "model" (empty when it sent none, or not as a plain string),
+  // and the finish_reason of each choice that finished, in the order they came (at most 16).
+  std::string response_model() const;
+  const std::vector<std::string>& finish_reasons() const { return finish_reasons_; }
   size_t dropped_events() const { return dropped_events_; }        // events that were not a JSON object
   Status status() const { return status_; }
   // True while the SSE framing holds a partial line or event (an upstream that ends here was cut).
@@ -110,6 +114,7 @@ class ChatStreamDecoder {
   std::optional<TokenUsage> usage_;
   uint64_t generated_bytes_ = 0;
   size_t dropped_events_ = 0;
+  std::vector<std::string> finish_reasons_;
   // The upstream's first non-null id/created/model, as minified JSON text (empty: none yet).
   std::string first_id_;
   std::string first_created_;

@@ -65,6 +65,8 @@ using SendResult = std::variant<std::unique_ptr<UpstreamResponse>, UpstreamFailu
 
 // Sends the attempt and reads the head; anything but a 200 is a failure.
 boost::asio::awaitable<SendResult> send_attempt(const ExchangeTarget& t, UpstreamRequest request) {
+  request.traceparent = t.traceparent;
+  request.tracestate = t.tracestate;
   UpstreamResult sent = co_await t.client.send(t.providers, t.provider, std::move(request), t.first_byte_deadline,
                                                t.connect_timeout);
   if (!sent.response) co_return transport_failure(sent.error, true, std::move(sent.detail));
@@ -167,9 +169,13 @@ std::variant<ChatAnswer, UpstreamFailure> validate_chat_answer(std::string body,
     answer.usage.prompt_tokens = non_negative(usage["prompt_tokens"]);
     answer.usage.completion_tokens = non_negative(usage["completion_tokens"]);
   }
+  std::string_view text;
+  if (!root["model"].get(text)) answer.model = std::string(text.substr(0, 256));
   for (simdjson::dom::element choice : choices) {
     simdjson::dom::object message;
     if (!choice["message"].get(message)) answer.generated_bytes += generated_text_bytes(message);
+    if (!choice["finish_reason"].get(text) && answer.finish_reasons.size() < 16)
+      answer.finish_reasons.emplace_back(text.substr(0, 64));
   }
   fill_in_answer_fields(body, root, upstream_model);
   answer.body = std::move(body);

@@ -33,6 +33,8 @@ struct ExchangeTarget {
   common::Deadline request_deadline;              // the whole answer by then
   std::chrono::milliseconds connect_timeout;
   size_t max_body_bytes;                          // a non-stream answer above this is bad_response
+  std::string traceparent;                        // W3C Trace Context for this attempt, or empty
+  std::string tracestate;
 };
 
 // A validated non-stream chat answer: a JSON object with a `choices` array and no error
@@ -43,6 +45,8 @@ struct ChatAnswer {
   TokenUsage usage;
   bool usage_reported = false;   // the body had a usage object (else: estimate)
   uint64_t generated_bytes = 0;  // generated_text_bytes() of every choice's message
+  std::string model;             // the answer's "model" as the upstream sent it (may be empty)
+  std::vector<std::string> finish_reasons;  // each choice's, in order (for traces; at most 16)
 };
 // The checks exchange_chat applies to a 200's body (pure, for tests).
 std::variant<ChatAnswer, UpstreamFailure> validate_chat_answer(std::string body, std::string_view upstream_model);
@@ -107,6 +111,8 @@ class ChatEventStream {
   std::string error_message() const;
   std::optional<TokenUsage> usage() const { return decoder_.usage(); }
   uint64_t generated_bytes() const { return decoder_.generated_bytes(); }
+  std::string response_model() const { return decoder_.response_model(); }
+  const std::vector<std::string>& finish_reasons() const { return decoder_.finish_reasons(); }
   size_t dropped_events() const { return decoder_.dropped_events(); }
   // A chunk of this stream's id/created/model with an empty delta for choice 0: the carrier
   // of the gateway's own member when the upstream sent no finish chunk.

@@ -605,6 +605,8 @@ asio::awaitable<UpstreamResult> UpstreamClient::send(std::shared_ptr<const Provi
   // We relay and parse bodies as they come and decode none: ask for them uncompressed
   // (an upstream that compresses anyway is refused below).
   req.set(http::field::accept_encoding, "identity");
+  if (!request.traceparent.empty()) req.set("traceparent", request.traceparent);
+  if (!request.tracestate.empty()) req.set("tracestate", request.tracestate);
   req.keep_alive(true);
   if (request.streamed_body) {
     req.content_length(request.streamed_body->size());

@@ -83,6 +83,9 @@ struct UpstreamRequest {
   // When set, the body is streamed from here instead (and `body` is ignored). Not owned:
   // it must outlive the send() call.
   BodySource* streamed_body = nullptr;
+  // W3C Trace Context headers for this attempt (empty: not sent).
+  std::string_view traceparent;
+  std::string_view tracestate;
 };
 
 struct UpstreamResult {

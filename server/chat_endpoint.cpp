@@ -131,7 +131,14 @@ class ChatAttempts final : public EndpointAttempts {
     whole.charge = chat_charge(route, reported_usage(answer), prompt_bytes(req_), answer.generated_bytes);
     whole.figures = chat_figures(request_sha256_, whole.charge);
     whole.body = std::move(answer.body);
-    co_return co_await deliver(plan, attempt_start, std::move(whole));
+    std::string model = std::move(answer.model);
+    std::vector<std::string> finish_reasons = std::move(answer.finish_reasons);
+    router::AttemptResult result = co_await deliver(plan, attempt_start, std::move(whole));
+    if (result.outcome == AttemptOutcome::ok) {  // the answer the client got (a hedge's loser is not)
+      services_.record.response_model = std::move(model);
+      services_.record.finish_reasons = std::move(finish_reasons);
+    }
+    co_return result;
   }
 
   boost::asio::awaitable<router::AttemptResult> answer_stream(const router::AttemptPlan& plan) {
@@ -247,6 +254,9 @@ class ChatAttempts final : public EndpointAttempts {
     if (upstream.dropped_events() > 0)
       spdlog::warn("route {}: dropped {} invalid JSON event(s)", route.id, upstream.dropped_events());
     spent_.push_back(charge_of(route, upstream));
+    // For the trace: the model and finish reasons of the attempt that ended the stream.
+    services_.record.response_model = upstream.response_model();
+    services_.record.finish_reasons = upstream.finish_reasons();
     switch (ending) {
       case StreamRelay::Ending::completed:
         co_await complete_stream(plan, attempt_start);

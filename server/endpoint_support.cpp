@@ -160,13 +160,33 @@ boost::asio::awaitable<router::AttemptResult> EndpointAttempts::attempt(const ro
   // The gap since the previous attempt is backoff (or Retry-After): time the upstream made
   // us wait, not the router's own.
   if (last_attempt_end_) waited(*last_attempt_end_);
+  // A traced request: this attempt is a span of its own, named in the upstream's
+  // traceparent and tagged on the attempt's record (server/request_trace.h). Keyed by the
+  // plan: a hedge runs two attempts at once.
+  uint64_t span = 0;
+  if (services_.record.trace) {
+    span = telemetry::span_id_value(telemetry::new_span_id());
+    attempt_spans_[&plan] = span;
+  }
   router::AttemptResult r = co_await run_attempt(plan);
+  attempt_spans_.erase(&plan);
+  r.runner_tag = span;
   last_attempt_end_ = Clock::now();
   co_return r;
 }
 
 providers::ExchangeTarget EndpointAttempts::target(const router::AttemptPlan& plan, size_t max_body_bytes) const {
   const config::RouteConfig& route = *plan.route;
+  std::string traceparent;
+  std::string tracestate;
+  if (const auto& trace = services_.record.trace) {
+    const auto span = attempt_spans_.find(&plan);
+    if (span != attempt_spans_.end()) {
+      traceparent = telemetry::format_traceparent(trace->trace_id, telemetry::span_id_from(span->second),
+                                                  trace->sampled);
+      tracestate = trace->tracestate;
+    }
+  }
   return providers::ExchangeTarget{services_.upstream,
                                    rt_.providers,
                                    rt_.config->providers.at(route.provider),
@@ -174,7 +194,9 @@ providers::ExchangeTarget EndpointAttempts::target(const router::AttemptPlan& pl
                                    plan.first_byte_deadline,
                                    plan.request_deadline,
                                    std::chrono::milliseconds(rt_.config->timeouts.connect_ms),
-                                   max_body_bytes};
+                                   max_body_bytes,
+                                   std::move(traceparent),
+                                   std::move(tracestate)};
 }
 
 router::AttemptResult EndpointAttempts::failed(const router::AttemptPlan& plan,

@@ -7,6 +7,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -173,6 +174,8 @@ class EndpointAttempts : public router::AttemptRunner {
 
  private:
   std::optional<providers::Clock::time_point> last_attempt_end_;
+  // The span id of each attempt running now (traced requests), by its plan.
+  std::map<const router::AttemptPlan*, uint64_t> attempt_spans_;
 };
 
 // Sends `error` in the envelope (a coroutine, so callers need no braced temporaries).

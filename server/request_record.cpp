@@ -43,6 +43,7 @@ std::string access_log_json(const RequestRecord& r, providers::Clock::time_point
     common::append_json_string(out, router::format_attempts(r.attempts));
     out += ",\"upstream_ms\":" + std::to_string(duration_cast<milliseconds>(r.upstream_wait).count());
     out += ",\"overhead_us\":" + std::to_string(duration_cast<microseconds>(r.overhead(now)).count());
+    if (r.trace) out += ",\"trace_id\":\"" + telemetry::hex(r.trace->trace_id) + '"';
   }
   out += ",\"duration_ms\":" + std::to_string(duration_cast<milliseconds>(now - r.started).count());
   out += ",\"bytes_in\":" + std::to_string(r.bytes_in);

@@ -14,6 +14,7 @@
 #include "common/ids.h"
 #include "providers/upstream_client.h"
 #include "router/attempts.h"
+#include "telemetry/trace_context.h"
 
 namespace tresor::server {
 
@@ -77,6 +78,8 @@ struct RequestRecord {
   std::string response_model;                // the upstream answer's "model", when read
   std::vector<std::string> finish_reasons;   // each choice's finish_reason, when read
   std::optional<std::string> receipt_id;     // the receipt the answer carries
+  // The request's trace (tracing on, inference requests): the client's continued or new.
+  std::optional<telemetry::RequestTrace> trace;
 
   // The router's own time so far: total minus the upstream wait.
   providers::Clock::duration overhead(providers::Clock::time_point now) const {
@@ -90,7 +93,7 @@ using common::request_id_from;
 
 // One JSON object (no newline): time, request_id, method, endpoint, customer, status,
 // stream, requested_route, routed_model, failover, attempts, duration_ms,
-// upstream_ms, overhead_us, bytes_in, bytes_out. Never keys, bodies or secrets.
+// upstream_ms, overhead_us, trace_id (tracing on), bytes_in, bytes_out. Never keys, bodies or secrets.
 std::string access_log_json(const RequestRecord& r, providers::Clock::time_point now);
 
 }  // namespace tresor::server

@@ -166,6 +166,8 @@ struct Server::Impl {
   std::unique_ptr<receipts::KeyPublisher> key_publisher;
   std::unique_ptr<RouterAttestation> attestation;
   std::unique_ptr<asio::ssl::context> tls;  // server.tls, else plain HTTP
+  // Before the workers: their sessions hand it spans until they are gone.
+  std::unique_ptr<Tracer> tracer;
   std::vector<std::unique_ptr<Worker>> workers;
   // Declared after the workers, so it is joined (its queued jobs finished) before the
   // workers' io_contexts, and the sessions that wait on those jobs, are destroyed.
@@ -309,7 +311,7 @@ struct Server::Impl {
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
                                      file_io, spool, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
-                                     sessions_per_worker, store_breaker.get(), outage, log.get()};
+                                     sessions_per_worker, store_breaker.get(), outage, log.get(), tracer.get()};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }
@@ -404,6 +406,7 @@ Server::Server(RuntimeHolder& runtime) : impl_(std::make_unique<Impl>(runtime)) 
   });
   impl_->key_publisher = publish_signing_keys(*cfg, impl_->jwks, impl_->metrics);
   impl_->attestation = std::make_unique<RouterAttestation>(*cfg);
+  impl_->tracer = make_tracer(*cfg);
   if (!cfg->server.tls.cert_file.empty()) impl_->tls = server_tls_context(cfg->server.tls);
   unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
   const uint64_t cap = connection_cap(cfg->server);

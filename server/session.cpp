@@ -401,6 +401,7 @@ class Session final : public ResponseSink, public SessionControl {
     for (const auto& [name, value] : headers) res.set(name, value);
     for (const auto& [name, value] : grant_.headers()) res.set(name, value);
     if (!record_.request_id.empty()) res.set("X-Request-Id", record_.request_id);
+    if (record_.trace) res.set("X-Tresor-Trace-Id", telemetry::hex(record_.trace->trace_id));
     if (services_.lifecycle.draining) keep_alive_ = false;
   }
 
@@ -511,6 +512,25 @@ class Session final : public ResponseSink, public SessionControl {
     co_return keep && !services_.lifecycle.draining;
   }
 
+  // W3C Trace Context: the client's traceparent is continued when it is one valid header;
+  // tracestate headers are one list (RFC 9110 §5.3 joins repeated fields with commas).
+  template <typename Request>
+  void start_trace(const Request& req) {
+    size_t parents = 0;
+    std::string_view parent;
+    std::string state;
+    for (const auto& field : req) {
+      if (beast::iequals(field.name_string(), "traceparent")) {
+        ++parents;
+        parent = field.value();
+      } else if (beast::iequals(field.name_string(), "tracestate")) {
+        if (!state.empty()) state += ',';
+        state += field.value();
+      }
+    }
+    record_.trace = telemetry::start_request_trace(parent, parents, state, services_.tracer->sample_ratio());
+  }
+
   // The request is over: a hold it did not settle (it failed, the client left) is given
   // back now, not when the next request on this connection starts.
   void end_grant() { grant_ = accounts::Grant(); }
@@ -520,6 +540,7 @@ class Session final : public ResponseSink, public SessionControl {
     const auto now = providers::Clock::now();
     if (record_.status == 0) record_.status = 499;  // nothing was answered: the client left
     services_.metrics.request_done(record_, now);
+    if (services_.tracer && record_.trace) services_.tracer->request_done(record_, *now_.runtime->config, now);
     // After request_done: a scrape that sees the stream gone also sees it counted.
     if (streaming_) {
       streaming_ = false;
@@ -600,6 +621,7 @@ class Session final : public ResponseSink, public SessionControl {
     allow_ = route.allow;
     record_.endpoint = route.label;
     record_.inference = route.endpoint == Endpoint::chat || route.endpoint == Endpoint::transcription;
+    if (services_.tracer && record_.inference) start_trace(req);
     if (route.endpoint == Endpoint::unknown || !route.method_allowed) {
       const ApiError e = route.endpoint == Endpoint::unknown ? not_found_path() : method_not_allowed();
       co_return co_await finish_without_body(e, now_.has_body);
@@ -852,7 +874,8 @@ class Session final : public ResponseSink, public SessionControl {
       case Endpoint::metrics:
         return metrics_response(
             services_.metrics.render(*runtime.config, services_.health, services_.receipts.counts(),
-                                     spool_counts(services_.spool), services_.log));
+                                     spool_counts(services_.spool), services_.log) +
+            (services_.tracer ? services_.tracer->metrics_text() : std::string()));
       case Endpoint::models:
       case Endpoint::model: {
         const std::string_view t(target.data(), target.size());

@@ -18,6 +18,7 @@
 #include "server/attestation.h"
 #include "server/file_io_pool.h"
 #include "server/metrics.h"
+#include "server/tracer.h"
 #include "server/runtime.h"
 #include "storage/store_breaker.h"
 #include "server/upload_spool.h"
@@ -73,6 +74,8 @@ struct SessionServices {
   config::StoreOutagePolicy outage;
   // The receipts transparency log; null with log.enabled: false.
   const receipts::TransparencyLog* log = nullptr;
+  // Traces (tracing.otlp_endpoint); null when tracing is off.
+  Tracer* tracer = nullptr;
 };
 
 // Makes room for one more connection on a worker holding `max_sessions` or more: closes

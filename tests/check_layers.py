@@ -22,6 +22,7 @@ ALLOWED = {
     "storage": {"common", "config"},
     "router": {"common", "config"},
     "providers": {"common", "config"},
+    "telemetry": {"common", "config"},
     "receipts": {"common", "config", "storage"},
     "accounts": {"common", "config", "storage"},
     "server": None,
@@ -32,6 +33,7 @@ RULES = {
     "storage": "storage includes only common and config",
     "router": "router includes only common and config",
     "providers": "providers includes only common and config",
+    "telemetry": "telemetry includes only common and config",
     "receipts": "receipts includes only common, config and storage",
     "accounts": "accounts includes only common, config and storage",
 }

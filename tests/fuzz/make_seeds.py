@@ -268,6 +268,28 @@ def timeout():
         write(t, name, v)
 
 
+# ---- trace_context: traceparent '\n' tracestate ('\n' more traceparents) -----------------
+def trace_context():
+    t = "trace_context"
+    clean(t)
+    tid, sid = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    for name, v in {
+        "w3c_example": f"00-{tid}-{sid}-01\ncongo=t61rcWkgMzE,rojo=00f067aa0ba902b7",
+        "not_sampled": f"00-{tid}-{sid}-00\n",
+        "uppercase": f"00-{tid.upper()}-{sid}-01\na=b",
+        "version_ff": f"ff-{tid}-{sid}-01\na=b",
+        "future_version": f"cc-{tid}-{sid}-01-what-the-future-holds\na=b",
+        "zero_trace": f"00-{'0' * 32}-{sid}-01\n",
+        "zero_parent": f"00-{tid}-{'0' * 16}-01\n",
+        "v00_too_long": f"00-{tid}-{sid}-01-x\n",
+        "twice": f"00-{tid}-{sid}-01\na=b\n00-{tid}-{sid}-01",
+        "long_state": f"00-{tid}-{sid}-01\n" + ",".join(f"k{i}=v{i}" for i in range(200)),
+        "control_in_state": f"00-{tid}-{sid}-01\na=b\x01c",
+        "empty": "",
+    }.items():
+        write(t, name, v.encode())
+
+
 # ---- route_id: mode byte, model '\n' region '\n' provider ('\n' failover)* ------------
 def route():
     t = "route_id"
@@ -529,7 +551,7 @@ def log_surface():
 
 
 if __name__ == "__main__":
-    log_surface()
+    log_surface(); trace_context()
     chat(); sse(); chat_stream(); multipart(); transcription(); config(); money(); timeout(); route(); receipts(); head(); upstream(); stream_seam()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))

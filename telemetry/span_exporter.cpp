@@ -1,0 +1,90 @@
+#include "telemetry/span_exporter.h"
+
+#include <iterator>
+
+namespace tresor::telemetry {
+
+SpanExporter::SpanExporter(ExporterOptions options, ExportResource resource, Transport transport)
+    : options_(options),
+      resource_(std::move(resource)),
+      transport_(std::move(transport)),
+      thread_([this] { run(); }) {}
+
+SpanExporter::~SpanExporter() {
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  thread_.join();
+}
+
+void SpanExporter::submit(std::vector<Span> spans) {
+  if (spans.empty()) return;
+  bool batch_ready = false;
+  {
+    const std::lock_guard lock(mutex_);
+    if (queue_.size() + spans.size() > options_.max_queue_spans) {
+      dropped_queue_full_ += spans.size();
+      return;
+    }
+    std::move(spans.begin(), spans.end(), std::back_inserter(queue_));
+    batch_ready = queue_.size() >= options_.max_batch_spans;
+  }
+  if (batch_ready) wake_.notify_one();
+}
+
+SpanExporter::Counts SpanExporter::counts() const {
+  Counts c;
+  c.exported = exported_;
+  c.dropped_queue_full = dropped_queue_full_;
+  c.dropped_export_failed = dropped_export_failed_;
+  c.export_failures = export_failures_;
+  const std::lock_guard lock(mutex_);
+  c.queued = queue_.size();
+  return c;
+}
+
+void SpanExporter::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    // A full batch goes at once; a partial one after the interval; all of it at stop.
+    wake_.wait_for(lock, options_.interval,
+                   [this] { return stopping_ || queue_.size() >= options_.max_batch_spans; });
+    if (queue_.empty()) {
+      if (stopping_) return;
+      continue;
+    }
+    const bool last_pass = stopping_;
+    do {
+      const size_t n = std::min(queue_.size(), options_.max_batch_spans);
+      std::vector<Span> batch(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+      lock.unlock();  // submit() never waits for the network
+      export_batch(batch);
+      lock.lock();
+    } while (last_pass && !queue_.empty());
+    if (last_pass) return;
+  }
+}
+
+void SpanExporter::export_batch(std::vector<Span>& batch) {
+  const std::string body = encode_export_request(resource_, batch);
+  ExportOutcome outcome = transport_(body);
+  if (outcome == ExportOutcome::retryable) {
+    std::unique_lock lock(mutex_);
+    // At stop there is no time for a second try.
+    if (!wake_.wait_for(lock, options_.retry_after, [this] { return stopping_; })) {
+      lock.unlock();
+      outcome = transport_(body);
+    }
+  }
+  if (outcome == ExportOutcome::ok) {
+    exported_ += batch.size();
+  } else {
+    ++export_failures_;
+    dropped_export_failed_ += batch.size();
+  }
+}
+
+}  // namespace tresor::telemetry

@@ -1,0 +1,76 @@
+// Exports finished spans off the I/O threads (as OpenTelemetry's BatchSpanProcessor): the
+// request path hands a request's spans to a bounded queue and returns; one thread of its
+// own encodes them (otlp_encoding.h) in batches and sends each through a Transport. A
+// collector that is down, slow or refusing costs requests nothing: when the queue is full
+// new spans are dropped, and every drop is counted.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "telemetry/otlp_encoding.h"
+#include "telemetry/span.h"
+
+namespace tresor::telemetry {
+
+// How one export request went (OTLP/HTTP §"Failures": 429, 502, 503, 504 and no answer at
+// all may be retried; any other failure may not).
+enum class ExportOutcome { ok, retryable, rejected };
+using Transport = std::function<ExportOutcome(const std::string& body)>;
+
+struct ExporterOptions {
+  size_t max_queue_spans = 8192;
+  size_t max_batch_spans = 512;
+  std::chrono::milliseconds interval{1000};  // a partial batch waits at most this long
+  std::chrono::milliseconds retry_after{500};  // one retry of a retryable failure, after this
+};
+
+class SpanExporter {
+ public:
+  SpanExporter(ExporterOptions options, ExportResource resource, Transport transport);
+  // Sends what is queued (one pass, each request bounded by the transport's own timeout),
+  // then stops the thread.
+  ~SpanExporter();
+  SpanExporter(const SpanExporter&) = delete;
+  SpanExporter& operator=(const SpanExporter&) = delete;
+
+  // Any thread; never waits on the network. All of `spans` are queued, or (the queue would
+  // overflow) all are dropped and counted: a trace is not exported in pieces.
+  void submit(std::vector<Span> spans);
+
+  struct Counts {
+    uint64_t exported = 0;          // spans a collector accepted
+    uint64_t dropped_queue_full = 0;
+    uint64_t dropped_export_failed = 0;  // in a batch the collector refused or never answered
+    uint64_t export_failures = 0;        // export requests that failed (after their retry)
+    uint64_t queued = 0;                 // waiting now
+  };
+  Counts counts() const;
+
+ private:
+  void run();
+  void export_batch(std::vector<Span>& batch);
+
+  const ExporterOptions options_;
+  const ExportResource resource_;
+  const Transport transport_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Span> queue_;
+  bool stopping_ = false;
+  std::atomic<uint64_t> exported_{0};
+  std::atomic<uint64_t> dropped_queue_full_{0};
+  std::atomic<uint64_t> dropped_export_failed_{0};
+  std::atomic<uint64_t> export_failures_{0};
+  std::thread thread_;  // last: started once everything above exists
+};
+
+}  // namespace tresor::telemetry
