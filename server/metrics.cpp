@@ -507,8 +507,11 @@ void Metrics::Impl::record_route_stats(const RequestRecord& r) {
     RouteStats& st = at(route_stats, committed->route);
     st.ttft.observe(kTtftBounds, seconds(*r.pace.first_write - r.started));
     st.gaps.add(r.pace.gap_counts, r.pace.gap_seconds_sum);
-    // Per token after the first, for a stream that ended well (its last attempt finished it).
-    const bool completed = r.attempts.back().outcome == router::AttemptOutcome::ok;
+    // Per token after the first, for a stream that ended well: an attempt finished it (the
+    // first or a recovery; a hedge that lost may come after it) and the client stayed.
+    const bool completed = r.status == 200 && std::any_of(r.attempts.begin(), r.attempts.end(), [](const auto& a) {
+      return a.outcome == router::AttemptOutcome::ok;
+    });
     if (completed && r.billed && r.billed->completion_tokens > 1 && r.pace.last_write)
       st.tpot.observe(kTpotBounds, seconds(*r.pace.last_write - *r.pace.first_write) /
                                        static_cast<double>(r.billed->completion_tokens - 1));
