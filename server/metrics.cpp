@@ -288,7 +288,7 @@ struct Metrics::Impl {
   // Issue 20: stream pace, tokens, upstream operations and stream failures by route id.
   std::mutex route_mutex;
   std::map<std::string, RouteStats, std::less<>> route_stats;
-  void record_route_stats(const RequestRecord& r);
+  void record_route_stats(const RequestRecord& r, providers::Clock::time_point now);
   std::string render_route_stats(const config::Config& cfg);
 
   template <typename Map>
@@ -359,7 +359,7 @@ void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point 
   m.child(m.upstream, endpoint, "", by_endpoint, duration_buckets()).Observe(seconds(r.upstream_wait));
   m.child(m.overhead, endpoint, "", by_endpoint, overhead_buckets()).Observe(seconds(r.overhead(now)));
 
-  m.record_route_stats(r);
+  m.record_route_stats(r, now);
 }
 
 void Metrics::connection_opened() { impl_->active_connections.Increment(); }
@@ -492,7 +492,7 @@ std::string Metrics::Impl::render_money(const config::Config& cfg) {
 // first token, gaps and time per output token on the route that gave the first token; the
 // billed tokens on the route that served. Keys are route ids from the attempts (configured
 // routes), never the client's model string.
-void Metrics::Impl::record_route_stats(const RequestRecord& r) {
+void Metrics::Impl::record_route_stats(const RequestRecord& r, providers::Clock::time_point now) {
   const router::AttemptRecord* committed = committed_attempt(r);
   std::lock_guard lock(route_mutex);
   for (const auto& a : r.attempts) {
@@ -508,12 +508,13 @@ void Metrics::Impl::record_route_stats(const RequestRecord& r) {
     st.ttft.observe(kTtftBounds, seconds(*r.pace.first_write - r.started));
     st.gaps.add(r.pace.gap_counts, r.pace.gap_seconds_sum);
     // Per token after the first, for a stream that ended well: an attempt finished it (the
-    // first or a recovery; a hedge that lost may come after it) and the client stayed.
+    // first or a recovery; a hedge that lost may come after it) and the client stayed. As the
+    // conventions define it: (request duration - time to first token) / (output tokens - 1).
     const bool completed = r.status == 200 && std::any_of(r.attempts.begin(), r.attempts.end(), [](const auto& a) {
       return a.outcome == router::AttemptOutcome::ok;
     });
-    if (completed && r.billed && r.billed->completion_tokens > 1 && r.pace.last_write)
-      st.tpot.observe(kTpotBounds, seconds(*r.pace.last_write - *r.pace.first_write) /
+    if (completed && r.billed && r.billed->completion_tokens > 1)
+      st.tpot.observe(kTpotBounds, seconds(now - *r.pace.first_write) /
                                        static_cast<double>(r.billed->completion_tokens - 1));
   }
   const std::string_view served = !r.routed_model.empty() ? std::string_view(r.routed_model)
@@ -559,7 +560,7 @@ std::string Metrics::Impl::render_route_stats(const config::Config& cfg) {
     if (is_chat(route))
       write_histogram(out, "gen_ai_server_time_to_first_token_seconds", genai_labels(*route), kTtftBounds, st.ttft);
   write_header(out, "gen_ai_server_time_per_output_token_seconds", "histogram",
-               "Per completed stream: time from its first to its last content over its output tokens after the first");
+               "Per completed stream: (request duration - time to first token) / (output tokens - 1), by the route of the first token");
   for (const auto& [route, st] : shown)
     if (is_chat(route))
       write_histogram(out, "gen_ai_server_time_per_output_token_seconds", genai_labels(*route), kTpotBounds, st.tpot);
