@@ -70,10 +70,12 @@ describe('bounded labels', { timeout: 240_000 }, () => {
     const agent = new http.Agent({ keepAlive: true, maxSockets: WORKERS });
     try {
       const warm = await send(agent, 0, 64);
-      // Scraped twice: the first scrape's own series (/metrics, 200) exist from the second on.
-      await scrape(s.gw);
+      // The baseline once the warm-up and an earlier scrape (its own series: /metrics, 200) are counted.
       let base;
-      await waitFor(async () => answered(base = await scrape(s.gw)) >= 64, { timeoutMs: 10_000, what: 'the warm-up in /metrics' });
+      await waitFor(async () => {
+        base = await scrape(s.gw);
+        return answered(base) >= 64 && base.select('tresor_requests_total', { endpoint: '/metrics' }).length > 0;
+      }, { timeoutMs: 10_000, what: 'the warm-up and a scrape in /metrics' });
 
       const started = Date.now();
       const statuses = await send(agent, 64, TOTAL);
