@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -135,6 +136,101 @@ void write_family(std::ostringstream& out, std::string_view name, std::string_vi
   out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << " counter\n";
 }
 
+
+// ---- Issue 20: per-route stream and GenAI series -------------------------------------------
+// Names follow the OpenTelemetry GenAI metric conventions as OTel's Prometheus exporter writes
+// them (dots to underscores, the unit "s" as _seconds, "{token}" dropped); what they lack
+// has a tresor_ name. Kept per configured route id and rendered for the routes of the
+// config only, every series present from the start (a rate() works before the first
+// request; a client's model string can never add one).
+
+// Bucket bounds the conventions recommend (gen-ai-metrics.md, ExplicitBucketBoundaries).
+constexpr std::array<double, 16> kTtftBounds = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,
+                                                0.25,  0.5,   0.75, 1.0,  2.5,  5.0,  7.5,  10.0};
+constexpr std::array<double, 13> kTpotBounds = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                                0.3,  0.4,   0.5,  0.75,  1.0, 2.5};
+constexpr std::array<double, 14> kTokenBounds = {1,     4,      16,      64,      256,      1024,     4096,
+                                                 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864};
+constexpr std::array<double, 14> kOperationBounds = {0.01, 0.02, 0.04,  0.08,  0.16,  0.32,  0.64,
+                                                     1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92};
+
+// A histogram's buckets (not cumulative; the last one is +Inf) and sum.
+template <size_t N>
+struct Buckets {
+  std::array<uint64_t, N + 1> counts{};
+  double sum = 0;
+
+  void observe(const std::array<double, N>& bounds, double v) {
+    size_t i = 0;
+    while (i < N && v > bounds[i]) ++i;
+    ++counts[i];
+    sum += v;
+  }
+  // Counts already bucketed on the same bounds (StreamPace's gaps): prometheus-cpp's
+  // ObserveMultiple, without the vector.
+  void add(const std::array<uint64_t, N + 1>& more, double more_sum) {
+    for (size_t i = 0; i <= N; ++i) counts[i] += more[i];
+    sum += more_sum;
+  }
+};
+
+// Attempt outcomes of a stream that failed after its 200, as tresor_stream_upstream_failures_total's reason.
+constexpr router::AttemptOutcome kStreamFailures[] = {router::AttemptOutcome::stream_cut,
+                                                      router::AttemptOutcome::stream_stalled,
+                                                      router::AttemptOutcome::recovery_diverged};
+
+struct RouteStats {
+  Buckets<kTtftBounds.size()> ttft;
+  Buckets<StreamPace::kGapBounds.size()> gaps;
+  Buckets<kTpotBounds.size()> tpot;
+  Buckets<kTokenBounds.size()> tokens[2];  // input, output
+  std::array<uint64_t, std::size(kStreamFailures)> stream_failures{};
+  // Upstream attempts by error type ("" = succeeded): outcome labels, a fixed set.
+  std::map<std::string, Buckets<kOperationBounds.size()>, std::less<>> operations;
+};
+
+// The attempt that first reached the client with content: the route that gave the first
+// token (later attempts of the same stream are recoveries; a cancelled hedge never wrote).
+const router::AttemptRecord* committed_attempt(const RequestRecord& r) {
+  for (const auto& a : r.attempts)
+    if (a.outcome == router::AttemptOutcome::ok || a.outcome == router::AttemptOutcome::stream_cut ||
+        a.outcome == router::AttemptOutcome::stream_stalled)
+      return &a;
+  return nullptr;
+}
+
+bool attempted(const router::AttemptRecord& a) {
+  return a.outcome != router::AttemptOutcome::skipped_breaker &&
+         a.outcome != router::AttemptOutcome::skipped_retry_after &&
+         a.outcome != router::AttemptOutcome::recovery_skipped;
+}
+
+// A number as the text format wants it: the shortest text that reads back the same.
+std::string number(double v) {
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
+  if (res.ec != std::errc()) return std::to_string(v);
+  return std::string(buf, res.ptr);
+}
+
+void write_header(std::ostringstream& out, std::string_view name, std::string_view type, std::string_view help) {
+  out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << "\n";
+}
+
+// One histogram series: cumulative buckets, +Inf, sum and count. `labels` is the inside
+// of the braces without le ("a=\"x\",b=\"y\"").
+template <size_t N>
+void write_histogram(std::ostringstream& out, std::string_view name, const std::string& labels,
+                     const std::array<double, N>& bounds, const Buckets<N>& b) {
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i <= N; ++i) {
+    cumulative += b.counts[i];
+    out << name << "_bucket{" << labels << ",le=\"" << (i < N ? number(bounds[i]) : "+Inf") << "\"} " << cumulative
+        << "\n";
+  }
+  out << name << "_sum{" << labels << "} " << number(b.sum) << "\n"
+      << name << "_count{" << labels << "} " << cumulative << "\n";
+}
 }  // namespace
 
 struct Metrics::Impl {
@@ -188,6 +284,12 @@ struct Metrics::Impl {
   std::map<std::string, uint64_t, std::less<>> cut_streams;
   std::map<std::string, std::array<uint64_t, 3>, std::less<>> recoveries;  // by route: recovered, diverged, failed
   std::atomic<uint64_t> hedges[3] = {};  // won, lost, failed
+
+  // Issue 20: stream pace, tokens, upstream operations and stream failures by route id.
+  std::mutex route_mutex;
+  std::map<std::string, RouteStats, std::less<>> route_stats;
+  void record_route_stats(const RequestRecord& r, providers::Clock::time_point now);
+  std::string render_route_stats(const config::Config& cfg);
 
   template <typename Map>
   static typename Map::mapped_type& at(Map& map, std::string_view key) {
@@ -256,6 +358,8 @@ void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point 
   if (r.failover) m.child(m.failovers, endpoint, "", by_endpoint).Increment();
   m.child(m.upstream, endpoint, "", by_endpoint, duration_buckets()).Observe(seconds(r.upstream_wait));
   m.child(m.overhead, endpoint, "", by_endpoint, overhead_buckets()).Observe(seconds(r.overhead(now)));
+
+  m.record_route_stats(r, now);
 }
 
 void Metrics::connection_opened() { impl_->active_connections.Increment(); }
@@ -383,6 +487,119 @@ std::string Metrics::Impl::render_money(const config::Config& cfg) {
   return out.str();
 }
 
+// What the request says about its routes: every attempt's duration (by its outcome when it
+// failed) and the stream failures after a 200 on the attempt's route; the stream's time to
+// first token, gaps and time per output token on the route that gave the first token; the
+// billed tokens on the route that served. Keys are route ids from the attempts (configured
+// routes), never the client's model string.
+void Metrics::Impl::record_route_stats(const RequestRecord& r, providers::Clock::time_point now) {
+  const router::AttemptRecord* committed = committed_attempt(r);
+  std::lock_guard lock(route_mutex);
+  for (const auto& a : r.attempts) {
+    if (!attempted(a)) continue;
+    RouteStats& st = at(route_stats, a.route);
+    const std::string error_type = a.outcome == router::AttemptOutcome::ok ? std::string() : outcome_label(a);
+    at(st.operations, error_type).observe(kOperationBounds, static_cast<double>(a.ms) / 1000.0);
+    for (size_t i = 0; i < std::size(kStreamFailures); ++i)
+      if (a.outcome == kStreamFailures[i]) ++st.stream_failures[i];
+  }
+  if (committed && r.pace.first_write) {
+    RouteStats& st = at(route_stats, committed->route);
+    st.ttft.observe(kTtftBounds, seconds(*r.pace.first_write - r.started));
+    st.gaps.add(r.pace.gap_counts, r.pace.gap_seconds_sum);
+    // Per token after the first, for a stream that ended well: an attempt finished it (the
+    // first or a recovery; a hedge that lost may come after it) and the client stayed. As the
+    // conventions define it: (request duration - time to first token) / (output tokens - 1).
+    const bool completed = r.status == 200 && std::any_of(r.attempts.begin(), r.attempts.end(), [](const auto& a) {
+      return a.outcome == router::AttemptOutcome::ok;
+    });
+    if (completed && r.billed && r.billed->completion_tokens > 1)
+      st.tpot.observe(kTpotBounds, seconds(now - *r.pace.first_write) /
+                                       static_cast<double>(r.billed->completion_tokens - 1));
+  }
+  const std::string_view served = !r.routed_model.empty() ? std::string_view(r.routed_model)
+                                  : committed                ? std::string_view(committed->route)
+                                                             : std::string_view();
+  if (r.billed && !served.empty()) {
+    RouteStats& st = at(route_stats, served);
+    st.tokens[0].observe(kTokenBounds, static_cast<double>(std::max<int64_t>(r.billed->prompt_tokens, 0)));
+    st.tokens[1].observe(kTokenBounds, static_cast<double>(std::max<int64_t>(r.billed->completion_tokens, 0)));
+  }
+}
+
+namespace {
+
+// The conventions' attributes of a route, plus tresor_route (its configured id). The
+// request model is the model the gateway asked the upstream for (config), not the client's.
+std::string genai_labels(const config::RouteConfig& route) {
+  return "gen_ai_operation_name=\"" + std::string(route.type == config::RouteType::chat ? "chat" : "transcription") +
+         "\",gen_ai_provider_name=\"" + escape_label(route.provider) + "\",gen_ai_request_model=\"" +
+         escape_label(route.upstream_model) + "\",tresor_route=\"" + escape_label(route.id) + "\"";
+}
+
+}  // namespace
+
+// Every configured route's series, zero until its first request; stream series (time to
+// first token, gaps, time per output token, failures after the 200) and tokens for chat
+// routes only. Stats of routes no longer configured are kept (a reload may bring them
+// back) but not shown.
+std::string Metrics::Impl::render_route_stats(const config::Config& cfg) {
+  std::vector<std::pair<const config::RouteConfig*, RouteStats>> shown;
+  {
+    std::lock_guard lock(route_mutex);
+    for (const auto& route : cfg.routes) {
+      const auto it = route_stats.find(route.id);
+      shown.emplace_back(&route, it == route_stats.end() ? RouteStats{} : it->second);
+    }
+  }
+  const auto is_chat = [](const config::RouteConfig* route) { return route->type == config::RouteType::chat; };
+  std::ostringstream out;
+  write_header(out, "gen_ai_server_time_to_first_token_seconds", "histogram",
+               "Time from a stream's request to its first content written to the client, by the route that gave it");
+  for (const auto& [route, st] : shown)
+    if (is_chat(route))
+      write_histogram(out, "gen_ai_server_time_to_first_token_seconds", genai_labels(*route), kTtftBounds, st.ttft);
+  write_header(out, "gen_ai_server_time_per_output_token_seconds", "histogram",
+               "Per completed stream: (request duration - time to first token) / (output tokens - 1), by the route of the first token");
+  for (const auto& [route, st] : shown)
+    if (is_chat(route))
+      write_histogram(out, "gen_ai_server_time_per_output_token_seconds", genai_labels(*route), kTpotBounds, st.tpot);
+  write_header(out, "tresor_stream_chunk_gap_seconds", "histogram",
+               "Gaps between writes of content to a streaming client, by the route that gave the first token");
+  for (const auto& [route, st] : shown)
+    if (is_chat(route))
+      write_histogram(out, "tresor_stream_chunk_gap_seconds", "route=\"" + escape_label(route->id) + "\"",
+                      StreamPace::kGapBounds, st.gaps);
+  write_header(out, "gen_ai_client_token_usage", "histogram",
+               "Tokens billed per request (input: prompt, output: completion), by the route that served");
+  for (const auto& [route, st] : shown) {
+    if (!is_chat(route)) continue;
+    for (size_t t = 0; t < 2; ++t)
+      write_histogram(out, "gen_ai_client_token_usage",
+                      genai_labels(*route) + ",gen_ai_token_type=\"" + (t == 0 ? "input" : "output") + "\"",
+                      kTokenBounds, st.tokens[t]);
+  }
+  write_header(out, "gen_ai_client_operation_duration_seconds", "histogram",
+               "Upstream attempts' durations by route; error_type: the outcome of a failed attempt");
+  for (auto& [route, st] : shown) {
+    st.operations[""];  // the success series, from the start
+    for (const auto& [error_type, b] : st.operations)
+      write_histogram(out, "gen_ai_client_operation_duration_seconds",
+                      genai_labels(*route) + (error_type.empty() ? "" : ",error_type=\"" + error_type + "\""),
+                      kOperationBounds, b);
+  }
+  write_family(out, "tresor_stream_upstream_failures_total",
+               "Streams whose upstream failed after the 200 and first content reached the client, by the route "
+               "that failed and reason");
+  for (const auto& [route, st] : shown) {
+    if (!is_chat(route)) continue;
+    for (size_t i = 0; i < std::size(kStreamFailures); ++i)
+      out << "tresor_stream_upstream_failures_total{route=\"" << escape_label(route->id) << "\",reason=\""
+          << router::outcome_name(kStreamFailures[i]) << "\"} " << st.stream_failures[i] << "\n";
+  }
+  return out.str();
+}
+
 namespace {
 
 // The receipts log: alert on tresor_log_consistent 0 (the stored entries no longer match a
@@ -440,7 +657,7 @@ std::string Metrics::render(const config::Config& cfg, const router::RouteHealth
         << "# TYPE tresor_spool_refusals_total counter\n"
         << "tresor_spool_refusals_total " << spool.refusals << "\n";
   if (log) render_log(*log, extra);
-  return out + extra.str() + impl_->render_money(cfg) + process_metrics();
+  return out + extra.str() + impl_->render_money(cfg) + impl_->render_route_stats(cfg) + process_metrics();
 }
 
 }  // namespace tresor::server

@@ -2,9 +2,12 @@
 // registry: request, route and attempt counters, failovers, duration histograms (total,
 // upstream wait, the router's own overhead), live gauges, receipts, config reloads, plus
 // the standard process_* metrics read from /proc at scrape time, and money: spend settled
-// (exact integer nanos), reservation refusals, cut streams billed. Names and labels are
-// listed in deploy/README.md; label values are bounded (path templates, configured routes,
-// outcome names, status codes, configured currencies).
+// (exact integer nanos), reservation refusals, cut streams billed; per configured route
+// (issue 20, from RequestRecord in request_done): time to first token, time per output
+// token, gaps between stream writes, tokens, upstream call durations (OpenTelemetry GenAI
+// names) and streams whose upstream failed after the 200. Names and labels are listed in
+// deploy/README.md; label values are bounded (path templates, configured routes, providers
+// and upstream models, outcome names, status codes, configured currencies).
 #pragma once
 
 #include <cstdint>
