@@ -517,6 +517,7 @@ head = (f'--{b}\r\nContent-Disposition: form-data; name="model"\r\n\r\nbench-whi
 open(out, "wb").write(head.encode() + audio + f"\r\n--{b}--\r\n".encode())
 PY
   mp_args=(--path /v1/audio/transcriptions --content-type "multipart/form-data; boundary=$boundary")
+  put callgrind_requests "$cg_requests"; put callgrind_transcriptions "$cg_transcriptions"; put callgrind_streams "$cg_streams"
   cg_ok=1
   cg_pid=""; cg_base=""; cg_poke=""; cg_n=0; cg_ir=0
   cg_start() { # name poke_url command… : run it under callgrind until poke_url answers
@@ -615,27 +616,50 @@ else
   put callgrind "skipped (BENCH_CALLGRIND=0)"
 fi
 
-# ---- 8. table + RESULTS.md ----------------------------------------------------------------
+# ---- 8. table, chart, RESULTS.md (the latest run only: history is in git) --------------------
 t_end=$(date +%s)
 put bench_wall_seconds "$((t_end - t_start))"
-report=$(python3 "$bench/lib/report.py" "$raw" "$metrics")
+report=$(python3 "$bench/lib/report.py" "$raw" "$metrics" "$dir/chart")
 echo
 echo "$report"
 if [[ -n $cg_report ]]; then echo; echo "$cg_report"; fi
 echo
 echo "total run time: $((t_end - t_start)) s"
-[[ -f $bench/RESULTS.md ]] || printf '# bench/run.sh results\n\nAppended by `bash bench/run.sh`, newest last.\n' > "$bench/RESULTS.md"
+reduced=""
+if ((rounds < 5 || duration < 5)); then
+  reduced="REDUCED run (BENCH_ROUNDS=$rounds, BENCH_DURATION=$duration): a check of the script, not figures to quote"
+fi
+chart_note="no chart (gnuplot missing)"
+if command -v gnuplot >/dev/null 2>&1; then
+  subtitle="$(date -u +%Y-%m-%dT%H:%MZ), tresor $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $rounds rounds x ${duration} s, nproc $ncpu${reduced:+ — REDUCED run}"
+  if gnuplot -e "dir='$dir/chart'; out='$dir/results.png'; subtitle='$subtitle'" "$bench/lib/chart.gp" 2>"$dir/gnuplot.log" \
+     && [[ -s $dir/results.png ]]; then
+    cp "$dir/results.png" "$out_dir/results.png"
+    chart_note="![ratios and latencies against nginx and Portkey](results.png)"
+    log "chart: $out_dir/results.png"
+  else
+    chart_note="no chart: gnuplot failed: $(head -3 "$dir/gnuplot.log" | tr '\n' ' ')"
+    log "WARNING: $chart_note"
+  fi
+fi
 {
+  echo "# bench/run.sh — latest run"
   echo
-  echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "Overwritten by every \`bash bench/run.sh\` (earlier runs: \`git log -p bench/RESULTS.md\`)."
   echo
-  echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
+  [[ -z $reduced ]] || { echo "**$reduced**"; echo; }
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, log $([[ $log_on == 0 ]] && echo off || echo on), credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
-  echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)')"
-  echo "- pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
+  echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)'), $(valgrind --version 2>/dev/null || echo 'no valgrind')"
+  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
+  echo
+  echo "$chart_note"
   echo
   echo "$report"
   if [[ -n $cg_report ]]; then echo; echo '```text'; echo "$cg_report"; echo '```'; fi
+  echo
+  echo "Every round (raw):"
   echo
   echo '```tsv'
   cat "$raw"
@@ -644,5 +668,6 @@ echo "total run time: $((t_end - t_start)) s"
   echo '```tsv'
   cat "$metrics"
   echo '```'
-} >> "$bench/RESULTS.md"
-log "appended to bench/RESULTS.md"
+} > "$out_dir/RESULTS.md.tmp.$$"
+mv "$out_dir/RESULTS.md.tmp.$$" "$out_dir/RESULTS.md"
+log "wrote $out_dir/RESULTS.md"
