@@ -45,7 +45,6 @@ need=()
 command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 [[ $use_callgrind == 0 ]] || command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
-command -v gnuplot >/dev/null 2>&1 || need+=(gnuplot-nox)   # the chart (results.png)
 for c in curl python3 taskset pgrep g++; do command -v "$c" >/dev/null || die "$c missing"; done
 [[ -f /usr/include/boost/asio.hpp ]] || need+=(libboost-dev)
 if ((${#need[@]})); then
@@ -65,7 +64,12 @@ fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$rounds')"
 mkdir -p "$out_dir"
-command -v gnuplot >/dev/null 2>&1 || log "WARNING: gnuplot unavailable: no chart"
+if ! command -v gnuplot >/dev/null 2>&1; then   # the chart only: the run goes on without it
+  log "installing gnuplot-nox (the chart)"
+  sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnuplot-nox >&2 \
+    || log "WARNING: gnuplot-nox could not be installed: no chart"
+fi
 if [[ $use_callgrind != 0 ]] && ! command -v valgrind >/dev/null 2>&1; then
   log "valgrind unavailable: callgrind section skipped"; use_callgrind=0
 fi
