@@ -343,7 +343,7 @@ if chart_dir:
             return ["?", "?", "?"]
         return [f"{s.med * scale:.6g}", f"{s.lo * scale:.6g}", f"{s.hi * scale:.6g}"]
 
-    n_cpu = 0
+    n_cpu, cpu_max = 0, 1.0
     with open(os.path.join(chart_dir, "cpu.tsv"), "w") as f:
         f.write("# workload\ttresor_on\tlo\thi\ttresor_off\tlo\thi\tportkey\tlo\thi\n")
         for wl, conc in combos:
@@ -351,6 +351,7 @@ if chart_dir:
             if all(s.med is None for s in cs_):
                 continue
             n_cpu += 1
+            cpu_max = max([cpu_max] + [x.hi for x in cs_ if x.hi is not None])
             f.write("\t".join([labels[(wl, conc)]] + sum((cells(s) for s in cs_), [])) + "\n")
     n_ir, ir_max = 0, 0.0
     with open(os.path.join(chart_dir, "ir.tsv"), "w") as f:
@@ -369,4 +370,4 @@ if chart_dir:
                 f.write("\t".join([labels[(wl, conc)]] +
                                   sum((cells(series(wl, conc, t, col), 1e-3) for t in TARGETS), [])) + "\n")
     with open(os.path.join(chart_dir, "meta.gp"), "w") as f:
-        f.write(f"n_wl = {n_cpu}\nn_lat = {len(combos)}\nn_ir = {n_ir}\nir_max = {ir_max:.4f}\nn_rounds = {n_rounds}\n")
+        f.write(f"cpu_max = {cpu_max:.4f}\nn_wl = {n_cpu}\nn_lat = {len(combos)}\nn_ir = {n_ir}\nir_max = {ir_max:.4f}\nn_rounds = {n_rounds}\n")
