@@ -68,8 +68,11 @@ if (n_ir > 0) {
 } else {
   unset arrow 1; unset label 1
   set label 2 "callgrind not run (BENCH_CALLGRIND=0)" at graph 0.5, graph 0.5 center
+  unset xtics; unset ytics; unset key; unset grid
+  set xrange [0:1]
   plot 2 notitle lc rgb "white"
   unset label 2
+  set xtics nomirror scale 0 font ",11"; set ytics nomirror; set key; set grid ytics mytics lc rgb "#d0d0d0" lw 1
 }
 unset arrow 1; unset label 1
 
