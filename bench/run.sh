@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Loopback benchmark of tresor-router against its anchors, all in one run (issue 8):
+# Loopback benchmark of tresor-router against its anchors, all in one run (issues 8, 20):
 # direct upstream, nginx proxy_pass, Portkey 1.15.2, tresor-router receipts on / off.
 # Workloads: non-stream chat (c=1, c=64), multipart transcription (64 KiB, c=8), SSE
-# (sequential, 32 concurrent, 2,000 concurrent paced streams), memory, callgrind Ir/req.
-# One command, loopback only, stops by itself, < 5 min. See bench/README.md for knobs.
+# (sequential, 32 concurrent, 2,000 concurrent paced streams), memory, callgrind Ir/req
+# of tresor and of nginx. BENCH_ROUNDS rounds (default 5), the targets interleaved and
+# rotated inside each round; the report gives medians with their min–max over the rounds
+# and a PNG chart (bench/results.png). One command, loopback only, stops by itself,
+# ~15 min. See bench/README.md for knobs.
 set -euo pipefail
 bench="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$bench/.." && pwd)"
 build="${TRESOR_BUILD_DIR:-$root/build}"
 duration="${BENCH_DURATION:-5}"
+rounds="${BENCH_ROUNDS:-5}"                    # every timed workload, every target, once per round
+out_dir="${BENCH_OUT_DIR:-$bench}"             # RESULTS.md + results.png (overwritten: the latest run only)
 warmup="${BENCH_WARMUP:-1}"
 concs="${BENCH_CONC:-1 64}"
 tr_conc="${BENCH_TRANSCRIPTION_CONC:-8}"
@@ -27,6 +32,7 @@ use_portkey="${BENCH_PORTKEY:-1}"
 use_callgrind="${BENCH_CALLGRIND:-1}"
 cg_requests="${BENCH_CALLGRIND_REQUESTS:-200}"
 cg_streams="${BENCH_CALLGRIND_STREAMS:-50}"
+cg_transcriptions="${BENCH_CALLGRIND_TRANSCRIPTIONS:-50}"
 log_on="${BENCH_LOG:-1}"                       # 0: the receipts transparency log off (issue 19's comparison)
 credits="${BENCH_CREDITS:-1}"                  # 0: tresor without pricing, credit and limits (runs before issue 16)
 # shellcheck source=lib/common.sh
@@ -56,6 +62,14 @@ if ((${#need[@]})); then
     || { $sudo_ apt-get update >&2 && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${pkgs[@]}" >&2; }
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$rounds')"
+mkdir -p "$out_dir"
+if ! command -v gnuplot >/dev/null 2>&1; then   # the chart only: the run goes on without it
+  log "installing gnuplot-nox (the chart)"
+  sudo_=""; [[ $(id -u) -eq 0 ]] || sudo_="sudo"
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gnuplot-nox >&2 \
+    || log "WARNING: gnuplot-nox could not be installed: no chart"
+fi
 if [[ $use_callgrind != 0 ]] && ! command -v valgrind >/dev/null 2>&1; then
   log "valgrind unavailable: callgrind section skipped"; use_callgrind=0
 fi
@@ -157,6 +171,7 @@ trap 'exit 130' INT TERM   # cleanup runs once the foreground load tool returns
 used_ports=" "
 new_port() { local p; while :; do p=$(free_port); [[ $used_ports == *" $p "* ]] || break; done; used_ports+="$p "; echo "$p"; }
 port_a=$(new_port); port_b=$(new_port); port_bs=$(new_port); port_t=$(new_port); port_p=$(new_port); port_cg=$(new_port)
+port_cgn=$(new_port); port_cgns=$(new_port)
 
 canned='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! I am fine, thank you for asking."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":11,"total_tokens":25}}'
 canned_tr='{"text":"Hello, this is the bench transcript.","usage":{"type":"duration","seconds":3.25}}'
@@ -324,12 +339,14 @@ log "tresor idle VmRSS ${rss_idle} kB"
 # ---- 5. rounds ----------------------------------------------------------------------------
 raw="$dir/raw.tsv"
 metrics="$dir/metrics.tsv"
-printf 'workload\ttarget\tconc\trequests\trps\tp50_us\tp99_us\terrors\tcpu_us_per_req\treceipts_stored\ttotal_p50_us\tdropped\treordered\twall_ms\n' > "$raw"
+printf 'round\tworkload\ttarget\tconc\trequests\trps\tp50_us\tp99_us\terrors\tcpu_us_per_req\treceipts_stored\ttotal_p50_us\tdropped\treordered\twall_ms\n' > "$raw"
 printf 'key\tvalue\n' > "$metrics"
 put() { printf '%s\t%s\n' "$1" "$2" >> "$metrics"; }
 put tresor_idle_rss_kb "$rss_idle"
 put credits "$([[ $credits == 0 ]] && echo off || echo 'on (priced routes, credit 1e9, key limits 1e9/min 4e9/day; streams ask include_usage)')"
 put portkey "$([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo on)"
+put rounds "$rounds"
+round=0   # the current round (1…rounds), first column of raw.tsv
 
 run_wrk() { # workload target conc seconds outfile
   local script=chat.lua path=/v1/chat/completions
@@ -342,22 +359,23 @@ run_wrk() { # workload target conc seconds outfile
 wrk_round() { # workload target conc
   local wl=$1 t=$2 conc=$3 tp=() r0=0 r1=0 c0 c1 s
   mapfile -t tp < <(all_pids "$(t_pid "$wl" "$t")")
-  run_wrk "$wl" "$t" "$conc" "$warmup" "$dir/warm.$wl.$t.$conc" || die "wrk warm-up failed: $(cat "$dir/warm.$wl.$t.$conc.log")"
+  local f="$wl.$t.$conc.r$round"
+  run_wrk "$wl" "$t" "$conc" "$warmup" "$dir/warm.$f" || die "wrk warm-up failed: $(cat "$dir/warm.$f.log")"
   sleep 0.3   # let the warm-up's receipts reach the store before the counter is read
   [[ $t == tresor* ]] && r0=$(metric tresor_receipts_stored_total)
   c0=$(cpu_ns "${tp[@]}")
-  run_wrk "$wl" "$t" "$conc" "$duration" "$dir/run.$wl.$t.$conc" || die "wrk failed: $(cat "$dir/run.$wl.$t.$conc.log")"
+  run_wrk "$wl" "$t" "$conc" "$duration" "$dir/run.$f" || die "wrk failed: $(cat "$dir/run.$f.log")"
   c1=$(cpu_ns "${tp[@]}")
   [[ $t == tresor* ]] && r1=$(metric tresor_receipts_stored_total)
-  s=$(cat "$dir/run.$wl.$t.$conc") || die "no wrk summary: $(cat "$dir/run.$wl.$t.$conc.log")"
-  python3 - "$wl" "$t" "$conc" "$c0" "$c1" "$((r1 - r0))" "$s" >> "$raw" <<'PY'
+  s=$(cat "$dir/run.$f") || die "no wrk summary: $(cat "$dir/run.$f.log")"
+  python3 - "$round" "$wl" "$t" "$conc" "$c0" "$c1" "$((r1 - r0))" "$s" >> "$raw" <<'PY'
 import sys
-wl, name, conc, c0, c1, rec, s = sys.argv[1:]
+rnd, wl, name, conc, c0, c1, rec, s = sys.argv[1:]
 kv = dict(x.split("=") for x in s.split())
 req = int(kv["requests"]); dur = int(kv["duration_us"]) / 1e6
 errs = sum(int(kv[k]) for k in ("status_err", "connect_err", "read_err", "write_err", "timeout_err"))
 cpu = (int(c1) - int(c0)) / 1e3 / req if req else float("nan")
-print(f"{wl}\t{name}\t{conc}\t{req}\t{req/dur:.0f}\t{kv['p50_us']}\t{kv['p99_us']}\t{errs}\t{cpu:.2f}\t{rec}\t-\t-\t-\t{dur*1e3:.0f}")
+print(f"{rnd}\t{wl}\t{name}\t{conc}\t{req}\t{req/dur:.0f}\t{kv['p50_us']}\t{kv['p99_us']}\t{errs}\t{cpu:.2f}\t{rec}\t-\t-\t-\t{dur*1e3:.0f}")
 PY
   log "$(tail -1 "$raw")"
 }
@@ -374,58 +392,69 @@ sse_round() { # workload target conns per_conn body expect_deltas timeout_s
   c0=$(cpu_ns "${tp[@]}")
   out=$(taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$body" --conns "$conns" --per-conn "$per" \
     --connect-parallel 256 --timeout-s "$tmo" --expect-content "$sse_content" --expect-deltas "$deltas" \
-    --samples "$dir/sse.$wl.$t.samples.tsv") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
+    --samples "$dir/sse.$wl.$t.r$round.samples.tsv") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
   [[ $out == requests=* ]] || die "$wl $t: sse_load printed no summary: $out"
   c1=$(cpu_ns "${tp[@]}")
   [[ $t == tresor* ]] && { sleep 0.2; r1=$(metric tresor_receipts_stored_total); }
-  python3 - "$wl" "$t" "$conns" "$c0" "$c1" "$((r1 - r0))" "$out" >> "$raw" <<'PY'
+  python3 - "$round" "$wl" "$t" "$conns" "$c0" "$c1" "$((r1 - r0))" "$out" >> "$raw" <<'PY'
 import sys
-wl, name, conns, c0, c1, rec, s = sys.argv[1:]
+rnd, wl, name, conns, c0, c1, rec, s = sys.argv[1:]
 kv = dict(x.split("=") for x in s.split())
 n = int(kv["requests"]); wall = float(kv["wall_ms"])
 cpu = (int(c1) - int(c0)) / 1e3 / n if n else float("nan")
-print(f"{wl}\t{name}\t{conns}\t{n}\t{n / wall * 1e3:.0f}\t{float(kv['ttfe_p50_us']):.0f}\t{float(kv['ttfe_p99_us']):.0f}\t"
+print(f"{rnd}\t{wl}\t{name}\t{conns}\t{n}\t{n / wall * 1e3:.0f}\t{float(kv['ttfe_p50_us']):.0f}\t{float(kv['ttfe_p99_us']):.0f}\t"
       f"{kv['errors']}\t{cpu:.2f}\t{rec}\t{float(kv['total_p50_us']):.0f}\t{kv['dropped']}\t{kv['reordered']}\t{wall:.0f}")
 PY
   log "$(tail -1 "$raw")"
 }
 
-section "non-stream chat"
+# Interleaving: a round runs every workload through every target once, so a slow minute
+# of the VM lands in one round of every target (the median drops it) instead of in all
+# the rounds of one target. Inside a round the target order rotates by one each round
+# (round 1: direct nginx portkey tresor_on tresor_off, round 2: nginx portkey … direct),
+# so no target always runs first, or always right after the same neighbour.
+rotate() { # K ITEM… → the items rotated left by K, one a line
+  local k=$1; shift; local a=("$@") i
+  for ((i = 0; i < ${#a[@]}; i++)); do echo "${a[$(( (i + k) % ${#a[@]} ))]}"; done
+}
+many_targets=()
+for t in $sse_many_targets; do [[ $t == portkey && $use_portkey == 0 ]] || many_targets+=("$t"); done
 max_conc=$(tr ' ' '\n' <<< "$concs" | sort -n | tail -1)
-for conc in $concs; do
-  for t in "${targets[@]}"; do
-    if [[ $t == tresor_on && $conc == "$max_conc" ]]; then
-      echo 5 > "/proc/$pid_tresor/clear_refs"   # VmHWM := VmRSS: peak of the c=max rounds only
+sse_events=$((sse_chunks + 2))
+peak_kb=0
+for ((round = 1; round <= rounds; round++)); do
+  mapfile -t order < <(rotate $((round - 1)) "${targets[@]}")
+  section "round $round/$rounds: non-stream chat (order: ${order[*]})"
+  for conc in $concs; do
+    reset_hwm=$([[ $conc == "$max_conc" ]] && echo 1 || echo 0)
+    for t in "${order[@]}"; do
+      if [[ $t == tresor* && $reset_hwm == 1 ]]; then
+        echo 5 > "/proc/$pid_tresor/clear_refs"   # VmHWM := VmRSS: peak of the c=max rounds only
+        reset_hwm=0
+      fi
+      wrk_round chat "$t" "$conc"
+    done
+    if [[ $conc == "$max_conc" ]]; then   # the largest peak over the rounds
+      kb=$(vm_kb "$pid_tresor" VmHWM); [[ $kb != - ]] && ((kb > peak_kb)) && peak_kb=$kb
     fi
-    wrk_round chat "$t" "$conc"
   done
-  if [[ $conc == "$max_conc" ]]; then
-    put tresor_peak_rss_kb "$(vm_kb "$pid_tresor" VmHWM)"
-    put peak_conc "$max_conc"
+  section "round $round/$rounds: transcription ${audio_kib} KiB, c=$tr_conc"
+  for t in "${order[@]}"; do wrk_round transcription "$t" "$tr_conc"; done
+  section "round $round/$rounds: SSE sequential ($sse_seq streams), $sse_conc concurrent x $sse_per_conn"
+  for t in "${order[@]}"; do sse_round sse_seq "$t" 1 "$sse_seq" "$dir/sse.json" "$sse_chunks" 120; done
+  for t in "${order[@]}"; do sse_round sse_conc "$t" "$sse_conc" "$sse_per_conn" "$dir/sse.json" "$sse_chunks" 120; done
+  if ((${#many_targets[@]})); then
+    section "round $round/$rounds: SSE $sse_many concurrent paced streams (64 events x ${sse_pace} ms)"
+    for t in $(rotate $((round - 1)) "${many_targets[@]}"); do
+      body="$dir/sse-long.json"; [[ $t == tresor* ]] && body="$dir/sse-long-tresor.json"
+      sse_round sse_many "$t" "$sse_many" 1 "$body" "$long_chunks" 120
+    done
   fi
 done
-
-section "transcription ${audio_kib} KiB, c=$tr_conc"
-for t in "${targets[@]}"; do wrk_round transcription "$t" "$tr_conc"; done
-
-section "SSE: sequential ($sse_seq streams), $sse_conc concurrent x $sse_per_conn"
-sse_events=$((sse_chunks + 2))
-for t in "${targets[@]}"; do
-  body="$dir/sse.json"
-  sse_round sse_seq "$t" 1 "$sse_seq" "$body" "$sse_chunks" 120
-done
-for t in "${targets[@]}"; do
-  sse_round sse_conc "$t" "$sse_conc" "$sse_per_conn" "$dir/sse.json" "$sse_chunks" 120
-done
+put tresor_peak_rss_kb "$peak_kb"
+put peak_conc "$max_conc"
 put sse_events_short "$sse_events"
 put sse_pace_ms "$sse_pace"
-
-section "SSE: $sse_many concurrent paced streams (64 events x ${sse_pace} ms)"
-for t in $sse_many_targets; do
-  [[ $t == portkey && $use_portkey == 0 ]] && continue
-  body="$dir/sse-long.json"; [[ $t == tresor* ]] && body="$dir/sse-long-tresor.json"
-  sse_round sse_many "$t" "$sse_many" 1 "$body" "$long_chunks" 120
-done
 put tresor_rss_after_sse_many_kb "$(vm_kb "$pid_tresor" VmRSS)"
 
 # ---- 6. memory: idle keep-alive connections, soak ------------------------------------------
@@ -470,110 +499,171 @@ fi
 put nginx_proxy_peak_rss_kb "$(for p in $(all_pids "$pid_proxy"); do vm_kb "$p" VmHWM; done | awk '{s+=$1} END {print s}')"
 put tresor_peak_rss_whole_run_kb "$(vm_kb "$pid_tresor" VmHWM)"
 
-# ---- 7. callgrind: instructions per request (machine-noise free) ---------------------------
+# ---- 7. callgrind: instructions per request, tresor and nginx (machine-noise free) ------------
+# Each proxy runs under valgrind --tool=callgrind, gets a warm-up, then fixed batches of
+# requests; `callgrind_control -d` dumps the counters after each batch, and a dump holds
+# only the cost since the previous one, so startup and warm-up are never counted: Ir of a
+# batch's interval / its requests. nginx runs as one process (daemon off; master_process
+# off), through the same proxy.conf as its timed rounds, on the same loads.
 cg_report=""
 if [[ $use_callgrind != 0 ]]; then
   section "callgrind"
   # The timed anchors are done: stop them so they do not compete with valgrind.
   for p in "$pid_proxy" ${pid_portkey:+"$pid_portkey"}; do stop_pid "$p"; done
-  tresor_yaml "$dir/tresor-cg.yaml" "$port_cg" "$dir/tresor-cg.db"
-  (cd "$dir" && exec taskset -c "$proxy_cpu" valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
-    --dump-instr=no --collect-jumps=no "$router" --config "$dir/tresor-cg.yaml") >"$dir/callgrind.log" 2>&1 &
-  pid_cg=$!; pids+=("$pid_cg")
-  if ! wait_http "http://127.0.0.1:$port_cg/readyz" 60; then
-    log "WARNING: tresor-router under callgrind did not start: $(tail -5 "$dir/callgrind.log")"
-  else
-    cg_load() { # conns per_conn body [headers…]
-      local c=$1 m=$2 b=$3; shift 3
-      taskset -c "$load_cpu" "$sse_load" run --port "$port_cg" --header "Authorization: Bearer $key" "$@" \
-        --body-file "$b" --conns "$c" --per-conn "$m" --timeout-s 120
-    }
-    # callgrind_control -d writes callgrind.out.N (N = 1, 2, … per dump) with the costs
-    # since the previous dump. valgrind reads the command when a thread next runs; if
-    # tresor sits idle, a /readyz poke wakes it (its few instructions are noise).
-    cg_n=0
-    cg_ir=0
-    cg_dump() { # label → cg_ir = Ir of the interval since the last dump (not in a subshell: cg_n)
-      cg_n=$((cg_n + 1)); cg_ir=0
-      local f="$dir/callgrind.out.$cg_n" ctl i
-      callgrind_control -d "$1" "$pid_cg" >/dev/null 2>&1 &
-      ctl=$!
-      for i in $(seq 100); do
-        kill -0 "$ctl" 2>/dev/null || break
-        ((i % 5 == 0)) && curl -s -o /dev/null -m 2 "http://127.0.0.1:$port_cg/readyz"
-        sleep 0.1
-      done
-      wait "$ctl" 2>/dev/null || true
-      if [[ ! -s $f ]]; then log "WARNING: callgrind dump $1 missing"; cg_ok=0; return; fi
-      cp "$f" "$dir/cg.$1.out"
-      cg_ir=$(awk '/^summary:/ {print $2; exit}' "$f")
-    }
-    cg_ok=1
-    cg_load 1 20 "$dir/chat.json" >/dev/null && cg_load 1 20 "$dir/chat.json" --header "X-Tresor-Receipt: false" >/dev/null \
-      && cg_load 2 2 "$dir/sse.json" >/dev/null || cg_ok=0
-    cg_dump warm
-    run_cg() { # label n conns per_conn body [headers…]
-      local label=$1 n=$2 out; shift 2
-      out=$(cg_load "$@") || { log "WARNING: callgrind $label load failed: $out"; cg_ok=0; }
-      [[ $out == *" ok=$n "* ]] || { log "WARNING: callgrind $label: $out"; cg_ok=0; }
-      sleep 0.5   # receipts of the last requests reach the store inside this interval
-      cg_dump "$label"
-      put "callgrind_ir_per_req_$label" "$((cg_ir / n))"
-      log "callgrind $label: $cg_ir Ir / $n = $((cg_ir / n)) Ir per request"
-    }
-    run_cg chat_off "$cg_requests" 1 "$cg_requests" "$dir/chat.json" --header "X-Tresor-Receipt: false"
-    run_cg chat_on "$cg_requests" 1 "$cg_requests" "$dir/chat.json"
-    run_cg sse_off "$cg_streams" 10 $((cg_streams / 10)) "$dir/sse.json" --header "X-Tresor-Receipt: false" \
-      --expect-content "$sse_content" --expect-deltas "$sse_chunks"
-    run_cg sse_on "$cg_streams" 10 $((cg_streams / 10)) "$dir/sse.json" \
-      --expect-content "$sse_content" --expect-deltas "$sse_chunks"
-    put callgrind_ok "$cg_ok"
-    # hot spots: self cost (bench/lib/cg_self.py: callgrind_annotate mislabels the frames
-    # still on the stack at a mid-run dump as self cost) and inclusive cost
-    for lab in chat_on sse_on; do
-      [[ -s $dir/cg.$lab.out ]] || continue
-      what="$cg_requests non-stream requests"; [[ $lab == sse* ]] && what="$cg_streams streams"
-      cg_report+="top 15 by self Ir, $lab ($what; cg.$lab.out):"$'\n'
-      cg_report+="$(python3 "$bench/lib/cg_self.py" "$dir/cg.$lab.out" 15 | cut -c1-170)"$'\n\n'
-      cg_report+="top 15 by inclusive Ir, $lab (callgrind_annotate --inclusive=yes; thread entry and asio scheduler frames left out):"$'\n'
-      cg_report+="$(callgrind_annotate --inclusive=yes --threshold=100 --auto=no "$dir/cg.$lab.out" 2>/dev/null \
-        | awk '/file:function/ {f = 1; getline; next} f && NF {print}' \
-        | grep -Ev 'clone\.S:clone|pthread_create\.c:start_thread|libstdc\+\+\.so[^ ]*\]$|asio/impl/io_context\.ipp|asio/detail/impl/scheduler\.ipp|asio/detail/scheduler_operation\.hpp|std::thread::_State_impl' \
-        | head -15 \
-        | sed -E "s#$dir/##g" | cut -c1-170 || true)"$'\n\n'
+  # the multipart body of wrk/transcription.lua, as a file for sse_load
+  boundary="----tresorbench7d1f0a9c3e"
+  python3 - "$dir/bench.wav" "$dir/transcription.multipart" "$boundary" <<'PY'
+import sys
+wav, out, b = sys.argv[1:]
+audio = open(wav, "rb").read()
+head = (f'--{b}\r\nContent-Disposition: form-data; name="model"\r\n\r\nbench-whisper\r\n--{b}\r\n'
+        f'Content-Disposition: form-data; name="file"; filename="bench.wav"\r\nContent-Type: audio/wav\r\n\r\n')
+open(out, "wb").write(head.encode() + audio + f"\r\n--{b}--\r\n".encode())
+PY
+  mp_args=(--path /v1/audio/transcriptions --content-type "multipart/form-data; boundary=$boundary")
+  put callgrind_requests "$cg_requests"; put callgrind_transcriptions "$cg_transcriptions"; put callgrind_streams "$cg_streams"
+  cg_ok=1
+  cg_pid=""; cg_base=""; cg_poke=""; cg_n=0; cg_ir=0
+  cg_start() { # name poke_url command… : run it under callgrind until poke_url answers
+    local name=$1; cg_poke=$2; shift 2
+    mkdir -p "$dir/cg-$name"; cg_base="$dir/cg-$name/callgrind.out"; cg_n=0
+    (cd "$dir" && exec taskset -c "$proxy_cpu" valgrind --tool=callgrind --callgrind-out-file="$cg_base" \
+      --dump-instr=no --collect-jumps=no "$@") >"$dir/cg-$name.log" 2>&1 &
+    cg_pid=$!; pids+=("$cg_pid")
+    wait_http "$cg_poke" 60 || { log "WARNING: $name under callgrind did not start: $(tail -5 "$dir/cg-$name.log")"; cg_ok=0; return 1; }
+  }
+  cg_load() { # port conns per_conn body [sse_load args…]
+    local port=$1 c=$2 m=$3 b=$4; shift 4
+    taskset -c "$load_cpu" "$sse_load" run --port "$port" --header "Authorization: Bearer $key" "$@" \
+      --body-file "$b" --conns "$c" --per-conn "$m" --timeout-s 120
+  }
+  # callgrind_control -d writes callgrind.out.N (N = 1, 2, … per dump) with the costs
+  # since the previous dump. valgrind reads the command when a thread next runs; if the
+  # proxy sits idle, a poke (tresor /readyz, nginx /_ping: a few thousand Ir, under 0.5 %
+  # of a batch) wakes it.
+  cg_dump() { # label → cg_ir = Ir of the interval since the last dump (not in a subshell: cg_n)
+    cg_n=$((cg_n + 1)); cg_ir=0
+    local f="$cg_base.$cg_n" ctl i
+    callgrind_control -d "$1" "$cg_pid" >/dev/null 2>&1 &
+    ctl=$!
+    for i in $(seq 100); do
+      kill -0 "$ctl" 2>/dev/null || break
+      ((i % 5 == 0)) && curl -s -o /dev/null -m 2 "$cg_poke"
+      sleep 0.1
     done
-    # keep the profiles of the last run beyond the temp dir (for callgrind_annotate / kcachegrind)
-    cg_keep="$tools_cache/callgrind-last"
-    rm -rf "$cg_keep"; mkdir -p "$cg_keep"
-    cp "$dir"/cg.*.out "$cg_keep/" 2>/dev/null || true
-    put callgrind_files "$cg_keep/cg.{chat_off,chat_on,sse_off,sse_on}.out"
+    wait "$ctl" 2>/dev/null || true
+    if [[ ! -s $f ]]; then log "WARNING: callgrind dump $1 missing"; cg_ok=0; return; fi
+    cp "$f" "$dir/cg.$1.out"
+    cg_ir=$(awk '/^summary:/ {print $2; exit}' "$f")
+  }
+  run_cg() { # label n port conns per_conn body [sse_load args…]
+    local label=$1 n=$2 out; shift 2
+    out=$(cg_load "$@") || { log "WARNING: callgrind $label load failed: $out"; cg_ok=0; }
+    [[ $out == *" ok=$n "* ]] || { log "WARNING: callgrind $label: $out"; cg_ok=0; }
+    sleep 0.5   # receipts of the last requests reach the store inside this interval
+    cg_dump "$label"
+    put "callgrind_ir_per_req_$label" "$((cg_ir / n))"
+    log "callgrind $label: $cg_ir Ir / $n = $((cg_ir / n)) Ir per request"
+  }
+  sse_check=(--expect-content "$sse_content" --expect-deltas "$sse_chunks")
+  # cg_batches SUFFIX CHAT_PORT SSE_PORT [header…]: warm-up, then chat, transcription, SSE
+  # (labels chat_on, sse_nginx, …: metrics callgrind_ir_per_req_LABEL, dumps cg.LABEL.out)
+  cg_batches() {
+    local suf=$1 pc=$2 ps=$3; shift 3
+    cg_load "$pc" 1 20 "$dir/chat.json" "$@" >/dev/null && cg_load "$pc" 1 5 "$dir/transcription.multipart" "${mp_args[@]}" "$@" >/dev/null \
+      && cg_load "$ps" 10 1 "$dir/sse.json" "$@" >/dev/null || cg_ok=0
+    cg_dump "warm$suf"
+    run_cg "chat$suf" "$cg_requests" "$pc" 1 "$cg_requests" "$dir/chat.json" "$@"
+    run_cg "transcription$suf" "$cg_transcriptions" "$pc" 1 "$cg_transcriptions" "$dir/transcription.multipart" "${mp_args[@]}" "$@"
+    run_cg "sse$suf" "$cg_streams" "$ps" 10 $((cg_streams / 10)) "$dir/sse.json" "${sse_check[@]}" "$@"
+  }
+
+  # tresor: receipts off, then on (the same process; the header turns them off)
+  tresor_yaml "$dir/tresor-cg.yaml" "$port_cg" "$dir/tresor-cg.db"
+  if cg_start tresor "http://127.0.0.1:$port_cg/readyz" "$router" --config "$dir/tresor-cg.yaml"; then
+    cg_batches _off "$port_cg" "$port_cg" --header "X-Tresor-Receipt: false"
+    cg_batches _on "$port_cg" "$port_cg"
   fi
-  stop_pid "$pid_cg"
+  stop_pid "$cg_pid"
+  # nginx, one process, the proxy config of the timed rounds on two fresh ports
+  render "$bench/nginx/proxy.conf.tmpl" "$dir/proxy-cg.conf" DIR="$dir" PORT_A="$port_a" PORT_B="$port_cgn" \
+    PORT_BS="$port_cgns" PORT_S="$port_s" PROXY_CPU_MASK="$(bin_mask $proxy_cpu)" NOFILE="$nofile" WORKER_CONNS="$wconns"
+  sed -i -e 's/^master_process on;/master_process off;/' -e 's#/proxy\.pid;#/proxy-cg.pid;#' \
+    -e 's#/proxy\.error\.log #/proxy-cg.error.log #' -e '/^worker_cpu_affinity/d' "$dir/proxy-cg.conf"
+  grep -q '^master_process off;' "$dir/proxy-cg.conf" || die "proxy-cg.conf: master_process not turned off"
+  if cg_start nginx "http://127.0.0.1:$port_cgn/_ping" "$NGINX" -p "$dir" -e "$dir/proxy-cg.error.log" -c "$dir/proxy-cg.conf"; then
+    cg_batches _nginx "$port_cgn" "$port_cgns"
+  fi
+  stop_pid "$cg_pid"
+  put callgrind_ok "$cg_ok"
+
+  # hot spots: self cost (bench/lib/cg_self.py: callgrind_annotate mislabels the frames
+  # still on the stack at a mid-run dump as self cost) and inclusive cost
+  for lab in chat_on sse_on; do
+    [[ -s $dir/cg.$lab.out ]] || continue
+    what="$cg_requests non-stream requests"; [[ $lab == sse* ]] && what="$cg_streams streams"
+    cg_report+="top 15 by self Ir, $lab ($what; cg.$lab.out):"$'\n'
+    cg_report+="$(python3 "$bench/lib/cg_self.py" "$dir/cg.$lab.out" 15 | cut -c1-170)"$'\n\n'
+    cg_report+="top 15 by inclusive Ir, $lab (callgrind_annotate --inclusive=yes; thread entry and asio scheduler frames left out):"$'\n'
+    cg_report+="$(callgrind_annotate --inclusive=yes --threshold=100 --auto=no "$dir/cg.$lab.out" 2>/dev/null \
+      | awk '/file:function/ {f = 1; getline; next} f && NF {print}' \
+      | grep -Ev 'clone\.S:clone|pthread_create\.c:start_thread|libstdc\+\+\.so[^ ]*\]$|asio/impl/io_context\.ipp|asio/detail/impl/scheduler\.ipp|asio/detail/scheduler_operation\.hpp|std::thread::_State_impl' \
+      | head -15 \
+      | sed -E "s#$dir/##g" | cut -c1-170 || true)"$'\n\n'
+  done
+  # keep the profiles of the last run beyond the temp dir (for callgrind_annotate / kcachegrind)
+  cg_keep="$tools_cache/callgrind-last"
+  rm -rf "$cg_keep"; mkdir -p "$cg_keep"
+  cp "$dir"/cg.*.out "$cg_keep/" 2>/dev/null || true
+  put callgrind_files "$cg_keep/cg.*.out"
 else
   put callgrind "skipped (BENCH_CALLGRIND=0)"
 fi
 
-# ---- 8. table + RESULTS.md ----------------------------------------------------------------
+# ---- 8. table, chart, RESULTS.md (the latest run only: history is in git) --------------------
 t_end=$(date +%s)
 put bench_wall_seconds "$((t_end - t_start))"
-report=$(python3 "$bench/lib/report.py" "$raw" "$metrics")
+report=$(python3 "$bench/lib/report.py" "$raw" "$metrics" "$dir/chart")
 echo
 echo "$report"
 if [[ -n $cg_report ]]; then echo; echo "$cg_report"; fi
 echo
 echo "total run time: $((t_end - t_start)) s"
-[[ -f $bench/RESULTS.md ]] || printf '# bench/run.sh results\n\nAppended by `bash bench/run.sh`, newest last.\n' > "$bench/RESULTS.md"
+reduced=""
+if ((rounds < 5 || duration < 5)); then
+  reduced="REDUCED run (BENCH_ROUNDS=$rounds, BENCH_DURATION=$duration): a check of the script, not figures to quote"
+fi
+chart_note="no chart (gnuplot missing)"
+if command -v gnuplot >/dev/null 2>&1; then
+  subtitle="$(date -u +%Y-%m-%dT%H:%MZ), tresor $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $rounds rounds x ${duration} s, nproc $ncpu${reduced:+ — REDUCED run}"
+  if gnuplot -e "dir='$dir/chart'; out='$dir/results.png'; subtitle='$subtitle'" "$bench/lib/chart.gp" 2>"$dir/gnuplot.log" \
+     && [[ -s $dir/results.png ]]; then
+    cp "$dir/results.png" "$out_dir/results.png"
+    chart_note="![ratios and latencies against nginx and Portkey](results.png)"
+    log "chart: $out_dir/results.png"
+  else
+    chart_note="no chart: gnuplot failed: $(head -3 "$dir/gnuplot.log" | tr '\n' ' ')"
+    log "WARNING: $chart_note"
+  fi
+fi
 {
+  echo "# bench/run.sh — latest run"
   echo
-  echo "## $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "Overwritten by every \`bash bench/run.sh\` (earlier runs: \`git log -p bench/RESULTS.md\`)."
   echo
-  echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
+  [[ -z $reduced ]] || { echo "**$reduced**"; echo; }
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, log $([[ $log_on == 0 ]] && echo off || echo on), credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
-  echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)')"
-  echo "- pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
+  echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)'), $(valgrind --version 2>/dev/null || echo 'no valgrind')"
+  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
+  echo
+  echo "$chart_note"
   echo
   echo "$report"
   if [[ -n $cg_report ]]; then echo; echo '```text'; echo "$cg_report"; echo '```'; fi
+  echo
+  echo "Every round (raw):"
   echo
   echo '```tsv'
   cat "$raw"
@@ -582,5 +672,6 @@ echo "total run time: $((t_end - t_start)) s"
   echo '```tsv'
   cat "$metrics"
   echo '```'
-} >> "$bench/RESULTS.md"
-log "appended to bench/RESULTS.md"
+} > "$out_dir/RESULTS.md.tmp.$$"
+mv "$out_dir/RESULTS.md.tmp.$$" "$out_dir/RESULTS.md"
+log "wrote $out_dir/RESULTS.md"

@@ -1,27 +1,37 @@
 #!/usr/bin/env python3
-"""Markdown report of bench/run.sh: one table of every round, ratios, issue-8 targets.
+"""Markdown report of bench/run.sh: medians over the rounds, ratios to nginx and Portkey with
+their spread, callgrind Ir/request ratios, issue-8 targets; data files for lib/chart.gp.
 
-usage: report.py RAW_TSV METRICS_TSV
-RAW_TSV: one row per round (workload, target, conc, requests, rps, p50_us, p99_us, errors,
-cpu_us_per_req, receipts_stored, total_p50_us, dropped, reordered, wall_ms); for SSE rounds
-p50/p99 are the time to first event and "requests" are streams.
+usage: report.py RAW_TSV METRICS_TSV [CHART_DIR]
+RAW_TSV: one row per round and target (round, workload, target, conc, requests, rps, p50_us,
+p99_us, errors, cpu_us_per_req, receipts_stored, total_p50_us, dropped, reordered, wall_ms);
+for SSE rounds p50/p99 are the time to first event and "requests" are streams.
 METRICS_TSV: key/value pairs (memory in kB, callgrind Ir per request, notes).
+CHART_DIR: written with cpu.tsv, ir.tsv, p50.tsv, p99.tsv (created if missing).
+
+Spread: min–max over the rounds. A ratio is computed inside each round (tresor and nginx
+measured a few seconds apart, in the same state of the VM), then its median is taken.
 """
 import csv
+import os
+import statistics
 import sys
 
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 metrics = {r["key"]: r["value"] for r in csv.DictReader(open(sys.argv[2]), delimiter="\t")}
-get = {(r["workload"], r["target"], r["conc"]): r for r in rows}
+chart_dir = sys.argv[3] if len(sys.argv) > 3 else None
 
-
-def row(wl, t, conc=None):
-    if conc is not None:
-        return get.get((wl, t, str(conc)))
-    for r in rows:
-        if r["workload"] == wl and r["target"] == t:
-            return r
-    return None
+WL_LABEL = {
+    "chat": "chat (non-stream)",
+    "transcription": "transcription (multipart)",
+    "sse_seq": "SSE sequential",
+    "sse_conc": "SSE concurrent",
+    "sse_many": "SSE many paced",
+}
+WL_SHORT = {"chat": "chat", "transcription": "transcription", "sse_seq": "SSE seq", "sse_conc": "SSE",
+            "sse_many": "SSE"}
+TARGETS = ["direct", "nginx", "portkey", "tresor_on", "tresor_off"]
+ANCHORS = ["nginx", "portkey"]
 
 
 def num(r, k):
@@ -31,95 +41,180 @@ def num(r, k):
         return None
 
 
-def mib(key):
-    v = metrics.get(key)
-    try:
-        return int(v) / 1024
-    except (TypeError, ValueError):
-        return None
-
-
-WL_LABEL = {
-    "chat": "chat (non-stream)",
-    "transcription": "transcription (multipart)",
-    "sse_seq": "SSE sequential",
-    "sse_conc": "SSE concurrent",
-    "sse_many": "SSE many paced",
-}
-out = []
-out.append("| workload | target | conc | requests / streams | req/s | p50 µs | p99 µs | errors | CPU µs/req (proxy) "
-           "| receipts | stream total p50 µs | dropped | reordered |")
-out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+# by[(wl, conc)][target][round] = row
+by = {}
 for r in rows:
-    rec = r["receipts_stored"] if r["target"].startswith("tresor") else "-"
-    out.append(f"| {WL_LABEL.get(r['workload'], r['workload'])} | {r['target']} | {r['conc']} | {r['requests']} "
-               f"| {r['rps']} | {r['p50_us']} | {r['p99_us']} | {r['errors']} | {r['cpu_us_per_req']} | {rec} "
-               f"| {r['total_p50_us']} | {r['dropped']} | {r['reordered']} |")
+    by.setdefault((r["workload"], r["conc"]), {}).setdefault(r["target"], {})[int(r["round"])] = r
+# workloads in the order they ran
+combos = []
+for r in rows:
+    k = (r["workload"], r["conc"])
+    if k not in combos:
+        combos.append(k)
+order = {"chat": 0, "transcription": 1, "sse_seq": 2, "sse_conc": 3, "sse_many": 4}
+combos.sort(key=lambda k: (order.get(k[0], 9), int(k[1])))
+n_rounds = max((int(r["round"]) for r in rows), default=0)
+
+
+class Stat:
+    """median and min–max of a list of figures (None dropped)."""
+
+    def __init__(self, xs):
+        self.xs = [x for x in xs if x is not None]
+        self.n = len(self.xs)
+        self.med = statistics.median(self.xs) if self.xs else None
+        self.lo = min(self.xs) if self.xs else None
+        self.hi = max(self.xs) if self.xs else None
+
+    def fmt(self, f="{:.2f}", unit=""):
+        if self.med is None:
+            return "-"
+        if self.n == 1:
+            return f.format(self.med) + unit
+        sep = " to " if self.lo < 0 else "–"  # "-0.4–0.7" would read as a minus sign
+        return f"{f.format(self.med)}{unit} ({f.format(self.lo)}{sep}{f.format(self.hi)})"
+
+
+def series(wl, conc, t, key):
+    return Stat([num(r, key) for r in by.get((wl, conc), {}).get(t, {}).values()])
+
+
+def ratio(wl, conc, a, b, key):
+    """per-round a/b of a column, then median and min–max over the rounds both ran."""
+    ra, rb = by.get((wl, conc), {}).get(a, {}), by.get((wl, conc), {}).get(b, {})
+    xs = []
+    for rnd in sorted(set(ra) & set(rb)):
+        x, y = num(ra[rnd], key), num(rb[rnd], key)
+        xs.append(x / y if x is not None and y else None)
+    return Stat(xs)
+
+
+def added(wl, conc, t, key="p50_us"):
+    """per-round target − direct of a latency column (µs)."""
+    rt, rd = by.get((wl, conc), {}).get(t, {}), by.get((wl, conc), {}).get("direct", {})
+    xs = []
+    for rnd in sorted(set(rt) & set(rd)):
+        x, y = num(rt[rnd], key), num(rd[rnd], key)
+        xs.append(x - y if x is not None and y is not None else None)
+    return Stat(xs)
+
+
+out = []
+spread = f"median over {n_rounds} rounds, (min–max) across the rounds"
+out.append(f"Figures: {spread}. Ratios are taken inside each round, then the median of the per-round ratios.")
+out.append("")
+
+# ---- medians per workload and target ------------------------------------------------------
+out.append("| workload | target | conc | rounds | requests / streams per round | req/s | p50 µs | p99 µs | errors (all rounds) "
+           "| CPU µs/req (proxy) | receipts (all rounds) | stream total p50 µs | dropped | reordered |")
+out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for wl, conc in combos:
+    for t in TARGETS:
+        rs = list(by[(wl, conc)].get(t, {}).values())
+        if not rs:
+            continue
+        tot = lambda k: sum(int(r[k]) for r in rs if r[k] not in ("-", ""))  # noqa: E731
+        rec = str(tot("receipts_stored")) if t.startswith("tresor") else "-"
+        sse = wl.startswith("sse")
+        out.append(f"| {WL_LABEL.get(wl, wl)} | {t} | {conc} | {len(rs)} | {series(wl, conc, t, 'requests').fmt('{:.0f}')} "
+                   f"| {series(wl, conc, t, 'rps').fmt('{:.0f}')} | {series(wl, conc, t, 'p50_us').fmt('{:.0f}')} "
+                   f"| {series(wl, conc, t, 'p99_us').fmt('{:.0f}')} | {tot('errors')} "
+                   f"| {series(wl, conc, t, 'cpu_us_per_req').fmt()} | {rec} "
+                   f"| {series(wl, conc, t, 'total_p50_us').fmt('{:.0f}') if sse else '-'} "
+                   f"| {tot('dropped') if sse else '-'} | {tot('reordered') if sse else '-'} |")
 out.append("")
 out.append("SSE rows: p50/p99 = time to first event (request written → first complete `data:` event), "
            "CPU = per stream. `direct` CPU is the upstream itself (nginx-direct, or the fake for SSE); "
            "for the others it is the proxy process only (all threads).")
 out.append("")
 
-# ---- ratios -----------------------------------------------------------------------------
-out.append("| ratio / figure | value |")
-out.append("|---|---:|")
+# ---- ratios to nginx and Portkey ------------------------------------------------------------
+ratio_rows = []  # kind, workload, conc, target, anchor, Stat
+out.append("| workload | target ÷ anchor | CPU/req | p50 | p99 | req/s |")
+out.append("|---|---|---:|---:|---:|---:|")
+for wl, conc in combos:
+    for anchor in ANCHORS:
+        for t in ("tresor_on", "tresor_off", "portkey"):
+            if t == anchor or not by[(wl, conc)].get(t) or not by[(wl, conc)].get(anchor):
+                continue
+            if anchor == "portkey" and t == "portkey":
+                continue
+            st = {k: ratio(wl, conc, t, anchor, col) for k, col in
+                  (("cpu", "cpu_us_per_req"), ("p50", "p50_us"), ("p99", "p99_us"), ("rps", "rps"))}
+            for k, s in st.items():
+                ratio_rows.append((k, wl, conc, t, anchor, s))
+            out.append(f"| {WL_LABEL.get(wl, wl)} c={conc} | {t} ÷ {anchor} | {st['cpu'].fmt(unit='x')} "
+                       f"| {st['p50'].fmt(unit='x')} | {st['p99'].fmt(unit='x')} | {st['rps'].fmt(unit='x')} |")
+out.append("")
+out.append("p50/p99 of SSE rows are the time to first event. A CPU ratio < 1 against Portkey = tresor uses less.")
+out.append("")
 
-
-def cpu_ratio(wl, conc, a, b):
-    ra, rb = (row(wl, a, conc), row(wl, b, conc)) if conc is not None else (row(wl, a), row(wl, b))
-    if not ra or not rb:
-        return None
-    x, y = num(ra, "cpu_us_per_req"), num(rb, "cpu_us_per_req")
-    return x / y if x is not None and y else None
-
-
-combos = []
-concs = sorted({r["conc"] for r in rows if r["workload"] == "chat"}, key=int)
-for c in concs:
-    combos.append(("chat", c))
-for wl in ("transcription", "sse_seq", "sse_conc", "sse_many"):
-    for r in rows:
-        if r["workload"] == wl:
-            combos.append((wl, r["conc"]))
-            break
-for wl, c in combos:
-    for t in ("tresor_on", "tresor_off"):
-        for anchor in ("nginx", "portkey"):
-            v = cpu_ratio(wl, c, t, anchor)
-            if v is not None:
-                out.append(f"| CPU/req {WL_LABEL[wl]} c={c}: {t} / {anchor} | {v:.2f}x |")
-
-ADDED = {}
-c1 = concs[0] if concs else None
-if c1:
-    d = row("chat", "direct", c1)
-    n = row("chat", "nginx", c1)
-    if d:
-        added_n = int(n["p50_us"]) - int(d["p50_us"]) if n else None
-        for t in ("nginx", "portkey", "tresor_on", "tresor_off"):
-            r = row("chat", t, c1)
+# ---- callgrind ----------------------------------------------------------------------------
+cg = {}
+for k in ("chat", "transcription", "sse"):
+    for v in ("on", "off", "nginx"):
+        x = metrics.get(f"callgrind_ir_per_req_{k}_{v}")
+        cg[(k, v)] = int(x) if x and x.isdigit() and int(x) > 0 else None
+if any(cg.values()):
+    out.append("| callgrind, Ir per request (user-space instructions) | tresor receipts on | tresor receipts off | nginx "
+               "| on ÷ nginx | off ÷ nginx |")
+    out.append("|---|---:|---:|---:|---:|---:|")
+    for k, label in (("chat", f"non-stream chat ({metrics.get('callgrind_requests', '?')} requests)"),
+                     ("transcription", f"transcription ({metrics.get('callgrind_transcriptions', '?')} uploads)"),
+                     ("sse", f"stream ({metrics.get('callgrind_streams', '?')} streams)")):
+        on, off, ng = cg[(k, "on")], cg[(k, "off")], cg[(k, "nginx")]
+        f = lambda v: f"{v:,}" if v else "-"  # noqa: E731
+        r_on = on / ng if on and ng else None
+        r_off = off / ng if off and ng else None
+        for t, r in (("tresor_on", r_on), ("tresor_off", r_off)):
             if r:
-                added = int(r["p50_us"]) - int(d["p50_us"])
-                ADDED[t] = added
-                ratio = f" ({added / added_n:.2f}x nginx)" if added_n and added_n > 0 and t != "nginx" else ""
-                out.append(f"| added p50 over direct, chat c={c1}, {t} | {added} µs{ratio} |")
+                ratio_rows.append(("ir", k, "-", t, "nginx", Stat([r])))
+        out.append(f"| {label} | {f(on)} | {f(off)} | {f(ng)} | {f'{r_on:.2f}x' if r_on else '-'} "
+                   f"| {f'{r_off:.2f}x' if r_off else '-'} |")
+    out.append("")
+    out.append("Ir between two `callgrind_control -d` dumps taken around a fixed batch (after a warm-up), ÷ the batch's "
+               "requests: startup never counts. Kernel work (syscalls, TCP) is not in Ir.")
+    out.append("")
+
+# ---- other figures ------------------------------------------------------------------------
+out.append("| figure | value |")
+out.append("|---|---:|")
+ADDED = {}
+chat_concs = [c for wl, c in combos if wl == "chat"]
+c1 = chat_concs[0] if chat_concs else None
+if c1:
+    an = added("chat", c1, "nginx")
+    for t in ("nginx", "portkey", "tresor_on", "tresor_off"):
+        a = added("chat", c1, t)
+        if a.med is None:
+            continue
+        ADDED[t] = a.med
+        extra = f" ({a.med / an.med:.2f}x nginx's)" if an.med and an.med > 0 and t != "nginx" else ""
+        out.append(f"| added p50 over direct, chat c={c1}, {t} | {a.fmt('{:.0f}', ' µs')}{extra} |")
 TTFE = {}
-for wl in ("sse_seq", "sse_conc"):
-    d = row(wl, "direct")
-    if not d:
+for wl, conc in combos:
+    if wl not in ("sse_seq", "sse_conc"):
         continue
     for t in ("nginx", "portkey", "tresor_on", "tresor_off"):
-        r = row(wl, t)
-        if r:
-            added = int(r["p50_us"]) - int(d["p50_us"])
-            TTFE[(wl, t)] = added
-            note = " (indicative: direct queues the 32 first events)" if wl == "sse_conc" and t == "nginx" else ""
-            out.append(f"| added TTFE p50 over direct, {WL_LABEL[wl]} c={r['conc']}, {t}{note} | {added / 1000:.3f} ms |")
+        a = added(wl, conc, t)
+        if a.med is None:
+            continue
+        TTFE[(wl, t)] = a.med
+        note = " (indicative: direct queues the 32 first events)" if wl == "sse_conc" else ""
+        ms = Stat([x / 1000 for x in a.xs])
+        out.append(f"| added TTFE p50 over direct, {WL_LABEL[wl]} c={conc}, {t}{note} | {ms.fmt('{:.3f}', ' ms')} |")
+
+
+def mib(key):
+    try:
+        return int(metrics.get(key)) / 1024
+    except (TypeError, ValueError):
+        return None
+
 
 for k, label in (("tresor_idle_rss_kb", "tresor VmRSS idle (after start + probes)"),
-                 ("tresor_peak_rss_kb", f"tresor VmHWM during the chat c={metrics.get('peak_conc', '?')} rounds"),
-                 ("tresor_rss_after_sse_many_kb", "tresor VmRSS after the many-streams round"),
+                 ("tresor_peak_rss_kb", f"tresor VmHWM during the chat c={metrics.get('peak_conc', '?')} rounds (largest round)"),
+                 ("tresor_rss_after_sse_many_kb", "tresor VmRSS after the last many-streams round"),
                  ("tresor_rss_before_idle_conns_kb", "tresor VmRSS before the idle connections"),
                  ("tresor_rss_idle_conns_kb", f"tresor VmRSS with {metrics.get('idle_conns', '?')} idle keep-alive connections"),
                  ("tresor_peak_rss_whole_run_kb", "tresor VmHWM over the whole run (before callgrind)"),
@@ -130,7 +225,7 @@ for k, label in (("tresor_idle_rss_kb", "tresor VmRSS idle (after start + probes
         out.append(f"| {label} | {v:.1f} MiB |")
 a, b = mib("tresor_rss_before_idle_conns_kb"), mib("tresor_rss_idle_conns_kb")
 held = metrics.get("idle_conns_held")
-if a is not None and b is not None and held and int(held):
+if a is not None and b is not None and held and held.isdigit() and int(held):
     out.append(f"| tresor memory per idle connection | {(b - a) * 1024 / int(held):.1f} KiB |")
 if "idle_conns" in metrics:
     out.append(f"| idle connections held / still open at release / new client served | "
@@ -142,19 +237,14 @@ if "soak_rss_before_kb" in metrics:
     soak_delta = (s1 - s0) / s0 * 100
     out.append(f"| soak {metrics['soak_seconds']} s c=64: VmRSS before → after (5 s idle) | "
                f"{s0 / 1024:.1f} → {s1 / 1024:.1f} MiB ({soak_delta:+.1f} %) |")
-for k in ("chat_off", "chat_on", "sse_off", "sse_on"):
-    v = metrics.get(f"callgrind_ir_per_req_{k}")
-    if v:
-        out.append(f"| callgrind Ir per request, {k.replace('_', ' receipts ').replace('chat', 'non-stream chat').replace('sse', 'stream')} "
-                   f"| {int(v):,} |")
 if metrics.get("callgrind", "").startswith("skipped"):
     out.append("| callgrind | skipped |")
 if metrics.get("portkey", "on") != "on":
     out.append(f"| Portkey | {metrics['portkey']} |")
 
-# ---- targets (issue 8) -----------------------------------------------------------------
+# ---- targets (issue 8), on the medians ----------------------------------------------------
 out.append("")
-out.append("| issue 8 target | measured | status |")
+out.append("| issue 8 target (median over the rounds) | measured | status |")
 out.append("|---|---|---|")
 
 
@@ -166,37 +256,42 @@ def target(label, measured, ok):
     out.append(f"| {label} | {measured} | {verdict(ok)} |")
 
 
-cmax = concs[-1] if concs else None
+def first_conc(wl):
+    return next((c for w, c in combos if w == wl), None)
+
+
+cmax = chat_concs[-1] if chat_concs else None
 for t, lim in (("tresor_off", 1.5), ("tresor_on", 2.0)):
-    v = cpu_ratio("chat", cmax, t, "nginx") if cmax else None
-    target(f"chat c={cmax} CPU/req {t} ≤ {lim} × nginx", f"{v:.2f}x" if v else "-", None if v is None else v <= lim)
-errs = [int(row("chat", t, cmax)["errors"]) for t in ("tresor_on", "tresor_off") if cmax and row("chat", t, cmax)]
-target(f"chat c={cmax} zero errors (tresor on + off)", str(sum(errs)) if errs else "-", (sum(errs) == 0) if errs else None)
+    v = ratio("chat", cmax, t, "nginx", "cpu_us_per_req") if cmax else Stat([])
+    target(f"chat c={cmax} CPU/req {t} ≤ {lim} × nginx", v.fmt(unit="x"), None if v.med is None else v.med <= lim)
+errs = [int(r["errors"]) for t in ("tresor_on", "tresor_off") for r in by.get(("chat", cmax), {}).get(t, {}).values()]
+target(f"chat c={cmax} zero errors (tresor on + off, all rounds)", str(sum(errs)) if errs else "-",
+       (sum(errs) == 0) if errs else None)
 if "nginx" in ADDED:
     for t in ("tresor_on", "tresor_off"):
         if t in ADDED:
             ok = ADDED[t] <= 2 * ADDED["nginx"] if ADDED["nginx"] > 0 else None
-            target(f"chat c={c1} added p50 {t} ≤ 2 × nginx's ({ADDED['nginx']} µs)", f"{ADDED[t]} µs", ok)
+            target(f"chat c={c1} added p50 {t} ≤ 2 × nginx's ({ADDED['nginx']:.0f} µs)", f"{ADDED[t]:.0f} µs", ok)
+ct = first_conc("transcription")
 for t in ("tresor_on", "tresor_off"):
-    r = row("transcription", t)
-    v = cpu_ratio("transcription", r["conc"], t, "nginx") if r else None
-    target(f"transcription c={r['conc'] if r else '?'} CPU/req {t} ≤ 2 × nginx", f"{v:.2f}x" if v else "-",
-           None if v is None else v <= 2.0)
+    v = ratio("transcription", ct, t, "nginx", "cpu_us_per_req") if ct else Stat([])
+    target(f"transcription c={ct} CPU/req {t} ≤ 2 × nginx", v.fmt(unit="x"), None if v.med is None else v.med <= 2.0)
 for t in ("tresor_on", "tresor_off"):
     v = TTFE.get(("sse_seq", t))
     target(f"SSE added TTFE p50 {t} ≤ 0.3 ms (sequential)", f"{v / 1000:.3f} ms" if v is not None else "-",
            None if v is None else v <= 300)
+cs = first_conc("sse_conc")
 for t in ("tresor_on", "tresor_off"):
-    r = row("sse_conc", t)
-    v = cpu_ratio("sse_conc", r["conc"], t, "nginx") if r else None
-    target(f"SSE CPU/stream {t} ≤ 1.5 × nginx (c={r['conc'] if r else '?'})", f"{v:.2f}x" if v else "-",
-           None if v is None else v <= 1.5)
-r = row("sse_many", "tresor_on")
-if r:
-    bad = int(r["dropped"]) + int(r["reordered"]) + int(r["errors"])
-    target(f"{r['conc']} concurrent paced streams through tresor_on: 0 dropped / reordered / failed",
-           f"{r['dropped']} / {r['reordered']} / {r['errors']} of {r['requests']} in {int(r['wall_ms']) / 1000:.2f} s",
-           bad == 0 and int(r["conc"]) >= 2000)
+    v = ratio("sse_conc", cs, t, "nginx", "cpu_us_per_req") if cs else Stat([])
+    target(f"SSE CPU/stream {t} ≤ 1.5 × nginx (c={cs})", v.fmt(unit="x"), None if v.med is None else v.med <= 1.5)
+cm = first_conc("sse_many")
+rs = list(by.get(("sse_many", cm), {}).get("tresor_on", {}).values()) if cm else []
+if rs:
+    d, o, e = (sum(int(r[k]) for r in rs) for k in ("dropped", "reordered", "errors"))
+    walls = Stat([int(r["wall_ms"]) / 1000 for r in rs])
+    target(f"{cm} concurrent paced streams through tresor_on: 0 dropped / reordered / failed ({len(rs)} rounds)",
+           f"{d} / {o} / {e} of {sum(int(r['requests']) for r in rs)}, wall {walls.fmt('{:.2f}', ' s')}",
+           d + o + e == 0 and int(cm) >= 2000)
 else:
     target("2000 concurrent paced streams, 0 dropped/reordered", "-", None)
 v = mib("tresor_idle_rss_kb")
@@ -216,4 +311,63 @@ if soak_delta is not None:
            abs(soak_delta) <= 10 and int(metrics["soak_seconds"]) >= 600)
 else:
     target("RSS within 10 % after a 10-minute load", "not run (BENCH_SOAK_SECONDS=600)", None)
+
+# ---- ratios, machine-readable (lib/compare.py reads this block) ----------------------------
+out.append("")
+out.append("Ratios (for `bench/lib/compare.py`):")
+out.append("")
+out.append("```tsv ratios")
+out.append("kind\tworkload\tconc\ttarget\tanchor\tmedian\tmin\tmax\trounds")
+for k, wl, conc, t, anchor, s in ratio_rows:
+    if s.med is not None:
+        out.append(f"{k}\t{wl}\t{conc}\t{t}\t{anchor}\t{s.med:.4f}\t{s.lo:.4f}\t{s.hi:.4f}\t{s.n}")
+out.append("```")
 print("\n".join(out))
+
+# ---- chart data ---------------------------------------------------------------------------
+if chart_dir:
+    os.makedirs(chart_dir, exist_ok=True)
+    labels = {}
+    for wl, conc in combos:
+        if wl == "chat":
+            labels[(wl, conc)] = f"chat c={conc}"
+        elif wl == "transcription":
+            labels[(wl, conc)] = f"transcr. c={conc}"
+        elif wl == "sse_seq":
+            labels[(wl, conc)] = "SSE seq."
+        else:
+            labels[(wl, conc)] = f"SSE c={conc}"
+
+    def cells(s, scale=1.0):
+        if s.med is None:
+            return ["?", "?", "?"]
+        return [f"{s.med * scale:.6g}", f"{s.lo * scale:.6g}", f"{s.hi * scale:.6g}"]
+
+    n_cpu, cpu_max = 0, 1.0
+    with open(os.path.join(chart_dir, "cpu.tsv"), "w") as f:
+        f.write("# workload\ttresor_on\tlo\thi\ttresor_off\tlo\thi\tportkey\tlo\thi\n")
+        for wl, conc in combos:
+            cs_ = [ratio(wl, conc, t, "nginx", "cpu_us_per_req") for t in ("tresor_on", "tresor_off", "portkey")]
+            if all(s.med is None for s in cs_):
+                continue
+            n_cpu += 1
+            cpu_max = max([cpu_max] + [x.hi for x in cs_ if x.hi is not None])
+            f.write("\t".join([labels[(wl, conc)]] + sum((cells(s) for s in cs_), [])) + "\n")
+    n_ir, ir_max = 0, 0.0
+    with open(os.path.join(chart_dir, "ir.tsv"), "w") as f:
+        f.write("# workload\ttresor_on\ttresor_off\n")
+        for k, label in (("chat", "chat"), ("transcription", "transcription"), ("sse", "SSE stream")):
+            ng = cg.get((k, "nginx"))
+            rs_ = [cg[(k, v)] / ng if ng and cg.get((k, v)) else None for v in ("on", "off")]
+            if any(rs_):
+                n_ir += 1
+                ir_max = max([ir_max] + [x for x in rs_ if x])
+                f.write("\t".join([label] + [f"{x:.4g}" if x else "?" for x in rs_]) + "\n")
+    for col, name in (("p50_us", "p50.tsv"), ("p99_us", "p99.tsv")):
+        with open(os.path.join(chart_dir, name), "w") as f:
+            f.write("# workload\t" + "\t".join(f"{t}\tlo\thi" for t in TARGETS) + "\n")
+            for wl, conc in combos:
+                f.write("\t".join([labels[(wl, conc)]] +
+                                  sum((cells(series(wl, conc, t, col), 1e-3) for t in TARGETS), [])) + "\n")
+    with open(os.path.join(chart_dir, "meta.gp"), "w") as f:
+        f.write(f"cpu_max = {cpu_max:.4f}\nn_wl = {n_cpu}\nn_lat = {len(combos)}\nn_ir = {n_ir}\nir_max = {ir_max:.4f}\nn_rounds = {n_rounds}\n")

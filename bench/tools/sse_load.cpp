@@ -8,7 +8,7 @@
 //
 //   sse_load run  --port P --path /v1/chat/completions --body-file F [--header 'K: V']...
 //                 [--conns C] [--per-conn M] [--expect-content S] [--expect-deltas N]
-//                 [--connect-parallel K] [--timeout-s T] [--samples FILE]
+//                 [--connect-parallel K] [--timeout-s T] [--samples FILE] [--content-type T]
 //       C connections, each sends M requests one after the other over keep-alive.
 //       Prints one line of key=value figures (see print_summary).
 //   sse_load hold --port P --path … --body-file F [--header …] --conns N --release-file PATH
@@ -51,6 +51,7 @@ struct Options {
   std::string host = "127.0.0.1";
   unsigned short port = 0;
   std::string path = "/v1/chat/completions";
+  std::string content_type = "application/json";  // --content-type: multipart for the transcription workload
   std::string body;
   std::vector<std::string> headers;
   int conns = 1, per_conn = 1, connect_parallel = 256;
@@ -375,7 +376,7 @@ void print_summary(const Shared& sh, double wall_ms) {
 
 [[noreturn]] void usage(const std::string& why) {
   std::cerr << "sse_load: " << why << "\nusage: sse_load run|hold --port P [--path P] --body-file F [--header 'K: V']..."
-            << " [--conns C] [--per-conn M] [--expect-content S] [--expect-deltas N] [--connect-parallel K]"
+            << " [--conns C] [--per-conn M] [--expect-content S] [--expect-deltas N] [--connect-parallel K] [--content-type T]"
             << " [--timeout-s T] [--samples FILE] [--release-file PATH]\n";
   std::exit(2);
 }
@@ -394,6 +395,7 @@ Options parse(int argc, char** argv) {
     if (a == "--host") o.host = val();
     else if (a == "--port") o.port = static_cast<unsigned short>(std::stoi(val()));
     else if (a == "--path") o.path = val();
+    else if (a == "--content-type") o.content_type = val();
     else if (a == "--body-file") {
       std::ifstream f(val(), std::ios::binary);
       if (!f) usage("cannot read body file");
@@ -423,7 +425,7 @@ int main(int argc, char** argv) {
   sh.opt = parse(argc, argv);
   const Options& o = sh.opt;
   sh.request = "POST " + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.port) +
-               "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(o.body.size()) + "\r\n";
+               "\r\nContent-Type: " + o.content_type + "\r\nContent-Length: " + std::to_string(o.body.size()) + "\r\n";
   for (const auto& h : o.headers) sh.request += h + "\r\n";
   sh.request += "\r\n" + o.body;
 
