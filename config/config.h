@@ -232,6 +232,7 @@ struct TracingConfig {
   uint64_t export_interval_ms = 1000;
   uint64_t export_timeout_ms = 5000;
   bool enabled() const { return !otlp_endpoint.empty(); }
+  bool operator==(const TracingConfig&) const = default;
 };
 
 // How the shared store (Redis) is reached, how long it may take, and what each function

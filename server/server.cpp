@@ -102,6 +102,8 @@ std::vector<std::string> restart_only_changes(const config::Config& now, const c
       now.attestation.trust_bundle_url != next.attestation.trust_bundle_url ||
       now.attestation.max_age_seconds != next.attestation.max_age_seconds)
     changed.push_back("attestation");
+  // The span exporter (its endpoint, queue, batches, sampling) is made at startup.
+  if (!(now.tracing == next.tracing)) changed.push_back("tracing");
   return changed;
 }
 

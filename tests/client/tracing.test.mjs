@@ -71,7 +71,7 @@ async function startReceiver() {
           for (const s of ss.spans) {
             r.spans.push({
               traceId: hex(s.traceId), spanId: hex(s.spanId), parentSpanId: hex(s.parentSpanId),
-              traceState: s.traceState, name: s.name, kind: s.kind,
+              traceState: s.traceState ?? '', name: s.name, kind: s.kind,
               start: BigInt(s.startTimeUnixNano.toString()), end: BigInt(s.endTimeUnixNano.toString()),
               attributes: attributes(s.attributes),
               events: (s.events ?? []).map((e) => ({ name: e.name, attributes: attributes(e.attributes) })),
