@@ -18,7 +18,7 @@ SECONDS_PER_RUN="${SECONDS_PER_RUN:-10}"
 CONC="${CONC:-32}"
 command -v wrk >/dev/null || { echo "tracing-cost: needs wrk (apt-get install -y wrk)" >&2; exit 1; }
 router="$build/tresor-router"
-fake="$build/tests/fake_upstream/tresor-fake-upstream"
+fake="$build/tresor-fake-upstream"
 [[ -x "$router" && -x "$fake" ]] || { echo "tracing-cost: build first (bash scripts/build.sh)" >&2; exit 1; }
 
 dir="$(mktemp -d /tmp/tresor-tracing-cost-XXXXXX)"

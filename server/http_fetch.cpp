@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 
 #include <exception>
+#include <optional>
 #include <stdexcept>
 
 namespace tresor::server::http_fetch {
@@ -111,6 +112,105 @@ Response get(const std::string& url, std::chrono::milliseconds timeout) {
 Response post(const std::string& url, const std::string& body, const std::string& content_type,
               std::chrono::milliseconds timeout) {
   return request(http::verb::post, url, &body, content_type, timeout);
+}
+
+struct Poster::Impl {
+  explicit Impl(std::string url_text) : text(std::move(url_text)), url(parse_url(text)) {
+    if (url.tls) {
+      ctx.emplace(asio::ssl::context::tls_client);
+      ctx->set_default_verify_paths();
+      ctx->set_verify_mode(asio::ssl::verify_peer);
+    }
+  }
+
+  // One request on the kept connection (made first if there is none). `answered`: some of
+  // the response came, so a failure then is not the idle-close race.
+  asio::awaitable<void> exchange(Request& req, RawResponse& res, std::chrono::milliseconds timeout, bool& answered) {
+    auto executor = co_await asio::this_coro::executor;
+    if (!plain && !tls) {
+      asio::ip::tcp::resolver resolver(executor);
+      const auto endpoints = co_await resolver.async_resolve(url.host, url.port, asio::use_awaitable);
+      if (url.tls) {
+        tls.emplace(executor, *ctx);
+        SSL_set_tlsext_host_name(tls->native_handle(), url.host.c_str());
+        X509_VERIFY_PARAM_set1_host(SSL_get0_param(tls->native_handle()), url.host.c_str(), 0);
+        beast::get_lowest_layer(*tls).expires_after(timeout);
+        co_await beast::get_lowest_layer(*tls).async_connect(endpoints, asio::use_awaitable);
+        co_await tls->async_handshake(asio::ssl::stream_base::client, asio::use_awaitable);
+      } else {
+        plain.emplace(executor);
+        plain->expires_after(timeout);
+        co_await plain->async_connect(endpoints, asio::use_awaitable);
+      }
+    }
+    buffer.clear();
+    parser.emplace();
+    parser->body_limit(1 << 20);  // an OTLP answer is a small status message
+    if (tls) {
+      beast::get_lowest_layer(*tls).expires_after(timeout);
+      co_await http::async_write(*tls, req, asio::use_awaitable);
+      co_await http::async_read_header(*tls, buffer, *parser, asio::use_awaitable);
+      answered = true;
+      co_await http::async_read(*tls, buffer, *parser, asio::use_awaitable);
+    } else {
+      plain->expires_after(timeout);
+      co_await http::async_write(*plain, req, asio::use_awaitable);
+      co_await http::async_read_header(*plain, buffer, *parser, asio::use_awaitable);
+      answered = true;
+      co_await http::async_read(*plain, buffer, *parser, asio::use_awaitable);
+    }
+    res = parser->release();
+  }
+
+  void drop_connection() {
+    plain.reset();
+    tls.reset();
+  }
+
+  const std::string text;
+  const Url url;
+  asio::io_context ioc;
+  std::optional<asio::ssl::context> ctx;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  std::optional<http::response_parser<http::string_body>> parser;
+  beast::flat_buffer buffer;
+};
+
+Poster::Poster(std::string url) : impl_(std::make_unique<Impl>(std::move(url))) {}
+Poster::~Poster() = default;
+
+Response Poster::post(const std::string& body, const std::string& content_type, std::chrono::milliseconds timeout) {
+  Impl& m = *impl_;
+  Request req(http::verb::post, m.url.target, 11);
+  req.set(http::field::host, m.url.authority);
+  req.set(http::field::user_agent, "tresor-router");
+  req.set(http::field::content_type, content_type);
+  req.keep_alive(true);
+  req.body() = body;
+  req.prepare_payload();
+  for (int attempt = 0;; ++attempt) {
+    const bool reused = (m.plain || m.tls) && attempt == 0;
+    RawResponse res;
+    bool answered = false;
+    std::exception_ptr failure;
+    m.ioc.restart();
+    asio::co_spawn(m.ioc, m.exchange(req, res, timeout, answered), [&failure](std::exception_ptr e) { failure = e; });
+    m.ioc.run();
+    if (!failure) {
+      if (!res.keep_alive()) m.drop_connection();
+      return Response{static_cast<int>(res.result_int()), std::move(res.body())};
+    }
+    m.drop_connection();
+    if (reused && !answered) continue;  // the server closed the idle connection: once more
+    try {
+      std::rethrow_exception(failure);
+    } catch (const boost::system::system_error& e) {
+      throw std::runtime_error(m.text + ": " + e.code().message());
+    } catch (const std::exception& e) {
+      throw std::runtime_error(m.text + ": " + e.what());
+    }
+  }
 }
 
 std::string get_ok(const std::string& url, std::chrono::milliseconds timeout) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 namespace tresor::server::http_fetch {
@@ -20,6 +21,25 @@ struct Response {
 Response get(const std::string& url, std::chrono::milliseconds timeout = std::chrono::seconds(15));
 Response post(const std::string& url, const std::string& body, const std::string& content_type,
               std::chrono::milliseconds timeout = std::chrono::seconds(15));
+
+// Repeated POSTs to one URL over one kept-alive connection, for a caller that sends often
+// (the span exporter, server/tracer.h): the TLS context (the system CA store) is loaded once
+// and the connection is reused until the server closes it or a request fails. A request
+// that fails on a reused connection before any answer came is tried once more on a fresh
+// one (the server may have closed it while it was idle). One thread at a time.
+class Poster {
+ public:
+  explicit Poster(std::string url);  // throws on a URL that is not http:// or https://
+  ~Poster();
+  Poster(const Poster&) = delete;
+  Poster& operator=(const Poster&) = delete;
+  // Throws std::runtime_error when there is no answer, like post().
+  Response post(const std::string& body, const std::string& content_type, std::chrono::milliseconds timeout);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // get() that wants a 200: throws "<url> answered HTTP <status>: <start of body>" otherwise.
 std::string get_ok(const std::string& url, std::chrono::milliseconds timeout = std::chrono::seconds(15));

@@ -32,10 +32,11 @@ telemetry::ExportResource resource(const config::TracingConfig& cfg) {
 // must not fill the log.
 telemetry::Transport http_transport(const config::TracingConfig& cfg) {
   auto throttle = std::make_shared<LogThrottle>(std::chrono::seconds(10));
-  return [url = cfg.otlp_endpoint, timeout = std::chrono::milliseconds(cfg.export_timeout_ms),
-          throttle](const std::string& body) {
+  // One kept-alive connection to the collector, used only by the exporter's thread.
+  auto poster = std::make_shared<http_fetch::Poster>(cfg.otlp_endpoint);
+  return [url = cfg.otlp_endpoint, throttle, poster](const std::string& body, std::chrono::milliseconds timeout) {
     try {
-      const auto answer = http_fetch::post(url, body, "application/x-protobuf", timeout);
+      const auto answer = poster->post(body, "application/x-protobuf", timeout);
       if (answer.status >= 200 && answer.status < 300) return telemetry::ExportOutcome::ok;
       const bool retryable = answer.status == 429 || answer.status == 502 || answer.status == 503 || answer.status == 504;
       if (const auto left_out = throttle->allow())
@@ -55,6 +56,7 @@ telemetry::ExporterOptions options(const config::TracingConfig& cfg) {
   o.max_queue_spans = cfg.max_queue_spans;
   o.max_batch_spans = cfg.max_batch_spans;
   o.interval = std::chrono::milliseconds(cfg.export_interval_ms);
+  o.export_timeout = std::chrono::milliseconds(cfg.export_timeout_ms);
   return o;
 }
 

@@ -1,5 +1,6 @@
 #include "telemetry/span_exporter.h"
 
+#include <algorithm>
 #include <iterator>
 
 namespace tresor::telemetry {
@@ -55,28 +56,40 @@ void SpanExporter::run() {
       if (stopping_) return;
       continue;
     }
-    const bool last_pass = stopping_;
+    std::optional<std::chrono::steady_clock::time_point> deadline;
+    if (stopping_) deadline = std::chrono::steady_clock::now() + options_.shutdown_timeout;
     do {
+      if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+        dropped_export_failed_ += queue_.size();  // out of time at stop
+        queue_.clear();
+        break;
+      }
       const size_t n = std::min(queue_.size(), options_.max_batch_spans);
       std::vector<Span> batch(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.begin() + n));
       queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
       lock.unlock();  // submit() never waits for the network
-      export_batch(batch);
+      export_batch(batch, deadline);
       lock.lock();
-    } while (last_pass && !queue_.empty());
-    if (last_pass) return;
+    } while (deadline && !queue_.empty());
+    if (deadline) return;
   }
 }
 
-void SpanExporter::export_batch(std::vector<Span>& batch) {
+void SpanExporter::export_batch(std::vector<Span>& batch,
+                                std::optional<std::chrono::steady_clock::time_point> deadline) {
   const std::string body = encode_export_request(resource_, batch);
-  ExportOutcome outcome = transport_(body);
-  if (outcome == ExportOutcome::retryable) {
+  auto timeout = options_.export_timeout;
+  if (deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - std::chrono::steady_clock::now());
+    timeout = std::clamp(left, std::chrono::milliseconds(1), timeout);
+  }
+  ExportOutcome outcome = transport_(body, timeout);
+  if (outcome == ExportOutcome::retryable && !deadline) {
     std::unique_lock lock(mutex_);
     // At stop there is no time for a second try.
     if (!wake_.wait_for(lock, options_.retry_after, [this] { return stopping_; })) {
       lock.unlock();
-      outcome = transport_(body);
+      outcome = transport_(body, options_.export_timeout);
     }
   }
   if (outcome == ExportOutcome::ok) {

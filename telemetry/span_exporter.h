@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,20 +25,24 @@ namespace tresor::telemetry {
 // How one export request went (OTLP/HTTP §"Failures": 429, 502, 503, 504 and no answer at
 // all may be retried; any other failure may not).
 enum class ExportOutcome { ok, retryable, rejected };
-using Transport = std::function<ExportOutcome(const std::string& body)>;
+// Sends one encoded export request, giving up after `timeout`.
+using Transport = std::function<ExportOutcome(const std::string& body, std::chrono::milliseconds timeout)>;
 
 struct ExporterOptions {
   size_t max_queue_spans = 8192;
   size_t max_batch_spans = 512;
   std::chrono::milliseconds interval{1000};  // a partial batch waits at most this long
   std::chrono::milliseconds retry_after{500};  // one retry of a retryable failure, after this
+  std::chrono::milliseconds export_timeout{5000};  // one export request
+  // At stop, what is queued is sent for at most this long in all (a collector that hangs
+  // must not hold a draining gateway); the rest is dropped and counted.
+  std::chrono::milliseconds shutdown_timeout{2000};
 };
 
 class SpanExporter {
  public:
   SpanExporter(ExporterOptions options, ExportResource resource, Transport transport);
-  // Sends what is queued (one pass, each request bounded by the transport's own timeout),
-  // then stops the thread.
+  // Sends what is queued within options.shutdown_timeout, then stops the thread.
   ~SpanExporter();
   SpanExporter(const SpanExporter&) = delete;
   SpanExporter& operator=(const SpanExporter&) = delete;
@@ -57,7 +62,8 @@ class SpanExporter {
 
  private:
   void run();
-  void export_batch(std::vector<Span>& batch);
+  // `deadline`: at stop, the end of the shutdown flush (no retry then).
+  void export_batch(std::vector<Span>& batch, std::optional<std::chrono::steady_clock::time_point> deadline);
 
   const ExporterOptions options_;
   const ExportResource resource_;

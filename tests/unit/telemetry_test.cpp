@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -129,7 +130,7 @@ struct GatedTransport {
   int calls = 0;
   ExportOutcome outcome = ExportOutcome::ok;
   Transport transport() {
-    return [this](const std::string&) {
+    return [this](const std::string&, std::chrono::milliseconds) {
       std::unique_lock lock(mutex);
       ++calls;
       changed.notify_all();
@@ -192,7 +193,7 @@ TEST_CASE("exporter: a retryable failure is tried once more, then its spans coun
   options.interval = milliseconds(10);
   options.retry_after = milliseconds(5);
   {
-    SpanExporter exporter(options, ExportResource{}, [&](const std::string&) {
+    SpanExporter exporter(options, ExportResource{}, [&](const std::string&, std::chrono::milliseconds) {
       ++calls;
       return ExportOutcome::retryable;
     });
@@ -202,7 +203,7 @@ TEST_CASE("exporter: a retryable failure is tried once more, then its spans coun
     CHECK(exporter.counts().export_failures == 1);
   }
   calls = 0;
-  SpanExporter refused(options, ExportResource{}, [&](const std::string&) {
+  SpanExporter refused(options, ExportResource{}, [&](const std::string&, std::chrono::milliseconds) {
     ++calls;
     return ExportOutcome::rejected;  // e.g. 400: retrying cannot help
   });
@@ -217,7 +218,7 @@ TEST_CASE("exporter: what is queued at shutdown is sent, not lost", "[telemetry]
   options.max_batch_spans = 100;
   options.interval = std::chrono::hours(1);  // only the stop flushes
   {
-    SpanExporter exporter(options, ExportResource{}, [&](const std::string&) {
+    SpanExporter exporter(options, ExportResource{}, [&](const std::string&, std::chrono::milliseconds) {
       ++bodies;
       return ExportOutcome::ok;
     });
@@ -252,4 +253,27 @@ TEST_CASE("why each attempt ran: initial, retry, failover, hedge, recovery", "[t
   CHECK(attempt_reason(attempts, 3) == "failover");
   CHECK(attempt_reason(attempts, 4) == "hedge");
   CHECK(attempt_reason(attempts, 5) == "recovery");
+}
+
+TEST_CASE("exporter: a collector that hangs holds a stopping gateway no longer than the shutdown timeout",
+          "[telemetry]") {
+  std::atomic<int> calls{0};
+  ExporterOptions options;
+  options.max_batch_spans = 100;
+  options.interval = std::chrono::hours(1);  // nothing is sent before the stop
+  options.export_timeout = std::chrono::seconds(30);
+  options.shutdown_timeout = milliseconds(300);
+  // The hung collector: each export lasts its whole timeout, as a transport does when
+  // nothing answers.
+  auto exporter = std::make_unique<SpanExporter>(options, ExportResource{}, [&](const std::string&, milliseconds timeout) {
+    ++calls;
+    std::this_thread::sleep_for(timeout);
+    return ExportOutcome::retryable;
+  });
+  exporter->submit(spans(5));
+  const auto t0 = std::chrono::steady_clock::now();
+  exporter.reset();
+  const auto took = std::chrono::steady_clock::now() - t0;
+  CHECK(took < std::chrono::seconds(2));  // 300 ms, not 30 s; generous for a loaded machine
+  CHECK(calls == 1);                      // no retry at stop
 }
