@@ -10,7 +10,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { createRequire } from 'node:module';
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
+import { randomBytes } from 'node:crypto';
 import {
   startRoutingStack, stopAll, closedPort, waitFor, performance,
 } from '../integration/harness.mjs';
@@ -23,6 +24,7 @@ const STATUS = { UNSET: 0, OK: 1, ERROR: 2 };
 
 const A = 'eu/prova/m1';
 const B = 'eu/provb/m1';
+const T = 'eu/prova/whisper';
 const PROMPT = 'Quel temps fait-il à Chartres aujourd’hui ?';
 const ANSWER = 'Il pleut doucement sur la cathédrale, comme souvent en novembre.';
 
@@ -148,7 +150,8 @@ describe('traces exported over OTLP/HTTP', () => {
     receiver = await startReceiver();
     s = await startRoutingStack({
       providers: ['prova', 'provb'],
-      routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' }],
+      routes: [{ id: A, provider: 'prova' }, { id: B, provider: 'provb' },
+        { id: T, provider: 'prova', type: 'transcription' }],
       retry: { attempts_per_route: 2, backoff_ms: 20 },
       breaker: { consecutive_failures: 1000 },
       content: ANSWER,
@@ -323,6 +326,26 @@ describe('traces exported over OTLP/HTTP', () => {
     await spansOf(receiver, marker, 2);
     assert.equal(receiver.trace(quiet).length, 0, 'a trace the client did not sample is not exported');
     assert.ok(receiver.spans.length > exportedBefore);
+  });
+
+  test('a transcription is a span tree of its own: operation transcription, the audio route', async () => {
+    await s.clearFakes();
+    const traceId = newTraceId();
+    const sdk = client(s, { traceparent: `00-${traceId}-${newSpanId()}-01` });
+    const transcript = await sdk.audio.transcriptions.create({
+      model: T, file: await toFile(randomBytes(4096), 'clip.wav', { type: 'audio/wav' }),
+    });
+    assert.equal(typeof transcript.text, 'string');
+    const { server, attempts } = spanTree(await spansOf(receiver, traceId, 2), traceId);
+    assert.equal(server.name, `transcription ${T}`);
+    assert.equal(server.attributes['gen_ai.operation.name'], 'transcription');
+    assert.equal(server.attributes['http.route'], '/v1/audio/transcriptions');
+    assert.ok(!('gen_ai.request.stream' in server.attributes), 'stream is a chat attribute');
+    assert.equal(attempts.length, 1);
+    assert.equal(attempts[0].name, 'transcription prova-whisper');
+    assert.equal(attempts[0].attributes['tresor.attempt.reason'], 'initial');
+    const [upstream] = await s.fakes.prova.requests();
+    assert.equal(upstream.headers.traceparent, `00-${traceId}-${attempts[0].spanId}-01`);
   });
 
   test('exports are OTLP/HTTP protobuf with the service resource, and carry no prompt or answer text', async () => {
