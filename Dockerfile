@@ -30,6 +30,7 @@ COPY providers providers
 COPY storage storage
 COPY receipts receipts
 COPY accounts accounts
+COPY telemetry telemetry
 COPY server server
 COPY tests/fake_upstream tests/fake_upstream
 # The ccache cache mount survives between builds on the same builder (BuildKit, buildah),
