@@ -19,6 +19,7 @@
 #include "server/file_io_pool.h"
 #include "server/metrics.h"
 #include "server/runtime.h"
+#include "server/status_board.h"
 #include "storage/store_breaker.h"
 #include "server/upload_spool.h"
 
@@ -73,6 +74,8 @@ struct SessionServices {
   config::StoreOutagePolicy outage;
   // The receipts transparency log; null with log.enabled: false.
   const receipts::TransparencyLog* log = nullptr;
+  // The status page's rolling windows (GET /status); process-wide.
+  StatusBoard* status = nullptr;
 };
 
 // Makes room for one more connection on a worker holding `max_sessions` or more: closes
