@@ -145,7 +145,18 @@ void StatusBoard::add_events(const RequestRecord& r, const config::Config& cfg, 
   }
 }
 
+// The same failover again and again (every request while a breaker is open) is one line
+// with a count, so it does not push everything else out of the list.
 void StatusBoard::push_event(Event e) {
+  if (!events_.empty()) {
+    auto& last = events_.back();
+    if (last.kind == e.kind && last.route == e.route && last.to == e.to && last.reason == e.reason) {
+      last.unix_ms = e.unix_ms;
+      last.request_id = std::move(e.request_id);
+      ++last.count;
+      return;
+    }
+  }
   events_.push_back(std::move(e));
   while (events_.size() > kMaxEvents) events_.pop_front();
 }
@@ -230,6 +241,7 @@ std::string StatusBoard::snapshot_json(const config::Config& cfg, const router::
     o["to"] = e->to;
     o["reason"] = e->reason;
     o["request_id"] = e->request_id;
+    o["count"] = e->count;
     events.push_back(std::move(o));
   }
   doc["events"] = std::move(events);

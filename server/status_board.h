@@ -68,7 +68,8 @@ class StatusBoard {
     std::string route;    // the route that failed
     std::string to;       // the route that answered instead (empty: none)
     std::string reason;   // its attempt outcome (an HTTP status as a number)
-    std::string request_id;
+    std::string request_id;  // the latest one's
+    uint64_t count = 1;      // the same event repeated back to back (a breaker skipping a route)
   };
   struct SeenCheckpoint {
     uint64_t size = 0;

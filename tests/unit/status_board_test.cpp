@@ -90,7 +90,9 @@ TEST_CASE("status board: failovers and recoveries with reasons, at most 20, newe
     auto r = served_by("eu/p/b", t0, 3);
     r.failover = true;
     r.request_id = "req-" + std::to_string(i);
-    r.attempts.insert(r.attempts.begin(), {"eu/p/a", router::AttemptOutcome::http_status, 503, 2, t0, 0});
+    // Alternating reasons: no two neighbours are the same event.
+    r.attempts.insert(r.attempts.begin(),
+                      {"eu/p/a", router::AttemptOutcome::http_status, i % 2 ? 502 : 503, 2, t0, 0});
     board.request_done(r, t0, *cfg);
   }
   auto cut = served_by("eu/p/b", t0, 3);
@@ -106,9 +108,33 @@ TEST_CASE("status board: failovers and recoveries with reasons, at most 20, newe
   CHECK(events[1].at("kind").as_string() == "failover");
   CHECK(events[1].at("reason").as_string() == "503");
   CHECK(events[1].at("request_id").as_string() == "req-24");
+  CHECK(events[2].at("reason").as_string() == "502");
+  CHECK(events[1].at("count").as_int64() == 1);
   const auto& a = doc.at("routes").at(0).as_object();
   CHECK(a.at("errors").as_int64() == 26);
   CHECK(a.at("error_rate").to_number<double>() == Approx(1.0));
+}
+
+TEST_CASE("status board: the same failover back to back is one event with a count", "[status]") {
+  const auto cfg = two_routes();
+  router::RouteHealth health;
+  server::StatusBoard board;
+  const auto t0 = providers::Clock::now();
+  for (int i = 0; i < 30; ++i) {
+    auto r = served_by("eu/p/b", t0, 3);
+    r.failover = true;
+    r.request_id = "req-" + std::to_string(i);
+    r.attempts.insert(r.attempts.begin(), {"eu/p/a", router::AttemptOutcome::skipped_breaker, 0, 0, {}, 0});
+    board.request_done(r, t0, *cfg);
+  }
+  const auto doc = json::parse(board.snapshot_json(*cfg, health, nullptr, t0));
+  const auto& events = doc.at("events").as_array();
+  REQUIRE(events.size() == 1);
+  CHECK(events[0].at("reason").as_string() == "skipped_breaker");
+  CHECK(events[0].at("count").as_int64() == 30);
+  CHECK(events[0].at("request_id").as_string() == "req-29");
+  // A skip is not an attempt: the route's figures are untouched.
+  CHECK(doc.at("routes").at(0).at("attempts").as_int64() == 0);
 }
 
 TEST_CASE("status board: breaker state and hold from RouteHealth", "[status]") {
