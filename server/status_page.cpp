@@ -86,9 +86,9 @@ Response unauthorized(StatusAuth why) {
                                                  "with the key as password, or Authorization: Bearer <key>"
                                                : "Invalid admin key",
                                        std::nullopt});
-  // Basic first: the challenge a browser answers with its login prompt.
+  // Basic: the challenge a browser answers with its login prompt (Bearer is accepted too,
+  // but a second WWW-Authenticate would replace this one in the session's header map).
   r.headers.emplace_back("WWW-Authenticate", "Basic realm=\"tresor-router status\", charset=\"UTF-8\"");
-  r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"tresor-router status\"");
   r.headers.emplace_back("Cache-Control", "no-store");
   return r;
 }

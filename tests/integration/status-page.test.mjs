@@ -97,8 +97,12 @@ describe('status page', { timeout: 120_000 }, () => {
     const load = drive(s);
     d = await waitFor(async () => {
       const j = (await statusData(s.gw, auth)).json;
-      return j.routes[0].breaker === 'open' && j;
-    }, { timeoutMs: 20_000, what: 'route A breaker open in /status/data' });
+      // The breaker counts a failure when the attempt ends, the board when its request ends:
+      // wait for both (the request that opened it may still be finishing on B).
+      const failed503 = j.events.filter((e) => e.kind === 'failover' && e.reason === '503')
+        .reduce((n, e) => n + e.count, 0);
+      return j.routes[0].breaker === 'open' && failed503 >= BREAKER.consecutive_failures && j;
+    }, { timeoutMs: 20_000, what: 'route A breaker open and its failovers in /status/data' });
     // The failovers before it opened (503) and after (skipped_breaker), each one line with a count.
     const open = d.routes[0];
     assert.ok(open.hold_seconds > 0 && open.hold_seconds <= BREAKER.cooldown_seconds, JSON.stringify(open));
