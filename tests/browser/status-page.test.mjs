@@ -40,19 +40,38 @@ after(async () => {
 
 const badge = (route, state) => `tr[data-route="${route}"] .badge[data-state="${state}"]`;
 
+// Answers the browser's login prompt like a person: with `password` once (null: none),
+// then Cancel. Through CDP's Fetch domain (puppeteer's authenticate() cannot cancel).
+async function loginPrompt(page, password) {
+  const cdp = await page.createCDPSession();
+  const tried = new Set();
+  cdp.on('Fetch.requestPaused', (e) => cdp.send('Fetch.continueRequest', { requestId: e.requestId }).catch(() => {}));
+  cdp.on('Fetch.authRequired', (e) => {
+    const first = password !== null && !tried.has(e.requestId);
+    tried.add(e.requestId);
+    const authChallengeResponse = first ? { response: 'ProvideCredentials', username: 'admin', password }
+      : { response: 'CancelAuth' };
+    cdp.send('Fetch.continueWithAuth', { requestId: e.requestId, authChallengeResponse }).catch(() => {});
+  });
+  await cdp.send('Fetch.enable', { handleAuthRequests: true, patterns: [{ urlPattern: '*' }] });
+}
+
 test('without the admin key the browser gets 401 and no page', { timeout: 60_000 }, async () => {
-  const context = await browser.createBrowserContext(); // no cached credentials
-  try {
-    const page = await context.newPage();
-    const res = await page.goto(s.gw.url('/status'));
-    assert.equal(res.status(), 401);
-    assert.match(res.headers()['www-authenticate'] || '', /^Basic /);
-    assert.equal(await page.$('#routes'), null, 'no status page without the key');
-    await page.authenticate({ username: 'admin', password: `${s.adminKey}-wrong` });
-    const wrong = await page.goto(s.gw.url('/status'));
-    assert.equal(wrong.status(), 401);
-  } finally {
-    await context.close();
+  for (const password of [null, `${s.adminKey}-wrong`]) {
+    const context = await browser.createBrowserContext(); // no cached credentials
+    try {
+      const page = await context.newPage();
+      await loginPrompt(page, password);
+      const res = await page.goto(s.gw.url('/status'));
+      assert.equal(res.status(), 401, `password ${password === null ? 'none' : 'wrong'}`);
+      assert.match(res.headers()['www-authenticate'] || '', /^Basic /);
+      assert.equal(await page.$('#routes'), null, 'no status page without the key');
+      assert.match(await page.evaluate(() => document.body.textContent), /admin_key/);
+      const data = await page.evaluate(async () => (await fetch('/status/data', { cache: 'no-store' })).status);
+      assert.equal(data, 401);
+    } finally {
+      await context.close();
+    }
   }
 });
 
