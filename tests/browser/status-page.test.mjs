@@ -100,6 +100,7 @@ test('the page shows the breaker open while faults are injected and closed after
   // Faults on A's upstream: every attempt 503; requests fail over to B until A's breaker opens.
   await s.fakes.prova.behaviour({ status: 503 });
   const load = drive(s);
+  let results;
   try {
     await page.waitForSelector(badge(A, 'open'), { timeout: UI_TIMEOUT_MS });
     const red = await page.$eval(badge(A, 'open'), (e) => getComputedStyle(e).backgroundColor);
@@ -115,9 +116,9 @@ test('the page shows the breaker open while faults are injected and closed after
     await s.fakes.prova.behaviour({});
     await page.waitForSelector(badge(A, 'closed'), { timeout: UI_TIMEOUT_MS });
   } finally {
-    const results = await load.stop();
-    assert.ok(results.every((r) => r.status === 200), 'B served every request while A was down');
+    results = await load.stop(); // also when a wait failed: no request left running
   }
+  assert.ok(results.every((r) => r.status === 200), 'B served every request while A was down');
   const shot = path.join(ARTIFACTS, 'status-page.png');
   await page.screenshot({ path: shot, fullPage: true });
   console.log(`screenshot (breaker closed again): ${shot}`);

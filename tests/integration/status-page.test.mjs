@@ -96,31 +96,35 @@ describe('status page', { timeout: 120_000 }, () => {
     // A fails with 503: each request fails over to B until the breaker opens.
     await s.fakes.prova.behaviour({ status: 503 });
     const load = drive(s);
-    d = await waitFor(async () => {
-      const j = (await statusData(s.gw, auth)).json;
-      // The breaker counts a failure when the attempt ends, the board when its request ends:
-      // wait for both (the request that opened it may still be finishing on B).
-      const failed503 = j.events.filter((e) => e.kind === 'failover' && e.reason === '503')
-        .reduce((n, e) => n + e.count, 0);
-      return j.routes[0].breaker === 'open' && failed503 >= BREAKER.consecutive_failures && j;
-    }, { timeoutMs: 20_000, what: 'route A breaker open and its failovers in /status/data' });
-    // The failovers before it opened (503) and after (skipped_breaker), each one line with a count.
-    const open = d.routes[0];
-    assert.ok(open.hold_seconds > 0 && open.hold_seconds <= BREAKER.cooldown_seconds, JSON.stringify(open));
-    assert.ok(open.errors >= BREAKER.consecutive_failures && open.error_rate > 0, JSON.stringify(open));
-    const failovers = d.events.filter((e) => e.kind === 'failover' && e.reason === '503');
-    assert.ok(failovers.length >= 1, JSON.stringify(d.events));
-    for (const f of failovers) assert.deepEqual([f.route, f.to], [A, B]);
-    assert.ok(failovers.reduce((n, f) => n + f.count, 0) >= BREAKER.consecutive_failures, JSON.stringify(d.events));
-    assert.ok(d.events.length <= 20);
+    let results;
+    try {
+      d = await waitFor(async () => {
+        const j = (await statusData(s.gw, auth)).json;
+        // The breaker counts a failure when the attempt ends, the board when its request ends:
+        // wait for both (the request that opened it may still be finishing on B).
+        const failed503 = j.events.filter((e) => e.kind === 'failover' && e.reason === '503')
+          .reduce((n, e) => n + e.count, 0);
+        return j.routes[0].breaker === 'open' && failed503 >= BREAKER.consecutive_failures && j;
+      }, { timeoutMs: 20_000, what: 'route A breaker open and its failovers in /status/data' });
+      // The failovers before it opened (503) and after (skipped_breaker), each one line with a count.
+      const open = d.routes[0];
+      assert.ok(open.hold_seconds > 0 && open.hold_seconds <= BREAKER.cooldown_seconds, JSON.stringify(open));
+      assert.ok(open.errors >= BREAKER.consecutive_failures && open.error_rate > 0, JSON.stringify(open));
+      const failovers = d.events.filter((e) => e.kind === 'failover' && e.reason === '503');
+      assert.ok(failovers.length >= 1, JSON.stringify(d.events));
+      for (const f of failovers) assert.deepEqual([f.route, f.to], [A, B]);
+      assert.ok(failovers.reduce((n, f) => n + f.count, 0) >= BREAKER.consecutive_failures, JSON.stringify(d.events));
+      assert.ok(d.events.length <= 20);
 
-    // Healed: the half-open probe succeeds and the breaker closes.
-    await s.fakes.prova.behaviour({});
-    d = await waitFor(async () => {
-      const j = (await statusData(s.gw, auth)).json;
-      return j.routes[0].breaker === 'closed' && j;
-    }, { timeoutMs: 20_000, what: 'route A breaker closed again' });
-    const results = await load.stop();
+      // Healed: the half-open probe succeeds and the breaker closes.
+      await s.fakes.prova.behaviour({});
+      d = await waitFor(async () => {
+        const j = (await statusData(s.gw, auth)).json;
+        return j.routes[0].breaker === 'closed' && j;
+      }, { timeoutMs: 20_000, what: 'route A breaker closed again' });
+    } finally {
+      results = await load.stop(); // also when a wait failed: no request left running
+    }
     assert.ok(results.every((r) => r.status === 200), 'every request was served (by B while A was down)');
     assert.ok(d.routes[1].served > 0);
   });
