@@ -621,12 +621,25 @@ void load_attestation(const Reader& r, const YAML::Node& n, AttestationConfig& c
     c.max_age_seconds = r.integer<unsigned>(v, "attestation.max_age_seconds", 1, 86400);
 }
 
+// status.admin_key: a secret the operator's browser sends as a password, so a short or
+// empty one (an unset default in a template) is refused rather than guarded by nothing.
+void load_status(const Reader& r, const YAML::Node& n, StatusConfig& c) {
+  r.expect_map(n, "status", {"admin_key"});
+  if (auto v = n["admin_key"]) {
+    c.admin_key = r.text(v, "status.admin_key");
+    if (c.admin_key.size() < 16 || c.admin_key.size() > 1024)
+      r.fail(v, "status.admin_key must be 16 to 1024 characters (it was " + std::to_string(c.admin_key.size()) + ")");
+    for (const unsigned char ch : c.admin_key)
+      if (ch <= 0x20 || ch >= 0x7f) r.fail(v, "status.admin_key must be printable ASCII without spaces");
+  }
+}
+
 std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& name) {
   const Reader r(name);
   if (!root.IsDefined() || root.IsNull()) r.fail(root, "config is empty");
   r.expect_map(root, "the top level",
                {"server", "timeouts", "retry", "breaker", "routing", "providers", "routes", "auth",
-                "receipts", "log", "store", "attestation", "tracing"});
+                "receipts", "log", "store", "attestation", "tracing", "status"});
   r.refuse_duplicate_keys(root, "");
   auto c = std::make_shared<Config>();
   c->source_file = name;
@@ -645,6 +658,7 @@ std::shared_ptr<const Config> load(const YAML::Node& root, const std::string& na
   if (auto n = root["store"]) load_store(r, n, c->store_config);
   c->store = c->store_config.url;
   if (auto n = root["attestation"]) load_attestation(r, n, c->attestation);
+  if (auto n = root["status"]) load_status(r, n, c->status);
   return c;
 }
 

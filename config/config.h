@@ -268,6 +268,12 @@ struct StoreConfig {
   bool operator==(const StoreConfig&) const = default;
 };
 
+// The operator status page (GET /status, /status/data; server/status_page.h). Off (404)
+// unless an admin key is set, normally from the environment: admin_key: ${TRESOR_ADMIN_KEY}.
+struct StatusConfig {
+  std::string admin_key;  // empty: the page is off
+};
+
 struct AttestationConfig {
   std::string mode = "dev";
   std::string trust_bundle_url;
@@ -290,6 +296,7 @@ struct Config {
   std::string store = "sqlite:state/tresor.db";  // the URL, = store_config.url
   StoreConfig store_config;
   AttestationConfig attestation;
+  StatusConfig status;
 };
 
 // Thrown for any invalid config; what() is "FILE:LINE:COL: message" when a position is

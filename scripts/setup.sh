@@ -10,7 +10,8 @@ packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libboost-json1.81-de
           redis-server sqlite3 openssl ca-certificates curl
           prometheus-cpp-dev prometheus  # prometheus: promtool parses /metrics in the tests
           espeak-ng sox libsox-fmt-mp3 ffmpeg  # test audio for the transcription tests
-          golang-go golang-golang-x-mod-dev)  # tests/log-verify: Go's sumdb/tlog and note check the transparency log
+          golang-go golang-golang-x-mod-dev  # tests/log-verify: Go's sumdb/tlog and note check the transparency log
+          chromium)  # tests/browser: the status page in headless Chromium (puppeteer-core)
 command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 packages+=(gnuplot-nox)  # bench/run.sh draws bench/results.png (issue 20)
 packages+=("$@")

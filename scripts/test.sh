@@ -10,6 +10,7 @@ build="${TRESOR_BUILD_DIR:-$root/build}"
 
 "$root/scripts/setup.sh"
 (cd "$root/tests/client" && npm ci --no-audit --no-fund --loglevel=error)
+(cd "$root/tests/browser" && npm ci --no-audit --no-fund --loglevel=error)
 
 echo "== build and test: $build"
 TRESOR_BUILD_DIR="$build" "$root/scripts/build.sh"

@@ -164,6 +164,7 @@ struct Server::Impl {
   config::StoreOutagePolicy outage;                       // store.outage at startup
   SpoolBudget spool;  // before the workers: their uploads give their reservations back to it
   Metrics metrics;
+  StatusBoard status;  // GET /status: per-route windows, recent failovers
   // Redis store only; declared after `metrics`, which its thread sets, so it stops first.
   std::unique_ptr<receipts::KeyPublisher> key_publisher;
   std::unique_ptr<RouterAttestation> attestation;
@@ -313,7 +314,8 @@ struct Server::Impl {
       }
       const SessionServices services{runtime, *w.upstream, health, *receipts, *accounts,
                                      file_io, spool, metrics, lifecycle, *attestation, w.sessions, jwks, tls.get(),
-                                     sessions_per_worker, store_breaker.get(), outage, log.get(), tracer.get()};
+                                     sessions_per_worker, store_breaker.get(), outage, log.get(), tracer.get(),
+                                     &status};
       asio::co_spawn(w.ioc, run_session(std::move(socket), services),
                      [](std::exception_ptr e) { log_exception(e, "session ended with an exception"); });
     }

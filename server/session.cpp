@@ -3,6 +3,7 @@
 #include "server/session.h"
 
 #include "server/log_endpoint.h"
+#include "server/status_page.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -71,7 +72,7 @@ constexpr std::string_view kReceiptsPrefix = "/v1/receipts/";
 constexpr std::string_view kModelPrefix = "/v1/models/";
 
 enum class Endpoint { health, ready, metrics, models, model, attestation, chat, transcription, receipt, jwks, usage,
-                      log, log_cosignature, unknown };
+                      log, log_cosignature, status, status_data, unknown };
 
 struct RouteMatch {
   Endpoint endpoint = Endpoint::unknown;
@@ -93,7 +94,8 @@ RouteMatch match(http::verb method, std::string_view target) {
       {"/attestation", Endpoint::attestation}, {"/v1/usage", Endpoint::usage},
       // The old docs served the JWKS at /v1/verify/jwks.json: kept as an alias.
       {"/.well-known/jwks.json", Endpoint::jwks}, {"/v1/verify/jwks.json", Endpoint::jwks},
-      {kChatPath, Endpoint::chat},            {kTranscriptionsPath, Endpoint::transcription}};
+      {kChatPath, Endpoint::chat},            {kTranscriptionsPath, Endpoint::transcription},
+      {kStatusPath, Endpoint::status},        {kStatusDataPath, Endpoint::status_data}};
   for (const auto& [fixed, endpoint] : kFixed) {
     if (path != fixed) continue;
     const bool inference = endpoint == Endpoint::chat || endpoint == Endpoint::transcription;
@@ -350,6 +352,7 @@ class Session final : public ResponseSink, public SessionControl {
     if (!streaming_) {
       streaming_ = true;
       services_.metrics.stream_started();
+      if (services_.status) services_.status->stream_started();
     }
     // HTTP/1.0 has no chunked encoding: the stream then ends with the connection.
     chunked_ = version_ >= 11;
@@ -541,10 +544,12 @@ class Session final : public ResponseSink, public SessionControl {
     if (record_.status == 0) record_.status = 499;  // nothing was answered: the client left
     services_.metrics.request_done(record_, now);
     if (services_.tracer && record_.trace) services_.tracer->request_done(record_, *now_.runtime->config, now);
+    if (services_.status && now_.runtime) services_.status->request_done(record_, now, *now_.runtime->config);
     // After request_done: a scrape that sees the stream gone also sees it counted.
     if (streaming_) {
       streaming_ = false;
       services_.metrics.stream_ended();
+      if (services_.status) services_.status->stream_ended();
     }
     write_access_line(access_log_json(record_, now), stream_.get_executor());
   }
@@ -630,6 +635,13 @@ class Session final : public ResponseSink, public SessionControl {
         route.endpoint == Endpoint::metrics || route.endpoint == Endpoint::models ||
         route.endpoint == Endpoint::model || route.endpoint == Endpoint::attestation || route.endpoint == Endpoint::log) {
       Response r = public_response(route.endpoint, *now_.runtime, req.target());
+      co_await send(std::move(r));
+      co_return keep_alive_ && !now_.has_body && !client_gone_;
+    }
+    if (route.endpoint == Endpoint::status || route.endpoint == Endpoint::status_data) {
+      // The admin key, not an API key (server/status_page.h).
+      Response r = status_response(route.endpoint == Endpoint::status_data, now_.head, *now_.runtime->config,
+                                   *services_.status, services_.health, services_.log, providers::Clock::now());
       co_await send(std::move(r));
       co_return keep_alive_ && !now_.has_body && !client_gone_;
     }

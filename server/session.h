@@ -20,6 +20,7 @@
 #include "server/metrics.h"
 #include "server/tracer.h"
 #include "server/runtime.h"
+#include "server/status_board.h"
 #include "storage/store_breaker.h"
 #include "server/upload_spool.h"
 
@@ -76,6 +77,8 @@ struct SessionServices {
   const receipts::TransparencyLog* log = nullptr;
   // Traces (tracing.otlp_endpoint); null when tracing is off.
   Tracer* tracer = nullptr;
+  // The status page's rolling windows (GET /status); process-wide.
+  StatusBoard* status = nullptr;
 };
 
 // Makes room for one more connection on a worker holding `max_sessions` or more: closes
