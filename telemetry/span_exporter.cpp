@@ -35,6 +35,13 @@ void SpanExporter::submit(std::vector<Span> spans) {
   if (batch_ready) wake_.notify_one();
 }
 
+bool SpanExporter::reserve_or_drop(size_t n) {
+  const std::lock_guard lock(mutex_);
+  if (queue_.size() + n <= options_.max_queue_spans) return true;
+  dropped_queue_full_ += n;
+  return false;
+}
+
 SpanExporter::Counts SpanExporter::counts() const {
   Counts c;
   c.exported = exported_;

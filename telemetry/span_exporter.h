@@ -50,6 +50,9 @@ class SpanExporter {
   // Any thread; never waits on the network. All of `spans` are queued, or (the queue would
   // overflow) all are dropped and counted: a trace is not exported in pieces.
   void submit(std::vector<Span> spans);
+  // Whether `n` more spans would fit now; when not, they are counted as dropped (so a
+  // caller can skip building spans a stuck collector would drop anyway).
+  bool reserve_or_drop(size_t n);
 
   struct Counts {
     uint64_t exported = 0;          // spans a collector accepted

@@ -277,3 +277,17 @@ TEST_CASE("exporter: a collector that hangs holds a stopping gateway no longer t
   CHECK(took < std::chrono::seconds(2));  // 300 ms, not 30 s; generous for a loaded machine
   CHECK(calls == 1);                      // no retry at stop
 }
+
+TEST_CASE("exporter: reserve_or_drop answers for the queue and counts what will not fit", "[telemetry]") {
+  GatedTransport gate;
+  ExporterOptions options;
+  options.max_queue_spans = 3;
+  options.max_batch_spans = 100;
+  options.interval = std::chrono::hours(1);
+  SpanExporter exporter(options, ExportResource{}, gate.transport());
+  CHECK(exporter.reserve_or_drop(3));
+  exporter.submit(spans(3));
+  CHECK_FALSE(exporter.reserve_or_drop(2));
+  CHECK(exporter.counts().dropped_queue_full == 2);
+  gate.release();
+}
