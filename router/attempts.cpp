@@ -2,6 +2,19 @@
 
 namespace tresor::router {
 
+bool was_attempted(AttemptOutcome outcome) {
+  return outcome != AttemptOutcome::skipped_breaker && outcome != AttemptOutcome::skipped_retry_after &&
+         outcome != AttemptOutcome::recovery_skipped;
+}
+
+bool stream_broke_after_commit(AttemptOutcome outcome) {
+  return outcome == AttemptOutcome::stream_cut || outcome == AttemptOutcome::stream_stalled;
+}
+
+bool stream_failed_after_commit(AttemptOutcome outcome) {
+  return stream_broke_after_commit(outcome) || outcome == AttemptOutcome::recovery_diverged;
+}
+
 std::string_view outcome_name(AttemptOutcome outcome) {
   switch (outcome) {
     case AttemptOutcome::ok: return "ok";

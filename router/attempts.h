@@ -46,6 +46,16 @@ struct AttemptRecord {
   uint64_t runner_tag = 0;              // AttemptResult::runner_tag (the trace span id)
 };
 
+// Whether the upstream was tried at all: false for an attempt skipped because of a breaker,
+// a Retry-After or the route's stream_recovery mode (such a record has no timings).
+bool was_attempted(AttemptOutcome outcome);
+// A stream already committed to the client broke in this attempt (cut or stalled): what a
+// recovery follows.
+bool stream_broke_after_commit(AttemptOutcome outcome);
+// An attempt that failed a client's committed stream: it broke, or, as a recovery, its
+// replay diverged from what the client already had.
+bool stream_failed_after_commit(AttemptOutcome outcome);
+
 // "route=outcome;ms, …" — outcome is `ok`, the HTTP status, or the enum's name.
 std::string format_attempts(const std::vector<AttemptRecord>& attempts);
 std::string_view outcome_name(AttemptOutcome outcome);

@@ -193,16 +193,8 @@ struct RouteStats {
 // token (later attempts of the same stream are recoveries; a cancelled hedge never wrote).
 const router::AttemptRecord* committed_attempt(const RequestRecord& r) {
   for (const auto& a : r.attempts)
-    if (a.outcome == router::AttemptOutcome::ok || a.outcome == router::AttemptOutcome::stream_cut ||
-        a.outcome == router::AttemptOutcome::stream_stalled)
-      return &a;
+    if (a.outcome == router::AttemptOutcome::ok || router::stream_broke_after_commit(a.outcome)) return &a;
   return nullptr;
-}
-
-bool attempted(const router::AttemptRecord& a) {
-  return a.outcome != router::AttemptOutcome::skipped_breaker &&
-         a.outcome != router::AttemptOutcome::skipped_retry_after &&
-         a.outcome != router::AttemptOutcome::recovery_skipped;
 }
 
 // A number as the text format wants it: the shortest text that reads back the same.
@@ -347,9 +339,7 @@ void Metrics::request_done(const RequestRecord& r, providers::Clock::time_point 
      return prometheus::Labels{{"route", r.routed_model}, {"status", std::string(status)}};
    }).Increment();
   for (const auto& a : r.attempts) {
-    if (a.outcome == router::AttemptOutcome::skipped_breaker || a.outcome == router::AttemptOutcome::skipped_retry_after ||
-        a.outcome == router::AttemptOutcome::recovery_skipped)
-      continue;  // not attempted
+    if (!router::was_attempted(a.outcome)) continue;
     const std::string outcome = outcome_label(a);
     m.child(m.attempts, a.route, outcome, [&] {
        return prometheus::Labels{{"route", a.route}, {"outcome", outcome}};
@@ -496,7 +486,7 @@ void Metrics::Impl::record_route_stats(const RequestRecord& r, providers::Clock:
   const router::AttemptRecord* committed = committed_attempt(r);
   std::lock_guard lock(route_mutex);
   for (const auto& a : r.attempts) {
-    if (!attempted(a)) continue;
+    if (!router::was_attempted(a.outcome)) continue;
     RouteStats& st = at(route_stats, a.route);
     const std::string error_type = a.outcome == router::AttemptOutcome::ok ? std::string() : outcome_label(a);
     at(st.operations, error_type).observe(kOperationBounds, static_cast<double>(a.ms) / 1000.0);

@@ -1,5 +1,7 @@
 #include "server/request_trace.h"
 
+#include <algorithm>
+
 #include "common/decimal.h"
 
 namespace tresor::server {
@@ -9,12 +11,12 @@ using router::AttemptOutcome;
 using router::AttemptRecord;
 using telemetry::Span;
 
-bool attempted(const AttemptRecord& a) { return a.started != providers::Clock::time_point{}; }
-
-bool stream_failed_after_commit(AttemptOutcome o) {
-  return o == AttemptOutcome::stream_cut || o == AttemptOutcome::stream_stalled ||
-         o == AttemptOutcome::recovery_diverged;
+bool attempted(const AttemptRecord& a) {
+  return router::was_attempted(a.outcome) && a.started != providers::Clock::time_point{};
 }
+
+// An attempt with a CLIENT span of its own: tried, and given a span id by its runner.
+bool has_span(const AttemptRecord& a) { return attempted(a) && a.runner_tag != 0; }
 
 bool attempt_failed(AttemptOutcome o) { return o != AttemptOutcome::ok && o != AttemptOutcome::hedged_cancelled; }
 
@@ -139,7 +141,7 @@ std::string_view attempt_reason(const std::vector<AttemptRecord>& attempts, size
   for (size_t j = 0; j < i; ++j) {
     if (!attempted(attempts[j])) continue;
     previous = &attempts[j];
-    committed_failure = committed_failure || stream_failed_after_commit(attempts[j].outcome);
+    committed_failure = committed_failure || router::stream_failed_after_commit(attempts[j].outcome);
   }
   if (!previous) return "initial";
   const AttemptRecord& a = attempts[i];
@@ -147,6 +149,10 @@ std::string_view attempt_reason(const std::vector<AttemptRecord>& attempts, size
   if (a.started < previous->started + std::chrono::milliseconds(previous->ms)) return "hedge";
   if (committed_failure) return "recovery";
   return a.route == previous->route ? "retry" : "failover";
+}
+
+size_t request_span_count(const RequestRecord& r) {
+  return 1 + static_cast<size_t>(std::count_if(r.attempts.begin(), r.attempts.end(), has_span));
 }
 
 std::vector<Span> request_spans(const RequestRecord& r, const config::Config& cfg, providers::Clock::time_point now,
@@ -167,7 +173,7 @@ std::vector<Span> request_spans(const RequestRecord& r, const config::Config& cf
   int64_t attempts = 0;
   for (size_t i = 0; i < r.attempts.size(); ++i) {
     const AttemptRecord& a = r.attempts[i];
-    if (attempted(a) && a.runner_tag != 0) {
+    if (has_span(a)) {
       spans.push_back(attempt_span(r, cfg, i, clock));
       ++attempts;
       continue;

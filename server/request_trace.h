@@ -19,6 +19,10 @@ namespace tresor::server {
 // failed after its 200.
 std::string_view attempt_reason(const std::vector<router::AttemptRecord>& attempts, size_t i);
 
+// How many spans request_spans makes of the request: its own plus one per attempt that
+// has a span. Counted before building them, so that a full export queue costs nothing.
+size_t request_span_count(const RequestRecord& r);
+
 // Empty when the request has no trace or it is not sampled.
 std::vector<telemetry::Span> request_spans(const RequestRecord& r, const config::Config& cfg,
                                            providers::Clock::time_point now,

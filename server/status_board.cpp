@@ -30,8 +30,7 @@ bool configured(const config::Config& cfg, std::string_view route) {
 
 // Not attempted, or given up by the gateway itself: says nothing about the upstream.
 bool not_an_attempt(AttemptOutcome o) {
-  return o == AttemptOutcome::skipped_breaker || o == AttemptOutcome::skipped_retry_after ||
-         o == AttemptOutcome::recovery_skipped || o == AttemptOutcome::hedged_cancelled;
+  return !router::was_attempted(o) || o == AttemptOutcome::hedged_cancelled;
 }
 
 // An attempt the route is to blame for; a 4xx handed through (the request was wrong) is not.
@@ -134,7 +133,7 @@ void StatusBoard::add_events(const RequestRecord& r, const config::Config& cfg, 
   if (!served && r.status >= 500 && at.back().outcome != AttemptOutcome::ok)
     push_event({unix_ms, "unavailable", first.route, "", reason(at.back()), r.request_id});
   for (size_t i = 0; i < at.size(); ++i) {
-    if (at[i].outcome != AttemptOutcome::stream_cut && at[i].outcome != AttemptOutcome::stream_stalled) continue;
+    if (!router::stream_broke_after_commit(at[i].outcome)) continue;
     const auto rest = at.begin() + static_cast<std::ptrdiff_t>(i) + 1;
     const auto ok = std::find_if(rest, at.end(), [](const auto& a) { return a.outcome == AttemptOutcome::ok; });
     const bool diverged = std::any_of(rest, at.end(), [](const auto& a) {

@@ -68,9 +68,7 @@ Tracer::Tracer(const config::TracingConfig& cfg)
 void Tracer::request_done(const RequestRecord& r, const config::Config& cfg, providers::Clock::time_point now) {
   if (!r.trace || !r.trace->sampled) return;
   // A collector that is down or hangs fills the queue: the spans are counted, not built.
-  size_t spans = 1;
-  for (const auto& a : r.attempts) spans += a.runner_tag != 0 ? 1 : 0;
-  if (!exporter_.reserve_or_drop(spans)) return;
+  if (!exporter_.reserve_or_drop(request_span_count(r))) return;
   exporter_.submit(request_spans(r, cfg, now, std::chrono::system_clock::now()));
 }
 

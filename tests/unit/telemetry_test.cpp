@@ -255,6 +255,52 @@ TEST_CASE("why each attempt ran: initial, retry, failover, hedge, recovery", "[t
   CHECK(attempt_reason(attempts, 5) == "recovery");
 }
 
+TEST_CASE("request spans: one per request plus one per tried attempt, counted before they are built",
+          "[telemetry]") {
+  using tresor::router::AttemptOutcome;
+  using tresor::router::AttemptRecord;
+  const auto t0 = tresor::providers::Clock::now();
+  tresor::server::RequestRecord r;
+  r.inference = true;
+  r.started = t0;
+  r.trace = tresor::telemetry::start_request_trace("", 0, "", 1.0);
+  const auto tried = [&](const char* route, AttemptOutcome o, uint64_t tag) {
+    AttemptRecord a;
+    a.route = route;
+    a.outcome = o;
+    a.started = t0;
+    a.runner_tag = tag;
+    return a;
+  };
+  AttemptRecord skipped;  // a breaker open: no timings, no span id
+  skipped.route = "b";
+  skipped.outcome = AttemptOutcome::skipped_breaker;
+  r.attempts = {tried("a", AttemptOutcome::http_status, 11), skipped, tried("c", AttemptOutcome::stream_cut, 12),
+                tried("d", AttemptOutcome::ok, 13)};
+  const tresor::config::Config cfg;
+  const auto spans = tresor::server::request_spans(r, cfg, t0, std::chrono::system_clock::now());
+  CHECK(tresor::server::request_span_count(r) == 4);
+  CHECK(spans.size() == tresor::server::request_span_count(r));
+  // The skipped route is an event on the request's span, not a span of its own.
+  REQUIRE_FALSE(spans.empty());
+  CHECK(spans.front().events.size() == 1);
+}
+
+TEST_CASE("attempts: the shared predicates of tried, broken and failed-after-commit attempts", "[telemetry]") {
+  using tresor::router::AttemptOutcome;
+  namespace router = tresor::router;
+  CHECK_FALSE(router::was_attempted(AttemptOutcome::skipped_breaker));
+  CHECK_FALSE(router::was_attempted(AttemptOutcome::skipped_retry_after));
+  CHECK_FALSE(router::was_attempted(AttemptOutcome::recovery_skipped));
+  CHECK(router::was_attempted(AttemptOutcome::hedged_cancelled));
+  CHECK(router::was_attempted(AttemptOutcome::http_status));
+  CHECK(router::stream_broke_after_commit(AttemptOutcome::stream_cut));
+  CHECK(router::stream_broke_after_commit(AttemptOutcome::stream_stalled));
+  CHECK_FALSE(router::stream_broke_after_commit(AttemptOutcome::recovery_diverged));
+  CHECK(router::stream_failed_after_commit(AttemptOutcome::recovery_diverged));
+  CHECK_FALSE(router::stream_failed_after_commit(AttemptOutcome::reset));
+}
+
 TEST_CASE("exporter: a collector that hangs holds a stopping gateway no longer than the shutdown timeout",
           "[telemetry]") {
   std::atomic<int> calls{0};
