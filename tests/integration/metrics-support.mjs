@@ -1,57 +1,73 @@
 // Helpers for the /metrics tests of issue 20 (metrics-genai, metrics-cardinality): a reader
-// of the Prometheus text format, a scrape, and promtool.
+// of the Prometheus text format, a scrape, and promtool. metrics.test.mjs uses them too.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 
-/** One sample line → { name, labels (object), value }. Throws on a line it cannot read. */
-function parseSample(line) {
-  const nm = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(line);
-  if (!nm) throw new Error(`no metric name: ${JSON.stringify(line)}`);
-  let pos = nm[1].length;
-  const labels = {};
-  if (line[pos] === '{') {
-    pos++;
-    while (line[pos] !== '}') {
-      const lm = /^([a-zA-Z_][a-zA-Z0-9_]*)="/.exec(line.slice(pos));
-      if (!lm) throw new Error(`bad label at ${pos}: ${JSON.stringify(line)}`);
-      pos += lm[0].length;
-      let value = '';
-      for (;;) {
-        const c = line[pos++];
-        if (c === undefined) throw new Error(`unterminated label value: ${JSON.stringify(line)}`);
-        if (c === '"') break;
-        if (c === '\\') {
-          const e = line[pos++];
-          value += e === 'n' ? '\n' : e;
-        } else {
-          value += c;
-        }
-      }
-      labels[lm[1]] = value;
-      if (line[pos] === ',') pos++;
+/**
+ * Parses exposition text (0.0.4) into { types: Map(family → type), help: Map, samples: [{ name,
+ * labels, value }] } where labels is a plain object. Throws on a line it cannot read.
+ */
+export function parseExposition(text) {
+  const types = new Map();
+  const help = new Map();
+  const samples = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    if (line.trim() === '') continue;
+    if (line.startsWith('#')) {
+      const m = /^# (TYPE|HELP) ([a-zA-Z_:][a-zA-Z0-9_:]*) ?(.*)$/.exec(line);
+      if (m && m[1] === 'TYPE') types.set(m[2], m[3]);
+      else if (m) help.set(m[2], m[3]);
+      continue;
     }
-    pos++;
+    const nm = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(line);
+    if (!nm) throw new Error(`line ${i + 1}: no metric name: ${JSON.stringify(line)}`);
+    let pos = nm[1].length;
+    const labels = {};
+    if (line[pos] === '{') {
+      pos++;
+      for (;;) {
+        while (line[pos] === ' ') pos++;
+        if (line[pos] === '}') { pos++; break; }
+        const lm = /^([a-zA-Z_][a-zA-Z0-9_]*)="/.exec(line.slice(pos));
+        if (!lm) throw new Error(`line ${i + 1}: bad label at ${pos}: ${JSON.stringify(line)}`);
+        pos += lm[0].length;
+        let value = '';
+        for (;;) {
+          const c = line[pos++];
+          if (c === undefined) throw new Error(`line ${i + 1}: unterminated label value: ${JSON.stringify(line)}`);
+          if (c === '"') break;
+          if (c === '\\') {
+            const e = line[pos++];
+            value += e === 'n' ? '\n' : e;
+          } else {
+            value += c;
+          }
+        }
+        labels[lm[1]] = value;
+        while (line[pos] === ' ') pos++;
+        if (line[pos] === ',') pos++;
+      }
+    }
+    const rest = line.slice(pos).trim().split(/\s+/);
+    if (rest.length < 1 || rest.length > 2) throw new Error(`line ${i + 1}: bad value part: ${JSON.stringify(line)}`);
+    const v = rest[0];
+    const value = v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : v === 'NaN' ? NaN : Number(v);
+    if (Number.isNaN(value) && v !== 'NaN') throw new Error(`line ${i + 1}: bad value ${v}`);
+    samples.push({ name: nm[1], labels, value });
   }
-  const v = line.slice(pos).trim().split(/\s+/)[0];
-  const value = v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : Number(v);
-  if (Number.isNaN(value) && v !== 'NaN') throw new Error(`bad value ${v}: ${JSON.stringify(line)}`);
-  return { name: nm[1], labels, value };
+  return { types, help, samples };
 }
 
 export const labelKey = (labels) => JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
+const sameLabels = (a, b) => labelKey(a) === labelKey(b);
 
-/** A parsed scrape: types (family → type), samples, and lookups. */
+/** A parsed scrape: types (family → type), help, samples, and lookups. */
 export class Scrape {
   constructor(text) {
     this.text = text;
-    this.types = new Map();
-    this.samples = [];
-    for (const line of text.split('\n')) {
-      if (line.trim() === '') continue;
-      const t = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (\w+)$/.exec(line);
-      if (t) this.types.set(t[1], t[2]);
-      if (!line.startsWith('#')) this.samples.push(parseSample(line));
-    }
+    Object.assign(this, parseExposition(text));
   }
 
   /** The samples of `name` whose labels include every label in `match`. */
@@ -65,10 +81,20 @@ export class Scrape {
   }
 
   /** The value of the one sample of `name` with exactly these labels (undefined when absent). */
-  value(name, labels) {
-    const found = this.samples.filter((x) => x.name === name && labelKey(x.labels) === labelKey(labels));
+  value(name, labels = {}) {
+    const found = this.samples.filter((x) => x.name === name && sameLabels(x.labels, labels));
     assert.ok(found.length <= 1, `${name}${labelKey(labels)} appears ${found.length} times`);
     return found[0]?.value;
+  }
+
+  /** Whether a sample of `name` with exactly these labels is there. */
+  has(name, labels = {}) {
+    return this.samples.some((x) => x.name === name && sameLabels(x.labels, labels));
+  }
+
+  /** Every sample of `name`. */
+  series(name) {
+    return this.samples.filter((x) => x.name === name);
   }
 
   /** Every series as "name{sorted labels}", values left out. */

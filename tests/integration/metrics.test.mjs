@@ -5,7 +5,7 @@
 // opened. The tests in this file run one after the other on one routing stack.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { Scrape as BaseScrape, labelKey, promtoolCheck } from './metrics-support.mjs';
 import {
   startRoutingStack, stopAll, chatBody, readErrorEnvelope, readSse, expectAttempts, waitFor, RawConnection, requestHead,
 } from './harness.mjs';
@@ -34,88 +34,11 @@ before(async () => {
 });
 after(stopAll);
 
-// ---------------------------------------------------------------------------------------------
-// A small parser for the Prometheus text exposition format (0.0.4).
-
-/**
- * Parses exposition text into { types: Map(family → type), help: Map, samples: [{ name, labels,
- * value }] } where labels is a plain object. Throws on a line it cannot read.
- */
-function parseExposition(text) {
-  const types = new Map();
-  const help = new Map();
-  const samples = [];
-  const lines = text.split('\n');
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    if (line.trim() === '') continue;
-    if (line.startsWith('#')) {
-      const m = /^# (TYPE|HELP) ([a-zA-Z_:][a-zA-Z0-9_:]*) ?(.*)$/.exec(line);
-      if (m && m[1] === 'TYPE') types.set(m[2], m[3]);
-      else if (m) help.set(m[2], m[3]);
-      continue;
-    }
-    const nm = /^([a-zA-Z_:][a-zA-Z0-9_:]*)/.exec(line);
-    if (!nm) throw new Error(`line ${i + 1}: no metric name: ${JSON.stringify(line)}`);
-    let pos = nm[1].length;
-    const labels = {};
-    if (line[pos] === '{') {
-      pos++;
-      for (;;) {
-        while (line[pos] === ' ') pos++;
-        if (line[pos] === '}') { pos++; break; }
-        const lm = /^([a-zA-Z_][a-zA-Z0-9_]*)="/.exec(line.slice(pos));
-        if (!lm) throw new Error(`line ${i + 1}: bad label at ${pos}: ${JSON.stringify(line)}`);
-        pos += lm[0].length;
-        let value = '';
-        for (;;) {
-          const c = line[pos++];
-          if (c === undefined) throw new Error(`line ${i + 1}: unterminated label value: ${JSON.stringify(line)}`);
-          if (c === '"') break;
-          if (c === '\\') {
-            const e = line[pos++];
-            value += e === 'n' ? '\n' : e;
-          } else {
-            value += c;
-          }
-        }
-        labels[lm[1]] = value;
-        while (line[pos] === ' ') pos++;
-        if (line[pos] === ',') pos++;
-      }
-    }
-    const rest = line.slice(pos).trim().split(/\s+/);
-    if (rest.length < 1 || rest.length > 2) throw new Error(`line ${i + 1}: bad value part: ${JSON.stringify(line)}`);
-    const v = rest[0];
-    const value = v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : v === 'NaN' ? NaN : Number(v);
-    if (Number.isNaN(value) && v !== 'NaN') throw new Error(`line ${i + 1}: bad value ${v}`);
-    samples.push({ name: nm[1], labels, value });
-  }
-  return { types, help, samples };
-}
-
-const labelKey = (labels) => JSON.stringify(Object.keys(labels).sort().map((k) => [k, labels[k]]));
-const sameLabels = (a, b) => labelKey(a) === labelKey(b);
-
-class Scrape {
-  constructor(text) {
-    this.text = text;
-    Object.assign(this, parseExposition(text));
-  }
-
+// The Prometheus text reader is metrics-support.mjs's; here an absent counter reads 0.
+class Scrape extends BaseScrape {
   /** The value of the sample with exactly these labels (0 when absent: counters start there). */
   value(name, labels = {}) {
-    const found = this.samples.filter((x) => x.name === name && sameLabels(x.labels, labels));
-    if (found.length > 1) throw new Error(`${name}${labelKey(labels)} appears ${found.length} times`);
-    return found.length ? found[0].value : 0;
-  }
-
-  has(name, labels = {}) {
-    return this.samples.some((x) => x.name === name && sameLabels(x.labels, labels));
-  }
-
-  series(name) {
-    return this.samples.filter((x) => x.name === name);
+    return super.value(name, labels) ?? 0;
   }
 }
 
@@ -153,20 +76,6 @@ function deltas(before, afterScrape, name) {
 
 /** Expected deltas as [[labels, delta], …] → the same keyed shape as deltas(). */
 const expectDeltas = (pairs) => Object.fromEntries(pairs.map(([labels, d]) => [labelKey(labels), d]));
-
-/** Runs `promtool check metrics` with `text` on stdin; resolves { code, stdout, stderr }. */
-function promtoolCheck(text) {
-  return new Promise((resolve, reject) => {
-    const p = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d) => { stdout += d; });
-    p.stderr.on('data', (d) => { stderr += d; });
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-    p.stdin.end(text);
-  });
-}
 
 async function readAll(res) {
   const text = await res.text();
