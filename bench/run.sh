@@ -11,8 +11,9 @@ set -euo pipefail
 bench="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$bench/.." && pwd)"
 build="${TRESOR_BUILD_DIR:-$root/build}"
-duration="${BENCH_DURATION:-5}"
+duration="${BENCH_DURATION:-5}"               # seconds per target per round, in 1-s slices
 rounds="${BENCH_ROUNDS:-5}"                    # every timed workload, every target, once per round
+slices=$duration                               # alternating slices per target per round (see slices.py)
 out_dir="${BENCH_OUT_DIR:-$bench}"             # RESULTS.md + results.png (overwritten: the latest run only)
 warmup="${BENCH_WARMUP:-1}"
 concs="${BENCH_CONC:-1 64}"
@@ -20,10 +21,11 @@ tr_conc="${BENCH_TRANSCRIPTION_CONC:-8}"
 audio_kib="${BENCH_AUDIO_KIB:-64}"
 sse_pace="${BENCH_SSE_PACE_MS:-20}"
 sse_chunks="${BENCH_SSE_CHUNKS:-6}"            # short stream: role + 6 content + finish = 8 events
-sse_seq="${BENCH_SSE_SEQ:-30}"                 # sequential streams per target
+sse_seq="${BENCH_SSE_SEQ:-50}"                 # sequential streams per target per round (over the slices)
 sse_conc="${BENCH_SSE_CONC:-32}"
-sse_per_conn="${BENCH_SSE_PER_CONN:-8}"        # streams per connection in the concurrent round
+sse_per_conn="${BENCH_SSE_PER_CONN:-10}"       # streams per connection per round (over the slices)
 sse_many="${BENCH_SSE_MANY:-2000}"
+sse_many_slices="${BENCH_SSE_MANY_SLICES:-3}"  # 2,000-stream slices per target per round
 sse_many_targets="${BENCH_SSE_MANY_TARGETS:-tresor_on nginx}"
 long_chunks=62                                  # 64 events: role + 62 content + finish
 idle_conns="${BENCH_IDLE_CONNS:-10000}"
@@ -63,6 +65,8 @@ if ((${#need[@]})); then
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$rounds')"
+[[ $duration =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION must be a positive integer (got '$duration')"
+[[ $sse_many_slices =~ ^[1-9][0-9]*$ ]] || die "BENCH_SSE_MANY_SLICES must be a positive integer (got '$sse_many_slices')"
 mkdir -p "$out_dir"
 if ! command -v gnuplot >/dev/null 2>&1; then   # the chart only: the run goes on without it
   log "installing gnuplot-nox (the chart)"
@@ -356,63 +360,117 @@ run_wrk() { # workload target conc seconds outfile
     wrk -t1 -c"$3" -d"${4}s" --timeout 5s --latency -s "$bench/wrk/$script" \
     "http://127.0.0.1:$(t_port "$1" "$2")$path" > "$5.log" 2>&1
 }
-wrk_round() { # workload target conc
-  local wl=$1 t=$2 conc=$3 tp=() r0=0 r1=0 c0 c1 s
-  mapfile -t tp < <(all_pids "$(t_pid "$wl" "$t")")
-  local f="$wl.$t.$conc.r$round"
-  run_wrk "$wl" "$t" "$conc" "$warmup" "$dir/warm.$f" || die "wrk warm-up failed: $(cat "$dir/warm.$f.log")"
-  sleep 0.3   # let the warm-up's receipts reach the store before the counter is read
-  [[ $t == tresor* ]] && r0=$(metric tresor_receipts_stored_total)
-  c0=$(cpu_ns "${tp[@]}")
-  run_wrk "$wl" "$t" "$conc" "$duration" "$dir/run.$f" || die "wrk failed: $(cat "$dir/run.$f.log")"
-  c1=$(cpu_ns "${tp[@]}")
-  [[ $t == tresor* ]] && r1=$(metric tresor_receipts_stored_total)
-  s=$(cat "$dir/run.$f") || die "no wrk summary: $(cat "$dir/run.$f.log")"
-  python3 - "$round" "$wl" "$t" "$conc" "$c0" "$c1" "$((r1 - r0))" "$s" >> "$raw" <<'PY'
-import sys
-rnd, wl, name, conc, c0, c1, rec, s = sys.argv[1:]
-kv = dict(x.split("=") for x in s.split())
-req = int(kv["requests"]); dur = int(kv["duration_us"]) / 1e6
-errs = sum(int(kv[k]) for k in ("status_err", "connect_err", "read_err", "write_err", "timeout_err"))
-cpu = (int(c1) - int(c0)) / 1e3 / req if req else float("nan")
-print(f"{rnd}\t{wl}\t{name}\t{conc}\t{req}\t{req/dur:.0f}\t{kv['p50_us']}\t{kv['p99_us']}\t{errs}\t{cpu:.2f}\t{rec}\t-\t-\t-\t{dur*1e3:.0f}")
-PY
-  log "$(tail -1 "$raw")"
+# receipts_settled: tresor's stored-receipt count once every receipt it issued is stored (or
+# failed), polled every 20 ms for at most 5 s. Read at the end of a tresor slice, it keeps the
+# receipts of that slice inside its CPU window; at the start of one, it keeps the previous
+# slice's backlog out.
+receipts_settled() {
+  local i m iss=0 st=0 fl=0
+  for ((i = 0; i < 250; i++)); do
+    m=$(curl -s -m 5 "http://127.0.0.1:$port_t/metrics" | awk '
+      {split($1, n, "{")}
+      n[1] == "tresor_receipts_issued_total" {i += $2}
+      n[1] == "tresor_receipts_stored_total" {s += $2}
+      n[1] == "tresor_receipt_store_failures_total" {f += $2}
+      END {printf "%d %d %d", i, s, f}')
+    read -r iss st fl <<< "$m"
+    ((st + fl >= iss)) && break
+    sleep 0.02
+  done
+  echo "$st"
 }
-sse_round() { # workload target conns per_conn body expect_deltas timeout_s
-  local wl=$1 t=$2 conns=$3 per=$4 body=$5 deltas=$6 tmo=$7 tp=() r0=0 r1=0 c0 c1 out A
-  mapfile -t tp < <(all_pids "$(t_pid "$wl" "$t")")
-  mapfile -t A < <(sse_args "$wl" "$t")
-  if [[ $wl != sse_many ]]; then   # warm-up: one stream per connection, not measured
-    taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$body" --conns "$conns" --per-conn 1 \
-      --timeout-s 30 >/dev/null || die "SSE warm-up $wl $t failed"
-    sleep 0.2
-  fi
-  [[ $t == tresor* ]] && r0=$(metric tresor_receipts_stored_total)
-  c0=$(cpu_ns "${tp[@]}")
-  out=$(taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$body" --conns "$conns" --per-conn "$per" \
-    --connect-parallel 256 --timeout-s "$tmo" --expect-content "$sse_content" --expect-deltas "$deltas" \
-    --samples "$dir/sse.$wl.$t.r$round.samples.tsv") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
-  [[ $out == requests=* ]] || die "$wl $t: sse_load printed no summary: $out"
-  c1=$(cpu_ns "${tp[@]}")
-  [[ $t == tresor* ]] && { sleep 0.2; r1=$(metric tresor_receipts_stored_total); }
-  python3 - "$round" "$wl" "$t" "$conns" "$c0" "$c1" "$((r1 - r0))" "$out" >> "$raw" <<'PY'
+slices_tsv="$dir/slices.tsv"
+printf 'round\tworkload\ttarget\tconc\tslice\tcpu_ns\trequests\tdur_us\terrors\treceipts\tdropped\treordered\tkind\tlatency_file\n' > "$slices_tsv"
+# slice_begin / slice_end TARGET WORKLOAD: the CPU (ns, every thread of the target's process
+# tree) and the receipts stored between the two, in s_cpu / s_rec.
+slice_begin() {
+  mapfile -t s_tp < <(all_pids "$(t_pid "$2" "$1")")
+  s_r0=0; [[ $1 == tresor* ]] && s_r0=$(receipts_settled)
+  s_c0=$(cpu_ns "${s_tp[@]}")
+}
+slice_end() {
+  local r1=0
+  [[ $1 == tresor* ]] && r1=$(receipts_settled)
+  s_cpu=$(( $(cpu_ns "${s_tp[@]}") - s_c0 )); s_rec=$((r1 - s_r0))
+}
+wrk_slice() { # workload target conc slice: 1 s of wrk
+  local wl=$1 t=$2 conc=$3 sl=$4 f="$dir/run.$1.$2.$3.r$round.s$4"
+  slice_begin "$t" "$wl"
+  run_wrk "$wl" "$t" "$conc" 1 "$f" || die "wrk failed: $(cat "$f.log")"
+  slice_end "$t" "$wl"
+  [[ -s $f && -s $f.q ]] || die "no wrk summary: $(cat "$f.log")"
+  python3 - "$round" "$wl" "$t" "$conc" "$sl" "$s_cpu" "$s_rec" "$(cat "$f")" "$f.q" >> "$slices_tsv" <<'PY'
 import sys
-rnd, wl, name, conns, c0, c1, rec, s = sys.argv[1:]
+rnd, wl, t, conc, sl, cpu, rec, s, q = sys.argv[1:]
 kv = dict(x.split("=") for x in s.split())
-n = int(kv["requests"]); wall = float(kv["wall_ms"])
-cpu = (int(c1) - int(c0)) / 1e3 / n if n else float("nan")
-print(f"{rnd}\t{wl}\t{name}\t{conns}\t{n}\t{n / wall * 1e3:.0f}\t{float(kv['ttfe_p50_us']):.0f}\t{float(kv['ttfe_p99_us']):.0f}\t"
-      f"{kv['errors']}\t{cpu:.2f}\t{rec}\t{float(kv['total_p50_us']):.0f}\t{kv['dropped']}\t{kv['reordered']}\t{wall:.0f}")
+errs = sum(int(kv[k]) for k in ("status_err", "connect_err", "read_err", "write_err", "timeout_err"))
+print("\t".join([rnd, wl, t, conc, sl, cpu, kv["requests"], kv["duration_us"], str(errs), rec, "0", "0", "wrk", q]))
 PY
-  log "$(tail -1 "$raw")"
+}
+sse_body_for() { # workload target → request body file
+  if [[ $1 == sse_many ]]; then
+    [[ $2 == tresor* ]] && echo "$dir/sse-long-tresor.json" || echo "$dir/sse-long.json"
+  else echo "$dir/sse.json"; fi
+}
+sse_slice() { # workload target conns per_conn expect_deltas timeout_s slice
+  local wl=$1 t=$2 conns=$3 per=$4 deltas=$5 tmo=$6 sl=$7 out A smp="$dir/sse.$1.$2.r$round.s$7.samples.tsv"
+  mapfile -t A < <(sse_args "$wl" "$t")
+  slice_begin "$t" "$wl"
+  out=$(taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$(sse_body_for "$wl" "$t")" --conns "$conns" \
+    --per-conn "$per" --connect-parallel 256 --timeout-s "$tmo" --expect-content "$sse_content" \
+    --expect-deltas "$deltas" --samples "$smp") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
+  slice_end "$t" "$wl"
+  [[ $out == requests=* && -s $smp ]] || die "$wl $t: sse_load printed no summary: $out"
+  python3 - "$round" "$wl" "$t" "$conns" "$sl" "$s_cpu" "$s_rec" "$out" "$smp" >> "$slices_tsv" <<'PY'
+import sys
+rnd, wl, t, conns, sl, cpu, rec, s, smp = sys.argv[1:]
+kv = dict(x.split("=") for x in s.split())
+dur_us = round(float(kv["wall_ms"]) * 1e3)
+print("\t".join([rnd, wl, t, conns, sl, cpu, kv["requests"], str(dur_us), kv["errors"], rec, kv["dropped"],
+                 kv["reordered"], "sse", smp]))
+PY
+}
+round_rows() { # workload conc: the round's row per target (lib/slices.py) into raw.tsv
+  local l
+  while IFS= read -r l; do printf '%s\n' "$l" >> "$raw"; log "$l"; done \
+    < <(python3 "$bench/lib/slices.py" "$slices_tsv" "$round" "$1" "$2")
+}
+# A workload in a round: each target warmed up, then the slices, the targets alternating and
+# the order rotated by one each slice.
+wrk_workload() { # workload conc target…
+  local wl=$1 conc=$2 t sl; shift 2
+  for t in "$@"; do
+    run_wrk "$wl" "$t" "$conc" "$warmup" "$dir/warm.$wl.$t.$conc.r$round" \
+      || die "wrk warm-up failed: $(cat "$dir/warm.$wl.$t.$conc.r$round.log")"
+  done
+  for ((sl = 1; sl <= slices; sl++)); do
+    for t in $(rotate $((sl - 1)) "$@"); do wrk_slice "$wl" "$t" "$conc" "$sl"; done
+  done
+  round_rows "$wl" "$conc"
+}
+sse_workload() { # workload conns per_conn_per_slice expect_deltas n_slices warm(0|1) target…
+  local wl=$1 conns=$2 per=$3 deltas=$4 n=$5 warm=$6 t sl A; shift 6
+  if [[ $warm == 1 ]]; then   # one stream per connection, not measured
+    for t in "$@"; do
+      mapfile -t A < <(sse_args "$wl" "$t")
+      taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$(sse_body_for "$wl" "$t")" --conns "$conns" \
+        --per-conn 1 --timeout-s 30 >/dev/null || die "SSE warm-up $wl $t failed"
+    done
+  fi
+  for ((sl = 1; sl <= n; sl++)); do
+    for t in $(rotate $((sl - 1)) "$@"); do sse_slice "$wl" "$t" "$conns" "$per" "$deltas" 120 "$sl"; done
+  done
+  round_rows "$wl" "$conns"
 }
 
-# Interleaving: a round runs every workload through every target once, so a slow minute
-# of the VM lands in one round of every target (the median drops it) instead of in all
-# the rounds of one target. Inside a round the target order rotates by one each round
-# (round 1: direct nginx portkey tresor_on tresor_off, round 2: nginx portkey … direct),
-# so no target always runs first, or always right after the same neighbour.
+# Interleaving: a round runs every workload through every target, so a slow minute of the
+# VM lands in one round of every target (the median drops it) instead of in all the rounds
+# of one target. Inside a round each target's time is cut into slices (1 s of wrk, a few
+# streams) that alternate between the targets, so the targets of a round share the same
+# stretch of the VM's drifting speed, and their ratio cancels it (bench/lib/slices.py).
+# The target order rotates by one each round and each slice (round 1: direct nginx
+# portkey tresor_on tresor_off, round 2: nginx portkey … direct), so no target always runs
+# first, or always right after the same neighbour.
 rotate() { # K ITEM… → the items rotated left by K, one a line
   local k=$1; shift; local a=("$@") i
   for ((i = 0; i < ${#a[@]}; i++)); do echo "${a[$(( (i + k) % ${#a[@]} ))]}"; done
@@ -422,33 +480,29 @@ for t in $sse_many_targets; do [[ $t == portkey && $use_portkey == 0 ]] || many_
 max_conc=$(tr ' ' '\n' <<< "$concs" | sort -n | tail -1)
 sse_events=$((sse_chunks + 2))
 peak_kb=0
+per_slice() { echo $(( ($1 + slices - 1) / slices )); }   # N per round → per slice, rounded up
+seq_per_slice=$(per_slice "$sse_seq"); conc_per_slice=$(per_slice "$sse_per_conn")
 for ((round = 1; round <= rounds; round++)); do
   mapfile -t order < <(rotate $((round - 1)) "${targets[@]}")
-  section "round $round/$rounds: non-stream chat (order: ${order[*]})"
+  section "round $round/$rounds: non-stream chat (order: ${order[*]}; $slices slices of 1 s each)"
   for conc in $concs; do
-    reset_hwm=$([[ $conc == "$max_conc" ]] && echo 1 || echo 0)
-    for t in "${order[@]}"; do
-      if [[ $t == tresor* && $reset_hwm == 1 ]]; then
-        echo 5 > "/proc/$pid_tresor/clear_refs"   # VmHWM := VmRSS: peak of the c=max rounds only
-        reset_hwm=0
-      fi
-      wrk_round chat "$t" "$conc"
-    done
+    if [[ $conc == "$max_conc" ]]; then
+      echo 5 > "/proc/$pid_tresor/clear_refs"   # VmHWM := VmRSS: peak of the c=max rounds only
+    fi
+    wrk_workload chat "$conc" "${order[@]}"
     if [[ $conc == "$max_conc" ]]; then   # the largest peak over the rounds
       kb=$(vm_kb "$pid_tresor" VmHWM); [[ $kb != - ]] && ((kb > peak_kb)) && peak_kb=$kb
     fi
   done
   section "round $round/$rounds: transcription ${audio_kib} KiB, c=$tr_conc"
-  for t in "${order[@]}"; do wrk_round transcription "$t" "$tr_conc"; done
-  section "round $round/$rounds: SSE sequential ($sse_seq streams), $sse_conc concurrent x $sse_per_conn"
-  for t in "${order[@]}"; do sse_round sse_seq "$t" 1 "$sse_seq" "$dir/sse.json" "$sse_chunks" 120; done
-  for t in "${order[@]}"; do sse_round sse_conc "$t" "$sse_conc" "$sse_per_conn" "$dir/sse.json" "$sse_chunks" 120; done
+  wrk_workload transcription "$tr_conc" "${order[@]}"
+  section "round $round/$rounds: SSE sequential ($slices x $seq_per_slice streams), $sse_conc concurrent x $slices x $conc_per_slice"
+  sse_workload sse_seq 1 "$seq_per_slice" "$sse_chunks" "$slices" 1 "${order[@]}"
+  sse_workload sse_conc "$sse_conc" "$conc_per_slice" "$sse_chunks" "$slices" 1 "${order[@]}"
   if ((${#many_targets[@]})); then
-    section "round $round/$rounds: SSE $sse_many concurrent paced streams (64 events x ${sse_pace} ms)"
-    for t in $(rotate $((round - 1)) "${many_targets[@]}"); do
-      body="$dir/sse-long.json"; [[ $t == tresor* ]] && body="$dir/sse-long-tresor.json"
-      sse_round sse_many "$t" "$sse_many" 1 "$body" "$long_chunks" 120
-    done
+    section "round $round/$rounds: SSE $sse_many concurrent paced streams (64 events x ${sse_pace} ms, $sse_many_slices slices)"
+    mapfile -t many_order < <(rotate $((round - 1)) "${many_targets[@]}")
+    sse_workload sse_many "$sse_many" 1 "$long_chunks" "$sse_many_slices" 0 "${many_order[@]}"
   fi
 done
 put tresor_peak_rss_kb "$peak_kb"
@@ -656,7 +710,7 @@ fi
   echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, log $([[ $log_on == 0 ]] && echo off || echo on), credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
   echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)'), $(valgrind --version 2>/dev/null || echo 'no valgrind')"
-  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration}s per round; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
+  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration} slices of 1 s per target per round, the targets alternating slice by slice; SSE: ${sse_seq} sequential streams and ${sse_conc} connections x ${sse_per_conn} per round in ${slices} slices, ${sse_many} paced streams x ${sse_many_slices} slices; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
   echo
   echo "$chart_note"
   echo
