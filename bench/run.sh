@@ -214,12 +214,13 @@ pid_proxy=$!; pids+=("$pid_proxy")
 (cd "$dir" && exec taskset -c "$proxy_cpu" "$router" --config "$dir/tresor.yaml") >"$dir/tresor.log" 2>&1 &
 pid_tresor=$!; pids+=("$pid_tresor")
 pid_portkey=""
-if [[ $use_portkey != 0 ]]; then
+start_portkey() { # → pid_portkey
   # --headless: no UI routes; NODE_ENV=production; the preload binds 127.0.0.1 only.
   (cd "$dir" && NODE_ENV=production exec taskset -c "$proxy_cpu" node -r "$bench/portkey/loopback.cjs" \
-    "$pk_entry" --port="$port_p" --headless) >"$dir/portkey.log" 2>&1 &
+    "$pk_entry" --port="$port_p" --headless) >>"$dir/portkey.log" 2>&1 &
   pid_portkey=$!; pids+=("$pid_portkey")
-fi
+}
+[[ $use_portkey == 0 ]] || start_portkey
 
 wait_http "http://127.0.0.1:$port_a/" 10 || die "nginx direct did not start: $(cat "$dir/direct.stderr" "$dir/direct.error.log" 2>/dev/null)"
 wait_http "http://127.0.0.1:$port_b/" 10 || die "nginx proxy did not start: $(cat "$dir/proxy.stderr" "$dir/proxy.error.log" 2>/dev/null)"
@@ -480,10 +481,28 @@ for t in $sse_many_targets; do [[ $t == portkey && $use_portkey == 0 ]] || many_
 max_conc=$(tr ' ' '\n' <<< "$concs" | sort -n | tail -1)
 sse_events=$((sse_chunks + 2))
 peak_kb=0
+# A fresh Portkey every round, warmed up the same way (2 s of chat and 1 s of transcription
+# at c=8, 32 streams). A Node process's CPU per request depends on its history (JIT tiers,
+# heap size and the GC work it brings): in one run Portkey's SSE CPU per stream rose by a
+# third from round 1 to round 5, so rounds of one long-lived process are not alike and a
+# run's median depended on how that one process aged. Every round now measures the same
+# state; the restart and the warm-up are outside every measured slice.
+fresh_portkey() {
+  local A
+  stop_pid "$pid_portkey"
+  start_portkey
+  wait_http "http://127.0.0.1:$port_p/" 30 || die "Portkey did not restart: $(tail -5 "$dir/portkey.log")"
+  run_wrk chat portkey 8 2 "$dir/pk-warm.chat.r$round" || die "Portkey warm-up: $(cat "$dir/pk-warm.chat.r$round.log")"
+  run_wrk transcription portkey 8 1 "$dir/pk-warm.tr.r$round" || die "Portkey warm-up: $(cat "$dir/pk-warm.tr.r$round.log")"
+  mapfile -t A < <(sse_args sse portkey)
+  taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$dir/sse.json" --conns 8 --per-conn 4 \
+    --timeout-s 30 >/dev/null || die "Portkey SSE warm-up failed"
+}
 per_slice() { echo $(( ($1 + slices - 1) / slices )); }   # N per round → per slice, rounded up
 seq_per_slice=$(per_slice "$sse_seq"); conc_per_slice=$(per_slice "$sse_per_conn")
 for ((round = 1; round <= rounds; round++)); do
   mapfile -t order < <(rotate $((round - 1)) "${targets[@]}")
+  [[ $use_portkey == 0 ]] || fresh_portkey
   section "round $round/$rounds: non-stream chat (order: ${order[*]}; $slices slices of 1 s each)"
   for conc in $concs; do
     if [[ $conc == "$max_conc" ]]; then
