@@ -708,7 +708,7 @@ if ((rounds < 5 || duration < 5)); then
 fi
 chart_note="no chart (gnuplot missing)"
 if command -v gnuplot >/dev/null 2>&1; then
-  subtitle="$(date -u +%Y-%m-%dT%H:%MZ), tresor $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $rounds rounds x ${duration} s, nproc $ncpu${reduced:+ — REDUCED run}"
+  subtitle="$(date -u +%Y-%m-%dT%H:%MZ), tresor $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'), $rounds rounds x $slices slices of 1 s, nproc $ncpu${reduced:+ — REDUCED run}"
   if gnuplot -e "dir='$dir/chart'; out='$dir/results.png'; subtitle='$subtitle'" "$bench/lib/chart.gp" 2>"$dir/gnuplot.log" \
      && [[ -s $dir/results.png ]]; then
     cp "$dir/results.png" "$out_dir/results.png"
