@@ -266,10 +266,6 @@ t_headers() { # workload target: extra headers, "|"-separated
 }
 all_pids() { local p; for p in "$@"; do pid_tree "$p"; done; }
 
-metric() { # name: sum of a Prometheus counter from tresor /metrics
-  curl -s -m 5 "http://127.0.0.1:$port_t/metrics" | awk -v n="$1" '$1 == n || index($1, n"{") == 1 {s += $2} END {printf "%d", s}'
-}
-
 # Request bodies (the SSE ones: tresor routes by its own model ids, the others get the
 # fake's model with the chunk override in its ?suffix).
 chat_body='{"model":"bench-model","messages":[{"role":"user","content":"Hello, how are you?"}]}'
