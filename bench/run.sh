@@ -6,7 +6,7 @@
 # of tresor and of nginx. BENCH_ROUNDS rounds (default 5), the targets interleaved and
 # rotated inside each round; the report gives medians with their min–max over the rounds
 # and a PNG chart (bench/results.png). One command, loopback only, stops by itself,
-# ~15 min. See bench/README.md for knobs.
+# ~25 min. See bench/README.md for knobs.
 set -euo pipefail
 bench="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$bench/.." && pwd)"
@@ -21,9 +21,9 @@ tr_conc="${BENCH_TRANSCRIPTION_CONC:-8}"
 audio_kib="${BENCH_AUDIO_KIB:-64}"
 sse_pace="${BENCH_SSE_PACE_MS:-20}"
 sse_chunks="${BENCH_SSE_CHUNKS:-6}"            # short stream: role + 6 content + finish = 8 events
-sse_seq="${BENCH_SSE_SEQ:-50}"                 # sequential streams per target per round (over the slices)
+sse_seq="${BENCH_SSE_SEQ:-100}"                # sequential streams per target per round (over the slices)
 sse_conc="${BENCH_SSE_CONC:-32}"
-sse_per_conn="${BENCH_SSE_PER_CONN:-10}"       # streams per connection per round (over the slices)
+sse_per_conn="${BENCH_SSE_PER_CONN:-30}"       # streams per connection per round (over the slices)
 sse_many="${BENCH_SSE_MANY:-2000}"
 sse_many_slices="${BENCH_SSE_MANY_SLICES:-3}"  # 2,000-stream slices per target per round
 sse_many_targets="${BENCH_SSE_MANY_TARGETS:-tresor_on nginx}"
@@ -31,6 +31,7 @@ long_chunks=62                                  # 64 events: role + 62 content +
 idle_conns="${BENCH_IDLE_CONNS:-10000}"
 soak="${BENCH_SOAK_SECONDS:-0}"
 use_portkey="${BENCH_PORTKEY:-1}"
+pk_factor="${BENCH_PORTKEY_FACTOR:-2}"         # Portkey's slices are this many times as long (see below)
 use_callgrind="${BENCH_CALLGRIND:-1}"
 cg_requests="${BENCH_CALLGRIND_REQUESTS:-200}"
 cg_streams="${BENCH_CALLGRIND_STREAMS:-50}"
@@ -66,6 +67,7 @@ fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$rounds')"
 [[ $duration =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION must be a positive integer (got '$duration')"
+[[ $pk_factor =~ ^[1-9][0-9]*$ ]] || die "BENCH_PORTKEY_FACTOR must be a positive integer (got '$pk_factor')"
 [[ $sse_many_slices =~ ^[1-9][0-9]*$ ]] || die "BENCH_SSE_MANY_SLICES must be a positive integer (got '$sse_many_slices')"
 mkdir -p "$out_dir"
 if ! command -v gnuplot >/dev/null 2>&1; then   # the chart only: the run goes on without it
@@ -390,10 +392,16 @@ slice_end() {
   [[ $1 == tresor* ]] && r1=$(receipts_settled)
   s_cpu=$(( $(cpu_ns "${s_tp[@]}") - s_c0 )); s_rec=$((r1 - s_r0))
 }
-wrk_slice() { # workload target conc slice: 1 s of wrk
+# Portkey's slices are pk_factor times as long (wrk seconds, SSE streams): a Node process's
+# CPU per request moves more from slice to slice than nginx's or tresor's (GC cycles, JIT
+# tiers; measured: 15-20 % between 1-s slices against 3-6 %), and every ratio to Portkey
+# inherits that noise. A slice's figure is CPU per request, so a longer slice only averages
+# over more of them.
+t_factor() { [[ $1 == portkey ]] && echo "$pk_factor" || echo 1; }
+wrk_slice() { # workload target conc slice: 1 s of wrk (Portkey: pk_factor s)
   local wl=$1 t=$2 conc=$3 sl=$4 f="$dir/run.$1.$2.$3.r$round.s$4"
   slice_begin "$t" "$wl"
-  run_wrk "$wl" "$t" "$conc" 1 "$f" || die "wrk failed: $(cat "$f.log")"
+  run_wrk "$wl" "$t" "$conc" "$(t_factor "$t")" "$f" || die "wrk failed: $(cat "$f.log")"
   slice_end "$t" "$wl"
   [[ -s $f && -s $f.q ]] || die "no wrk summary: $(cat "$f.log")"
   python3 - "$round" "$wl" "$t" "$conc" "$sl" "$s_cpu" "$s_rec" "$(cat "$f")" "$f.q" >> "$slices_tsv" <<'PY'
@@ -437,7 +445,7 @@ round_rows() { # workload conc: the round's row per target (lib/slices.py) into 
 wrk_workload() { # workload conc target…
   local wl=$1 conc=$2 t sl; shift 2
   for t in "$@"; do
-    run_wrk "$wl" "$t" "$conc" "$warmup" "$dir/warm.$wl.$t.$conc.r$round" \
+    run_wrk "$wl" "$t" "$conc" $((warmup * $(t_factor "$t"))) "$dir/warm.$wl.$t.$conc.r$round" \
       || die "wrk warm-up failed: $(cat "$dir/warm.$wl.$t.$conc.r$round.log")"
   done
   for ((sl = 1; sl <= slices; sl++)); do
@@ -451,11 +459,13 @@ sse_workload() { # workload conns per_conn_per_slice expect_deltas n_slices warm
     for t in "$@"; do
       mapfile -t A < <(sse_args "$wl" "$t")
       taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$(sse_body_for "$wl" "$t")" --conns "$conns" \
-        --per-conn 1 --timeout-s 30 >/dev/null || die "SSE warm-up $wl $t failed"
+        --per-conn "$(t_factor "$t")" --timeout-s 30 >/dev/null || die "SSE warm-up $wl $t failed"
     done
   fi
   for ((sl = 1; sl <= n; sl++)); do
-    for t in $(rotate $((sl - 1)) "$@"); do sse_slice "$wl" "$t" "$conns" "$per" "$deltas" 120 "$sl"; done
+    for t in $(rotate $((sl - 1)) "$@"); do
+      sse_slice "$wl" "$t" "$conns" $((per * $(t_factor "$t"))) "$deltas" 120 "$sl"
+    done
   done
   round_rows "$wl" "$conns"
 }
@@ -725,7 +735,7 @@ fi
   echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, log $([[ $log_on == 0 ]] && echo off || echo on), credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
   echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)'), $(valgrind --version 2>/dev/null || echo 'no valgrind')"
-  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration} slices of 1 s per target per round, the targets alternating slice by slice; SSE: ${sse_seq} sequential streams and ${sse_conc} connections x ${sse_per_conn} per round in ${slices} slices, ${sse_many} paced streams x ${sse_many_slices} slices; SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
+  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration} slices of 1 s per target per round, the targets alternating slice by slice; SSE: ${sse_seq} sequential streams and ${sse_conc} connections x ${sse_per_conn} per round in ${slices} slices, ${sse_many} paced streams x ${sse_many_slices} slices; Portkey's slices and warm-ups ${pk_factor}x as long (wrk seconds, streams); SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
   echo
   echo "$chart_note"
   echo
