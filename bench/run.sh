@@ -392,11 +392,12 @@ slice_end() {
   [[ $1 == tresor* ]] && r1=$(receipts_settled)
   s_cpu=$(( $(cpu_ns "${s_tp[@]}") - s_c0 )); s_rec=$((r1 - s_r0))
 }
-# Portkey's slices are pk_factor times as long (wrk seconds, SSE streams): a Node process's
+# Portkey's slices are pk_factor times as long (wrk seconds, SSE runs): a Node process's
 # CPU per request moves more from slice to slice than nginx's or tresor's (GC cycles, JIT
 # tiers; measured: 15-20 % between 1-s slices against 3-6 %), and every ratio to Portkey
 # inherits that noise. A slice's figure is CPU per request, so a longer slice only averages
-# over more of them.
+# over more of them (wrk opens its connections once per run: 64 connects against 1,300+
+# requests in a Portkey slice).
 t_factor() { [[ $1 == portkey ]] && echo "$pk_factor" || echo 1; }
 wrk_slice() { # workload target conc slice: 1 s of wrk (Portkey: pk_factor s)
   local wl=$1 t=$2 conc=$3 sl=$4 f="$dir/run.$1.$2.$3.r$round.s$4"
@@ -417,22 +418,33 @@ sse_body_for() { # workload target → request body file
     [[ $2 == tresor* ]] && echo "$dir/sse-long-tresor.json" || echo "$dir/sse-long.json"
   else echo "$dir/sse.json"; fi
 }
+# A Portkey SSE slice runs the same sse_load command pk_factor times over (not more streams
+# per connection, which would spread its connection set-up over more streams than the
+# others'); the runs' counts are summed and their per-stream samples concatenated.
 sse_slice() { # workload target conns per_conn expect_deltas timeout_s slice
-  local wl=$1 t=$2 conns=$3 per=$4 deltas=$5 tmo=$6 sl=$7 out A smp="$dir/sse.$1.$2.r$round.s$7.samples.tsv"
+  local wl=$1 t=$2 conns=$3 per=$4 deltas=$5 tmo=$6 sl=$7 out A i outs=() smp="$dir/sse.$1.$2.r$round.s$7.samples.tsv"
   mapfile -t A < <(sse_args "$wl" "$t")
   slice_begin "$t" "$wl"
-  out=$(taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$(sse_body_for "$wl" "$t")" --conns "$conns" \
-    --per-conn "$per" --connect-parallel 256 --timeout-s "$tmo" --expect-content "$sse_content" \
-    --expect-deltas "$deltas" --samples "$smp") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
+  for ((i = 1; i <= $(t_factor "$t"); i++)); do
+    out=$(taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$(sse_body_for "$wl" "$t")" --conns "$conns" \
+      --per-conn "$per" --connect-parallel 256 --timeout-s "$tmo" --expect-content "$sse_content" \
+      --expect-deltas "$deltas" --samples "$smp.$i") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
+    [[ $out == requests=* && -s $smp.$i ]] || { slice_end "$t" "$wl"; die "$wl $t: sse_load printed no summary: $out"; }
+    outs+=("$out")
+  done
   slice_end "$t" "$wl"
-  [[ $out == requests=* && -s $smp ]] || die "$wl $t: sse_load printed no summary: $out"
-  python3 - "$round" "$wl" "$t" "$conns" "$sl" "$s_cpu" "$s_rec" "$out" "$smp" >> "$slices_tsv" <<'PY'
+  python3 - "$round" "$wl" "$t" "$conns" "$sl" "$s_cpu" "$s_rec" "$smp" "${outs[@]}" >> "$slices_tsv" <<'PY'
 import sys
-rnd, wl, t, conns, sl, cpu, rec, s, smp = sys.argv[1:]
-kv = dict(x.split("=") for x in s.split())
-dur_us = round(float(kv["wall_ms"]) * 1e3)
-print("\t".join([rnd, wl, t, conns, sl, cpu, kv["requests"], str(dur_us), kv["errors"], rec, kv["dropped"],
-                 kv["reordered"], "sse", smp]))
+rnd, wl, t, conns, sl, cpu, rec, smp = sys.argv[1:9]
+runs = [dict(x.split("=") for x in s.split()) for s in sys.argv[9:]]
+tot = lambda k: sum(int(kv[k]) for kv in runs)  # noqa: E731
+with open(smp, "w") as out:  # one header, then every run's rows
+    for i in range(len(runs)):
+        lines = open(f"{smp}.{i + 1}").read().splitlines(keepends=True)
+        out.writelines(lines if i == 0 else lines[1:])
+dur_us = round(sum(float(kv["wall_ms"]) for kv in runs) * 1e3)
+print("\t".join([rnd, wl, t, conns, sl, cpu, str(tot("requests")), str(dur_us), str(tot("errors")), rec,
+                 str(tot("dropped")), str(tot("reordered")), "sse", smp]))
 PY
 }
 round_rows() { # workload conc: the round's row per target (lib/slices.py) into raw.tsv
@@ -463,9 +475,7 @@ sse_workload() { # workload conns per_conn_per_slice expect_deltas n_slices warm
     done
   fi
   for ((sl = 1; sl <= n; sl++)); do
-    for t in $(rotate $((sl - 1)) "$@"); do
-      sse_slice "$wl" "$t" "$conns" $((per * $(t_factor "$t"))) "$deltas" 120 "$sl"
-    done
+    for t in $(rotate $((sl - 1)) "$@"); do sse_slice "$wl" "$t" "$conns" "$per" "$deltas" 120 "$sl"; done
   done
   round_rows "$wl" "$conns"
 }
@@ -735,7 +745,7 @@ fi
   echo "- machine: nproc=$ncpu, CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r), load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- tresor-router: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet 2>/dev/null || echo ' (dirty tree)'), server.threads 1, receipts sqlite durability sync, log $([[ $log_on == 0 ]] && echo off || echo on), credits + limits $([[ $credits == 0 ]] && echo off || echo on)"
   echo "- $("$NGINX" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), node $(node -v 2>/dev/null || echo -), Portkey: $([[ $use_portkey == 0 ]] && echo "${portkey_note:-off}" || echo '@portkey-ai/gateway 1.15.2 (@hono/node-server 1.11.5)'), $(valgrind --version 2>/dev/null || echo 'no valgrind')"
-  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration} slices of 1 s per target per round, the targets alternating slice by slice; SSE: ${sse_seq} sequential streams and ${sse_conc} connections x ${sse_per_conn} per round in ${slices} slices, ${sse_many} paced streams x ${sse_many_slices} slices; Portkey's slices and warm-ups ${pk_factor}x as long (wrk seconds, streams); SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
+  echo "- $rounds rounds, targets interleaved and rotated inside each round; pinning: proxy under test CPU $proxy_cpu; upstreams + load CPU $load_cpu; wrk -t1, ${warmup}s warm-up + ${duration} slices of 1 s per target per round, the targets alternating slice by slice; SSE: ${sse_seq} sequential streams and ${sse_conc} connections x ${sse_per_conn} per round in ${slices} slices, ${sse_many} paced streams x ${sse_many_slices} slices; Portkey's slices and warm-ups ${pk_factor}x as long (wrk seconds; SSE: the sse_load run repeated); SSE pace ${sse_pace} ms; bench wall time $((t_end - t_start)) s"
   echo
   echo "$chart_note"
   echo
