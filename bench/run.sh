@@ -394,7 +394,7 @@ slice_end() {
 }
 # Portkey's slices are pk_factor times as long (wrk seconds, SSE runs): a Node process's
 # CPU per request moves more from slice to slice than nginx's or tresor's (GC cycles, JIT
-# tiers; measured: 15-20 % between 1-s slices against 3-6 %), and every ratio to Portkey
+# tiers; measured: 15-22 % between 1-s slices against 3-8 %), and every ratio to Portkey
 # inherits that noise. A slice's figure is CPU per request, so a longer slice only averages
 # over more of them (wrk opens its connections once per run: 64 connects against 1,300+
 # requests in a Portkey slice).
@@ -429,7 +429,7 @@ sse_slice() { # workload target conns per_conn expect_deltas timeout_s slice
     out=$(taskset -c "$load_cpu" "$sse_load" run "${A[@]}" --body-file "$(sse_body_for "$wl" "$t")" --conns "$conns" \
       --per-conn "$per" --connect-parallel 256 --timeout-s "$tmo" --expect-content "$sse_content" \
       --expect-deltas "$deltas" --samples "$smp.$i") || log "WARNING: $wl $t: sse_load exit $? (timeout?)"
-    [[ $out == requests=* && -s $smp.$i ]] || { slice_end "$t" "$wl"; die "$wl $t: sse_load printed no summary: $out"; }
+    [[ $out == requests=* && -s $smp.$i ]] || die "$wl $t: sse_load printed no summary: $out"
     outs+=("$out")
   done
   slice_end "$t" "$wl"
